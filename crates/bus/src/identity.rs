@@ -1,0 +1,319 @@
+//! An identity's state folded from its own chain (`agent/<id>`): kind, name, key
+//! history and revocation. The rules of what may be appended to which aggregate
+//! live here too ([`check_event`]), so the store, the chain verifier and the
+//! projections all apply the same ones.
+//!
+//! Checks are two-phase because some need another identity's state (an operator
+//! revoking an agent, a service signing a trust result): [`check_event`] returns
+//! a [`SignerRequirement`] the caller resolves, then [`IdentityState::apply`]
+//! folds the event in.
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::envelope::{EventHash, VerifiedEvent};
+use crate::keys::{self, IdentityId};
+use crate::proto::{self, payload::Kind, IdentityKind};
+use crate::subjects::{validate_name, AggregateKind};
+
+/// Unix milliseconds (JetStream's publish time of an event).
+pub type Millis = i64;
+
+/// One signing key of an identity and when it was current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The Ed25519 key.
+    pub signing_key: VerifyingKey,
+    /// The X25519 key published with it.
+    pub x25519_key: [u8; 32],
+    /// First aggregate sequence signed by this key.
+    pub from_seq: u64,
+    /// Last aggregate sequence signed by this key (the rotation event), if rotated.
+    pub until_seq: Option<u64>,
+    /// Publish time of the event that introduced the key.
+    pub valid_from: Millis,
+    /// Publish time of the event that retired the key.
+    pub valid_until: Option<Millis>,
+}
+
+/// An identity as folded from its chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityState {
+    /// Its id.
+    pub id: IdentityId,
+    /// Its registered name.
+    pub name: String,
+    /// agent, operator or service.
+    pub kind: IdentityKind,
+    /// Metadata from the genesis.
+    pub metadata: std::collections::HashMap<String, String>,
+    /// Every key it has had, oldest first; the last is current.
+    pub keys: Vec<KeyRecord>,
+    /// Revocation: aggregate sequence, publish time and reason.
+    pub revoked: Option<(u64, Millis, String)>,
+    /// Aggregate sequence of the last folded event.
+    pub head_seq: u64,
+    /// Hash of the last folded event.
+    pub head_hash: EventHash,
+    /// Publish time of the genesis.
+    pub registered_at: Millis,
+}
+
+/// Why an event may not be appended where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// The genesis or a payload breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The signing key is not the key the actor may sign with here.
+    #[error("unknown key: {0}")]
+    UnknownKey(String),
+    /// The identity (or the signer) is revoked.
+    #[error("revoked: {0}")]
+    Revoked(String),
+    /// The actor may not write to this aggregate.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+}
+
+/// What the caller must check about a signer whose state lives in another chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignerRequirement {
+    /// Nothing: the event is fully checked.
+    None,
+    /// `actor` must be an identity of `kind`, not revoked, and `key` must be its
+    /// current key (at append time) or the key current at the event's publish
+    /// time (when verifying history).
+    Identity {
+        /// The foreign signer.
+        actor: IdentityId,
+        /// The key it signed with.
+        key: VerifyingKey,
+        /// The kinds it must be.
+        kinds: Vec<IdentityKind>,
+    },
+    /// The trust root or an operator identity with `key` endorsed this genesis.
+    Endorser {
+        /// The endorsing operator.
+        operator_id: IdentityId,
+        /// The key it endorsed with.
+        key: VerifyingKey,
+    },
+}
+
+/// Human name of an identity kind.
+pub fn kind_name(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::Agent => "agent",
+        IdentityKind::Operator => "operator",
+        IdentityKind::Service => "service",
+        IdentityKind::Unspecified => "unspecified",
+    }
+}
+
+fn key32(bytes: &[u8], what: &str) -> Result<[u8; 32], RuleError> {
+    bytes.try_into().map_err(|_| RuleError::Invalid(format!("{what} must be 32 bytes")))
+}
+
+impl IdentityState {
+    /// The current key record.
+    pub fn current_key(&self) -> &KeyRecord {
+        // Invariant: a state is only built from a genesis, which pushes one key.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// The key record current at publish time `at`.
+    pub fn key_at_time(&self, key: &VerifyingKey, at: Millis) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| &k.signing_key == key && k.valid_from <= at && k.valid_until.is_none_or(|u| at <= u))
+    }
+
+    /// Whether the identity was revoked before publish time `at`.
+    pub fn revoked_before(&self, at: Millis) -> bool {
+        self.revoked.as_ref().is_some_and(|(_, t, _)| *t < at)
+    }
+
+    /// Builds the state from a genesis event (`agent.registered` at seq 1).
+    /// Returns the endorsement requirement for operators and services.
+    pub fn from_genesis(ev: &VerifiedEvent, published: Millis, trust_root: Option<&VerifyingKey>) -> Result<(Self, SignerRequirement), RuleError> {
+        let Kind::AgentRegistered(reg) = &ev.payload else {
+            return Err(RuleError::Invalid(format!("the first event of an agent chain must be agent.registered, not {}", ev.event_type())));
+        };
+        if ev.aggregate_seq() != 1 {
+            return Err(RuleError::Invalid("agent.registered is only valid as the first event of a chain".into()));
+        }
+        let signing = keys::verifying_key(&reg.signing_key).ok_or_else(|| RuleError::Invalid("signing_key is not an Ed25519 public key".into()))?;
+        if signing != ev.signer {
+            return Err(RuleError::UnknownKey("the genesis must be signed by the key it registers".into()));
+        }
+        let id = keys::identity_id(&signing);
+        if ev.aggregate.id != id || ev.actor() != id {
+            return Err(RuleError::Invalid(format!("the identity id of this key is {id}; aggregate and actor must be agent/{id}")));
+        }
+        validate_name(&reg.name).map_err(|e| RuleError::Invalid(e.to_string()))?;
+        let x25519 = key32(&reg.x25519_key, "x25519_key")?;
+        let kind = IdentityKind::try_from(reg.kind).unwrap_or(IdentityKind::Unspecified);
+        let requirement = match kind {
+            IdentityKind::Agent => SignerRequirement::None,
+            IdentityKind::Operator if trust_root == Some(&signing) => SignerRequirement::None,
+            IdentityKind::Operator | IdentityKind::Service => {
+                let e = reg.endorsement.as_ref().ok_or_else(|| RuleError::NotPermitted(format!("a {} identity needs an operator endorsement", kind_name(kind))))?;
+                let op_key = keys::verifying_key(&e.operator_key).ok_or_else(|| RuleError::Invalid("endorsement operator_key is not an Ed25519 key".into()))?;
+                let sig: [u8; 64] = e.signature.as_slice().try_into().map_err(|_| RuleError::Invalid("endorsement signature must be 64 bytes".into()))?;
+                let body = crate::pae::pae(crate::pae::ENDORSEMENT_DOMAIN, &keys::endorsement_body(&signing, kind_name(kind)));
+                op_key
+                    .verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&sig))
+                    .map_err(|_| RuleError::NotPermitted("the endorsement signature does not verify".into()))?;
+                if trust_root == Some(&op_key) {
+                    SignerRequirement::None
+                } else {
+                    SignerRequirement::Endorser { operator_id: e.operator_id.clone(), key: op_key }
+                }
+            }
+            IdentityKind::Unspecified => return Err(RuleError::Invalid("kind must be agent, operator or service".into())),
+        };
+        let state = IdentityState {
+            id,
+            name: reg.name.clone(),
+            kind,
+            metadata: reg.metadata.clone(),
+            keys: vec![KeyRecord { signing_key: signing, x25519_key: x25519, from_seq: 1, until_seq: None, valid_from: published, valid_until: None }],
+            revoked: None,
+            head_seq: 1,
+            head_hash: ev.hash,
+            registered_at: published,
+        };
+        Ok((state, requirement))
+    }
+
+    /// Checks a non-genesis event of this identity's own chain against the state.
+    /// `at_append` demands the *current* key; otherwise the key current at the
+    /// event's publish time.
+    pub fn check(&self, ev: &VerifiedEvent, published: Option<Millis>) -> Result<SignerRequirement, RuleError> {
+        if matches!(ev.payload, Kind::AgentRegistered(_)) {
+            return Err(RuleError::Invalid("agent.registered is only valid as the first event of a chain".into()));
+        }
+        if !matches!(ev.payload, Kind::AgentKeyRotated(_) | Kind::AgentRevoked(_) | Kind::AgentMessageSent(_) | Kind::AgentAction(_)) {
+            return Err(RuleError::NotPermitted(format!("{} events do not belong on an agent chain", ev.event_type())));
+        }
+        if let Some((seq, _, reason)) = &self.revoked {
+            return Err(RuleError::Revoked(format!("identity {} was revoked at seq {seq} ({reason}); nothing more can be appended", self.id)));
+        }
+        if ev.actor() != self.id {
+            // Only an operator may act on someone else's chain, and only to revoke it.
+            if matches!(ev.payload, Kind::AgentRevoked(_)) {
+                return Ok(SignerRequirement::Identity { actor: ev.actor().to_string(), key: ev.signer, kinds: vec![IdentityKind::Operator] });
+            }
+            return Err(RuleError::NotPermitted(format!("only {} may append to its own chain (actor was {})", self.id, ev.actor())));
+        }
+        let current = self.current_key();
+        if ev.signer != current.signing_key {
+            let old = self.keys.iter().any(|k| k.signing_key == ev.signer);
+            return Err(if old {
+                RuleError::Revoked(format!("key {} of {} was rotated out; sign with the current key", hex::encode(ev.signer.as_bytes()), self.id))
+            } else {
+                RuleError::UnknownKey(format!("key {} is not a key of {}", hex::encode(ev.signer.as_bytes()), self.id))
+            });
+        }
+        let _ = published;
+        if let Kind::AgentKeyRotated(rot) = &ev.payload {
+            let new = keys::verifying_key(&rot.new_signing_key).ok_or_else(|| RuleError::Invalid("new_signing_key is not an Ed25519 public key".into()))?;
+            key32(&rot.new_x25519_key, "new_x25519_key")?;
+            if self.keys.iter().any(|k| k.signing_key == new) {
+                return Err(RuleError::Invalid("new_signing_key was already used by this identity".into()));
+            }
+        }
+        if let Kind::AgentMessageSent(m) = &ev.payload {
+            crate::subjects::validate_id(&m.to).map_err(|e| RuleError::Invalid(e.to_string()))?;
+            if m.sealed.is_empty() {
+                return Err(RuleError::Invalid("a message must carry sealed content".into()));
+            }
+        }
+        Ok(SignerRequirement::None)
+    }
+
+    /// Folds a checked event into the state.
+    pub fn apply(&mut self, ev: &VerifiedEvent, published: Millis) {
+        match &ev.payload {
+            Kind::AgentKeyRotated(rot) => {
+                if let (Some(new), Ok(x)) = (keys::verifying_key(&rot.new_signing_key), key32(&rot.new_x25519_key, "x")) {
+                    let seq = ev.aggregate_seq();
+                    let last = self.keys.len() - 1;
+                    self.keys[last].until_seq = Some(seq);
+                    self.keys[last].valid_until = Some(published);
+                    self.keys.push(KeyRecord { signing_key: new, x25519_key: x, from_seq: seq + 1, until_seq: None, valid_from: published, valid_until: None });
+                }
+            }
+            Kind::AgentRevoked(r) => self.revoked = Some((ev.aggregate_seq(), published, r.reason.clone())),
+            _ => {}
+        }
+        self.head_seq = ev.aggregate_seq();
+        self.head_hash = ev.hash;
+    }
+}
+
+/// Checks an event appended to a non-agent aggregate (name claims, service results).
+pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequirement, RuleError> {
+    match ev.aggregate.kind {
+        AggregateKind::Agent => Err(RuleError::Invalid("agent chains are checked against their identity state".into())),
+        AggregateKind::Name => {
+            let Kind::NameClaimed(claim) = &ev.payload else {
+                return Err(RuleError::NotPermitted(format!("only name.claimed may be appended to a name, not {}", ev.event_type())));
+            };
+            if ev.aggregate_seq() != 1 {
+                return Err(RuleError::NotPermitted("a name is claimed once, by its first event".into()));
+            }
+            if claim.name != ev.aggregate.id {
+                return Err(RuleError::Invalid("name.claimed must name its own aggregate".into()));
+            }
+            if claim.agent_id != ev.actor() || keys::identity_id(&ev.signer) != claim.agent_id {
+                return Err(RuleError::UnknownKey("a name must be claimed by the genesis key of the identity that gets it".into()));
+            }
+            if claim.genesis_hash.len() != 32 {
+                return Err(RuleError::Invalid("genesis_hash must be 32 bytes".into()));
+            }
+            Ok(SignerRequirement::None)
+        }
+        _ => {
+            if matches!(ev.payload, Kind::NameClaimed(_) | Kind::AgentRegistered(_) | Kind::AgentKeyRotated(_) | Kind::AgentRevoked(_) | Kind::AgentMessageSent(_)) {
+                return Err(RuleError::NotPermitted(format!("{} belongs on an agent or name chain", ev.event_type())));
+            }
+            if matches!(ev.payload, Kind::TrustInitialized(_)) && ev.aggregate.kind != AggregateKind::Trust {
+                return Err(RuleError::NotPermitted("trust events belong on trust aggregates".into()));
+            }
+            Ok(SignerRequirement::Identity { actor: ev.actor().to_string(), key: ev.signer, kinds: vec![IdentityKind::Service] })
+        }
+    }
+}
+
+/// Checks a foreign signer against its identity state. With `at = None` the key
+/// must be current and the identity unrevoked (append time); with `Some(t)` the
+/// key must have been current at publish time `t`.
+pub fn check_signer(state: &IdentityState, key: &VerifyingKey, kinds: &[IdentityKind], at: Option<Millis>) -> Result<(), RuleError> {
+    if !kinds.contains(&state.kind) {
+        let want: Vec<_> = kinds.iter().map(|k| kind_name(*k)).collect();
+        return Err(RuleError::NotPermitted(format!("{} is a {}, but this needs a {}", state.id, kind_name(state.kind), want.join(" or "))));
+    }
+    match at {
+        None => {
+            if let Some((seq, _, reason)) = &state.revoked {
+                return Err(RuleError::Revoked(format!("signer {} was revoked at seq {seq} ({reason})", state.id)));
+            }
+            if &state.current_key().signing_key != key {
+                return Err(RuleError::UnknownKey(format!("key {} is not the current key of {}", hex::encode(key.as_bytes()), state.id)));
+            }
+        }
+        Some(t) => {
+            if state.revoked_before(t) {
+                return Err(RuleError::Revoked(format!("signer {} was revoked before this event", state.id)));
+            }
+            if state.key_at_time(key, t).is_none() {
+                return Err(RuleError::UnknownKey(format!("key {} was not a current key of {} when this event was published", hex::encode(key.as_bytes()), state.id)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The identity kind of a proto enum value.
+pub fn identity_kind(v: i32) -> IdentityKind {
+    proto::IdentityKind::try_from(v).unwrap_or(IdentityKind::Unspecified)
+}

