@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod identity;
 pub mod keys;
 pub mod pae;
+pub mod query;
 pub mod seal;
 pub mod store;
 pub mod streams;

@@ -18,7 +18,6 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream::LastRawMess
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
-use futures::StreamExt;
 use prost::Message;
 
 use crate::envelope::{hash_bytes, EnvelopeError, EventHash, VerifiedEvent, ZERO_HASH};
@@ -583,25 +582,33 @@ impl EventStore {
         }
     }
 
-    /// Events of one aggregate with stream sequence in `from..=to`.
+    /// Events of one aggregate with stream sequence in `from..=to`, read with
+    /// leader-routed `STREAM.MSG.GET` next-by-subject requests (no consumer is
+    /// created, so any number of readers can run at once).
     pub async fn read_subject(&self, aggregate: &Aggregate, from_stream_seq: u64, to_stream_seq: u64) -> Result<Vec<StoredEvent>, ReadError> {
-        if to_stream_seq < from_stream_seq {
-            return Ok(Vec::new());
-        }
         let mut out = Vec::new();
-        let mut replay = crate::consumer::replay(&self.js, aggregate.stream(), Some(aggregate.subject()), crate::consumer::StartAt::Sequence(from_stream_seq.max(1)))
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        while let Some(item) = replay.next().await {
-            let (stored, _pending) = item.map_err(|e| ReadError::Unavailable(e.to_string()))?;
-            let seq = stored.position.seq;
-            if seq > to_stream_seq {
+        if to_stream_seq < from_stream_seq {
+            return Ok(out);
+        }
+        let stream = self.js.get_stream_no_info(aggregate.stream()).await.map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let subject = aggregate.subject();
+        let mut next = from_stream_seq.max(1);
+        while next <= to_stream_seq {
+            let msg = match stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await {
+                Ok(m) => m,
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("no message found") || text.contains("10037") {
+                        break;
+                    }
+                    return Err(ReadError::Unavailable(text));
+                }
+            };
+            if msg.sequence > to_stream_seq {
                 break;
             }
-            out.push(stored);
-            if seq == to_stream_seq {
-                break;
-            }
+            next = msg.sequence + 1;
+            out.push(StoredEvent::new(aggregate.stream(), msg.sequence, msg.subject.to_string(), msg.time, msg.payload, Some(&msg.headers)));
         }
         Ok(out)
     }

@@ -42,6 +42,9 @@ pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::
         duplicate_window: settings.dedup_window,
         num_replicas: settings.replicas,
         max_message_size: STREAM_MAX_MESSAGE_BYTES,
+        max_consumers: -1,
+        max_messages: -1,
+        max_bytes: -1,
         ..Default::default()
     }
 }

@@ -1,0 +1,61 @@
+//! Query services on NATS request/reply (the async-nats services API): every
+//! instance of a role joins the same queue group, so adding instances adds query
+//! capacity, and `$SRV.PING/INFO/STATS` discover them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use amai_bus::query::QueryError;
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// Boxed future of a query handler.
+pub type QueryFuture = Pin<Box<dyn Future<Output = Result<Bytes, QueryError>> + Send>>;
+
+/// A query handler: request payload in, reply payload out.
+pub type QueryHandler = Arc<dyn Fn(Bytes) -> QueryFuture + Send + Sync>;
+
+/// Why a query service could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("query service {service}: {detail}")]
+pub struct QueryServiceError {
+    /// Service name.
+    pub service: String,
+    /// What failed.
+    pub detail: String,
+}
+
+/// Serves `endpoints` (subject -> handler) as the service `name` until `shutdown`.
+/// Requests are handled concurrently.
+pub async fn serve_queries(
+    client: async_nats::Client,
+    name: &str,
+    version: &str,
+    description: &str,
+    endpoints: Vec<(&'static str, QueryHandler)>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), QueryServiceError> {
+    let err = |d: String| QueryServiceError { service: name.to_string(), detail: d };
+    let service = client.service_builder().description(description).start(name, version).await.map_err(|e| err(e.to_string()))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (subject, handler) in endpoints {
+        let mut endpoint = service.endpoint(subject).await.map_err(|e| err(e.to_string()))?;
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let reply = handler(request.message.payload.clone()).await.map_err(|e| e.to_service_error());
+                    if let Err(e) = request.respond(reply).await {
+                        tracing::debug!(error = %e, "could not send a query reply");
+                    }
+                });
+            }
+        });
+    }
+    shutdown.await;
+    tasks.abort_all();
+    let _ = service.stop().await;
+    Ok(())
+}
