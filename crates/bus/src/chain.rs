@@ -74,9 +74,9 @@ fn rule_kind(e: &RuleError) -> ChainFailureKind {
 /// foreign signers (operators, services) to their states.
 pub fn verify_events(aggregate: &Aggregate, events: &[StoredEvent], trust_root: Option<&VerifyingKey>, signers: &HashMap<String, IdentityState>) -> ChainReport {
     let mut report = ChainReport { aggregate: aggregate.to_string(), events_checked: 0, head_hash: ZERO_HASH, failure: None };
-    let mut expected_seq = 1u64;
     let mut identity: Option<IdentityState> = None;
-    for stored in events {
+    for (index, stored) in events.iter().enumerate() {
+        let expected_seq = index as u64 + 1;
         report.events_checked += 1;
         let fail = |kind: ChainFailureKind, detail: String| ChainFailure { aggregate_seq: expected_seq, position: stored.position.clone(), kind, detail };
         let ev = match stored.verify() {
@@ -137,7 +137,6 @@ pub fn verify_events(aggregate: &Aggregate, events: &[StoredEvent], trust_root: 
             }
         }
         report.head_hash = ev.hash;
-        expected_seq += 1;
     }
     report
 }

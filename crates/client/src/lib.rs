@@ -1,1 +1,270 @@
-//! placeholder
+//! # amai-client
+//!
+//! The Rust SDK of Amai. [`AmaiClient`] talks to the gateway over gRPC;
+//! an [`Agent`] is a handle holding an identity's keys that builds and signs its
+//! events locally (the gateway never sees a secret key), retries appends that lose
+//! a race for the chain head, sends and reads sealed messages, and verifies chains
+//! auditor-style without trusting the server.
+//!
+//! - [`request_auth`] — request signatures, shared with the gateway;
+//! - [`error`] — [`ClientError`];
+//! - [`agent`] — [`Agent`];
+//! - [`audit`] — client-side chain verification.
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod audit;
+pub mod error;
+pub mod request_auth;
+
+use ed25519_dalek::VerifyingKey;
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use amai_bus::keys::{IdentityId, IdentityKeys};
+use amai_bus::proto::{
+    self, event_service_client::EventServiceClient, identity_service_client::IdentityServiceClient,
+};
+use amai_bus::store::ChainHeadInfo;
+use amai_bus::{Aggregate, EventHash};
+
+pub use agent::{Agent, InboxMessage};
+pub use amai_bus::chain::ChainReport;
+pub use error::ClientError;
+
+/// Binary metadata key of a `FAILED_PRECONDITION` conflict: the encoded
+/// `amai.v1.ChainHead` the event must follow now, so a retry needs no extra read.
+pub const CHAIN_HEAD_METADATA: &str = "amai-chain-head-bin";
+
+/// gRPC method path of `IdentityService.ListInbox` (what its request signature covers).
+pub const LIST_INBOX_METHOD: &str = "/amai.v1.IdentityService/ListInbox";
+
+/// Largest gRPC message the SDK decodes (ReadChain pages of up to 1000 events).
+const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to an Amai gateway. Cheap to clone (channels are shared).
+#[derive(Clone, Debug)]
+pub struct AmaiClient {
+    identity: IdentityServiceClient<Channel>,
+    events: EventServiceClient<Channel>,
+    trust_root: Option<VerifyingKey>,
+}
+
+impl AmaiClient {
+    /// Connects to the gateway at `url` (e.g. `http://127.0.0.1:50051`).
+    pub async fn connect(url: impl Into<String>) -> Result<Self, ClientError> {
+        let url = url.into();
+        let endpoint =
+            Endpoint::from_shared(url.clone()).map_err(|source| ClientError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { url, source })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            identity: IdentityServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            events: EventServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            trust_root: None,
+        }
+    }
+
+    /// Sets the deployment's trust root, used by [`AmaiClient::verify_chain`] to
+    /// check operator and service endorsements.
+    pub fn with_trust_root(mut self, key: VerifyingKey) -> Self {
+        self.trust_root = Some(key);
+        self
+    }
+
+    /// The raw `IdentityService` client.
+    pub fn identity_service(&self) -> IdentityServiceClient<Channel> {
+        self.identity.clone()
+    }
+
+    /// The raw `EventService` client.
+    pub fn event_service(&self) -> EventServiceClient<Channel> {
+        self.events.clone()
+    }
+
+    /// A handle for the identity whose genesis key is `keys` (new or never rotated).
+    pub fn agent(&self, keys: IdentityKeys) -> Agent {
+        Agent::new(self.clone(), keys.identity_id(), keys)
+    }
+
+    /// A handle for identity `id` currently signing with `keys` (after rotations).
+    pub fn agent_with_id(&self, id: IdentityId, keys: IdentityKeys) -> Agent {
+        Agent::new(self.clone(), id, keys)
+    }
+
+    /// The current head of `aggregate` (from JetStream, via the gateway).
+    pub async fn chain_head(&self, aggregate: &Aggregate) -> Result<ChainHeadInfo, ClientError> {
+        let head = self
+            .events
+            .clone()
+            .get_chain_head(proto::GetChainHeadRequest {
+                aggregate: aggregate.to_string(),
+            })
+            .await?
+            .into_inner();
+        head_from_proto(&head)
+    }
+
+    /// Appends any signed event (`EventService.Append`).
+    pub async fn append(
+        &self,
+        event: proto::SignedEvent,
+    ) -> Result<proto::AppendResponse, ClientError> {
+        Ok(self
+            .events
+            .clone()
+            .append(proto::AppendRequest { event: Some(event) })
+            .await?
+            .into_inner())
+    }
+
+    /// One page of `aggregate` from aggregate sequence `from` (`limit` 0 = server default).
+    pub async fn read_chain(
+        &self,
+        aggregate: &Aggregate,
+        from: u64,
+        limit: u32,
+    ) -> Result<proto::ReadChainResponse, ClientError> {
+        let req = proto::ReadChainRequest {
+            aggregate: aggregate.to_string(),
+            from_aggregate_seq: from,
+            limit,
+        };
+        Ok(self.events.clone().read_chain(req).await?.into_inner())
+    }
+
+    /// An event by position.
+    pub async fn get_event(
+        &self,
+        position: amai_bus::Position,
+    ) -> Result<proto::StoredEvent, ClientError> {
+        Ok(self
+            .events
+            .clone()
+            .get_event(proto::GetEventRequest {
+                position: Some(position.into()),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Live and historical events (`EventService.Subscribe`).
+    pub async fn subscribe(
+        &self,
+        req: proto::SubscribeRequest,
+    ) -> Result<tonic::Streaming<proto::StoredEvent>, ClientError> {
+        Ok(self.events.clone().subscribe(req).await?.into_inner())
+    }
+
+    /// An identity by id (32 lowercase hex) or name (needs the identity worker).
+    pub async fn get_identity(&self, id_or_name: &str) -> Result<proto::Identity, ClientError> {
+        Ok(self
+            .identity
+            .clone()
+            .get_identity(selector(id_or_name))
+            .await?
+            .into_inner())
+    }
+
+    /// An identity's current keys and key history, by id or name (needs the identity worker).
+    pub async fn get_keys(&self, id_or_name: &str) -> Result<proto::Keys, ClientError> {
+        Ok(self
+            .identity
+            .clone()
+            .get_keys(selector(id_or_name))
+            .await?
+            .into_inner())
+    }
+
+    /// Deployment statistics (needs the identity worker).
+    pub async fn stats(&self) -> Result<proto::Stats, ClientError> {
+        Ok(self
+            .identity
+            .clone()
+            .get_stats(proto::GetStatsRequest { min_position: None })
+            .await?
+            .into_inner())
+    }
+
+    /// Server-side verification of a chain (convenience; prefer [`AmaiClient::verify_chain`]).
+    pub async fn verify_chain_on_server(
+        &self,
+        aggregate: &Aggregate,
+    ) -> Result<proto::ChainReport, ClientError> {
+        Ok(self
+            .identity
+            .clone()
+            .verify_chain(proto::VerifyChainRequest {
+                aggregate: aggregate.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Verifies `aggregate` locally, auditor-style: reads every event through
+    /// `ReadChain`, resolves foreign signers by reading and folding their own
+    /// chains, and checks signatures, hash links, sequences and key validity with
+    /// [`amai_bus::chain::verify_events`]. Nothing the server says is trusted
+    /// except the bytes of the events.
+    pub async fn verify_chain(&self, aggregate: &Aggregate) -> Result<ChainReport, ClientError> {
+        audit::verify_chain(self, aggregate).await
+    }
+}
+
+/// `GetIdentityRequest` for an id (32 lowercase hex characters) or else a name.
+pub fn selector(id_or_name: &str) -> proto::GetIdentityRequest {
+    use proto::get_identity_request::Selector;
+    let is_id = id_or_name.len() == 32
+        && id_or_name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let selector = if is_id {
+        Selector::Id(id_or_name.to_string())
+    } else {
+        Selector::Name(id_or_name.to_string())
+    };
+    proto::GetIdentityRequest {
+        selector: Some(selector),
+        min_position: None,
+    }
+}
+
+/// Converts a proto `ChainHead`.
+pub fn head_from_proto(head: &proto::ChainHead) -> Result<ChainHeadInfo, ClientError> {
+    let aggregate: Aggregate = head
+        .aggregate
+        .parse()
+        .map_err(|e| ClientError::Integrity(format!("chain head names a bad aggregate: {e}")))?;
+    let hash: EventHash = head
+        .hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Integrity("chain head hash must be 32 bytes".into()))?;
+    Ok(ChainHeadInfo {
+        aggregate,
+        aggregate_seq: head.aggregate_seq,
+        hash,
+        stream_seq: head.position.as_ref().map_or(0, |p| p.seq),
+    })
+}
+
+/// The head carried by a conflict status ([`CHAIN_HEAD_METADATA`]), if any.
+pub fn conflict_head(status: &tonic::Status) -> Option<ChainHeadInfo> {
+    let bin = status
+        .metadata()
+        .get_bin(CHAIN_HEAD_METADATA)?
+        .to_bytes()
+        .ok()?;
+    head_from_proto(&proto::ChainHead::decode(bin.as_ref()).ok()?).ok()
+}

@@ -1,1 +1,235 @@
-//! placeholder
+//! # amai-gateway
+//!
+//! Amai's stateless gRPC gateway. Command RPCs validate signed events and append
+//! them through [`amai_bus::EventStore`]; query RPCs ask the worker roles over NATS
+//! ([`amai_bus::query`]); `Subscribe` streams events with flow control. Requests
+//! that read private data carry a request signature ([`amai_client::request_auth`])
+//! checked against the signer's current key, a freshness window and a replay cache
+//! shared by every gateway instance (the JetStream KV bucket `AMAI_NONCES`).
+//! Serves `grpc.health.v1` and server reflection next to the services.
+//!
+//! - [`status`] — the one mapping of domain errors to gRPC codes;
+//! - [`auth`] — request-signature checks and the nonce cache;
+//! - [`identity`] — `IdentityService`;
+//! - [`events`] — `EventService`.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod events;
+pub mod identity;
+pub mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amai_bus::proto::event_service_server::EventServiceServer;
+use amai_bus::proto::identity_service_server::IdentityServiceServer;
+use amai_bus::EventStore;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use events::EventSvc;
+pub use identity::IdentitySvc;
+pub use status::{to_status, ApiError};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default freshness window of request signatures.
+pub const DEFAULT_FRESHNESS_WINDOW: Duration = Duration::from_secs(30);
+/// Default timeout of queries to worker roles.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Headroom above the largest event for the rest of a gRPC request message.
+const DECODING_HEADROOM: usize = 16 * 1024;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The reflection service could not be built from the descriptor set.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The replay-cache bucket could not be created.
+    #[error("cannot create the nonce replay cache (JetStream KV bucket {bucket}): {detail}; is JetStream enabled?")]
+    Nonces {
+        /// The bucket.
+        bucket: String,
+        /// The server's answer.
+        detail: String,
+    },
+    /// The server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Gateway settings (builder style).
+#[derive(Clone)]
+pub struct GatewayConfig {
+    listen: SocketAddr,
+    nats: async_nats::Client,
+    store: EventStore,
+    query_timeout: Duration,
+    freshness_window: Duration,
+    max_event_bytes: usize,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("query_timeout", &self.query_timeout)
+            .field("freshness_window", &self.freshness_window)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// Settings over a NATS client (for queries) and an event store (for appends
+    /// and reads; streams must exist). The event size limit defaults to the store's.
+    pub fn new(nats: async_nats::Client, store: EventStore) -> Self {
+        let max_event_bytes = store.config().get_max_event_bytes();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            nats,
+            store,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            freshness_window: DEFAULT_FRESHNESS_WINDOW,
+            max_event_bytes,
+        }
+    }
+
+    /// Address [`GatewayConfig::bind`] listens on (default `127.0.0.1:50051`).
+    pub fn listen_addr(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// How long a query waits for a worker role (default 5 s).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// How far a request signature's timestamp may be from the gateway clock
+    /// (default ±30 s). Nonces are remembered for twice this long.
+    pub fn freshness_window(mut self, window: Duration) -> Self {
+        self.freshness_window = window;
+        self
+    }
+
+    /// Largest encoded event accepted (default: the store's limit). gRPC messages
+    /// a little larger than this are refused before they are decoded.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// The configured listen address.
+    pub fn get_listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Binds the configured listen address.
+    pub async fn bind(&self) -> Result<tokio::net::TcpListener, GatewayError> {
+        tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: self.listen,
+                source,
+            })
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) nats: async_nats::Client,
+    pub(crate) store: EventStore,
+    pub(crate) query_timeout: Duration,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) auth: auth::RequestAuthenticator,
+    /// Flips to `true` when the gateway shuts down: open subscriptions end so the
+    /// graceful shutdown does not wait for clients that never hang up.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Refuses an event over the gateway's size limit.
+    pub(crate) fn check_size(&self, event: &amai_bus::proto::SignedEvent) -> Result<(), ApiError> {
+        let size = prost::Message::encoded_len(event);
+        if size > self.max_event_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "event is {size} bytes, over the {} byte limit; put large content in the blob store and reference its digest",
+                self.max_event_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends a query to a worker role.
+    pub(crate) async fn query<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        subject: &str,
+        req: &Req,
+    ) -> Result<Resp, ApiError> {
+        Ok(amai_bus::query::request(&self.nats, subject, req, self.query_timeout).await?)
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: GatewayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let auth =
+        auth::RequestAuthenticator::new(config.store.clone(), config.freshness_window).await?;
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let shared = Arc::new(Shared {
+        nats: config.nats,
+        store: config.store,
+        query_timeout: config.query_timeout,
+        max_event_bytes: config.max_event_bytes,
+        auth,
+        stopping,
+    });
+    let max_message = config.max_event_bytes + DECODING_HEADROOM;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IdentityServiceServer<IdentitySvc>>()
+        .await;
+    health.set_serving::<EventServiceServer<EventSvc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(amai_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let identity = IdentityServiceServer::new(IdentitySvc::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let events =
+        EventServiceServer::new(EventSvc::new(shared)).max_decoding_message_size(max_message);
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "gateway listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(identity)
+        .add_service(events)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

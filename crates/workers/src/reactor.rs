@@ -146,7 +146,7 @@ pub async fn run_reactor<R: Reactor>(
         let result = process(reactor.as_ref(), &store, &signer, &msg.payload, &subject, stream_seq, &stats).instrument(span).await;
         let ack = match result {
             Ok(()) => AckKind::Ack,
-            Err(ReactError::Transient(reason)) if (delivered as i64) < max_deliver => {
+            Err(ReactError::Transient(reason)) if delivered < max_deliver => {
                 tracing::warn!(role, stream_seq, delivered, %reason, "transient failure; will retry");
                 AckKind::Nak(Some(backoff(delivered)))
             }

@@ -1,0 +1,388 @@
+//! [`Agent`]: an identity's keys plus its id, building and signing its events
+//! locally and appending them through the gateway.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use prost::Message;
+use rand_core::RngCore;
+use tonic::Code;
+
+use amai_bus::envelope::{hash_bytes, EventDraft, EventHash, VerifiedEvent};
+use amai_bus::keys::{IdentityId, IdentityKeys};
+use amai_bus::proto::{self, payload::Kind, IdentityKind, SignedEvent};
+use amai_bus::subjects::{Aggregate, AggregateKind};
+use amai_bus::Position;
+
+use crate::request_auth::{self, RequestSignature};
+use crate::{conflict_head, AmaiClient, ClientError, LIST_INBOX_METHOD};
+
+/// Default attempts of [`Agent::append_with_retry`].
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 40;
+
+/// Which RPC carries an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rpc {
+    Append,
+    RotateKey,
+    Revoke,
+    SendMessage,
+}
+
+/// A decoded, opened inbox message.
+#[derive(Clone, Debug)]
+pub struct InboxMessage {
+    /// Where the `agent.message_sent` event is (`AMAI_AGENTS`); page with its `seq`.
+    pub position: Position,
+    /// The event id.
+    pub event_id: String,
+    /// The sender's identity id (the event's actor; its signature verified).
+    pub from: IdentityId,
+    /// The key the sender signed with.
+    pub sender_key: VerifyingKey,
+    /// When the sender says it sent the message.
+    pub sent_at: Option<amai_proto::prost_types::Timestamp>,
+    /// The opened content.
+    pub plaintext: Vec<u8>,
+    /// Hash of the event.
+    pub hash: EventHash,
+}
+
+/// A handle acting as one identity. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    client: AmaiClient,
+    id: IdentityId,
+    keys: IdentityKeys,
+    max_attempts: u32,
+}
+
+impl Agent {
+    pub(crate) fn new(client: AmaiClient, id: IdentityId, keys: IdentityKeys) -> Self {
+        Self {
+            client,
+            id,
+            keys,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets how many times [`Agent::append_with_retry`] tries under contention.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The identity id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The keys the handle currently signs with.
+    pub fn keys(&self) -> &IdentityKeys {
+        &self.keys
+    }
+
+    /// The client.
+    pub fn client(&self) -> &AmaiClient {
+        &self.client
+    }
+
+    /// `agent/<id>`, this identity's own chain.
+    pub fn aggregate(&self) -> Result<Aggregate, ClientError> {
+        Aggregate::agent(&self.id).map_err(|e| ClientError::Input(e.to_string()))
+    }
+
+    /// Builds the self-signed genesis and the matching name claim, without sending.
+    pub fn registration(
+        &self,
+        name: &str,
+        kind: IdentityKind,
+        metadata: HashMap<String, String>,
+    ) -> Result<(SignedEvent, SignedEvent), ClientError> {
+        let name_aggregate = Aggregate::new(AggregateKind::Name, name)
+            .map_err(|e| ClientError::Input(e.to_string()))?;
+        let genesis = EventDraft::new(
+            self.aggregate()?,
+            Kind::AgentRegistered(proto::AgentRegistered {
+                name: name.to_string(),
+                kind: kind as i32,
+                signing_key: self.keys.public_key().as_bytes().to_vec(),
+                x25519_key: self.keys.x25519_public().to_vec(),
+                metadata,
+                endorsement: None,
+            }),
+        )
+        .sign(&self.keys, &self.id);
+        let claim = EventDraft::new(
+            name_aggregate,
+            Kind::NameClaimed(proto::NameClaimed {
+                name: name.to_string(),
+                agent_id: self.id.clone(),
+                genesis_hash: hash_bytes(&genesis.encode_to_vec()).to_vec(),
+            }),
+        )
+        .sign(&self.keys, &self.id);
+        Ok((genesis, claim))
+    }
+
+    /// Registers the identity under `name`. Retrying after a failure is safe:
+    /// both appends are idempotent, so a half-done registration completes.
+    #[tracing::instrument(skip_all, fields(agent = %self.id, name))]
+    pub async fn register(
+        &self,
+        name: &str,
+        kind: IdentityKind,
+        metadata: HashMap<String, String>,
+    ) -> Result<proto::RegisterResponse, ClientError> {
+        let (genesis, name_claim) = self.registration(name, kind, metadata)?;
+        let req = proto::RegisterRequest {
+            genesis: Some(genesis),
+            name_claim: Some(name_claim),
+        };
+        Ok(self
+            .client
+            .identity
+            .clone()
+            .register(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Appends a free-form action (`event_type`, JSON document) to the own chain.
+    pub async fn append_action(
+        &self,
+        event_type: &str,
+        json: &str,
+    ) -> Result<proto::AppendResponse, ClientError> {
+        let aggregate = self.aggregate()?;
+        let (keys, id) = (self.keys.clone(), self.id.clone());
+        self.append_with_retry(|seq, hash| {
+            EventDraft::action(aggregate.clone(), event_type, json)
+                .after(seq, hash)
+                .sign(&keys, &id)
+        })
+        .await
+    }
+
+    /// Appends the event `build(head_seq, head_hash)` returns to the own chain,
+    /// re-reading the head, re-signing and retrying (bounded, jittered backoff)
+    /// while another writer wins the race. `build` must sign a fresh event each
+    /// call (a new id), positioned after the given head.
+    pub async fn append_with_retry<F>(&self, build: F) -> Result<proto::AppendResponse, ClientError>
+    where
+        F: Fn(u64, EventHash) -> SignedEvent,
+    {
+        self.append_via(Rpc::Append, build).await
+    }
+
+    async fn append_via<F>(&self, rpc: Rpc, build: F) -> Result<proto::AppendResponse, ClientError>
+    where
+        F: Fn(u64, EventHash) -> SignedEvent,
+    {
+        let aggregate = self.aggregate()?;
+        let mut head: Option<(u64, EventHash)> = None;
+        let mut pending: Option<SignedEvent> = None;
+        let mut last: Option<ClientError> = None;
+        for attempt in 0..self.max_attempts {
+            let event = match pending.take() {
+                Some(e) => e,
+                None => {
+                    let (seq, hash) = match head.take() {
+                        Some(h) => h,
+                        None => {
+                            let h = self.client.chain_head(&aggregate).await?;
+                            (h.aggregate_seq, h.hash)
+                        }
+                    };
+                    build(seq, hash)
+                }
+            };
+            match self.call(rpc, event.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    head = conflict_head(&status).map(|h| (h.aggregate_seq, h.hash));
+                    tracing::debug!(attempt, agent = %self.id, "chain head moved; re-signing");
+                    last = Some(status.into());
+                }
+                Err(status) if status.code() == Code::Unavailable => {
+                    // The event may have landed: re-send the very same event, which
+                    // is idempotent, rather than signing a new one.
+                    pending = Some(event);
+                    last = Some(status.into());
+                }
+                Err(status) => return Err(status.into()),
+            }
+            backoff(attempt).await;
+        }
+        let last = last.unwrap_or_else(|| ClientError::Input("no attempt was made".into()));
+        Err(ClientError::Contention {
+            attempts: self.max_attempts,
+            last: Box::new(last),
+        })
+    }
+
+    async fn call(
+        &self,
+        rpc: Rpc,
+        event: SignedEvent,
+    ) -> Result<proto::AppendResponse, tonic::Status> {
+        let req = proto::AppendRequest { event: Some(event) };
+        let resp = match rpc {
+            Rpc::Append => self.client.events.clone().append(req).await,
+            Rpc::RotateKey => self.client.identity.clone().rotate_key(req).await,
+            Rpc::Revoke => self.client.identity.clone().revoke(req).await,
+            Rpc::SendMessage => self.client.identity.clone().send_message(req).await,
+        };
+        resp.map(tonic::Response::into_inner)
+    }
+
+    /// Rotates to `new_keys`: appends `agent.key_rotated` signed by the current
+    /// key; afterwards this handle signs with `new_keys`.
+    pub async fn rotate_key(
+        &mut self,
+        new_keys: IdentityKeys,
+        reason: &str,
+    ) -> Result<proto::AppendResponse, ClientError> {
+        let aggregate = self.aggregate()?;
+        let (keys, id) = (self.keys.clone(), self.id.clone());
+        let payload = proto::AgentKeyRotated {
+            new_signing_key: new_keys.public_key().as_bytes().to_vec(),
+            new_x25519_key: new_keys.x25519_public().to_vec(),
+            reason: reason.to_string(),
+        };
+        let resp = self
+            .append_via(Rpc::RotateKey, |seq, hash| {
+                EventDraft::new(aggregate.clone(), Kind::AgentKeyRotated(payload.clone()))
+                    .after(seq, hash)
+                    .sign(&keys, &id)
+            })
+            .await?;
+        self.keys = new_keys;
+        Ok(resp)
+    }
+
+    /// Revokes this identity: nothing more can be appended to its chain.
+    pub async fn revoke(&self, reason: &str) -> Result<proto::AppendResponse, ClientError> {
+        let aggregate = self.aggregate()?;
+        let (keys, id) = (self.keys.clone(), self.id.clone());
+        self.append_via(Rpc::Revoke, |seq, hash| {
+            EventDraft::new(
+                aggregate.clone(),
+                Kind::AgentRevoked(proto::AgentRevoked {
+                    reason: reason.to_string(),
+                }),
+            )
+            .after(seq, hash)
+            .sign(&keys, &id)
+        })
+        .await
+    }
+
+    /// Sends `plaintext` to an identity (id or name): fetches its current keys
+    /// (needs the identity worker), seals to its X25519 key and appends
+    /// `agent.message_sent` to the sender's chain.
+    pub async fn send_message(
+        &self,
+        to: &str,
+        plaintext: &[u8],
+    ) -> Result<proto::AppendResponse, ClientError> {
+        let keys = self.client.get_keys(to).await?;
+        if keys.revoked {
+            return Err(ClientError::Input(format!("recipient {to} is revoked")));
+        }
+        let sealed = amai_bus::seal::seal(&keys.x25519_key, plaintext).map_err(|e| {
+            ClientError::Integrity(format!("recipient {to} has an unusable X25519 key: {e}"))
+        })?;
+        let payload = proto::AgentMessageSent {
+            to: keys.id.clone(),
+            sealed,
+            recipient_x25519_key: keys.x25519_key.clone(),
+        };
+        let aggregate = self.aggregate()?;
+        let (me, id) = (self.keys.clone(), self.id.clone());
+        self.append_via(Rpc::SendMessage, |seq, hash| {
+            EventDraft::new(aggregate.clone(), Kind::AgentMessageSent(payload.clone()))
+                .after(seq, hash)
+                .sign(&me, &id)
+        })
+        .await
+    }
+
+    /// Signs a request message for `method` as this identity.
+    pub fn sign_request<M: Message>(&self, method: &str, message: &M) -> RequestSignature {
+        request_auth::sign_request(&self.keys, &self.id, method, message)
+    }
+
+    /// Messages addressed to this identity after AMAI_AGENTS stream sequence
+    /// `after_seq`, decoded, signature-checked and opened with the current
+    /// X25519 key (needs the identity worker). Content sealed to a key rotated out
+    /// cannot be opened by this handle and is reported as an integrity failure.
+    pub async fn inbox(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<InboxMessage>, ClientError> {
+        let req = proto::ListInboxRequest {
+            agent_id: self.id.clone(),
+            after_seq,
+            limit,
+            min_position: None,
+        };
+        let sig = self.sign_request(LIST_INBOX_METHOD, &req);
+        let mut request = tonic::Request::new(req);
+        sig.apply(request.metadata_mut());
+        let resp = self
+            .client
+            .identity
+            .clone()
+            .list_inbox(request)
+            .await?
+            .into_inner();
+        resp.messages.iter().map(|m| self.open(m)).collect()
+    }
+
+    fn open(&self, stored: &proto::StoredEvent) -> Result<InboxMessage, ClientError> {
+        let signed = stored
+            .event
+            .clone()
+            .ok_or_else(|| ClientError::Integrity("inbox entry without an event".into()))?;
+        let ev = VerifiedEvent::from_signed(signed)
+            .map_err(|e| ClientError::Integrity(format!("inbox message does not verify: {e}")))?;
+        let Kind::AgentMessageSent(msg) = &ev.payload else {
+            return Err(ClientError::Integrity(format!(
+                "inbox entry is a {} event, not agent.message_sent",
+                ev.event_type()
+            )));
+        };
+        if msg.to != self.id {
+            return Err(ClientError::Integrity(format!(
+                "inbox entry is addressed to {}, not {}",
+                msg.to, self.id
+            )));
+        }
+        let plaintext = amai_bus::seal::open(self.keys.x25519_secret(), &msg.sealed)
+            .map_err(|e| ClientError::Integrity(format!("message {}: {e}", ev.body.id)))?;
+        Ok(InboxMessage {
+            position: stored
+                .position
+                .clone()
+                .map(Position::from)
+                .unwrap_or_else(|| Position::new("", 0)),
+            event_id: ev.body.id.clone(),
+            from: ev.actor().to_string(),
+            sender_key: ev.signer,
+            sent_at: ev.body.occurred_at,
+            plaintext,
+            hash: ev.hash,
+        })
+    }
+}
+
+/// Sleeps a jittered, exponentially growing delay (5 ms .. 200 ms caps).
+async fn backoff(attempt: u32) {
+    let cap_ms = (5u64 << attempt.min(6)).min(200);
+    let jitter = rand_core::OsRng.next_u64() % (cap_ms + 1);
+    tokio::time::sleep(Duration::from_millis(jitter.max(1))).await;
+}

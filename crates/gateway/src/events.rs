@@ -1,0 +1,283 @@
+//! `EventService`: append any signed action, read heads, events and chains, and
+//! subscribe to live and historical events with flow control.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use amai_bus::consumer::{self, StartAt};
+use amai_bus::proto::{self, event_service_server::EventService, subscribe_request::Start};
+use amai_bus::store::{aggregate_seq_of, StoredEvent};
+use amai_bus::subjects::{Aggregate, AggregateKind};
+
+use crate::identity::append_response;
+use crate::status::ApiError;
+use crate::Shared;
+
+/// Default `ReadChain` page size.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Largest `ReadChain` page.
+pub const MAX_PAGE: u32 = 1000;
+/// Events buffered per subscriber before the consumer is paused (flow control).
+pub const SUBSCRIBE_BUFFER: usize = 256;
+
+/// The `EventService` implementation.
+#[derive(Clone)]
+pub struct EventSvc {
+    shared: Arc<Shared>,
+}
+
+fn parse_aggregate(s: &str) -> Result<Aggregate, ApiError> {
+    s.parse::<Aggregate>()
+        .map_err(|e| ApiError::InvalidArgument(format!("{e}")))
+}
+
+/// The filters of one subscription.
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    types: Vec<String>,
+    actor: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, stored: &StoredEvent) -> bool {
+        if !self.types.is_empty() {
+            let ty = stored
+                .event_type
+                .clone()
+                .or_else(|| body_of(stored).map(|b| b.r#type));
+            if !ty.is_some_and(|t| self.types.contains(&t)) {
+                return false;
+            }
+        }
+        if let Some(actor) = &self.actor {
+            if body_of(stored).is_none_or(|b| &b.actor != actor) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn body_of(stored: &StoredEvent) -> Option<proto::EventBody> {
+    let signed = proto::SignedEvent::decode(stored.payload.as_ref()).ok()?;
+    proto::EventBody::decode(signed.body.as_slice()).ok()
+}
+
+impl EventSvc {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn read_chain_inner(
+        &self,
+        req: proto::ReadChainRequest,
+    ) -> Result<proto::ReadChainResponse, ApiError> {
+        let aggregate = parse_aggregate(&req.aggregate)?;
+        let limit = if req.limit == 0 {
+            DEFAULT_PAGE
+        } else {
+            req.limit.min(MAX_PAGE)
+        };
+        let from = req.from_aggregate_seq.max(1);
+        let events = self
+            .shared
+            .store
+            .read_chain(&aggregate, from, limit as usize)
+            .await?;
+        let next = if events.len() == limit as usize {
+            events
+                .last()
+                .and_then(aggregate_seq_of)
+                .map_or(0, |s| s + 1)
+        } else {
+            0
+        };
+        Ok(proto::ReadChainResponse {
+            events: events.iter().map(StoredEvent::to_proto).collect(),
+            next_aggregate_seq: next,
+        })
+    }
+
+    async fn subscribe_inner(
+        &self,
+        req: proto::SubscribeRequest,
+    ) -> Result<ReceiverStream<Result<proto::StoredEvent, Status>>, ApiError> {
+        let aggregate = if req.aggregate.is_empty() {
+            None
+        } else {
+            Some(parse_aggregate(&req.aggregate)?)
+        };
+        let stream = match (&aggregate, req.stream.as_str()) {
+            (Some(a), "") => a.stream().to_string(),
+            (Some(a), s) if a.stream() != s => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{a} lives on stream {}, not {s}",
+                    a.stream()
+                )))
+            }
+            (_, "") => {
+                return Err(ApiError::InvalidArgument(
+                    "stream is required (e.g. AMAI_AGENTS), or give an aggregate".into(),
+                ))
+            }
+            (_, s) => s.to_string(),
+        };
+        if AggregateKind::for_stream(&stream).is_none() {
+            return Err(ApiError::InvalidArgument(format!("unknown stream {stream:?}; amai streams are AMAI_AGENTS, AMAI_NAMES, AMAI_TRUST, ...")));
+        }
+        let start = match req.start {
+            Some(Start::StartSeq(s)) => StartAt::Sequence(s),
+            Some(Start::StartTime(t)) => {
+                let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+                StartAt::Time(
+                    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
+                        ApiError::InvalidArgument(format!("start_time is out of range: {e}"))
+                    })?,
+                )
+            }
+            Some(Start::NewOnly(true)) => StartAt::New,
+            Some(Start::NewOnly(false)) | None => StartAt::All,
+        };
+        let filter = Filter {
+            types: req.types,
+            actor: (!req.actor.is_empty()).then_some(req.actor),
+        };
+        let replay = consumer::replay(
+            self.shared.store.jetstream(),
+            &stream,
+            aggregate.map(|a| a.subject()),
+            start,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot open a replay: {e}; retry shortly")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
+        tokio::spawn(forward(replay, filter, tx, self.shared.stopping.clone()));
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// Forwards matching events until the client goes away or the replay fails. A
+/// full channel suspends the replay: a slow client slows its consumer down.
+async fn forward(
+    mut replay: consumer::Replay,
+    filter: Filter,
+    tx: tokio::sync::mpsc::Sender<Result<proto::StoredEvent, Status>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stopping.borrow() {
+            break;
+        }
+        let item = tokio::select! {
+            _ = tx.closed() => break,
+            _ = stopping.changed() => break,
+            item = replay.next() => item,
+        };
+        match item {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "subscription replay failed");
+                let _ = tx
+                    .send(Err(Status::unavailable(format!(
+                        "event stream interrupted: {e}; resubscribe from the last position seen"
+                    ))))
+                    .await;
+                break;
+            }
+            Some(Ok((stored, _pending))) => {
+                if filter.matches(&stored) && tx.send(Ok(stored.to_proto())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("subscription ended");
+}
+
+/// The response stream of `Subscribe`.
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<proto::StoredEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl EventService for EventSvc {
+    #[tracing::instrument(skip_all, fields(event_type))]
+    async fn append(
+        &self,
+        request: Request<proto::AppendRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let event = request
+            .into_inner()
+            .event
+            .ok_or_else(|| ApiError::InvalidArgument("event is required".into()))?;
+        self.shared.check_size(&event)?;
+        if let Some(ty) = crate::identity::event_type_of(&event) {
+            tracing::Span::current().record("event_type", ty.as_str());
+        }
+        let out = self
+            .shared
+            .store
+            .append(event)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(append_response(out)))
+    }
+
+    #[tracing::instrument(skip_all, fields(aggregate = %request.get_ref().aggregate))]
+    async fn get_chain_head(
+        &self,
+        request: Request<proto::GetChainHeadRequest>,
+    ) -> Result<Response<proto::ChainHead>, Status> {
+        let aggregate = parse_aggregate(&request.get_ref().aggregate)?;
+        let head = self
+            .shared
+            .store
+            .chain_head(&aggregate)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(head.to_proto()))
+    }
+
+    #[tracing::instrument(skip_all, fields(position = ?request.get_ref().position))]
+    async fn get_event(
+        &self,
+        request: Request<proto::GetEventRequest>,
+    ) -> Result<Response<proto::StoredEvent>, Status> {
+        let position = request
+            .into_inner()
+            .position
+            .ok_or_else(|| ApiError::InvalidArgument("position is required".into()))?;
+        let stored = self
+            .shared
+            .store
+            .get_event(&position.into())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(stored.to_proto()))
+    }
+
+    #[tracing::instrument(skip_all, fields(aggregate = %request.get_ref().aggregate, from = request.get_ref().from_aggregate_seq))]
+    async fn read_chain(
+        &self,
+        request: Request<proto::ReadChainRequest>,
+    ) -> Result<Response<proto::ReadChainResponse>, Status> {
+        Ok(Response::new(
+            self.read_chain_inner(request.into_inner()).await?,
+        ))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    #[tracing::instrument(skip_all, fields(stream = %request.get_ref().stream, aggregate = %request.get_ref().aggregate))]
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let rx = self.subscribe_inner(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(rx)))
+    }
+}

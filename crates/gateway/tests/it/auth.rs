@@ -1,0 +1,128 @@
+//! Request signatures on ListInbox, and queries without a worker.
+
+use amai_bus::proto;
+use amai_client::request_auth::{new_nonce, now_ms, sign_request_at};
+use amai_client::LIST_INBOX_METHOD;
+use tonic::Code;
+
+use crate::common::Env;
+
+fn inbox_request(agent_id: &str) -> proto::ListInboxRequest {
+    proto::ListInboxRequest {
+        agent_id: agent_id.to_string(),
+        after_seq: 0,
+        limit: 10,
+        min_position: None,
+    }
+}
+
+#[tokio::test]
+async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
+    let env = Env::start().await;
+    let alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let mut svc = env.client.identity_service();
+
+    // No signature at all.
+    let err = svc
+        .list_inbox(inbox_request(alice.id()))
+        .await
+        .expect_err("unsigned");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("amai-signature"),
+        "{}",
+        err.message()
+    );
+
+    // Expired.
+    let req = inbox_request(alice.id());
+    let sig = sign_request_at(
+        alice.keys(),
+        alice.id(),
+        LIST_INBOX_METHOD,
+        &req,
+        now_ms() - 120_000,
+        new_nonce(),
+    );
+    let mut r = tonic::Request::new(req.clone());
+    sig.apply(r.metadata_mut());
+    let err = svc.list_inbox(r).await.expect_err("expired");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("30000"), "{}", err.message());
+
+    // Signed over another body (tampered request).
+    let sig = alice.sign_request(LIST_INBOX_METHOD, &req);
+    let mut r = tonic::Request::new(proto::ListInboxRequest {
+        after_seq: 5,
+        ..req.clone()
+    });
+    sig.apply(r.metadata_mut());
+    assert_eq!(
+        svc.list_inbox(r).await.expect_err("tampered").code(),
+        Code::Unauthenticated
+    );
+
+    // A valid signature passes authentication (no identity worker runs here, so
+    // the query itself is Unavailable)...
+    let sig = alice.sign_request(LIST_INBOX_METHOD, &req);
+    let mut r = tonic::Request::new(req.clone());
+    sig.apply(r.metadata_mut());
+    let err = svc.list_inbox(r).await.expect_err("no worker");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    // ...and replaying it is refused.
+    let mut r = tonic::Request::new(req.clone());
+    sig.apply(r.metadata_mut());
+    let err = svc.list_inbox(r).await.expect_err("replayed");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("replayed request"),
+        "{}",
+        err.message()
+    );
+
+    // Bob, validly signed, asking for alice's inbox.
+    let sig = bob.sign_request(LIST_INBOX_METHOD, &req);
+    let mut r = tonic::Request::new(req.clone());
+    sig.apply(r.metadata_mut());
+    assert_eq!(
+        svc.list_inbox(r)
+            .await
+            .expect_err("not the recipient")
+            .code(),
+        Code::PermissionDenied
+    );
+
+    // An unregistered signer.
+    let stranger = env.client.agent(amai_bus::IdentityKeys::generate());
+    let sig = stranger.sign_request(LIST_INBOX_METHOD, &req);
+    let mut r = tonic::Request::new(req);
+    sig.apply(r.metadata_mut());
+    assert_eq!(
+        svc.list_inbox(r).await.expect_err("stranger").code(),
+        Code::Unauthenticated
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn queries_without_a_worker_are_unavailable_with_a_clear_message() {
+    let env = Env::start().await;
+    let alice = env.agent("alice").await;
+    for err in [
+        env.client
+            .get_identity(alice.id())
+            .await
+            .expect_err("identity"),
+        env.client.get_keys("alice").await.expect_err("keys"),
+        env.client.stats().await.expect_err("stats"),
+        alice
+            .send_message("alice", b"hi")
+            .await
+            .expect_err("send needs keys"),
+    ] {
+        assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+        assert!(err.to_string().contains("worker"), "{err}");
+    }
+    env.stop().await;
+}

@@ -1,0 +1,6 @@
+//! Gateway integration tests against a real nats-server (one test binary).
+
+mod append;
+mod auth;
+mod common;
+mod flow;

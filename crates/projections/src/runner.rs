@@ -1,0 +1,952 @@
+//! The projection runner: verified, checkpointed, exactly-once application of
+//! stream events to a sled tree.
+//!
+//! For every stream a projection consumes, [`ProjectionRunner::spawn`] starts a
+//! task that opens an ordered replay at `checkpoint + 1` and, for every message:
+//!
+//! 1. decodes it and checks the signature ([`StoredEvent::verify`]);
+//! 2. checks that it names the aggregate of its subject, that `aggregate_seq` is
+//!    the previous valid one + 1 and that `prev_hash` is the previous valid hash
+//!    (per-aggregate state kept in the tree);
+//! 3. checks key validity exactly like [`amai_bus::chain::verify_events`]: identity
+//!    chains (`agent/*`) are folded into an [`IdentityState`] kept in the tree;
+//!    events signed by another identity (services, endorsing or revoking
+//!    operators) are checked with [`check_signer`] at the event's publish time
+//!    against that identity's state read from JetStream (cached in memory);
+//! 4. valid: calls [`Projection::apply`] and stores the new aggregate state and
+//!    the checkpoint **in one sled transaction**; invalid: never applies it,
+//!    records an [`IntegrityViolation`] and advances the checkpoint (also one
+//!    transaction), and logs a warning.
+//!
+//! ## Durability
+//!
+//! sled is flushed by a background task every 200 ms when something changed
+//! (and on shutdown), not per event. A crash can lose the un-flushed tail of
+//! sled, but effects and checkpoints are written in the same transactions, so they
+//! are lost *together*: the lost events are simply replayed and re-applied on the
+//! next start. The effect of every event is therefore applied exactly once.
+//!
+//! One runner per projection per sled database: the stream tasks are the only
+//! writers of the tree's reserved keys.
+//!
+//! ## Reserved keys
+//!
+//! The runner keeps its state in the projection's tree under keys starting with
+//! [`RESERVED_PREFIX`]: `\0meta/version`, `\0meta/violations` (count),
+//! `\0ckpt/<stream>` (last handled stream sequence), `\0chain/<aggregate>`
+//! (verification state) and `\0viol/<stream>/<seq>` (violations).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amai_bus::consumer::{self, StartAt};
+use amai_bus::identity::{self, check_signer, IdentityState, Millis, RuleError, SignerRequirement};
+use amai_bus::proto::{self, ChainFailureKind};
+use amai_bus::store::{ReadError, StoredEvent};
+use amai_bus::subjects::{Aggregate, AggregateKind};
+use amai_bus::{EventStore, Position, VerifiedEvent, ZERO_HASH};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::codec::{self, ChainState, StoredIdentity};
+use crate::projection::{AppliedEvent, ApplyError, Projection};
+
+/// First byte of every key the runner owns in a projection's tree.
+pub const RESERVED_PREFIX: u8 = 0x00;
+
+const META_VERSION: &[u8] = b"\0meta/version";
+const META_VIOLATIONS: &[u8] = b"\0meta/violations";
+const CKPT_PREFIX: &[u8] = b"\0ckpt/";
+const CHAIN_PREFIX: &[u8] = b"\0chain/";
+const VIOL_PREFIX: &[u8] = b"\0viol/";
+
+/// How often unflushed changes are flushed to disk.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Reconnect backoff bounds after a transient failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A cached foreign signer state answers for events published this long before
+/// it was read (allowance for clock skew between NATS and this process).
+const SIGNER_CACHE_SKEW_MS: Millis = 2_000;
+const MAX_CACHED_SIGNERS: usize = 10_000;
+
+fn ckpt_key(stream: &str) -> Vec<u8> {
+    codec::key(&[CKPT_PREFIX, stream.as_bytes()])
+}
+
+fn chain_key(aggregate: &str) -> Vec<u8> {
+    codec::key(&[CHAIN_PREFIX, aggregate.as_bytes()])
+}
+
+fn viol_key(stream: &str, seq: u64) -> Vec<u8> {
+    codec::key(&[VIOL_PREFIX, stream.as_bytes(), b"/", &codec::u64_bytes(seq)])
+}
+
+/// Failures of the runner and its offline helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// sled failed (I/O, corruption).
+    #[error("projection storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// The runner's own state in the tree could not be decoded.
+    #[error("corrupt projection state: {0}")]
+    Corrupt(String),
+}
+
+/// Why [`ProjectionHandle::wait_for`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The position was not reached in time.
+    #[error("projection {projection} reached {stream}:{reached}, not {wanted}, within {timeout:?}; retry or drop min_position")]
+    Timeout {
+        /// The projection.
+        projection: &'static str,
+        /// The stream of the awaited position.
+        stream: String,
+        /// Last sequence handled when the wait ended.
+        reached: u64,
+        /// The awaited sequence.
+        wanted: u64,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// The projection does not consume the position's stream.
+    #[error("projection {projection} does not consume stream {stream:?} (it consumes {consumed}); this min_position cannot be honoured here")]
+    UnknownStream {
+        /// The projection.
+        projection: &'static str,
+        /// The stream asked for.
+        stream: String,
+        /// The streams it consumes, comma separated.
+        consumed: String,
+    },
+}
+
+/// What is wrong with an event that was not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    /// Not decodable, or breaks a structural or domain rule.
+    Malformed,
+    /// The signature does not verify against the carried key.
+    BadSignature,
+    /// Signed by a key that is not (or was not then) the actor's key.
+    UnknownKey,
+    /// Signed by a rotated-out key, or by / on a revoked identity.
+    RevokedKey,
+    /// The actor may not write this to this aggregate.
+    NotPermitted,
+    /// `prev_hash` does not match the previous valid event of the aggregate.
+    ChainBroken,
+    /// `aggregate_seq` is not the previous valid one + 1.
+    Gap,
+    /// The event names another aggregate than the subject it is stored on.
+    WrongAggregate,
+    /// Valid on its chain, but the projection refused it ([`ApplyError`]).
+    Rejected,
+}
+
+impl ViolationKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationKind::Malformed => "malformed",
+            ViolationKind::BadSignature => "bad_signature",
+            ViolationKind::UnknownKey => "unknown_key",
+            ViolationKind::RevokedKey => "revoked_key",
+            ViolationKind::NotPermitted => "not_permitted",
+            ViolationKind::ChainBroken => "chain_broken",
+            ViolationKind::Gap => "gap",
+            ViolationKind::WrongAggregate => "wrong_aggregate",
+            ViolationKind::Rejected => "rejected",
+        }
+    }
+
+    /// The closest chain-report failure kind.
+    pub fn to_proto(self) -> ChainFailureKind {
+        match self {
+            ViolationKind::Malformed | ViolationKind::NotPermitted | ViolationKind::Rejected => {
+                ChainFailureKind::Malformed
+            }
+            ViolationKind::BadSignature => ChainFailureKind::BadSignature,
+            ViolationKind::UnknownKey => ChainFailureKind::UnknownKey,
+            ViolationKind::RevokedKey => ChainFailureKind::RevokedKey,
+            ViolationKind::ChainBroken => ChainFailureKind::ChainBroken,
+            ViolationKind::Gap => ChainFailureKind::Gap,
+            ViolationKind::WrongAggregate => ChainFailureKind::WrongAggregate,
+        }
+    }
+
+    fn of_rule(e: &RuleError) -> Self {
+        match e {
+            RuleError::Invalid(_) => ViolationKind::Malformed,
+            RuleError::UnknownKey(_) => ViolationKind::UnknownKey,
+            RuleError::Revoked(_) => ViolationKind::RevokedKey,
+            RuleError::NotPermitted(_) => ViolationKind::NotPermitted,
+        }
+    }
+}
+
+impl std::fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event a projection refused to apply, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityViolation {
+    /// The stream.
+    pub stream: String,
+    /// Its stream sequence.
+    pub seq: u64,
+    /// The aggregate the event named (or the one of its subject if undecodable).
+    pub aggregate: String,
+    /// The aggregate sequence the event claimed (0 if undecodable).
+    pub aggregate_seq: u64,
+    /// The event type (empty if undecodable).
+    pub event_type: String,
+    /// What is wrong.
+    pub kind: ViolationKind,
+    /// Human detail.
+    pub detail: String,
+    /// JetStream publish time, unix milliseconds.
+    pub published_ms: Millis,
+}
+
+impl IntegrityViolation {
+    /// The stream position of the offending event.
+    pub fn position(&self) -> Position {
+        Position::new(self.stream.clone(), self.seq)
+    }
+}
+
+/// Clears a projection's tree (effects, checkpoints, violations, version), so the
+/// next start rebuilds it from sequence 1. Meant to run offline
+/// (`amai projections rebuild`), with no runner of this projection active.
+pub fn rebuild_projection(db: &sled::Db, name: &str) -> Result<(), ProjectionError> {
+    let tree = db.open_tree(name)?;
+    tree.clear()?;
+    tree.flush()?;
+    info!(
+        projection = name,
+        "projection cleared; it rebuilds from sequence 1 on next start"
+    );
+    Ok(())
+}
+
+/// Reads a projection tree's violation count (for read models' stats).
+pub fn violation_count(tree: &sled::Tree) -> Result<u64, ProjectionError> {
+    Ok(codec::read_u64(tree.get(META_VIOLATIONS)?.as_deref()))
+}
+
+/// Reads a projection tree's integrity violations, in (stream, sequence) order.
+pub fn violations(tree: &sled::Tree) -> Result<Vec<IntegrityViolation>, ProjectionError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(VIOL_PREFIX) {
+        let (_, v) = item?;
+        out.push(
+            serde_json::from_slice(&v)
+                .map_err(|e| ProjectionError::Corrupt(format!("undecodable violation: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Reads the checkpoint (last handled stream sequence) of `stream` in a tree.
+pub fn checkpoint(tree: &sled::Tree, stream: &str) -> Result<u64, ProjectionError> {
+    Ok(codec::read_u64(tree.get(ckpt_key(stream))?.as_deref()))
+}
+
+struct StreamState {
+    position: watch::Sender<u64>,
+    caught_up: watch::Sender<bool>,
+}
+
+struct Shared {
+    name: &'static str,
+    tree: sled::Tree,
+    streams: HashMap<&'static str, StreamState>,
+}
+
+/// A running projection: positions, consistency waits, violations, stop.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectionHandle {
+    shared: Arc<Shared>,
+    stop: Arc<watch::Sender<bool>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for ProjectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionHandle")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectionHandle {
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    /// The projection's tree (read models query it directly).
+    pub fn tree(&self) -> &sled::Tree {
+        &self.shared.tree
+    }
+
+    /// Last handled (applied or recorded as a violation) sequence of `stream`;
+    /// 0 for a stream the projection does not consume.
+    pub fn position(&self, stream: &str) -> u64 {
+        self.shared
+            .streams
+            .get(stream)
+            .map(|s| *s.position.borrow())
+            .unwrap_or(0)
+    }
+
+    /// Every consumed stream's position.
+    pub fn positions(&self) -> Vec<Position> {
+        let mut out: Vec<_> = self
+            .shared
+            .streams
+            .iter()
+            .map(|(s, st)| Position::new(*s, *st.position.borrow()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until the projection has handled `position` (returns at once if it
+    /// has), at most `timeout`.
+    pub async fn wait_for(&self, position: &Position, timeout: Duration) -> Result<(), WaitError> {
+        let Some(st) = self.shared.streams.get(position.stream.as_str()) else {
+            let mut consumed: Vec<_> = self.shared.streams.keys().copied().collect();
+            consumed.sort();
+            return Err(WaitError::UnknownStream {
+                projection: self.shared.name,
+                stream: position.stream.clone(),
+                consumed: consumed.join(", "),
+            });
+        };
+        let mut rx = st.position.subscribe();
+        let wanted = position.seq;
+        let reached = tokio::time::timeout(timeout, async {
+            // The sender lives in `Shared`, which we hold: `wait_for` cannot see it closed.
+            let _ = rx.wait_for(|p| *p >= wanted).await;
+        })
+        .await;
+        match reached {
+            Ok(()) => Ok(()),
+            Err(_) => Err(WaitError::Timeout {
+                projection: self.shared.name,
+                stream: position.stream.clone(),
+                reached: *st.position.borrow(),
+                wanted,
+                timeout,
+            }),
+        }
+    }
+
+    /// Waits for an optional protobuf consistency token (`min_position`); `None`
+    /// or an empty stream name returns at once.
+    pub async fn wait_for_min_position(
+        &self,
+        min_position: Option<&proto::Position>,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        match min_position {
+            Some(p) if !p.stream.is_empty() => {
+                self.wait_for(&Position::new(p.stream.clone(), p.seq), timeout)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether every stream has been caught up with (no pending events) at least once.
+    pub fn is_caught_up(&self) -> bool {
+        self.shared.streams.values().all(|s| *s.caught_up.borrow())
+    }
+
+    /// Resolves once every stream has been caught up with at least once.
+    pub async fn caught_up(&self) {
+        for st in self.shared.streams.values() {
+            let mut rx = st.caught_up.subscribe();
+            // The sender lives in `Shared`, which we hold.
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    /// The recorded integrity violations, in (stream, sequence) order.
+    pub fn violations(&self) -> Result<Vec<IntegrityViolation>, ProjectionError> {
+        violations(&self.shared.tree)
+    }
+
+    /// How many integrity violations were recorded.
+    pub fn violation_count(&self) -> u64 {
+        violation_count(&self.shared.tree).unwrap_or(0)
+    }
+
+    /// Asks every task to stop (after a final flush); see [`Self::stopped`].
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until every task has ended (after the shutdown signal or
+    /// [`Self::shutdown`]); the final flush is done when it returns.
+    pub async fn stopped(&self) {
+        let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
+        for t in tasks {
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    error!(
+                        projection = self.shared.name,
+                        "projection task panicked: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops the tasks at once, wherever they are, without a final flush (what a
+    /// crash does; committed transactions stay consistent), and waits for them.
+    pub async fn abort(&self) {
+        let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        // A poisoned list of join handles is still a valid list.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts projections.
+#[derive(Debug)]
+pub struct ProjectionRunner;
+
+struct CachedSigner {
+    state: IdentityState,
+    fetched_ms: Millis,
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+    db: sled::Db,
+    store: EventStore,
+    projection: Arc<dyn Projection>,
+    signers: Mutex<HashMap<String, CachedSigner>>,
+    dirty: AtomicBool,
+}
+
+/// The outcome of checking one event.
+enum Verdict {
+    Valid {
+        event: Box<VerifiedEvent>,
+        identity: Option<IdentityState>,
+    },
+    Invalid(IntegrityViolation),
+}
+
+/// A failure that is retried by reconnecting from the checkpoint.
+#[derive(Debug)]
+struct Transient(String);
+
+impl ProjectionRunner {
+    /// Opens the projection's tree (clearing it when its stored version differs
+    /// from [`Projection::version`]) and starts one task per consumed stream plus
+    /// a flusher. Everything stops (after a final flush) when `shutdown`
+    /// resolves or [`ProjectionHandle::shutdown`] is called; await
+    /// [`ProjectionHandle::stopped`] to know it has. With a
+    /// `tokio::sync::watch::Receiver<bool>`, pass
+    /// `async move { let _ = rx.wait_for(|s| *s).await; }`.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn spawn<S>(
+        db: sled::Db,
+        store: EventStore,
+        projection: Arc<dyn Projection>,
+        shutdown: S,
+    ) -> Result<ProjectionHandle, ProjectionError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let name = projection.name();
+        let tree = db.open_tree(name)?;
+        let version = projection.version();
+        let stored_version = tree
+            .get(META_VERSION)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes);
+        if stored_version != Some(version) {
+            if stored_version.is_some() || !tree.is_empty() {
+                info!(projection = name, from = ?stored_version, to = version, "projection version changed: rebuilding from sequence 1");
+                tree.clear()?;
+            }
+            tree.insert(META_VERSION, &version.to_be_bytes())?;
+            tree.flush()?;
+        }
+        let mut streams = HashMap::new();
+        for stream in projection.streams() {
+            let ckpt = checkpoint(&tree, stream)?;
+            streams.insert(
+                *stream,
+                StreamState {
+                    position: watch::channel(ckpt).0,
+                    caught_up: watch::channel(false).0,
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            name,
+            tree,
+            streams,
+        });
+        let ctx = Arc::new(Ctx {
+            shared: shared.clone(),
+            db,
+            store,
+            projection: projection.clone(),
+            signers: Mutex::default(),
+            dirty: AtomicBool::new(false),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let mut tasks = Vec::new();
+        {
+            // Turns the caller's shutdown future into the internal signal; ends
+            // as soon as either fires (it holds no projection state).
+            let (stop, mut internal) = (stop.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown => { stop.send_replace(true); }
+                    _ = shutdown_requested(&mut internal) => {}
+                }
+            }));
+        }
+        let shutdown = stop_rx;
+        for stream in projection.streams() {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                ctx.run_stream(stream, shutdown).await
+            }));
+        }
+        let flusher = ctx.clone();
+        tasks.push(tokio::spawn(
+            async move { flusher.run_flusher(shutdown).await },
+        ));
+        Ok(ProjectionHandle {
+            shared,
+            stop,
+            tasks: Arc::new(Mutex::new(tasks)),
+        })
+    }
+}
+
+/// Resolves when `rx` says `true`; never if its sender is dropped first.
+/// (The internal sender lives in the handle and the supervisor task.)
+async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        futures::future::pending::<()>().await;
+    }
+}
+
+impl Ctx {
+    fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    async fn run_flusher(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown_requested(&mut shutdown) => {
+                    self.flush().await;
+                    return;
+                }
+            }
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                self.flush().await;
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        if let Err(e) = self.db.flush_async().await {
+            self.dirty.store(true, Ordering::Release);
+            warn!(
+                projection = self.name(),
+                "flushing sled failed (retried): {e}"
+            );
+        }
+    }
+
+    async fn run_stream(&self, stream: &'static str, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let result = tokio::select! {
+                r = self.consume(stream, &mut backoff) => r,
+                _ = shutdown_requested(&mut shutdown) => return,
+            };
+            let detail = match result {
+                Ok(()) => "replay ended".to_string(),
+                Err(Transient(d)) => d,
+            };
+            warn!(projection = self.name(), stream, retry_in = ?backoff, "projection consumer interrupted: {detail}; resuming from the checkpoint");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown_requested(&mut shutdown) => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Replays `stream` from the checkpoint until an error.
+    async fn consume(&self, stream: &'static str, backoff: &mut Duration) -> Result<(), Transient> {
+        let st = self
+            .shared
+            .streams
+            .get(stream)
+            .ok_or_else(|| Transient(format!("stream {stream} not registered")))?;
+        let ckpt = checkpoint(&self.shared.tree, stream).map_err(|e| Transient(e.to_string()))?;
+        let js = self.store.jetstream();
+        let info = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| Transient(format!("stream {stream}: {e}")))?;
+        let last = info.cached_info().state.last_sequence;
+        if ckpt >= last {
+            st.caught_up.send_replace(true);
+        }
+        let mut replay = consumer::replay(js, stream, None, StartAt::Sequence(ckpt + 1))
+            .await
+            .map_err(|e| Transient(e.to_string()))?;
+        debug!(
+            projection = self.name(),
+            stream,
+            from = ckpt + 1,
+            "projection replay opened"
+        );
+        let mut handled = ckpt;
+        while let Some(item) = replay.next().await {
+            let (stored, pending) = item.map_err(|e| Transient(e.to_string()))?;
+            let seq = stored.position.seq;
+            if seq <= handled {
+                continue;
+            }
+            self.handle(stream, stored).await?;
+            handled = seq;
+            *backoff = BACKOFF_MIN;
+            st.position.send_replace(seq);
+            if pending == 0 || seq >= last {
+                st.caught_up.send_replace(true);
+            }
+            // A replay with buffered messages never returns Pending: yield so the
+            // shutdown signal (and other tasks) get their turn between events.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// Verifies and applies (or records) one event, with its checkpoint.
+    async fn handle(&self, stream: &str, stored: StoredEvent) -> Result<(), Transient> {
+        let seq = stored.position.seq;
+        let verdict = self.verify(&stored).await?;
+        let tree = &self.shared.tree;
+        let ckpt = ckpt_key(stream);
+        let seq_bytes = codec::u64_bytes(seq);
+        let result = match &verdict {
+            Verdict::Valid { event, identity } => {
+                let chain = ChainState {
+                    seq: event.aggregate_seq(),
+                    hash: event.hash,
+                    identity: identity.as_ref().map(StoredIdentity::from_state),
+                }
+                .encode();
+                let chain_k = chain_key(&event.aggregate.to_string());
+                let applied = AppliedEvent {
+                    event: (**event).clone(),
+                    stored: stored.clone(),
+                    identity: identity.clone(),
+                };
+                let r = tree.transaction(|tx| {
+                    tx.insert(chain_k.as_slice(), chain.as_slice())?;
+                    self.projection.apply(tx, &applied)?;
+                    tx.insert(ckpt.as_slice(), &seq_bytes)?;
+                    Ok(())
+                });
+                match r {
+                    Err(TransactionError::Abort(e)) => {
+                        // The projection refused a valid event: the chain moves on
+                        // (the event is valid), the projection's effect does not.
+                        let v =
+                            violation(&stored, Some(event), ViolationKind::Rejected, e.to_string());
+                        tree.transaction(|tx| {
+                            tx.insert(chain_k.as_slice(), chain.as_slice())?;
+                            record_violation(tx, &v)?;
+                            tx.insert(ckpt.as_slice(), &seq_bytes)?;
+                            Ok::<_, ConflictableTransactionError<ApplyError>>(())
+                        })
+                        .map(|_| Some(v))
+                    }
+                    other => other.map(|_| None),
+                }
+            }
+            Verdict::Invalid(v) => tree
+                .transaction(|tx| {
+                    record_violation(tx, v)?;
+                    tx.insert(ckpt.as_slice(), &seq_bytes)?;
+                    Ok::<_, ConflictableTransactionError<ApplyError>>(())
+                })
+                .map(|_| Some(v.clone())),
+        };
+        self.dirty.store(true, Ordering::Release);
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(v)) => {
+                warn!(
+                    projection = self.name(), stream = %v.stream, seq = v.seq, aggregate = %v.aggregate, kind = %v.kind,
+                    "integrity violation: event not applied: {}", v.detail
+                );
+                Ok(())
+            }
+            Err(e) => Err(Transient(format!(
+                "sled transaction failed at {}: {e}",
+                stored.position
+            ))),
+        }
+    }
+
+    /// Checks one stored event against everything known about its aggregate.
+    async fn verify(&self, stored: &StoredEvent) -> Result<Verdict, Transient> {
+        let invalid = |ev: Option<&VerifiedEvent>, kind, detail: String| {
+            Ok(Verdict::Invalid(violation(stored, ev, kind, detail)))
+        };
+        let ev = match stored.verify() {
+            Ok(ev) => ev,
+            Err(amai_bus::envelope::EnvelopeError::BadSignature) => {
+                return invalid(
+                    None,
+                    ViolationKind::BadSignature,
+                    "signature does not verify against the carried signer key".into(),
+                )
+            }
+            Err(e) => return invalid(None, ViolationKind::Malformed, e.to_string()),
+        };
+        if stored.subject != ev.aggregate.subject()
+            || stored.position.stream != ev.aggregate.stream()
+        {
+            return invalid(
+                Some(&ev),
+                ViolationKind::WrongAggregate,
+                format!(
+                    "event names {} but is stored on {} in {}",
+                    ev.aggregate, stored.subject, stored.position.stream
+                ),
+            );
+        }
+        let agg = ev.aggregate.to_string();
+        let prior = match self.shared.tree.get(chain_key(&agg)) {
+            Ok(Some(bytes)) => {
+                Some(ChainState::decode(&bytes).map_err(|e| Transient(format!("{agg}: {e}")))?)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(Transient(format!("reading the chain state of {agg}: {e}"))),
+        };
+        let (head_seq, head_hash) = prior
+            .as_ref()
+            .map(|c| (c.seq, c.hash))
+            .unwrap_or((0, ZERO_HASH));
+        if ev.aggregate_seq() != head_seq + 1 {
+            return invalid(
+                Some(&ev),
+                ViolationKind::Gap,
+                format!(
+                    "expected aggregate_seq {}, found {}",
+                    head_seq + 1,
+                    ev.aggregate_seq()
+                ),
+            );
+        }
+        if ev.prev_hash() != head_hash {
+            return invalid(
+                Some(&ev),
+                ViolationKind::ChainBroken,
+                format!(
+                    "prev_hash {} does not match the previous event's hash {}",
+                    hex::encode(ev.prev_hash()),
+                    hex::encode(head_hash)
+                ),
+            );
+        }
+        let published = stored.published_ms;
+        let mut identity: Option<IdentityState> = None;
+        let requirement = if ev.aggregate.kind == AggregateKind::Agent {
+            match prior.and_then(|c| c.identity) {
+                None => IdentityState::from_genesis(
+                    &ev,
+                    published,
+                    self.store.config().get_trust_root(),
+                )
+                .map(|(s, req)| {
+                    identity = Some(s);
+                    req
+                }),
+                Some(stored_identity) => {
+                    let state = stored_identity
+                        .to_state()
+                        .map_err(|e| Transient(format!("{agg}: {e}")))?;
+                    let req = state.check(&ev, Some(published));
+                    identity = Some(state);
+                    req
+                }
+            }
+        } else {
+            identity::check_foreign_aggregate_event(&ev)
+        };
+        let checked = match requirement {
+            Err(e) => Err(e),
+            Ok(SignerRequirement::None) => Ok(()),
+            Ok(SignerRequirement::Identity { actor, key, kinds }) => {
+                self.check_foreign_signer(&actor, &key, &kinds, published)
+                    .await?
+            }
+            Ok(SignerRequirement::Endorser { operator_id, key }) => {
+                self.check_foreign_signer(
+                    &operator_id,
+                    &key,
+                    &[proto::IdentityKind::Operator],
+                    published,
+                )
+                .await?
+            }
+        };
+        if let Err(e) = checked {
+            return invalid(Some(&ev), ViolationKind::of_rule(&e), e.to_string());
+        }
+        if let Some(s) = identity.as_mut() {
+            if ev.aggregate_seq() > 1 {
+                s.apply(&ev, published);
+            }
+        }
+        Ok(Verdict::Valid {
+            event: Box::new(ev),
+            identity,
+        })
+    }
+
+    /// Checks a signer whose state lives on another chain, at publish time `at`.
+    /// A cached state answers only for events published before it was read
+    /// (it holds every rotation and revocation up to then); otherwise it is re-read.
+    async fn check_foreign_signer(
+        &self,
+        actor: &str,
+        key: &ed25519_dalek::VerifyingKey,
+        kinds: &[proto::IdentityKind],
+        at: Millis,
+    ) -> Result<Result<(), RuleError>, Transient> {
+        {
+            let cache = self.lock_signers();
+            if let Some(c) = cache.get(actor) {
+                if at + SIGNER_CACHE_SKEW_MS <= c.fetched_ms {
+                    return Ok(check_signer(&c.state, key, kinds, Some(at)));
+                }
+            }
+        }
+        let fetched_ms = amai_bus::store::millis(time::OffsetDateTime::now_utc());
+        match self.store.identity_state(actor).await {
+            Ok(state) => {
+                let r = check_signer(&state, key, kinds, Some(at));
+                let mut cache = self.lock_signers();
+                if cache.len() >= MAX_CACHED_SIGNERS {
+                    cache.clear();
+                }
+                cache.insert(actor.to_string(), CachedSigner { state, fetched_ms });
+                Ok(r)
+            }
+            Err(ReadError::NotFound(_)) => Ok(Err(RuleError::UnknownKey(format!(
+                "signer {actor} is not a registered identity"
+            )))),
+            Err(ReadError::Invalid(m)) => Ok(Err(RuleError::UnknownKey(format!(
+                "signer {actor} cannot be resolved: {m}"
+            )))),
+            Err(ReadError::Unavailable(m)) => {
+                Err(Transient(format!("resolving signer {actor}: {m}")))
+            }
+        }
+    }
+
+    fn lock_signers(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedSigner>> {
+        // A poisoned cache is still a valid cache: entries are replaced whole.
+        self.signers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn violation(
+    stored: &StoredEvent,
+    ev: Option<&VerifiedEvent>,
+    kind: ViolationKind,
+    detail: String,
+) -> IntegrityViolation {
+    let (aggregate, aggregate_seq, event_type) = match ev {
+        Some(ev) => (
+            ev.aggregate.to_string(),
+            ev.aggregate_seq(),
+            ev.event_type().to_string(),
+        ),
+        None => {
+            let aggregate = Aggregate::from_subject(&stored.subject)
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| stored.subject.clone());
+            let seq = amai_bus::store::aggregate_seq_of(stored).unwrap_or(0);
+            (
+                aggregate,
+                seq,
+                stored.event_type.clone().unwrap_or_default(),
+            )
+        }
+    };
+    IntegrityViolation {
+        stream: stored.position.stream.clone(),
+        seq: stored.position.seq,
+        aggregate,
+        aggregate_seq,
+        event_type,
+        kind,
+        detail,
+        published_ms: stored.published_ms,
+    }
+}
+
+fn record_violation(
+    tx: &TransactionalTree,
+    v: &IntegrityViolation,
+) -> Result<(), ConflictableTransactionError<ApplyError>> {
+    let k = viol_key(&v.stream, v.seq);
+    if tx.get(&k)?.is_some() {
+        return Ok(());
+    }
+    // Invariant: a violation is plain data and always serializes.
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    tx.insert(k, bytes)?;
+    let count = codec::read_u64(tx.get(META_VIOLATIONS)?.as_deref());
+    tx.insert(META_VIOLATIONS, &codec::u64_bytes(count + 1))?;
+    Ok(())
+}
