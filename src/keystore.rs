@@ -1,0 +1,270 @@
+//! The key files of a deployment run by `amai up`, under `<data_dir>/keys`
+//! (directory mode 0700, files mode 0600):
+//!
+//! - `operator.json` — the deployment's first operator, its trust root;
+//! - `service-<role>.json` — one service identity per worker role
+//!   ([`SERVICE_ROLES`]), endorsed by the operator.
+//!
+//! Keys are generated on first use and loaded afterwards. If two processes race to
+//! create the same key, the loser loads the winner's file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use amai_bus::keys::KeyFileError;
+use amai_bus::{IdentityId, IdentityKeys};
+use anyhow::{bail, Context as _};
+
+/// The worker roles that get a service key.
+pub(crate) const SERVICE_ROLES: [&str; 6] =
+    ["identity", "trust", "llm", "jail", "lifecycle", "gateway"];
+
+/// The identity kind an operator endorses service keys as.
+pub(crate) const SERVICE_KIND: &str = "service";
+
+/// An operator's endorsement of a role's service key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceEndorsement {
+    /// Identity id of the endorsing operator.
+    pub(crate) operator_id: IdentityId,
+    /// The operator's Ed25519 public key.
+    pub(crate) operator_public_key: [u8; 32],
+    /// The endorsed service's Ed25519 public key.
+    pub(crate) service_public_key: [u8; 32],
+    /// `operator.endorse(service_public_key, "service")`.
+    pub(crate) signature: [u8; 64],
+}
+
+/// The key directory of a data dir.
+#[derive(Debug, Clone)]
+pub(crate) struct Keystore {
+    dir: PathBuf,
+}
+
+impl Keystore {
+    /// Opens (creating if needed) `<data_dir>/keys` with mode 0700, tightening
+    /// the mode of an existing directory that is more open.
+    pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Keystore> {
+        let dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create key directory {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&dir)
+                .with_context(|| format!("cannot read key directory {}", dir.display()))?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode != 0o700 {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| {
+                        format!("cannot set mode 0700 on key directory {}", dir.display())
+                    })?;
+            }
+        }
+        Ok(Keystore { dir })
+    }
+
+    /// Path of the operator key file.
+    pub(crate) fn operator_path(&self) -> PathBuf {
+        self.dir.join("operator.json")
+    }
+
+    /// Path of a role's service key file; fails for a role not in [`SERVICE_ROLES`].
+    pub(crate) fn service_path(&self, role: &str) -> anyhow::Result<PathBuf> {
+        if !SERVICE_ROLES.contains(&role) {
+            bail!(
+                "unknown service role {role:?} (expected one of {})",
+                SERVICE_ROLES.join(", ")
+            );
+        }
+        Ok(self.dir.join(format!("service-{role}.json")))
+    }
+
+    /// The operator keys (the trust root), generated on first use.
+    pub(crate) fn operator(&self) -> anyhow::Result<IdentityKeys> {
+        load_or_create(&self.operator_path())
+    }
+
+    /// A role's service keys, generated on first use.
+    pub(crate) fn service(&self, role: &str) -> anyhow::Result<IdentityKeys> {
+        load_or_create(&self.service_path(role)?)
+    }
+
+    /// The operator's endorsement of `role`'s service key.
+    pub(crate) fn endorsement_for(&self, role: &str) -> anyhow::Result<ServiceEndorsement> {
+        let operator = self.operator()?;
+        let service = self.service(role)?;
+        let service_key = service.public_key();
+        Ok(ServiceEndorsement {
+            operator_id: operator.identity_id(),
+            operator_public_key: operator.public_key().to_bytes(),
+            service_public_key: service_key.to_bytes(),
+            signature: operator.endorse(&service_key, SERVICE_KIND),
+        })
+    }
+}
+
+/// `IdentityKeys::load_or_generate`, tolerating a concurrent creator: when our
+/// `save` loses the race (the file appeared meanwhile), load theirs, retrying
+/// briefly while they finish writing it.
+fn load_or_create(path: &Path) -> anyhow::Result<IdentityKeys> {
+    warn_if_open(path);
+    if path.exists() {
+        return IdentityKeys::load(path).map_err(anyhow::Error::new);
+    }
+    let keys = IdentityKeys::generate();
+    match keys.save(path) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), identity = %keys.identity_id(), "generated key");
+            Ok(keys)
+        }
+        Err(KeyFileError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            let mut attempt = 0;
+            loop {
+                match IdentityKeys::load(path) {
+                    Ok(keys) => return Ok(keys),
+                    Err(e) if attempt < 5 => {
+                        tracing::debug!(error = %e, "key file being written by another process; retrying");
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot save a new key")),
+    }
+}
+
+/// Warns when a key file can be read by others than its owner.
+fn warn_if_open(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "key file is readable by others; chmod 600 it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn creates_private_files_and_reloads_the_same_keys() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let ks = Keystore::open(data.path()).expect("open");
+        assert_eq!(mode(&data.path().join("keys")), 0o700);
+        let operator = ks.operator().expect("operator");
+        let services: Vec<_> = SERVICE_ROLES
+            .iter()
+            .map(|r| ks.service(r).expect("service"))
+            .collect();
+
+        assert_eq!(mode(&ks.operator_path()), 0o600);
+        for role in SERVICE_ROLES {
+            let path = data
+                .path()
+                .join("keys")
+                .join(format!("service-{role}.json"));
+            assert_eq!(ks.service_path(role).expect("path"), path);
+            assert_eq!(mode(&path), 0o600, "{role}");
+        }
+
+        let again = Keystore::open(data.path()).expect("reopen");
+        assert_eq!(
+            again.operator().expect("operator").public_key(),
+            operator.public_key()
+        );
+        for (role, keys) in SERVICE_ROLES.iter().zip(&services) {
+            assert_eq!(
+                again.service(role).expect("service").public_key(),
+                keys.public_key(),
+                "{role}"
+            );
+        }
+        let distinct: std::collections::HashSet<_> =
+            services.iter().map(|k| k.public_key().to_bytes()).collect();
+        assert_eq!(
+            distinct.len(),
+            SERVICE_ROLES.len(),
+            "every role has its own key"
+        );
+    }
+
+    #[test]
+    fn tightens_an_open_key_dir() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("keys");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Keystore::open(data.path()).expect("open");
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn unknown_roles_are_rejected() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let ks = Keystore::open(data.path()).expect("open");
+        for role in ["", "../operator", "operator", "Trust"] {
+            assert!(ks.service(role).is_err(), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn endorsement_is_the_operators_signature_over_the_service_key() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let ks = Keystore::open(data.path()).expect("open");
+        let e = ks.endorsement_for("trust").expect("endorsement");
+        let operator = ks.operator().expect("operator");
+        let service = ks.service("trust").expect("service");
+        assert_eq!(e.operator_id, operator.identity_id());
+        assert_eq!(e.operator_public_key, operator.public_key().to_bytes());
+        assert_eq!(e.service_public_key, service.public_key().to_bytes());
+        assert_eq!(
+            e.signature,
+            operator.endorse(&service.public_key(), "service")
+        );
+    }
+
+    #[test]
+    fn concurrent_opens_agree_on_one_key() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let keys: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        Keystore::open(data.path())
+                            .and_then(|ks| ks.operator())
+                            .expect("operator")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join").public_key())
+                .collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "all openers see the same operator key"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! The server-side commands: `amai up`, `amai gateway`, `amai worker` and
+//! `amai projections rebuild`: connecting to NATS, creating streams,
+//! bootstrapping the operator and service identities, running roles and the
+//! gateway until shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use amai_bus::streams::{ensure_streams, StreamSettings};
+use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
+use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
+use amai_workers::reactor::ServiceSigner;
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::keystore::Keystore;
+use crate::nats_supervisor::{ManagedNats, ManagedNatsConfig};
+use crate::shutdown::Shutdown;
+
+/// `amai worker` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// The role to run.
+    #[arg(long, value_enum)]
+    role: WorkerRole,
+}
+
+/// Worker roles that exist today.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum WorkerRole {
+    /// Registration, keys, soulchains, messaging, trust initialisation.
+    Identity,
+}
+
+/// `amai projections ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ProjectionsCommand {
+    /// Clear a projection so it rebuilds from stream sequence 1 on next start.
+    /// Run it while the worker is stopped.
+    Rebuild {
+        /// Which projection.
+        #[arg(long, default_value = "identity")]
+        name: String,
+        /// The worker instance whose state to rebuild (default: the role's default state dir).
+        #[arg(long, default_value = "identity")]
+        state: String,
+    },
+}
+
+/// Name of the operator identity `amai up` registers.
+pub(crate) const OPERATOR_NAME: &str = "operator";
+
+/// Connects to NATS with a name and retries on start.
+pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let mut last = None;
+    for _ in 0..20 {
+        match async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().connection_timeout(Duration::from_secs(2)).connect(url).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(anyhow::anyhow!("cannot connect to NATS at {url}: {}. Is nats-server running? Pass --nats-url or run `amai up`.", last.map(|e| e.to_string()).unwrap_or_default()))
+}
+
+/// The trust root: `--trust-root`, else the operator key in the data dir.
+fn trust_root(settings: &Settings, keystore: &Keystore) -> anyhow::Result<IdentityKeysOrKey> {
+    if let Some(bytes) = settings.trust_root_bytes()? {
+        let key = amai_bus::keys::verifying_key(&bytes).context("--trust-root is not an Ed25519 public key")?;
+        return Ok(IdentityKeysOrKey::Key(key));
+    }
+    Ok(IdentityKeysOrKey::Keys(keystore.operator()?))
+}
+
+enum IdentityKeysOrKey {
+    Keys(IdentityKeys),
+    Key(ed25519_dalek::VerifyingKey),
+}
+
+impl IdentityKeysOrKey {
+    fn public(&self) -> ed25519_dalek::VerifyingKey {
+        match self {
+            IdentityKeysOrKey::Keys(k) => k.public_key(),
+            IdentityKeysOrKey::Key(k) => *k,
+        }
+    }
+}
+
+/// Connects, creates streams, and builds the store.
+async fn open_store(settings: &Settings, url: &str, name: &str, trust_root: ed25519_dalek::VerifyingKey) -> anyhow::Result<(async_nats::Client, EventStore)> {
+    let client = connect_nats(url, name).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_streams(&js, &StreamSettings { replicas: settings.stream_replicas, dedup_window: settings.dedup_window() }).await?;
+    let store = EventStore::new(js, EventStoreConfig::default().trust_root(trust_root).max_event_bytes(settings.max_event_bytes));
+    Ok((client, store))
+}
+
+/// Creation time of a key file, as the deterministic `occurred_at` of bootstrap events.
+fn key_time(path: &Path) -> prost_types::Timestamp {
+    let secs = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64).unwrap_or(0);
+    prost_types::Timestamp { seconds: secs, nanos: 0 }
+}
+
+/// Registers the operator (when its key is here) and the role's service identity.
+async fn bootstrap_service(store: &EventStore, keystore: &Keystore, root: &IdentityKeysOrKey, role: &str) -> anyhow::Result<ServiceSigner> {
+    let service = keystore.service(role)?;
+    let name = format!("svc-{role}");
+    match root {
+        IdentityKeysOrKey::Keys(operator) => {
+            amai_workers::bootstrap::ensure_operator(store, operator, OPERATOR_NAME, key_time(&keystore.operator_path())).await?;
+            amai_workers::bootstrap::ensure_service(store, operator, &service, &name, key_time(&keystore.service_path(role)?)).await?;
+        }
+        IdentityKeysOrKey::Key(_) => {
+            let agg = amai_bus::Aggregate::agent(service.identity_id())?;
+            if store.chain_head(&agg).await?.aggregate_seq == 0 {
+                anyhow::bail!("the {role} service identity {} is not registered and the operator key is not in {}: register it once with the operator key (`amai up` does) or copy keys/operator.json", service.identity_id(), keystore.operator_path().display());
+            }
+        }
+    }
+    Ok(ServiceSigner { id: service.identity_id(), keys: service })
+}
+
+fn state_dir(settings: &Settings, role: &str, explicit_instance: bool) -> PathBuf {
+    let dir = if explicit_instance { format!("{role}-{}", settings.instance) } else { role.to_string() };
+    settings.data_dir.join("state").join(dir)
+}
+
+/// `amai up`.
+pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::with_signals();
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
+    let keystore = Keystore::open(&settings.data_dir)?;
+    let managed = match &settings.nats_url {
+        Some(_) => None,
+        None => {
+            let mut cfg = ManagedNatsConfig::new(&settings.data_dir);
+            cfg.port = settings.nats_port;
+            cfg.binary = settings.nats_server.clone();
+            Some(ManagedNats::start(cfg).await?)
+        }
+    };
+    let url = settings.nats_url.clone().or_else(|| managed.as_ref().map(|m| m.url().to_string())).context("no NATS url")?;
+    let root = trust_root(settings, &keystore)?;
+    let (client, store) = open_store(settings, &url, "amai-up", root.public()).await?;
+    let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
+    let role = IdentityRole::start(IdentityRoleConfig::new(client.clone(), store.clone(), state_dir(settings, "identity", false), signer).min_position_timeout(settings.query_timeout()))
+        .await
+        .context("cannot start the identity role")?;
+    let listener = tokio::net::TcpListener::bind(settings.gateway_addr).await.with_context(|| format!("cannot listen on {}: is another amai running? pass --gateway-addr", settings.gateway_addr))?;
+    let gateway_cfg = amai_gateway::GatewayConfig::new(client.clone(), store.clone())
+        .listen_addr(settings.gateway_addr)
+        .query_timeout(settings.query_timeout())
+        .freshness_window(settings.request_freshness())
+        .max_event_bytes(settings.max_event_bytes);
+    let gateway = tokio::spawn(amai_gateway::serve(gateway_cfg, listener, shutdown.wait_owned()));
+    eprintln!(
+        "amai up: gateway on {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
+        settings.gateway_addr,
+        url,
+        settings.data_dir.display(),
+        hex::encode(root.public().as_bytes())
+    );
+    tracing::info!(gateway = %settings.gateway_addr, nats = %url, "amai is up");
+    let role_result = role.run_until(shutdown.wait()).await;
+    shutdown.trigger();
+    let gateway_result = gateway.await;
+    let _ = client.flush().await;
+    if let Some(m) = managed {
+        m.stop().await;
+    }
+    role_result?;
+    gateway_result.context("gateway task")??;
+    eprintln!("amai up: stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amai gateway`.
+pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::with_signals();
+    let url = settings.nats_url.clone().context("amai gateway needs --nats-url (or AMAI_NATS_URL)")?;
+    let keystore = Keystore::open(&settings.data_dir)?;
+    let root = trust_root(settings, &keystore)?;
+    let (client, store) = open_store(settings, &url, &format!("amai-gateway-{}", settings.instance), root.public()).await?;
+    let listener = tokio::net::TcpListener::bind(settings.gateway_addr).await.with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
+    let addr = listener.local_addr()?;
+    eprintln!("amai gateway: listening on {addr}");
+    let cfg = amai_gateway::GatewayConfig::new(client, store)
+        .listen_addr(addr)
+        .query_timeout(settings.query_timeout())
+        .freshness_window(settings.request_freshness())
+        .max_event_bytes(settings.max_event_bytes);
+    amai_gateway::serve(cfg, listener, shutdown.wait_owned()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amai worker --role <role>`.
+pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::with_signals();
+    let url = settings.nats_url.clone().context("amai worker needs --nats-url (or AMAI_NATS_URL)")?;
+    let keystore = Keystore::open(&settings.data_dir)?;
+    let root = trust_root(settings, &keystore)?;
+    match args.role {
+        WorkerRole::Identity => {
+            let (client, store) = open_store(settings, &url, &format!("amai-identity-{}", settings.instance), root.public()).await?;
+            let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
+            let explicit = std::env::var_os("AMAI_INSTANCE").is_some() || std::env::args().any(|a| a == "--instance" || a.starts_with("--instance="));
+            let dir = state_dir(settings, "identity", explicit);
+            let role = IdentityRole::start(IdentityRoleConfig::new(client.clone(), store, &dir, signer).min_position_timeout(settings.query_timeout())).await?;
+            eprintln!("amai worker: identity role up (state in {})", dir.display());
+            role.run_until(shutdown.wait()).await?;
+            let _ = client.flush().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amai projections rebuild`.
+pub(crate) fn run_projections(settings: &Settings, cmd: ProjectionsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ProjectionsCommand::Rebuild { name, state } => {
+            let path = settings.data_dir.join("state").join(&state).join(format!("{name}.sled"));
+            if !path.exists() {
+                anyhow::bail!("no projection store at {}: check --data-dir and --state", path.display());
+            }
+            let db = sled::open(&path).with_context(|| format!("cannot open {} (is the worker still running? stop it first)", path.display()))?;
+            amai_projections::rebuild_projection(&db, &name)?;
+            db.flush()?;
+            eprintln!("projection {name} cleared in {}; it rebuilds from sequence 1 when the worker starts", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
