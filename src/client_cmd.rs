@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use amai_bus::proto::{self, IdentityKind};
 use amai_bus::{Aggregate, IdentityKeys};
-use amai_client::{AmaiClient, Agent};
+use amai_client::{Agent, AmaiClient};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
@@ -186,7 +186,9 @@ pub(crate) struct StatsArgs {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 fn gateway_url(settings: &Settings) -> String {
@@ -195,7 +197,9 @@ fn gateway_url(settings: &Settings) -> String {
 
 async fn connect(settings: &Settings) -> anyhow::Result<AmaiClient> {
     let url = gateway_url(settings);
-    AmaiClient::connect(url.clone()).await.with_context(|| format!("cannot reach the gateway at {url}: is `amai up` running? pass --gateway-addr"))
+    AmaiClient::connect(url.clone()).await.with_context(|| {
+        format!("cannot reach the gateway at {url}: is `amai up` running? pass --gateway-addr")
+    })
 }
 
 fn print(json_out: bool, value: serde_json::Value, text: String) {
@@ -216,9 +220,17 @@ fn kind_of(s: &str) -> anyhow::Result<IdentityKind> {
 }
 
 fn ts_string(ts: Option<&prost_types::Timestamp>) -> String {
-    ts.and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(t.seconds as i128 * 1_000_000_000 + t.nanos as i128).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    ts.and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(
+            t.seconds as i128 * 1_000_000_000 + t.nanos as i128,
+        )
+        .ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default()
 }
 
 /// `amai keys`.
@@ -230,7 +242,12 @@ pub(crate) fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             print(
                 json,
                 json!({"file": out, "id": keys.identity_id(), "did": keys.did(), "public_key": hex::encode(keys.public_key().as_bytes())}),
-                format!("wrote {}\nid:  {}\ndid: {}", out.display(), keys.identity_id(), keys.did()),
+                format!(
+                    "wrote {}\nid:  {}\ndid: {}",
+                    out.display(),
+                    keys.identity_id(),
+                    keys.did()
+                ),
             );
         }
     }
@@ -251,11 +268,27 @@ fn identity_json(i: &proto::Identity) -> serde_json::Value {
 pub(crate) async fn agent(settings: &Settings, cmd: AgentCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
     match cmd {
-        AgentCommand::Register { acting, name, kind, meta, json } => {
+        AgentCommand::Register {
+            acting,
+            name,
+            kind,
+            meta,
+            json,
+        } => {
             let agent = acting.agent(&client)?;
-            let r = agent.register(&name, kind_of(&kind)?, meta.into_iter().collect::<HashMap<_, _>>()).await?;
+            let r = agent
+                .register(
+                    &name,
+                    kind_of(&kind)?,
+                    meta.into_iter().collect::<HashMap<_, _>>(),
+                )
+                .await?;
             let pos = r.position.clone().unwrap_or_default();
-            print(json, json!({"id": r.agent_id, "name": name, "did": r.did, "position": {"stream": pos.stream, "seq": pos.seq}}), format!("registered {name}\nid:  {}\ndid: {}", r.agent_id, r.did));
+            print(
+                json,
+                json!({"id": r.agent_id, "name": name, "did": r.did, "position": {"stream": pos.stream, "seq": pos.seq}}),
+                format!("registered {name}\nid:  {}\ndid: {}", r.agent_id, r.did),
+            );
         }
         AgentCommand::Show { who, json } => {
             let i = client.get_identity(&who).await?;
@@ -272,12 +305,20 @@ pub(crate) async fn agent(settings: &Settings, cmd: AgentCommand) -> anyhow::Res
             );
             print(json, identity_json(&i), text);
         }
-        AgentCommand::RotateKey { acting, new_keys, reason } => {
+        AgentCommand::RotateKey {
+            acting,
+            new_keys,
+            reason,
+        } => {
             let mut agent = acting.agent(&client)?;
             let new = IdentityKeys::load(&new_keys)?;
             let id = agent.id().to_string();
             let r = agent.rotate_key(new, &reason).await?;
-            println!("rotated {id} at seq {}; from now on use --keys {} --id {id}", r.aggregate_seq, new_keys.display());
+            println!(
+                "rotated {id} at seq {}; from now on use --keys {} --id {id}",
+                r.aggregate_seq,
+                new_keys.display()
+            );
         }
         AgentCommand::Revoke { acting, reason } => {
             let agent = acting.agent(&client)?;
@@ -298,7 +339,12 @@ pub(crate) async fn message(settings: &Settings, cmd: MessageCommand) -> anyhow:
             let pos = r.position.unwrap_or_default();
             println!("sent to {to} (sealed; {}:{})", pos.stream, pos.seq);
         }
-        MessageCommand::Inbox { acting, after, limit, json } => {
+        MessageCommand::Inbox {
+            acting,
+            after,
+            limit,
+            json,
+        } => {
             let agent = acting.agent(&client)?;
             let messages = agent.inbox(after, limit).await?;
             if json {
@@ -311,7 +357,13 @@ pub(crate) async fn message(settings: &Settings, cmd: MessageCommand) -> anyhow:
                 println!("inbox empty");
             } else {
                 for m in messages {
-                    println!("#{} from {} at {}: {}", m.position.seq, m.from, ts_string(m.sent_at.as_ref()), String::from_utf8_lossy(&m.plaintext));
+                    println!(
+                        "#{} from {} at {}: {}",
+                        m.position.seq,
+                        m.from,
+                        ts_string(m.sent_at.as_ref()),
+                        String::from_utf8_lossy(&m.plaintext)
+                    );
                 }
             }
         }
@@ -322,24 +374,52 @@ pub(crate) async fn message(settings: &Settings, cmd: MessageCommand) -> anyhow:
 /// `amai events`.
 pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
-    let EventsCommand::Tail { stream, aggregate, types, actor, from_seq, since, new, count, json } = cmd;
+    let EventsCommand::Tail {
+        stream,
+        aggregate,
+        types,
+        actor,
+        from_seq,
+        since,
+        new,
+        count,
+        json,
+    } = cmd;
     let start = if let Some(s) = from_seq {
         Some(proto::subscribe_request::Start::StartSeq(s))
     } else if let Some(t) = since {
-        let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).with_context(|| format!("--since {t:?} is not RFC 3339 (e.g. 2026-11-25T10:00:00Z)"))?;
-        Some(proto::subscribe_request::Start::StartTime(prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }))
+        let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+            .with_context(|| {
+                format!("--since {t:?} is not RFC 3339 (e.g. 2026-11-25T10:00:00Z)")
+            })?;
+        Some(proto::subscribe_request::Start::StartTime(
+            prost_types::Timestamp {
+                seconds: t.unix_timestamp(),
+                nanos: t.nanosecond() as i32,
+            },
+        ))
     } else if new {
         Some(proto::subscribe_request::Start::NewOnly(true))
     } else {
         None
     };
-    let req = proto::SubscribeRequest { stream, aggregate: aggregate.unwrap_or_default(), types, actor: actor.unwrap_or_default(), start };
+    let req = proto::SubscribeRequest {
+        stream,
+        aggregate: aggregate.unwrap_or_default(),
+        types,
+        actor: actor.unwrap_or_default(),
+        start,
+    };
     let mut events = client.subscribe(req).await?;
     let mut seen = 0u64;
     while let Some(item) = events.next().await {
         let stored = item?;
         let pos = stored.position.clone().unwrap_or_default();
-        let body = stored.event.as_ref().and_then(|e| <proto::EventBody as prost::Message>::decode(e.body.as_slice()).ok()).unwrap_or_default();
+        let body = stored
+            .event
+            .as_ref()
+            .and_then(|e| <proto::EventBody as prost::Message>::decode(e.body.as_slice()).ok())
+            .unwrap_or_default();
         if json {
             println!(
                 "{}",
@@ -348,7 +428,10 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
                     "causation_id": body.causation_id, "correlation_id": body.correlation_id, "hash": hex::encode(&stored.hash)})
             );
         } else {
-            println!("{}:{} {} {} #{} by {}", pos.stream, pos.seq, body.r#type, body.aggregate, body.aggregate_seq, body.actor);
+            println!(
+                "{}:{} {} {} #{} by {}",
+                pos.stream, pos.seq, body.r#type, body.aggregate, body.aggregate_seq, body.actor
+            );
         }
         seen += 1;
         if count.is_some_and(|c| seen >= c) {
@@ -375,11 +458,28 @@ pub(crate) async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Res
         json!({"aggregate": report.aggregate, "ok": report.ok(), "events_checked": report.events_checked, "head_hash": hex::encode(report.head_hash),
             "failure": failure.map(|f| json!({"aggregate_seq": f.aggregate_seq, "stream": f.position.stream, "seq": f.position.seq, "kind": f.kind.as_str_name(), "detail": f.detail}))}),
         match failure {
-            None => format!("{}: ok, {} events verified (signatures, hash links, keys); head {}", report.aggregate, report.events_checked, hex::encode(report.head_hash)),
-            Some(f) => format!("{}: FAILED at seq {} ({}:{}): {} — {}", report.aggregate, f.aggregate_seq, f.position.stream, f.position.seq, f.kind.as_str_name(), f.detail),
+            None => format!(
+                "{}: ok, {} events verified (signatures, hash links, keys); head {}",
+                report.aggregate,
+                report.events_checked,
+                hex::encode(report.head_hash)
+            ),
+            Some(f) => format!(
+                "{}: FAILED at seq {} ({}:{}): {} — {}",
+                report.aggregate,
+                f.aggregate_seq,
+                f.position.stream,
+                f.position.seq,
+                f.kind.as_str_name(),
+                f.detail
+            ),
         },
     );
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `amai stats`.

@@ -12,28 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use amai_bus::keys::KeyFileError;
-use amai_bus::{IdentityId, IdentityKeys};
+use amai_bus::IdentityKeys;
 use anyhow::{bail, Context as _};
 
 /// The worker roles that get a service key.
 pub(crate) const SERVICE_ROLES: [&str; 6] =
     ["identity", "trust", "llm", "jail", "lifecycle", "gateway"];
-
-/// The identity kind an operator endorses service keys as.
-pub(crate) const SERVICE_KIND: &str = "service";
-
-/// An operator's endorsement of a role's service key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServiceEndorsement {
-    /// Identity id of the endorsing operator.
-    pub(crate) operator_id: IdentityId,
-    /// The operator's Ed25519 public key.
-    pub(crate) operator_public_key: [u8; 32],
-    /// The endorsed service's Ed25519 public key.
-    pub(crate) service_public_key: [u8; 32],
-    /// `operator.endorse(service_public_key, "service")`.
-    pub(crate) signature: [u8; 64],
-}
 
 /// The key directory of a data dir.
 #[derive(Debug, Clone)]
@@ -90,19 +74,6 @@ impl Keystore {
     /// A role's service keys, generated on first use.
     pub(crate) fn service(&self, role: &str) -> anyhow::Result<IdentityKeys> {
         load_or_create(&self.service_path(role)?)
-    }
-
-    /// The operator's endorsement of `role`'s service key.
-    pub(crate) fn endorsement_for(&self, role: &str) -> anyhow::Result<ServiceEndorsement> {
-        let operator = self.operator()?;
-        let service = self.service(role)?;
-        let service_key = service.public_key();
-        Ok(ServiceEndorsement {
-            operator_id: operator.identity_id(),
-            operator_public_key: operator.public_key().to_bytes(),
-            service_public_key: service_key.to_bytes(),
-            signature: operator.endorse(&service_key, SERVICE_KIND),
-        })
     }
 }
 
@@ -226,22 +197,6 @@ mod tests {
         for role in ["", "../operator", "operator", "Trust"] {
             assert!(ks.service(role).is_err(), "{role:?}");
         }
-    }
-
-    #[test]
-    fn endorsement_is_the_operators_signature_over_the_service_key() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let ks = Keystore::open(data.path()).expect("open");
-        let e = ks.endorsement_for("trust").expect("endorsement");
-        let operator = ks.operator().expect("operator");
-        let service = ks.service("trust").expect("service");
-        assert_eq!(e.operator_id, operator.identity_id());
-        assert_eq!(e.operator_public_key, operator.public_key().to_bytes());
-        assert_eq!(e.service_public_key, service.public_key().to_bytes());
-        assert_eq!(
-            e.signature,
-            operator.endorse(&service.public_key(), "service")
-        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod bench;
 mod client_cmd;
 mod config;
 mod keystore;
+mod metrics;
 mod nats_supervisor;
 mod server;
 mod shutdown;

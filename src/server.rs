@@ -55,7 +55,13 @@ pub(crate) const OPERATOR_NAME: &str = "operator";
 pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
     let mut last = None;
     for _ in 0..20 {
-        match async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().connection_timeout(Duration::from_secs(2)).connect(url).await {
+        match async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -67,7 +73,8 @@ pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_
 /// The trust root: `--trust-root`, else the operator key in the data dir.
 fn trust_root(settings: &Settings, keystore: &Keystore) -> anyhow::Result<IdentityKeysOrKey> {
     if let Some(bytes) = settings.trust_root_bytes()? {
-        let key = amai_bus::keys::verifying_key(&bytes).context("--trust-root is not an Ed25519 public key")?;
+        let key = amai_bus::keys::verifying_key(&bytes)
+            .context("--trust-root is not an Ed25519 public key")?;
         return Ok(IdentityKeysOrKey::Key(key));
     }
     Ok(IdentityKeysOrKey::Keys(keystore.operator()?))
@@ -88,28 +95,71 @@ impl IdentityKeysOrKey {
 }
 
 /// Connects, creates streams, and builds the store.
-async fn open_store(settings: &Settings, url: &str, name: &str, trust_root: ed25519_dalek::VerifyingKey) -> anyhow::Result<(async_nats::Client, EventStore)> {
+async fn open_store(
+    settings: &Settings,
+    url: &str,
+    name: &str,
+    trust_root: ed25519_dalek::VerifyingKey,
+) -> anyhow::Result<(async_nats::Client, EventStore)> {
     let client = connect_nats(url, name).await?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_streams(&js, &StreamSettings { replicas: settings.stream_replicas, dedup_window: settings.dedup_window() }).await?;
-    let store = EventStore::new(js, EventStoreConfig::default().trust_root(trust_root).max_event_bytes(settings.max_event_bytes));
+    ensure_streams(
+        &js,
+        &StreamSettings {
+            replicas: settings.stream_replicas,
+            dedup_window: settings.dedup_window(),
+        },
+    )
+    .await?;
+    let store = EventStore::new(
+        js,
+        EventStoreConfig::default()
+            .trust_root(trust_root)
+            .max_event_bytes(settings.max_event_bytes),
+    );
     Ok((client, store))
 }
 
 /// Creation time of a key file, as the deterministic `occurred_at` of bootstrap events.
 fn key_time(path: &Path) -> prost_types::Timestamp {
-    let secs = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64).unwrap_or(0);
-    prost_types::Timestamp { seconds: secs, nanos: 0 }
+    let secs = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
 }
 
 /// Registers the operator (when its key is here) and the role's service identity.
-async fn bootstrap_service(store: &EventStore, keystore: &Keystore, root: &IdentityKeysOrKey, role: &str) -> anyhow::Result<ServiceSigner> {
+async fn bootstrap_service(
+    store: &EventStore,
+    keystore: &Keystore,
+    root: &IdentityKeysOrKey,
+    role: &str,
+) -> anyhow::Result<ServiceSigner> {
     let service = keystore.service(role)?;
     let name = format!("svc-{role}");
     match root {
         IdentityKeysOrKey::Keys(operator) => {
-            amai_workers::bootstrap::ensure_operator(store, operator, OPERATOR_NAME, key_time(&keystore.operator_path())).await?;
-            amai_workers::bootstrap::ensure_service(store, operator, &service, &name, key_time(&keystore.service_path(role)?)).await?;
+            amai_workers::bootstrap::ensure_operator(
+                store,
+                operator,
+                OPERATOR_NAME,
+                key_time(&keystore.operator_path()),
+            )
+            .await?;
+            amai_workers::bootstrap::ensure_service(
+                store,
+                operator,
+                &service,
+                &name,
+                key_time(&keystore.service_path(role)?),
+            )
+            .await?;
         }
         IdentityKeysOrKey::Key(_) => {
             let agg = amai_bus::Aggregate::agent(service.identity_id())?;
@@ -118,18 +168,26 @@ async fn bootstrap_service(store: &EventStore, keystore: &Keystore, root: &Ident
             }
         }
     }
-    Ok(ServiceSigner { id: service.identity_id(), keys: service })
+    Ok(ServiceSigner {
+        id: service.identity_id(),
+        keys: service,
+    })
 }
 
 fn state_dir(settings: &Settings, role: &str, explicit_instance: bool) -> PathBuf {
-    let dir = if explicit_instance { format!("{role}-{}", settings.instance) } else { role.to_string() };
+    let dir = if explicit_instance {
+        format!("{role}-{}", settings.instance)
+    } else {
+        role.to_string()
+    };
     settings.data_dir.join("state").join(dir)
 }
 
 /// `amai up`.
 pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::with_signals();
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
     let keystore = Keystore::open(&settings.data_dir)?;
     let managed = match &settings.nats_url {
         Some(_) => None,
@@ -140,20 +198,43 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
             Some(ManagedNats::start(cfg).await?)
         }
     };
-    let url = settings.nats_url.clone().or_else(|| managed.as_ref().map(|m| m.url().to_string())).context("no NATS url")?;
+    let url = settings
+        .nats_url
+        .clone()
+        .or_else(|| managed.as_ref().map(|m| m.url().to_string()))
+        .context("no NATS url")?;
     let root = trust_root(settings, &keystore)?;
     let (client, store) = open_store(settings, &url, "amai-up", root.public()).await?;
     let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
-    let role = IdentityRole::start(IdentityRoleConfig::new(client.clone(), store.clone(), state_dir(settings, "identity", false), signer).min_position_timeout(settings.query_timeout()))
+    let role = IdentityRole::start(
+        IdentityRoleConfig::new(
+            client.clone(),
+            store.clone(),
+            state_dir(settings, "identity", false),
+            signer,
+        )
+        .min_position_timeout(settings.query_timeout()),
+    )
+    .await
+    .context("cannot start the identity role")?;
+    let listener = tokio::net::TcpListener::bind(settings.gateway_addr)
         .await
-        .context("cannot start the identity role")?;
-    let listener = tokio::net::TcpListener::bind(settings.gateway_addr).await.with_context(|| format!("cannot listen on {}: is another amai running? pass --gateway-addr", settings.gateway_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another amai running? pass --gateway-addr",
+                settings.gateway_addr
+            )
+        })?;
     let gateway_cfg = amai_gateway::GatewayConfig::new(client.clone(), store.clone())
         .listen_addr(settings.gateway_addr)
         .query_timeout(settings.query_timeout())
         .freshness_window(settings.request_freshness())
         .max_event_bytes(settings.max_event_bytes);
-    let gateway = tokio::spawn(amai_gateway::serve(gateway_cfg, listener, shutdown.wait_owned()));
+    let gateway = tokio::spawn(amai_gateway::serve(
+        gateway_cfg,
+        listener,
+        shutdown.wait_owned(),
+    ));
     eprintln!(
         "amai up: gateway on {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
         settings.gateway_addr,
@@ -162,6 +243,7 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         hex::encode(root.public().as_bytes())
     );
     tracing::info!(gateway = %settings.gateway_addr, nats = %url, "amai is up");
+    spawn_metrics(settings, &store, &role, &shutdown);
     let role_result = role.run_until(shutdown.wait()).await;
     shutdown.trigger();
     let gateway_result = gateway.await;
@@ -175,14 +257,43 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn spawn_metrics(
+    settings: &Settings,
+    store: &EventStore,
+    role: &IdentityRole,
+    shutdown: &Shutdown,
+) {
+    let sources = crate::metrics::MetricsSources {
+        js: store.jetstream().clone(),
+        reactors: vec![("identity", role.reactor_stats.clone())],
+        projections: vec![role.projection.clone()],
+    };
+    tokio::spawn(crate::metrics::serve(
+        settings.metrics_addr,
+        sources,
+        shutdown.wait_owned(),
+    ));
+}
+
 /// `amai gateway`.
 pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::with_signals();
-    let url = settings.nats_url.clone().context("amai gateway needs --nats-url (or AMAI_NATS_URL)")?;
+    let url = settings
+        .nats_url
+        .clone()
+        .context("amai gateway needs --nats-url (or AMAI_NATS_URL)")?;
     let keystore = Keystore::open(&settings.data_dir)?;
     let root = trust_root(settings, &keystore)?;
-    let (client, store) = open_store(settings, &url, &format!("amai-gateway-{}", settings.instance), root.public()).await?;
-    let listener = tokio::net::TcpListener::bind(settings.gateway_addr).await.with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
+    let (client, store) = open_store(
+        settings,
+        &url,
+        &format!("amai-gateway-{}", settings.instance),
+        root.public(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(settings.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
     let addr = listener.local_addr()?;
     eprintln!("amai gateway: listening on {addr}");
     let cfg = amai_gateway::GatewayConfig::new(client, store)
@@ -197,17 +308,33 @@ pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode>
 /// `amai worker --role <role>`.
 pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::with_signals();
-    let url = settings.nats_url.clone().context("amai worker needs --nats-url (or AMAI_NATS_URL)")?;
+    let url = settings
+        .nats_url
+        .clone()
+        .context("amai worker needs --nats-url (or AMAI_NATS_URL)")?;
     let keystore = Keystore::open(&settings.data_dir)?;
     let root = trust_root(settings, &keystore)?;
     match args.role {
         WorkerRole::Identity => {
-            let (client, store) = open_store(settings, &url, &format!("amai-identity-{}", settings.instance), root.public()).await?;
+            let (client, store) = open_store(
+                settings,
+                &url,
+                &format!("amai-identity-{}", settings.instance),
+                root.public(),
+            )
+            .await?;
             let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
-            let explicit = std::env::var_os("AMAI_INSTANCE").is_some() || std::env::args().any(|a| a == "--instance" || a.starts_with("--instance="));
+            let explicit = std::env::var_os("AMAI_INSTANCE").is_some()
+                || std::env::args().any(|a| a == "--instance" || a.starts_with("--instance="));
             let dir = state_dir(settings, "identity", explicit);
-            let role = IdentityRole::start(IdentityRoleConfig::new(client.clone(), store, &dir, signer).min_position_timeout(settings.query_timeout())).await?;
+            let store_for_metrics = store.clone();
+            let role = IdentityRole::start(
+                IdentityRoleConfig::new(client.clone(), store, &dir, signer)
+                    .min_position_timeout(settings.query_timeout()),
+            )
+            .await?;
             eprintln!("amai worker: identity role up (state in {})", dir.display());
+            spawn_metrics(settings, &store_for_metrics, &role, &shutdown);
             role.run_until(shutdown.wait()).await?;
             let _ = client.flush().await;
         }
@@ -216,14 +343,29 @@ pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow
 }
 
 /// `amai projections rebuild`.
-pub(crate) fn run_projections(settings: &Settings, cmd: ProjectionsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_projections(
+    settings: &Settings,
+    cmd: ProjectionsCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         ProjectionsCommand::Rebuild { name, state } => {
-            let path = settings.data_dir.join("state").join(&state).join(format!("{name}.sled"));
+            let path = settings
+                .data_dir
+                .join("state")
+                .join(&state)
+                .join(format!("{name}.sled"));
             if !path.exists() {
-                anyhow::bail!("no projection store at {}: check --data-dir and --state", path.display());
+                anyhow::bail!(
+                    "no projection store at {}: check --data-dir and --state",
+                    path.display()
+                );
             }
-            let db = sled::open(&path).with_context(|| format!("cannot open {} (is the worker still running? stop it first)", path.display()))?;
+            let db = sled::open(&path).with_context(|| {
+                format!(
+                    "cannot open {} (is the worker still running? stop it first)",
+                    path.display()
+                )
+            })?;
             amai_projections::rebuild_projection(&db, &name)?;
             db.flush()?;
             eprintln!("projection {name} cleared in {}; it rebuilds from sequence 1 when the worker starts", path.display());

@@ -49,11 +49,20 @@ pub struct BlobStore {
 impl BlobStore {
     /// Opens (creating if needed) the blob bucket. Payloads above `threshold`
     /// bytes should be stored here rather than inline ([`BlobStore::should_offload`]).
-    pub async fn open(js: &jetstream::Context, replicas: usize, threshold: usize) -> Result<Self, BlobError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        replicas: usize,
+        threshold: usize,
+    ) -> Result<Self, BlobError> {
         let store = match js.get_object_store(BLOB_BUCKET).await {
             Ok(s) => s,
             Err(_) => js
-                .create_object_store(object_store::Config { bucket: BLOB_BUCKET.to_string(), num_replicas: replicas, storage: jetstream::stream::StorageType::File, ..Default::default() })
+                .create_object_store(object_store::Config {
+                    bucket: BLOB_BUCKET.to_string(),
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| BlobError::Nats(e.to_string()))?,
         };
@@ -67,12 +76,18 @@ impl BlobStore {
 
     /// Stores `data` (idempotent: the same content maps to the same key).
     pub async fn put(&self, data: &[u8]) -> Result<BlobRef, BlobError> {
-        let r = BlobRef { sha256: Sha256::digest(data).into(), size: data.len() as u64 };
+        let r = BlobRef {
+            sha256: Sha256::digest(data).into(),
+            size: data.len() as u64,
+        };
         if self.store.info(r.key()).await.is_ok() {
             return Ok(r);
         }
         let mut reader = data;
-        self.store.put(r.key().as_str(), &mut reader).await.map_err(|e| BlobError::Nats(e.to_string()))?;
+        self.store
+            .put(r.key().as_str(), &mut reader)
+            .await
+            .map_err(|e| BlobError::Nats(e.to_string()))?;
         Ok(r)
     }
 
@@ -87,7 +102,9 @@ impl BlobStore {
             }
         })?;
         let mut data = Vec::new();
-        obj.read_to_end(&mut data).await.map_err(|e| BlobError::Nats(e.to_string()))?;
+        obj.read_to_end(&mut data)
+            .await
+            .map_err(|e| BlobError::Nats(e.to_string()))?;
         if <[u8; 32]>::from(Sha256::digest(&data)) != *sha256 {
             return Err(BlobError::DigestMismatch(key));
         }

@@ -72,17 +72,35 @@ fn rule_kind(e: &RuleError) -> ChainFailureKind {
 
 /// Verifies the events of one aggregate, in stream order. `signers` resolves
 /// foreign signers (operators, services) to their states.
-pub fn verify_events(aggregate: &Aggregate, events: &[StoredEvent], trust_root: Option<&VerifyingKey>, signers: &HashMap<String, IdentityState>) -> ChainReport {
-    let mut report = ChainReport { aggregate: aggregate.to_string(), events_checked: 0, head_hash: ZERO_HASH, failure: None };
+pub fn verify_events(
+    aggregate: &Aggregate,
+    events: &[StoredEvent],
+    trust_root: Option<&VerifyingKey>,
+    signers: &HashMap<String, IdentityState>,
+) -> ChainReport {
+    let mut report = ChainReport {
+        aggregate: aggregate.to_string(),
+        events_checked: 0,
+        head_hash: ZERO_HASH,
+        failure: None,
+    };
     let mut identity: Option<IdentityState> = None;
     for (index, stored) in events.iter().enumerate() {
         let expected_seq = index as u64 + 1;
         report.events_checked += 1;
-        let fail = |kind: ChainFailureKind, detail: String| ChainFailure { aggregate_seq: expected_seq, position: stored.position.clone(), kind, detail };
+        let fail = |kind: ChainFailureKind, detail: String| ChainFailure {
+            aggregate_seq: expected_seq,
+            position: stored.position.clone(),
+            kind,
+            detail,
+        };
         let ev = match stored.verify() {
             Ok(ev) => ev,
             Err(EnvelopeError::BadSignature) => {
-                report.failure = Some(fail(ChainFailureKind::BadSignature, "signature does not verify".into()));
+                report.failure = Some(fail(
+                    ChainFailureKind::BadSignature,
+                    "signature does not verify".into(),
+                ));
                 return report;
             }
             Err(e) => {
@@ -91,15 +109,34 @@ pub fn verify_events(aggregate: &Aggregate, events: &[StoredEvent], trust_root: 
             }
         };
         if &ev.aggregate != aggregate || stored.subject != aggregate.subject() {
-            report.failure = Some(fail(ChainFailureKind::WrongAggregate, format!("event names {} but is stored on {}", ev.aggregate, stored.subject)));
+            report.failure = Some(fail(
+                ChainFailureKind::WrongAggregate,
+                format!(
+                    "event names {} but is stored on {}",
+                    ev.aggregate, stored.subject
+                ),
+            ));
             return report;
         }
         if ev.aggregate_seq() != expected_seq {
-            report.failure = Some(fail(ChainFailureKind::Gap, format!("expected aggregate_seq {expected_seq}, found {}", ev.aggregate_seq())));
+            report.failure = Some(fail(
+                ChainFailureKind::Gap,
+                format!(
+                    "expected aggregate_seq {expected_seq}, found {}",
+                    ev.aggregate_seq()
+                ),
+            ));
             return report;
         }
         if ev.prev_hash() != report.head_hash {
-            report.failure = Some(fail(ChainFailureKind::ChainBroken, format!("prev_hash {} does not match the previous event's hash {}", hex::encode(ev.prev_hash()), hex::encode(report.head_hash))));
+            report.failure = Some(fail(
+                ChainFailureKind::ChainBroken,
+                format!(
+                    "prev_hash {} does not match the previous event's hash {}",
+                    hex::encode(ev.prev_hash()),
+                    hex::encode(report.head_hash)
+                ),
+            ));
             return report;
         }
         let requirement = if aggregate.kind == AggregateKind::Agent {
@@ -120,11 +157,20 @@ pub fn verify_events(aggregate: &Aggregate, events: &[StoredEvent], trust_root: 
             SignerRequirement::None => Ok(()),
             SignerRequirement::Identity { actor, key, kinds } => match signers.get(&actor) {
                 Some(s) => identity::check_signer(s, &key, &kinds, Some(stored.published_ms)),
-                None => Err(RuleError::UnknownKey(format!("signer {actor} is not a registered identity"))),
+                None => Err(RuleError::UnknownKey(format!(
+                    "signer {actor} is not a registered identity"
+                ))),
             },
             SignerRequirement::Endorser { operator_id, key } => match signers.get(&operator_id) {
-                Some(s) => identity::check_signer(s, &key, &[proto::IdentityKind::Operator], Some(stored.published_ms)),
-                None => Err(RuleError::UnknownKey(format!("endorser {operator_id} is not a registered identity"))),
+                Some(s) => identity::check_signer(
+                    s,
+                    &key,
+                    &[proto::IdentityKind::Operator],
+                    Some(stored.published_ms),
+                ),
+                None => Err(RuleError::UnknownKey(format!(
+                    "endorser {operator_id} is not a registered identity"
+                ))),
             },
         });
         if let Err(e) = checked {
@@ -165,7 +211,10 @@ fn foreign_signers(aggregate: &Aggregate, events: &[StoredEvent]) -> Vec<String>
 }
 
 /// Reads and verifies a whole chain from the store.
-pub async fn verify_chain(store: &EventStore, aggregate: &Aggregate) -> Result<ChainReport, ReadError> {
+pub async fn verify_chain(
+    store: &EventStore,
+    aggregate: &Aggregate,
+) -> Result<ChainReport, ReadError> {
     let head = store.chain_head(aggregate).await?;
     if head.stream_seq == 0 {
         return Err(ReadError::NotFound(format!("{aggregate} has no events")));
@@ -184,5 +233,10 @@ pub async fn verify_chain(store: &EventStore, aggregate: &Aggregate) -> Result<C
             Err(_) => {}
         }
     }
-    Ok(verify_events(aggregate, &events, store.config().get_trust_root(), &signers))
+    Ok(verify_events(
+        aggregate,
+        &events,
+        store.config().get_trust_root(),
+        &signers,
+    ))
 }

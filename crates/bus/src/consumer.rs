@@ -53,19 +53,53 @@ pub type Replay = Pin<Box<dyn Stream<Item = ReplayItem> + Send>>;
 
 /// Opens an ordered (ephemeral, gap-free, self-healing) replay of `stream`,
 /// optionally filtered to one subject.
-pub async fn replay(js: &jetstream::Context, stream: &str, filter_subject: Option<String>, start: StartAt) -> Result<Replay, ConsumerError> {
-    let err = |d: String| ConsumerError { stream: stream.to_string(), detail: d };
-    let s = js.get_stream_no_info(stream).await.map_err(|e| err(e.to_string()))?;
-    let config = pull::OrderedConfig { filter_subject: filter_subject.unwrap_or_default(), deliver_policy: start.deliver_policy(), ..Default::default() };
-    let consumer = s.create_consumer(config).await.map_err(|e| err(e.to_string()))?;
+pub async fn replay(
+    js: &jetstream::Context,
+    stream: &str,
+    filter_subject: Option<String>,
+    start: StartAt,
+) -> Result<Replay, ConsumerError> {
+    let err = |d: String| ConsumerError {
+        stream: stream.to_string(),
+        detail: d,
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let config = pull::OrderedConfig {
+        filter_subject: filter_subject.unwrap_or_default(),
+        deliver_policy: start.deliver_policy(),
+        ..Default::default()
+    };
+    let consumer = s
+        .create_consumer(config)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
     let stream_name = stream.to_string();
     Ok(Box::pin(messages.map(move |m| {
-        let m = m.map_err(|e| ConsumerError { stream: stream_name.clone(), detail: e.to_string() })?;
-        let info = m.info().map_err(|e| ConsumerError { stream: stream_name.clone(), detail: e.to_string() })?;
+        let m = m.map_err(|e| ConsumerError {
+            stream: stream_name.clone(),
+            detail: e.to_string(),
+        })?;
+        let info = m.info().map_err(|e| ConsumerError {
+            stream: stream_name.clone(),
+            detail: e.to_string(),
+        })?;
         let (seq, pending, published) = (info.stream_sequence, info.pending, info.published);
         let subject = m.subject.to_string();
-        Ok((StoredEvent::new(&stream_name, seq, subject, published, m.payload.clone(), m.headers.as_ref()), pending))
+        Ok((
+            StoredEvent::new(
+                &stream_name,
+                seq,
+                subject,
+                published,
+                m.payload.clone(),
+                m.headers.as_ref(),
+            ),
+            pending,
+        ))
     })))
 }
 
@@ -90,7 +124,12 @@ impl WorkConsumerConfig {
             filter_subject: None,
             ack_wait: Duration::from_secs(30),
             max_deliver: 8,
-            backoff: vec![Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)],
+            backoff: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
             max_ack_pending: 1024,
         }
     }
@@ -126,10 +165,23 @@ impl WorkConsumerConfig {
 
 /// Creates (or binds to) a shared durable pull consumer: every instance that binds
 /// the same durable name shares the work.
-pub async fn work_consumer(js: &jetstream::Context, cfg: &WorkConsumerConfig) -> Result<consumer::PullConsumer, ConsumerError> {
-    let err = |d: String| ConsumerError { stream: cfg.stream.clone(), detail: d };
-    let s = js.get_stream_no_info(&cfg.stream).await.map_err(|e| err(e.to_string()))?;
-    let backoff = if cfg.backoff.len() as i64 <= cfg.max_deliver { cfg.backoff.clone() } else { Vec::new() };
+pub async fn work_consumer(
+    js: &jetstream::Context,
+    cfg: &WorkConsumerConfig,
+) -> Result<consumer::PullConsumer, ConsumerError> {
+    let err = |d: String| ConsumerError {
+        stream: cfg.stream.clone(),
+        detail: d,
+    };
+    let s = js
+        .get_stream_no_info(&cfg.stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let backoff = if cfg.backoff.len() as i64 <= cfg.max_deliver {
+        cfg.backoff.clone()
+    } else {
+        Vec::new()
+    };
     let config = pull::Config {
         durable_name: Some(cfg.durable.clone()),
         filter_subject: cfg.filter_subject.clone().unwrap_or_default(),
@@ -141,5 +193,7 @@ pub async fn work_consumer(js: &jetstream::Context, cfg: &WorkConsumerConfig) ->
         deliver_policy: DeliverPolicy::All,
         ..Default::default()
     };
-    s.get_or_create_consumer(&cfg.durable, config).await.map_err(|e| err(e.to_string()))
+    s.get_or_create_consumer(&cfg.durable, config)
+        .await
+        .map_err(|e| err(e.to_string()))
 }

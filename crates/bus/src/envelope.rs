@@ -58,17 +58,23 @@ const RESERVED_PREFIXES: [&str; 5] = ["agent.", "name.", "trust.", "reactor.", "
 fn check_type_matches(event_type: &str, kind: &Kind) -> Result<(), EnvelopeError> {
     match payload_event_type(kind) {
         Some(expected) if expected == event_type => Ok(()),
-        Some(expected) => Err(EnvelopeError::Malformed(format!("type {event_type:?} does not match its payload (expected {expected:?})"))),
+        Some(expected) => Err(EnvelopeError::Malformed(format!(
+            "type {event_type:?} does not match its payload (expected {expected:?})"
+        ))),
         None => {
             let shape_ok = !event_type.is_empty()
                 && event_type.len() <= 128
                 && event_type.as_bytes()[0].is_ascii_lowercase()
-                && event_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+                && event_type
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
             if !shape_ok {
                 return Err(EnvelopeError::Malformed(format!("action type {event_type:?} must be lowercase [a-z0-9._-], at most 128 characters")));
             }
             if RESERVED_PREFIXES.iter().any(|p| event_type.starts_with(p)) {
-                return Err(EnvelopeError::Malformed(format!("action type {event_type:?} uses a reserved prefix")));
+                return Err(EnvelopeError::Malformed(format!(
+                    "action type {event_type:?} uses a reserved prefix"
+                )));
             }
             Ok(())
         }
@@ -108,8 +114,18 @@ impl EventDraft {
     }
 
     /// A free-form action of type `event_type` on an agent's own chain.
-    pub fn action(aggregate: Aggregate, event_type: impl Into<String>, json: impl Into<String>) -> Self {
-        let mut d = Self::new(aggregate, Kind::AgentAction(proto::AgentAction { json: json.into(), blob: None }));
+    pub fn action(
+        aggregate: Aggregate,
+        event_type: impl Into<String>,
+        json: impl Into<String>,
+    ) -> Self {
+        let mut d = Self::new(
+            aggregate,
+            Kind::AgentAction(proto::AgentAction {
+                json: json.into(),
+                blob: None,
+            }),
+        );
         d.event_type = event_type.into();
         d
     }
@@ -162,8 +178,14 @@ impl EventDraft {
             occurred_at: Some(self.occurred_at.unwrap_or_else(now_timestamp)),
             actor: actor.to_string(),
             causation_id: self.causation_id,
-            correlation_id: if self.correlation_id.is_empty() { id.to_string() } else { self.correlation_id },
-            payload: Some(Payload { kind: Some(self.payload) }),
+            correlation_id: if self.correlation_id.is_empty() {
+                id.to_string()
+            } else {
+                self.correlation_id
+            },
+            payload: Some(Payload {
+                kind: Some(self.payload),
+            }),
         };
         sign_body(keys, body.encode_to_vec())
     }
@@ -172,13 +194,20 @@ impl EventDraft {
 /// Signs already encoded `EventBody` bytes.
 pub fn sign_body(keys: &IdentityKeys, body: Vec<u8>) -> SignedEvent {
     let signature = keys.sign(pae::EVENT_DOMAIN, &body).to_vec();
-    SignedEvent { body, signer_key: keys.public_key().as_bytes().to_vec(), signature }
+    SignedEvent {
+        body,
+        signer_key: keys.public_key().as_bytes().to_vec(),
+        signature,
+    }
 }
 
 /// The current time as a protobuf timestamp.
 pub fn now_timestamp() -> prost_types::Timestamp {
     let now = time::OffsetDateTime::now_utc();
-    prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: now.nanosecond() as i32 }
+    prost_types::Timestamp {
+        seconds: now.unix_timestamp(),
+        nanos: now.nanosecond() as i32,
+    }
 }
 
 /// An event whose structure and signature have been checked.
@@ -205,21 +234,32 @@ pub struct VerifiedEvent {
 impl VerifiedEvent {
     /// Decodes and checks encoded `SignedEvent` bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let signed = SignedEvent::decode(bytes).map_err(|e| EnvelopeError::Malformed(format!("not a SignedEvent: {e}")))?;
+        let signed = SignedEvent::decode(bytes)
+            .map_err(|e| EnvelopeError::Malformed(format!("not a SignedEvent: {e}")))?;
         Self::from_signed(signed)
     }
 
     /// Checks a decoded `SignedEvent`.
     pub fn from_signed(signed: SignedEvent) -> Result<Self, EnvelopeError> {
         let malformed = |s: String| EnvelopeError::Malformed(s);
-        let signer = keys::verifying_key(&signed.signer_key).ok_or_else(|| malformed("signer_key is not a 32-byte Ed25519 public key".into()))?;
-        let sig_bytes: [u8; 64] = signed.signature.as_slice().try_into().map_err(|_| malformed("signature must be 64 bytes".into()))?;
-        let body = EventBody::decode(signed.body.as_slice()).map_err(|e| malformed(format!("body is not an EventBody: {e}")))?;
-        let id = uuid::Uuid::parse_str(&body.id).map_err(|_| malformed(format!("id {:?} is not a UUID", body.id)))?;
+        let signer = keys::verifying_key(&signed.signer_key)
+            .ok_or_else(|| malformed("signer_key is not a 32-byte Ed25519 public key".into()))?;
+        let sig_bytes: [u8; 64] = signed
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| malformed("signature must be 64 bytes".into()))?;
+        let body = EventBody::decode(signed.body.as_slice())
+            .map_err(|e| malformed(format!("body is not an EventBody: {e}")))?;
+        let id = uuid::Uuid::parse_str(&body.id)
+            .map_err(|_| malformed(format!("id {:?} is not a UUID", body.id)))?;
         if body.id != id.hyphenated().to_string() {
             return Err(malformed("id must be a lowercase hyphenated UUID".into()));
         }
-        let aggregate: Aggregate = body.aggregate.parse().map_err(|e| malformed(format!("{e}")))?;
+        let aggregate: Aggregate = body
+            .aggregate
+            .parse()
+            .map_err(|e| malformed(format!("{e}")))?;
         if body.aggregate_seq == 0 {
             return Err(malformed("aggregate_seq is 1-based".into()));
         }
@@ -227,23 +267,44 @@ impl VerifiedEvent {
             return Err(malformed("prev_hash must be 32 bytes".into()));
         }
         if body.aggregate_seq == 1 && body.prev_hash != ZERO_HASH {
-            return Err(malformed("the first event of an aggregate must have a zero prev_hash".into()));
+            return Err(malformed(
+                "the first event of an aggregate must have a zero prev_hash".into(),
+            ));
         }
         if body.occurred_at.is_none() {
             return Err(malformed("occurred_at is required".into()));
         }
-        crate::subjects::validate_id(&body.actor).map_err(|_| malformed(format!("actor {:?} is not an identity id", body.actor)))?;
-        let payload = body.payload.clone().and_then(|p| p.kind).ok_or_else(|| malformed("payload is missing".into()))?;
+        crate::subjects::validate_id(&body.actor)
+            .map_err(|_| malformed(format!("actor {:?} is not an identity id", body.actor)))?;
+        let payload = body
+            .payload
+            .clone()
+            .and_then(|p| p.kind)
+            .ok_or_else(|| malformed("payload is missing".into()))?;
         check_type_matches(&body.r#type, &payload)?;
         if matches!(payload, Kind::AgentAction(_)) && aggregate.kind != AggregateKind::Agent {
-            return Err(malformed("free-form actions belong on the actor's own agent chain".into()));
+            return Err(malformed(
+                "free-form actions belong on the actor's own agent chain".into(),
+            ));
         }
         signer
-            .verify_strict(&pae::pae(pae::EVENT_DOMAIN, &signed.body), &Signature::from_bytes(&sig_bytes))
+            .verify_strict(
+                &pae::pae(pae::EVENT_DOMAIN, &signed.body),
+                &Signature::from_bytes(&sig_bytes),
+            )
             .map_err(|_| EnvelopeError::BadSignature)?;
         let encoded = bytes::Bytes::from(signed.encode_to_vec());
         let hash = hash_bytes(&encoded);
-        Ok(Self { signed, body, payload, aggregate, signer, id, encoded, hash })
+        Ok(Self {
+            signed,
+            body,
+            payload,
+            aggregate,
+            signer,
+            id,
+            encoded,
+            hash,
+        })
     }
 
     /// The event's `prev_hash` as an array.
@@ -314,7 +375,10 @@ mod tests {
         let other = IdentityKeys::generate();
         let mut signed = registered(&keys);
         signed.signature = other.sign(pae::EVENT_DOMAIN, &signed.body).to_vec();
-        assert_eq!(VerifiedEvent::from_signed(signed).expect_err("bad"), EnvelopeError::BadSignature);
+        assert_eq!(
+            VerifiedEvent::from_signed(signed).expect_err("bad"),
+            EnvelopeError::BadSignature
+        );
     }
 
     #[test]
@@ -322,24 +386,41 @@ mod tests {
         let keys = IdentityKeys::generate();
         let mut signed = registered(&keys);
         signed.signature = keys.sign(pae::REQUEST_DOMAIN, &signed.body).to_vec();
-        assert_eq!(VerifiedEvent::from_signed(signed).expect_err("bad"), EnvelopeError::BadSignature);
+        assert_eq!(
+            VerifiedEvent::from_signed(signed).expect_err("bad"),
+            EnvelopeError::BadSignature
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(VerifiedEvent::decode(b"\xff\xff\xff"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            VerifiedEvent::decode(b"\xff\xff\xff"),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]
     fn type_must_match_payload() {
         let keys = IdentityKeys::generate();
         let id = keys.identity_id();
-        let mut d = EventDraft::new(Aggregate::agent(&id).expect("agg"), Kind::AgentRevoked(proto::AgentRevoked { reason: "x".into() }));
+        let mut d = EventDraft::new(
+            Aggregate::agent(&id).expect("agg"),
+            Kind::AgentRevoked(proto::AgentRevoked { reason: "x".into() }),
+        );
         d.event_type = "agent.registered".into();
-        assert!(matches!(VerifiedEvent::from_signed(d.sign(&keys, &id)), Err(EnvelopeError::Malformed(_))));
-        let a = EventDraft::action(Aggregate::agent(&id).expect("agg"), "agent.sneaky", "{}").sign(&keys, &id);
-        assert!(matches!(VerifiedEvent::from_signed(a), Err(EnvelopeError::Malformed(_))));
-        let ok = EventDraft::action(Aggregate::agent(&id).expect("agg"), "task.completed", "{}").sign(&keys, &id);
+        assert!(matches!(
+            VerifiedEvent::from_signed(d.sign(&keys, &id)),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let a = EventDraft::action(Aggregate::agent(&id).expect("agg"), "agent.sneaky", "{}")
+            .sign(&keys, &id);
+        assert!(matches!(
+            VerifiedEvent::from_signed(a),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let ok = EventDraft::action(Aggregate::agent(&id).expect("agg"), "task.completed", "{}")
+            .sign(&keys, &id);
         assert!(VerifiedEvent::from_signed(ok).is_ok());
     }
 }

@@ -111,7 +111,9 @@ pub fn kind_name(kind: IdentityKind) -> &'static str {
 }
 
 fn key32(bytes: &[u8], what: &str) -> Result<[u8; 32], RuleError> {
-    bytes.try_into().map_err(|_| RuleError::Invalid(format!("{what} must be 32 bytes")))
+    bytes
+        .try_into()
+        .map_err(|_| RuleError::Invalid(format!("{what} must be 32 bytes")))
 }
 
 impl IdentityState {
@@ -123,7 +125,9 @@ impl IdentityState {
 
     /// The key record current at publish time `at`.
     pub fn key_at_time(&self, key: &VerifyingKey, at: Millis) -> Option<&KeyRecord> {
-        self.keys.iter().find(|k| &k.signing_key == key && k.valid_from <= at && k.valid_until.is_none_or(|u| at <= u))
+        self.keys.iter().find(|k| {
+            &k.signing_key == key && k.valid_from <= at && k.valid_until.is_none_or(|u| at <= u)
+        })
     }
 
     /// Whether the identity was revoked before publish time `at`.
@@ -133,20 +137,34 @@ impl IdentityState {
 
     /// Builds the state from a genesis event (`agent.registered` at seq 1).
     /// Returns the endorsement requirement for operators and services.
-    pub fn from_genesis(ev: &VerifiedEvent, published: Millis, trust_root: Option<&VerifyingKey>) -> Result<(Self, SignerRequirement), RuleError> {
+    pub fn from_genesis(
+        ev: &VerifiedEvent,
+        published: Millis,
+        trust_root: Option<&VerifyingKey>,
+    ) -> Result<(Self, SignerRequirement), RuleError> {
         let Kind::AgentRegistered(reg) = &ev.payload else {
-            return Err(RuleError::Invalid(format!("the first event of an agent chain must be agent.registered, not {}", ev.event_type())));
+            return Err(RuleError::Invalid(format!(
+                "the first event of an agent chain must be agent.registered, not {}",
+                ev.event_type()
+            )));
         };
         if ev.aggregate_seq() != 1 {
-            return Err(RuleError::Invalid("agent.registered is only valid as the first event of a chain".into()));
+            return Err(RuleError::Invalid(
+                "agent.registered is only valid as the first event of a chain".into(),
+            ));
         }
-        let signing = keys::verifying_key(&reg.signing_key).ok_or_else(|| RuleError::Invalid("signing_key is not an Ed25519 public key".into()))?;
+        let signing = keys::verifying_key(&reg.signing_key)
+            .ok_or_else(|| RuleError::Invalid("signing_key is not an Ed25519 public key".into()))?;
         if signing != ev.signer {
-            return Err(RuleError::UnknownKey("the genesis must be signed by the key it registers".into()));
+            return Err(RuleError::UnknownKey(
+                "the genesis must be signed by the key it registers".into(),
+            ));
         }
         let id = keys::identity_id(&signing);
         if ev.aggregate.id != id || ev.actor() != id {
-            return Err(RuleError::Invalid(format!("the identity id of this key is {id}; aggregate and actor must be agent/{id}")));
+            return Err(RuleError::Invalid(format!(
+                "the identity id of this key is {id}; aggregate and actor must be agent/{id}"
+            )));
         }
         validate_name(&reg.name).map_err(|e| RuleError::Invalid(e.to_string()))?;
         let x25519 = key32(&reg.x25519_key, "x25519_key")?;
@@ -155,27 +173,55 @@ impl IdentityState {
             IdentityKind::Agent => SignerRequirement::None,
             IdentityKind::Operator if trust_root == Some(&signing) => SignerRequirement::None,
             IdentityKind::Operator | IdentityKind::Service => {
-                let e = reg.endorsement.as_ref().ok_or_else(|| RuleError::NotPermitted(format!("a {} identity needs an operator endorsement", kind_name(kind))))?;
-                let op_key = keys::verifying_key(&e.operator_key).ok_or_else(|| RuleError::Invalid("endorsement operator_key is not an Ed25519 key".into()))?;
-                let sig: [u8; 64] = e.signature.as_slice().try_into().map_err(|_| RuleError::Invalid("endorsement signature must be 64 bytes".into()))?;
-                let body = crate::pae::pae(crate::pae::ENDORSEMENT_DOMAIN, &keys::endorsement_body(&signing, kind_name(kind)));
+                let e = reg.endorsement.as_ref().ok_or_else(|| {
+                    RuleError::NotPermitted(format!(
+                        "a {} identity needs an operator endorsement",
+                        kind_name(kind)
+                    ))
+                })?;
+                let op_key = keys::verifying_key(&e.operator_key).ok_or_else(|| {
+                    RuleError::Invalid("endorsement operator_key is not an Ed25519 key".into())
+                })?;
+                let sig: [u8; 64] = e.signature.as_slice().try_into().map_err(|_| {
+                    RuleError::Invalid("endorsement signature must be 64 bytes".into())
+                })?;
+                let body = crate::pae::pae(
+                    crate::pae::ENDORSEMENT_DOMAIN,
+                    &keys::endorsement_body(&signing, kind_name(kind)),
+                );
                 op_key
                     .verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&sig))
-                    .map_err(|_| RuleError::NotPermitted("the endorsement signature does not verify".into()))?;
+                    .map_err(|_| {
+                        RuleError::NotPermitted("the endorsement signature does not verify".into())
+                    })?;
                 if trust_root == Some(&op_key) {
                     SignerRequirement::None
                 } else {
-                    SignerRequirement::Endorser { operator_id: e.operator_id.clone(), key: op_key }
+                    SignerRequirement::Endorser {
+                        operator_id: e.operator_id.clone(),
+                        key: op_key,
+                    }
                 }
             }
-            IdentityKind::Unspecified => return Err(RuleError::Invalid("kind must be agent, operator or service".into())),
+            IdentityKind::Unspecified => {
+                return Err(RuleError::Invalid(
+                    "kind must be agent, operator or service".into(),
+                ))
+            }
         };
         let state = IdentityState {
             id,
             name: reg.name.clone(),
             kind,
             metadata: reg.metadata.clone(),
-            keys: vec![KeyRecord { signing_key: signing, x25519_key: x25519, from_seq: 1, until_seq: None, valid_from: published, valid_until: None }],
+            keys: vec![KeyRecord {
+                signing_key: signing,
+                x25519_key: x25519,
+                from_seq: 1,
+                until_seq: None,
+                valid_from: published,
+                valid_until: None,
+            }],
             revoked: None,
             head_seq: 1,
             head_hash: ev.hash,
@@ -187,44 +233,84 @@ impl IdentityState {
     /// Checks a non-genesis event of this identity's own chain against the state.
     /// `at_append` demands the *current* key; otherwise the key current at the
     /// event's publish time.
-    pub fn check(&self, ev: &VerifiedEvent, published: Option<Millis>) -> Result<SignerRequirement, RuleError> {
+    pub fn check(
+        &self,
+        ev: &VerifiedEvent,
+        published: Option<Millis>,
+    ) -> Result<SignerRequirement, RuleError> {
         if matches!(ev.payload, Kind::AgentRegistered(_)) {
-            return Err(RuleError::Invalid("agent.registered is only valid as the first event of a chain".into()));
+            return Err(RuleError::Invalid(
+                "agent.registered is only valid as the first event of a chain".into(),
+            ));
         }
-        if !matches!(ev.payload, Kind::AgentKeyRotated(_) | Kind::AgentRevoked(_) | Kind::AgentMessageSent(_) | Kind::AgentAction(_)) {
-            return Err(RuleError::NotPermitted(format!("{} events do not belong on an agent chain", ev.event_type())));
+        if !matches!(
+            ev.payload,
+            Kind::AgentKeyRotated(_)
+                | Kind::AgentRevoked(_)
+                | Kind::AgentMessageSent(_)
+                | Kind::AgentAction(_)
+        ) {
+            return Err(RuleError::NotPermitted(format!(
+                "{} events do not belong on an agent chain",
+                ev.event_type()
+            )));
         }
         if let Some((seq, _, reason)) = &self.revoked {
-            return Err(RuleError::Revoked(format!("identity {} was revoked at seq {seq} ({reason}); nothing more can be appended", self.id)));
+            return Err(RuleError::Revoked(format!(
+                "identity {} was revoked at seq {seq} ({reason}); nothing more can be appended",
+                self.id
+            )));
         }
         if ev.actor() != self.id {
             // Only an operator may act on someone else's chain, and only to revoke it.
             if matches!(ev.payload, Kind::AgentRevoked(_)) {
-                return Ok(SignerRequirement::Identity { actor: ev.actor().to_string(), key: ev.signer, kinds: vec![IdentityKind::Operator] });
+                return Ok(SignerRequirement::Identity {
+                    actor: ev.actor().to_string(),
+                    key: ev.signer,
+                    kinds: vec![IdentityKind::Operator],
+                });
             }
-            return Err(RuleError::NotPermitted(format!("only {} may append to its own chain (actor was {})", self.id, ev.actor())));
+            return Err(RuleError::NotPermitted(format!(
+                "only {} may append to its own chain (actor was {})",
+                self.id,
+                ev.actor()
+            )));
         }
         let current = self.current_key();
         if ev.signer != current.signing_key {
             let old = self.keys.iter().any(|k| k.signing_key == ev.signer);
             return Err(if old {
-                RuleError::Revoked(format!("key {} of {} was rotated out; sign with the current key", hex::encode(ev.signer.as_bytes()), self.id))
+                RuleError::Revoked(format!(
+                    "key {} of {} was rotated out; sign with the current key",
+                    hex::encode(ev.signer.as_bytes()),
+                    self.id
+                ))
             } else {
-                RuleError::UnknownKey(format!("key {} is not a key of {}", hex::encode(ev.signer.as_bytes()), self.id))
+                RuleError::UnknownKey(format!(
+                    "key {} is not a key of {}",
+                    hex::encode(ev.signer.as_bytes()),
+                    self.id
+                ))
             });
         }
         let _ = published;
         if let Kind::AgentKeyRotated(rot) = &ev.payload {
-            let new = keys::verifying_key(&rot.new_signing_key).ok_or_else(|| RuleError::Invalid("new_signing_key is not an Ed25519 public key".into()))?;
+            let new = keys::verifying_key(&rot.new_signing_key).ok_or_else(|| {
+                RuleError::Invalid("new_signing_key is not an Ed25519 public key".into())
+            })?;
             key32(&rot.new_x25519_key, "new_x25519_key")?;
             if self.keys.iter().any(|k| k.signing_key == new) {
-                return Err(RuleError::Invalid("new_signing_key was already used by this identity".into()));
+                return Err(RuleError::Invalid(
+                    "new_signing_key was already used by this identity".into(),
+                ));
             }
         }
         if let Kind::AgentMessageSent(m) = &ev.payload {
             crate::subjects::validate_id(&m.to).map_err(|e| RuleError::Invalid(e.to_string()))?;
             if m.sealed.is_empty() {
-                return Err(RuleError::Invalid("a message must carry sealed content".into()));
+                return Err(RuleError::Invalid(
+                    "a message must carry sealed content".into(),
+                ));
             }
         }
         Ok(SignerRequirement::None)
@@ -234,15 +320,27 @@ impl IdentityState {
     pub fn apply(&mut self, ev: &VerifiedEvent, published: Millis) {
         match &ev.payload {
             Kind::AgentKeyRotated(rot) => {
-                if let (Some(new), Ok(x)) = (keys::verifying_key(&rot.new_signing_key), key32(&rot.new_x25519_key, "x")) {
+                if let (Some(new), Ok(x)) = (
+                    keys::verifying_key(&rot.new_signing_key),
+                    key32(&rot.new_x25519_key, "x"),
+                ) {
                     let seq = ev.aggregate_seq();
                     let last = self.keys.len() - 1;
                     self.keys[last].until_seq = Some(seq);
                     self.keys[last].valid_until = Some(published);
-                    self.keys.push(KeyRecord { signing_key: new, x25519_key: x, from_seq: seq + 1, until_seq: None, valid_from: published, valid_until: None });
+                    self.keys.push(KeyRecord {
+                        signing_key: new,
+                        x25519_key: x,
+                        from_seq: seq + 1,
+                        until_seq: None,
+                        valid_from: published,
+                        valid_until: None,
+                    });
                 }
             }
-            Kind::AgentRevoked(r) => self.revoked = Some((ev.aggregate_seq(), published, r.reason.clone())),
+            Kind::AgentRevoked(r) => {
+                self.revoked = Some((ev.aggregate_seq(), published, r.reason.clone()))
+            }
             _ => {}
         }
         self.head_seq = ev.aggregate_seq();
@@ -253,19 +351,30 @@ impl IdentityState {
 /// Checks an event appended to a non-agent aggregate (name claims, service results).
 pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequirement, RuleError> {
     match ev.aggregate.kind {
-        AggregateKind::Agent => Err(RuleError::Invalid("agent chains are checked against their identity state".into())),
+        AggregateKind::Agent => Err(RuleError::Invalid(
+            "agent chains are checked against their identity state".into(),
+        )),
         AggregateKind::Name => {
             let Kind::NameClaimed(claim) = &ev.payload else {
-                return Err(RuleError::NotPermitted(format!("only name.claimed may be appended to a name, not {}", ev.event_type())));
+                return Err(RuleError::NotPermitted(format!(
+                    "only name.claimed may be appended to a name, not {}",
+                    ev.event_type()
+                )));
             };
             if ev.aggregate_seq() != 1 {
-                return Err(RuleError::NotPermitted("a name is claimed once, by its first event".into()));
+                return Err(RuleError::NotPermitted(
+                    "a name is claimed once, by its first event".into(),
+                ));
             }
             if claim.name != ev.aggregate.id {
-                return Err(RuleError::Invalid("name.claimed must name its own aggregate".into()));
+                return Err(RuleError::Invalid(
+                    "name.claimed must name its own aggregate".into(),
+                ));
             }
             if claim.agent_id != ev.actor() || keys::identity_id(&ev.signer) != claim.agent_id {
-                return Err(RuleError::UnknownKey("a name must be claimed by the genesis key of the identity that gets it".into()));
+                return Err(RuleError::UnknownKey(
+                    "a name must be claimed by the genesis key of the identity that gets it".into(),
+                ));
             }
             if claim.genesis_hash.len() != 32 {
                 return Err(RuleError::Invalid("genesis_hash must be 32 bytes".into()));
@@ -273,13 +382,31 @@ pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequire
             Ok(SignerRequirement::None)
         }
         _ => {
-            if matches!(ev.payload, Kind::NameClaimed(_) | Kind::AgentRegistered(_) | Kind::AgentKeyRotated(_) | Kind::AgentRevoked(_) | Kind::AgentMessageSent(_)) {
-                return Err(RuleError::NotPermitted(format!("{} belongs on an agent or name chain", ev.event_type())));
+            if matches!(
+                ev.payload,
+                Kind::NameClaimed(_)
+                    | Kind::AgentRegistered(_)
+                    | Kind::AgentKeyRotated(_)
+                    | Kind::AgentRevoked(_)
+                    | Kind::AgentMessageSent(_)
+            ) {
+                return Err(RuleError::NotPermitted(format!(
+                    "{} belongs on an agent or name chain",
+                    ev.event_type()
+                )));
             }
-            if matches!(ev.payload, Kind::TrustInitialized(_)) && ev.aggregate.kind != AggregateKind::Trust {
-                return Err(RuleError::NotPermitted("trust events belong on trust aggregates".into()));
+            if matches!(ev.payload, Kind::TrustInitialized(_))
+                && ev.aggregate.kind != AggregateKind::Trust
+            {
+                return Err(RuleError::NotPermitted(
+                    "trust events belong on trust aggregates".into(),
+                ));
             }
-            Ok(SignerRequirement::Identity { actor: ev.actor().to_string(), key: ev.signer, kinds: vec![IdentityKind::Service] })
+            Ok(SignerRequirement::Identity {
+                actor: ev.actor().to_string(),
+                key: ev.signer,
+                kinds: vec![IdentityKind::Service],
+            })
         }
     }
 }
@@ -287,26 +414,50 @@ pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequire
 /// Checks a foreign signer against its identity state. With `at = None` the key
 /// must be current and the identity unrevoked (append time); with `Some(t)` the
 /// key must have been current at publish time `t`.
-pub fn check_signer(state: &IdentityState, key: &VerifyingKey, kinds: &[IdentityKind], at: Option<Millis>) -> Result<(), RuleError> {
+pub fn check_signer(
+    state: &IdentityState,
+    key: &VerifyingKey,
+    kinds: &[IdentityKind],
+    at: Option<Millis>,
+) -> Result<(), RuleError> {
     if !kinds.contains(&state.kind) {
         let want: Vec<_> = kinds.iter().map(|k| kind_name(*k)).collect();
-        return Err(RuleError::NotPermitted(format!("{} is a {}, but this needs a {}", state.id, kind_name(state.kind), want.join(" or "))));
+        return Err(RuleError::NotPermitted(format!(
+            "{} is a {}, but this needs a {}",
+            state.id,
+            kind_name(state.kind),
+            want.join(" or ")
+        )));
     }
     match at {
         None => {
             if let Some((seq, _, reason)) = &state.revoked {
-                return Err(RuleError::Revoked(format!("signer {} was revoked at seq {seq} ({reason})", state.id)));
+                return Err(RuleError::Revoked(format!(
+                    "signer {} was revoked at seq {seq} ({reason})",
+                    state.id
+                )));
             }
             if &state.current_key().signing_key != key {
-                return Err(RuleError::UnknownKey(format!("key {} is not the current key of {}", hex::encode(key.as_bytes()), state.id)));
+                return Err(RuleError::UnknownKey(format!(
+                    "key {} is not the current key of {}",
+                    hex::encode(key.as_bytes()),
+                    state.id
+                )));
             }
         }
         Some(t) => {
             if state.revoked_before(t) {
-                return Err(RuleError::Revoked(format!("signer {} was revoked before this event", state.id)));
+                return Err(RuleError::Revoked(format!(
+                    "signer {} was revoked before this event",
+                    state.id
+                )));
             }
             if state.key_at_time(key, t).is_none() {
-                return Err(RuleError::UnknownKey(format!("key {} was not a current key of {} when this event was published", hex::encode(key.as_bytes()), state.id)));
+                return Err(RuleError::UnknownKey(format!(
+                    "key {} was not a current key of {} when this event was published",
+                    hex::encode(key.as_bytes()),
+                    state.id
+                )));
             }
         }
     }

@@ -24,7 +24,10 @@ pub fn did_key(key: &VerifyingKey) -> String {
     let mut bytes = Vec::with_capacity(34);
     bytes.extend_from_slice(&[0xed, 0x01]);
     bytes.extend_from_slice(key.as_bytes());
-    format!("did:key:{}", multibase::encode(multibase::Base::Base58Btc, bytes))
+    format!(
+        "did:key:{}",
+        multibase::encode(multibase::Base::Base58Btc, bytes)
+    )
 }
 
 /// Parses 32 bytes as an Ed25519 public key.
@@ -74,19 +77,27 @@ pub struct IdentityKeys {
 
 impl std::fmt::Debug for IdentityKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityKeys").field("public", &hex::encode(self.public_key().as_bytes())).finish_non_exhaustive()
+        f.debug_struct("IdentityKeys")
+            .field("public", &hex::encode(self.public_key().as_bytes()))
+            .finish_non_exhaustive()
     }
 }
 
 impl IdentityKeys {
     /// Generates fresh keys from the OS random source.
     pub fn generate() -> Self {
-        Self { signing: SigningKey::generate(&mut OsRng), x25519: crypto_box::SecretKey::generate(&mut OsRng) }
+        Self {
+            signing: SigningKey::generate(&mut OsRng),
+            x25519: crypto_box::SecretKey::generate(&mut OsRng),
+        }
     }
 
     /// Rebuilds keys from their secret bytes.
     pub fn from_secrets(signing_seed: [u8; 32], x25519_secret: [u8; 32]) -> Self {
-        Self { signing: SigningKey::from_bytes(&signing_seed), x25519: crypto_box::SecretKey::from_bytes(x25519_secret) }
+        Self {
+            signing: SigningKey::from_bytes(&signing_seed),
+            x25519: crypto_box::SecretKey::from_bytes(x25519_secret),
+        }
     }
 
     /// The Ed25519 public key.
@@ -121,13 +132,19 @@ impl IdentityKeys {
 
     /// Writes the keys to `path` (JSON, file mode 0600), refusing to overwrite.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
-        let io = |source| KeyFileError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let file = KeyFile {
             version: 1,
             signing_key: hex::encode(self.signing.to_bytes()),
             x25519_key: hex::encode(self.x25519.to_bytes()),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| KeyFileError::Invalid { path: path.display().to_string(), detail: e.to_string() })?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| KeyFileError::Invalid {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(io)?;
@@ -148,18 +165,33 @@ impl IdentityKeys {
     /// Reads keys written by [`IdentityKeys::save`].
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let p = path.display().to_string();
-        let data = std::fs::read(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
-        let file: KeyFile = serde_json::from_slice(&data).map_err(|e| KeyFileError::Invalid { path: p.clone(), detail: e.to_string() })?;
+        let data = std::fs::read(path).map_err(|source| KeyFileError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let file: KeyFile = serde_json::from_slice(&data).map_err(|e| KeyFileError::Invalid {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
         if file.version != 1 {
-            return Err(KeyFileError::Invalid { path: p, detail: format!("unsupported version {}", file.version) });
+            return Err(KeyFileError::Invalid {
+                path: p,
+                detail: format!("unsupported version {}", file.version),
+            });
         }
         let decode = |s: &str, what: &str| -> Result<[u8; 32], KeyFileError> {
             hex::decode(s)
                 .ok()
                 .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .ok_or_else(|| KeyFileError::Invalid { path: p.clone(), detail: format!("{what} must be 64 hex characters") })
+                .ok_or_else(|| KeyFileError::Invalid {
+                    path: p.clone(),
+                    detail: format!("{what} must be 64 hex characters"),
+                })
         };
-        Ok(Self::from_secrets(decode(&file.signing_key, "signing_key")?, decode(&file.x25519_key, "x25519_key")?))
+        Ok(Self::from_secrets(
+            decode(&file.signing_key, "signing_key")?,
+            decode(&file.x25519_key, "x25519_key")?,
+        ))
     }
 
     /// Loads the keys at `path`, generating and saving new ones if it does not exist.
@@ -175,7 +207,10 @@ impl IdentityKeys {
     /// Signs an endorsement of `endorsed_key` for an identity of kind `kind_name`
     /// (`operator` or `service`).
     pub fn endorse(&self, endorsed_key: &VerifyingKey, kind_name: &str) -> [u8; 64] {
-        self.sign(pae::ENDORSEMENT_DOMAIN, &endorsement_body(endorsed_key, kind_name))
+        self.sign(
+            pae::ENDORSEMENT_DOMAIN,
+            &endorsement_body(endorsed_key, kind_name),
+        )
     }
 }
 
@@ -195,7 +230,9 @@ mod tests {
         let keys = IdentityKeys::generate();
         let did = keys.did();
         assert!(did.starts_with("did:key:z6Mk"), "{did}");
-        let decoded = multibase::decode(&did["did:key:".len()..]).expect("multibase").1;
+        let decoded = multibase::decode(&did["did:key:".len()..])
+            .expect("multibase")
+            .1;
         assert_eq!(&decoded[..2], &[0xed, 0x01]);
         assert_eq!(&decoded[2..], keys.public_key().as_bytes());
     }
@@ -209,7 +246,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+                0o600
+            );
         }
         let loaded = IdentityKeys::load(&path).expect("load");
         assert_eq!(loaded.public_key(), keys.public_key());

@@ -34,12 +34,16 @@ pub mod trace;
 
 pub use amai_proto::v1 as proto;
 pub use envelope::{EventDraft, EventHash, VerifiedEvent, ZERO_HASH};
-pub use keys::{IdentityKeys, IdentityId};
-pub use store::{AppendError, AppendErrorKind, AppendOutcome, ChainHeadInfo, EventStore, EventStoreConfig};
+pub use keys::{IdentityId, IdentityKeys};
+pub use store::{
+    AppendError, AppendErrorKind, AppendOutcome, ChainHeadInfo, EventStore, EventStoreConfig,
+};
 pub use subjects::Aggregate;
 
 /// A position in a JetStream stream: the consistency token every append returns.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Position {
     /// Stream name, e.g. `AMAI_AGENTS`.
     pub stream: String,
@@ -50,19 +54,28 @@ pub struct Position {
 impl Position {
     /// Builds a position.
     pub fn new(stream: impl Into<String>, seq: u64) -> Self {
-        Self { stream: stream.into(), seq }
+        Self {
+            stream: stream.into(),
+            seq,
+        }
     }
 }
 
 impl From<Position> for proto::Position {
     fn from(p: Position) -> Self {
-        proto::Position { stream: p.stream, seq: p.seq }
+        proto::Position {
+            stream: p.stream,
+            seq: p.seq,
+        }
     }
 }
 
 impl From<proto::Position> for Position {
     fn from(p: proto::Position) -> Self {
-        Position { stream: p.stream, seq: p.seq }
+        Position {
+            stream: p.stream,
+            seq: p.seq,
+        }
     }
 }
 

@@ -29,8 +29,17 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
 
 /// The body signed for a gateway request: method, timestamp, nonce and the hex
 /// SHA-256 digest of the request message, newline separated.
-pub fn request_signing_body(method: &str, timestamp_ms: i64, nonce: &str, body_digest: &[u8; 32]) -> Vec<u8> {
-    format!("{method}\n{timestamp_ms}\n{nonce}\n{}", hex::encode(body_digest)).into_bytes()
+pub fn request_signing_body(
+    method: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    body_digest: &[u8; 32],
+) -> Vec<u8> {
+    format!(
+        "{method}\n{timestamp_ms}\n{nonce}\n{}",
+        hex::encode(body_digest)
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -39,7 +48,10 @@ mod tests {
 
     #[test]
     fn pae_matches_the_dsse_reference_layout() {
-        assert_eq!(pae("http://example.com/HelloWorld", b"hello world"), b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec());
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
     }
 
     #[test]

@@ -73,31 +73,63 @@ pub struct QueryError {
 impl QueryError {
     /// Builds an error.
     pub fn new(code: QueryCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The services-API error to respond with.
     pub fn to_service_error(&self) -> async_nats::service::error::Error {
-        async_nats::service::error::Error { status: self.message.clone(), code: self.code as usize }
+        async_nats::service::error::Error {
+            status: self.message.clone(),
+            code: self.code as usize,
+        }
     }
 }
 
 /// Sends a query and decodes the reply.
-pub async fn request<Req: Message, Resp: Message + Default>(client: &async_nats::Client, subject: &str, req: &Req, timeout: Duration) -> Result<Resp, QueryError> {
+pub async fn request<Req: Message, Resp: Message + Default>(
+    client: &async_nats::Client,
+    subject: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, QueryError> {
     let fut = client.request(subject.to_string(), Bytes::from(req.encode_to_vec()));
-    let msg = match tokio::time::timeout(timeout, fut).await {
-        Err(_) => return Err(QueryError::new(QueryCode::Unavailable, format!("no answer on {subject} within {timeout:?}; is a worker of this role running?"))),
-        Ok(Err(e)) => {
-            return Err(QueryError::new(QueryCode::Unavailable, format!("query {subject} failed: {e}; is a worker of this role running?")));
-        }
-        Ok(Ok(m)) => m,
-    };
+    let msg =
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => return Err(QueryError::new(
+                QueryCode::Unavailable,
+                format!(
+                    "no answer on {subject} within {timeout:?}; is a worker of this role running?"
+                ),
+            )),
+            Ok(Err(e)) => {
+                return Err(QueryError::new(
+                    QueryCode::Unavailable,
+                    format!("query {subject} failed: {e}; is a worker of this role running?"),
+                ));
+            }
+            Ok(Ok(m)) => m,
+        };
     if let Some(h) = &msg.headers {
         if let Some(code) = h.get(async_nats::service::NATS_SERVICE_ERROR_CODE) {
-            let code = code.as_str().parse::<u16>().map(QueryCode::from_u16).unwrap_or(QueryCode::Internal);
-            let message = h.get(async_nats::service::NATS_SERVICE_ERROR).map(|v| v.as_str().to_string()).unwrap_or_default();
+            let code = code
+                .as_str()
+                .parse::<u16>()
+                .map(QueryCode::from_u16)
+                .unwrap_or(QueryCode::Internal);
+            let message = h
+                .get(async_nats::service::NATS_SERVICE_ERROR)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
             return Err(QueryError::new(code, message));
         }
     }
-    Resp::decode(msg.payload.as_ref()).map_err(|e| QueryError::new(QueryCode::Internal, format!("undecodable reply on {subject}: {e}")))
+    Resp::decode(msg.payload.as_ref()).map_err(|e| {
+        QueryError::new(
+            QueryCode::Internal,
+            format!("undecodable reply on {subject}: {e}"),
+        )
+    })
 }

@@ -19,7 +19,9 @@ pub enum SealError {
 /// Seals `plaintext` to `recipient_x25519`.
 pub fn seal(recipient_x25519: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
     let key: [u8; 32] = recipient_x25519.try_into().map_err(|_| SealError::BadKey)?;
-    crypto_box::PublicKey::from_bytes(key).seal(&mut rand_core::OsRng, plaintext).map_err(|_| SealError::Seal)
+    crypto_box::PublicKey::from_bytes(key)
+        .seal(&mut rand_core::OsRng, plaintext)
+        .map_err(|_| SealError::Seal)
 }
 
 /// Opens a sealed box with the recipient's secret key.
@@ -38,6 +40,9 @@ mod tests {
         let eve = IdentityKeys::generate();
         let boxed = seal(&bob.x25519_public(), b"hi bob").expect("seal");
         assert_eq!(open(bob.x25519_secret(), &boxed).expect("open"), b"hi bob");
-        assert!(matches!(open(eve.x25519_secret(), &boxed), Err(SealError::Open)));
+        assert!(matches!(
+            open(eve.x25519_secret(), &boxed),
+            Err(SealError::Open)
+        ));
     }
 }

@@ -47,7 +47,12 @@ pub struct EventStoreConfig {
 
 impl Default for EventStoreConfig {
     fn default() -> Self {
-        Self { max_event_bytes: DEFAULT_MAX_EVENT_BYTES, trust_root: None, signer_cache_ttl: Duration::from_secs(2), publish_timeout: Duration::from_secs(5) }
+        Self {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            trust_root: None,
+            signer_cache_ttl: Duration::from_secs(2),
+            publish_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -99,7 +104,12 @@ pub struct ChainHeadInfo {
 
 impl ChainHeadInfo {
     fn empty(aggregate: Aggregate) -> Self {
-        Self { aggregate, aggregate_seq: 0, hash: ZERO_HASH, stream_seq: 0 }
+        Self {
+            aggregate,
+            aggregate_seq: 0,
+            hash: ZERO_HASH,
+            stream_seq: 0,
+        }
     }
 
     /// The protobuf form.
@@ -172,11 +182,19 @@ pub struct AppendError {
 
 impl AppendError {
     fn new(kind: AppendErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), current_head: None }
+        Self {
+            kind,
+            message: message.into(),
+            current_head: None,
+        }
     }
 
     fn conflict(head: ChainHeadInfo, message: impl Into<String>) -> Self {
-        Self { kind: AppendErrorKind::Conflict, message: message.into(), current_head: Some(head) }
+        Self {
+            kind: AppendErrorKind::Conflict,
+            message: message.into(),
+            current_head: Some(head),
+        }
     }
 
     /// The kind of failure.
@@ -191,15 +209,22 @@ impl AppendError {
 
     /// Whether retrying the same call may succeed (for `Conflict`, after re-signing).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, AppendErrorKind::Conflict | AppendErrorKind::Unavailable)
+        matches!(
+            self.kind,
+            AppendErrorKind::Conflict | AppendErrorKind::Unavailable
+        )
     }
 }
 
 impl From<EnvelopeError> for AppendError {
     fn from(e: EnvelopeError) -> Self {
         match e {
-            EnvelopeError::BadSignature => AppendError::new(AppendErrorKind::BadSignature, e.to_string()),
-            EnvelopeError::Malformed(_) => AppendError::new(AppendErrorKind::Malformed, e.to_string()),
+            EnvelopeError::BadSignature => {
+                AppendError::new(AppendErrorKind::BadSignature, e.to_string())
+            }
+            EnvelopeError::Malformed(_) => {
+                AppendError::new(AppendErrorKind::Malformed, e.to_string())
+            }
         }
     }
 }
@@ -249,10 +274,26 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// Builds a stored event from a stream message.
-    pub fn new(stream: &str, seq: u64, subject: String, published: time::OffsetDateTime, payload: Bytes, headers: Option<&HeaderMap>) -> Self {
+    pub fn new(
+        stream: &str,
+        seq: u64,
+        subject: String,
+        published: time::OffsetDateTime,
+        payload: Bytes,
+        headers: Option<&HeaderMap>,
+    ) -> Self {
         let hash = hash_bytes(&payload);
-        let event_type = headers.and_then(|h| h.get(HEADER_TYPE)).map(|v| v.as_str().to_string());
-        Self { position: Position::new(stream, seq), subject, published_ms: millis(published), payload, hash, event_type }
+        let event_type = headers
+            .and_then(|h| h.get(HEADER_TYPE))
+            .map(|v| v.as_str().to_string());
+        Self {
+            position: Position::new(stream, seq),
+            subject,
+            published_ms: millis(published),
+            payload,
+            hash,
+            event_type,
+        }
     }
 
     /// Decodes and checks the signature.
@@ -266,7 +307,10 @@ impl StoredEvent {
         proto::StoredEvent {
             position: Some(self.position.clone().into()),
             subject: self.subject.clone(),
-            published_at: Some(prost_types::Timestamp { seconds: self.published_ms.div_euclid(1000), nanos: (self.published_ms.rem_euclid(1000) * 1_000_000) as i32 }),
+            published_at: Some(prost_types::Timestamp {
+                seconds: self.published_ms.div_euclid(1000),
+                nanos: (self.published_ms.rem_euclid(1000) * 1_000_000) as i32,
+            }),
             event: SignedEvent::decode(self.payload.as_ref()).ok(),
             hash: self.hash.to_vec(),
         }
@@ -308,7 +352,11 @@ const MAX_CACHED_CHAINS: usize = 100_000;
 impl EventStore {
     /// A store over a JetStream context. Streams must exist ([`crate::streams::ensure_streams`]).
     pub fn new(js: jetstream::Context, config: EventStoreConfig) -> Self {
-        Self { js, config: Arc::new(config), caches: Arc::default() }
+        Self {
+            js,
+            config: Arc::new(config),
+            caches: Arc::default(),
+        }
     }
 
     /// The JetStream context.
@@ -374,12 +422,20 @@ impl EventStore {
         // Publish with optimistic concurrency and dedup.
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, ev.body.id.as_str());
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, chain.head.stream_seq.to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            chain.head.stream_seq.to_string().as_str(),
+        );
         headers.insert(HEADER_TYPE, ev.event_type());
-        headers.insert(HEADER_AGGREGATE_SEQ, ev.aggregate_seq().to_string().as_str());
+        headers.insert(
+            HEADER_AGGREGATE_SEQ,
+            ev.aggregate_seq().to_string().as_str(),
+        );
         headers.insert(HEADER_ACTOR, ev.actor());
         crate::trace::inject_current(&mut headers);
-        let ack = self.publish(subject.clone(), headers, ev.encoded.clone()).await;
+        let ack = self
+            .publish(subject.clone(), headers, ev.encoded.clone())
+            .await;
         let ack = match ack {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -390,47 +446,91 @@ impl EventStore {
         };
         if ack.duplicate {
             // The id exists: same event (idempotent) or a different one reusing the id.
-            let stored = self.get_event(&Position::new(ack.stream.clone(), ack.sequence)).await.map_err(|e| AppendError::new(AppendErrorKind::Unavailable, e.to_string()))?;
+            let stored = self
+                .get_event(&Position::new(ack.stream.clone(), ack.sequence))
+                .await
+                .map_err(|e| AppendError::new(AppendErrorKind::Unavailable, e.to_string()))?;
             if stored.hash == ev.hash {
-                return Ok(AppendOutcome { position: stored.position, hash: ev.hash, aggregate_seq: ev.aggregate_seq(), duplicate: true });
+                return Ok(AppendOutcome {
+                    position: stored.position,
+                    hash: ev.hash,
+                    aggregate_seq: ev.aggregate_seq(),
+                    duplicate: true,
+                });
             }
             return Err(AppendError::new(AppendErrorKind::Duplicate, format!("event id {} is already used by another event (at {}); every event needs a fresh UUIDv7", ev.body.id, stored.position)));
         }
         let now = millis(time::OffsetDateTime::now_utc());
         let mut next = chain;
-        next.head = ChainHeadInfo { aggregate: ev.aggregate.clone(), aggregate_seq: ev.aggregate_seq(), hash: ev.hash, stream_seq: ack.sequence };
+        next.head = ChainHeadInfo {
+            aggregate: ev.aggregate.clone(),
+            aggregate_seq: ev.aggregate_seq(),
+            hash: ev.hash,
+            stream_seq: ack.sequence,
+        };
         if ev.aggregate.kind == AggregateKind::Agent {
             next.identity = match next.identity {
                 Some(mut s) => {
                     s.apply(&ev, now);
                     Some(s)
                 }
-                None => IdentityState::from_genesis(&ev, now, self.config.trust_root.as_ref()).ok().map(|(s, _)| s),
+                None => IdentityState::from_genesis(&ev, now, self.config.trust_root.as_ref())
+                    .ok()
+                    .map(|(s, _)| s),
             };
         }
         self.store_chain(&subject, next);
-        Ok(AppendOutcome { position: Position::new(ack.stream, ack.sequence), hash: ev.hash, aggregate_seq: ev.aggregate_seq(), duplicate: false })
+        Ok(AppendOutcome {
+            position: Position::new(ack.stream, ack.sequence),
+            hash: ev.hash,
+            aggregate_seq: ev.aggregate_seq(),
+            duplicate: false,
+        })
     }
 
-    async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
-        let fut = self.js.publish_with_headers(subject, headers, payload).await?;
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let fut = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await?;
         match tokio::time::timeout(self.config.publish_timeout, fut.into_future()).await {
             Ok(r) => r,
-            Err(_) => Err(jetstream::context::PublishError::new(PublishErrorKind::TimedOut)),
+            Err(_) => Err(jetstream::context::PublishError::new(
+                PublishErrorKind::TimedOut,
+            )),
         }
     }
 
     /// `ev` does not follow `head` (freshly read): either it is already in the
     /// chain (a re-send, answered idempotently with its original position) or it
     /// is rejected with the precise reason.
-    async fn dedup_or_reject(&self, ev: &VerifiedEvent, head: &ChainHeadInfo) -> Result<AppendOutcome, AppendError> {
+    async fn dedup_or_reject(
+        &self,
+        ev: &VerifiedEvent,
+        head: &ChainHeadInfo,
+    ) -> Result<AppendOutcome, AppendError> {
         let seq = ev.aggregate_seq();
         if seq <= head.aggregate_seq {
             match self.find_by_aggregate_seq(&ev.aggregate, seq, head).await {
                 Ok(Some(existing)) if existing.hash == ev.hash => {
-                    return Ok(AppendOutcome { position: existing.position, hash: ev.hash, aggregate_seq: seq, duplicate: true });
+                    return Ok(AppendOutcome {
+                        position: existing.position,
+                        hash: ev.hash,
+                        aggregate_seq: seq,
+                        duplicate: true,
+                    });
                 }
-                Err(e) => return Err(AppendError::new(AppendErrorKind::Unavailable, e.to_string())),
+                Err(e) => {
+                    return Err(AppendError::new(
+                        AppendErrorKind::Unavailable,
+                        e.to_string(),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -442,10 +542,21 @@ impl EventStore {
         let seq = ev.aggregate_seq();
         if seq <= head.aggregate_seq {
             if ev.aggregate.kind == AggregateKind::Name {
-                return AppendError { kind: AppendErrorKind::NameTaken, message: format!("name {:?} is already taken; choose another", ev.aggregate.id), current_head: Some(head.clone()) };
+                return AppendError {
+                    kind: AppendErrorKind::NameTaken,
+                    message: format!(
+                        "name {:?} is already taken; choose another",
+                        ev.aggregate.id
+                    ),
+                    current_head: Some(head.clone()),
+                };
             }
             if ev.aggregate.kind == AggregateKind::Agent && seq == 1 {
-                return AppendError { kind: AppendErrorKind::AlreadyRegistered, message: format!("identity {} is already registered", ev.aggregate.id), current_head: Some(head.clone()) };
+                return AppendError {
+                    kind: AppendErrorKind::AlreadyRegistered,
+                    message: format!("identity {} is already registered", ev.aggregate.id),
+                    current_head: Some(head.clone()),
+                };
             }
             return AppendError::conflict(
                 head.clone(),
@@ -457,12 +568,22 @@ impl EventStore {
         }
         AppendError {
             kind: AppendErrorKind::ChainBroken,
-            message: format!("prev_hash {} does not match the hash {} of {} seq {}", hex::encode(ev.prev_hash()), hex::encode(head.hash), ev.aggregate, head.aggregate_seq),
+            message: format!(
+                "prev_hash {} does not match the hash {} of {} seq {}",
+                hex::encode(ev.prev_hash()),
+                hex::encode(head.hash),
+                ev.aggregate,
+                head.aggregate_seq
+            ),
             current_head: Some(head.clone()),
         }
     }
 
-    async fn check_rules(&self, ev: &VerifiedEvent, chain: &CachedChain) -> Result<SignerRequirement, AppendError> {
+    async fn check_rules(
+        &self,
+        ev: &VerifiedEvent,
+        chain: &CachedChain,
+    ) -> Result<SignerRequirement, AppendError> {
         if ev.aggregate.kind != AggregateKind::Agent {
             return Ok(identity::check_foreign_aggregate_event(ev)?);
         }
@@ -470,7 +591,12 @@ impl EventStore {
             let (_, req) = IdentityState::from_genesis(ev, 0, self.config.trust_root.as_ref())?;
             return Ok(req);
         }
-        let state = chain.identity.as_ref().ok_or_else(|| AppendError::new(AppendErrorKind::Invalid, format!("{} has events but no valid genesis", ev.aggregate)))?;
+        let state = chain.identity.as_ref().ok_or_else(|| {
+            AppendError::new(
+                AppendErrorKind::Invalid,
+                format!("{} has events but no valid genesis", ev.aggregate),
+            )
+        })?;
         Ok(state.check(ev, None)?)
     }
 
@@ -483,28 +609,48 @@ impl EventStore {
             }
             SignerRequirement::Endorser { operator_id, key } => {
                 let state = self.signer_state(operator_id, key).await?;
-                Ok(identity::check_signer(&state, key, &[proto::IdentityKind::Operator], None)?)
+                Ok(identity::check_signer(
+                    &state,
+                    key,
+                    &[proto::IdentityKind::Operator],
+                    None,
+                )?)
             }
         }
     }
 
     /// Another identity's state, from a short-lived cache or JetStream. A cached
     /// state whose current key is not `key` is re-read (it may have rotated).
-    async fn signer_state(&self, actor: &str, key: &VerifyingKey) -> Result<IdentityState, AppendError> {
+    async fn signer_state(
+        &self,
+        actor: &str,
+        key: &VerifyingKey,
+    ) -> Result<IdentityState, AppendError> {
         {
             let caches = self.lock();
             if let Some(c) = caches.signers.get(actor) {
-                if c.fetched.elapsed() < self.config.signer_cache_ttl && &c.state.current_key().signing_key == key {
+                if c.fetched.elapsed() < self.config.signer_cache_ttl
+                    && &c.state.current_key().signing_key == key
+                {
                     return Ok(c.state.clone());
                 }
             }
         }
         let state = self.identity_state(actor).await.map_err(|e| match e {
-            ReadError::NotFound(_) => AppendError::new(AppendErrorKind::UnknownKey, format!("signer {actor} is not a registered identity")),
+            ReadError::NotFound(_) => AppendError::new(
+                AppendErrorKind::UnknownKey,
+                format!("signer {actor} is not a registered identity"),
+            ),
             ReadError::Invalid(m) => AppendError::new(AppendErrorKind::UnknownKey, m),
             ReadError::Unavailable(m) => AppendError::new(AppendErrorKind::Unavailable, m),
         })?;
-        self.lock().signers.insert(actor.to_string(), CachedSigner { state: state.clone(), fetched: Instant::now() });
+        self.lock().signers.insert(
+            actor.to_string(),
+            CachedSigner {
+                state: state.clone(),
+                fetched: Instant::now(),
+            },
+        );
         Ok(state)
     }
 
@@ -524,19 +670,38 @@ impl EventStore {
     }
 
     /// Re-reads the head (and for agents, catches the identity state up).
-    async fn refresh_chain(&self, aggregate: &Aggregate, previous: Option<CachedChain>) -> Result<CachedChain, AppendError> {
-        let unavailable = |e: ReadError| AppendError::new(AppendErrorKind::Unavailable, e.to_string());
+    async fn refresh_chain(
+        &self,
+        aggregate: &Aggregate,
+        previous: Option<CachedChain>,
+    ) -> Result<CachedChain, AppendError> {
+        let unavailable =
+            |e: ReadError| AppendError::new(AppendErrorKind::Unavailable, e.to_string());
         let head = self.chain_head(aggregate).await.map_err(unavailable)?;
         let mut chain = match previous {
             Some(p) if p.head.stream_seq <= head.stream_seq => p,
-            _ => CachedChain { head: ChainHeadInfo::empty(aggregate.clone()), identity: None },
+            _ => CachedChain {
+                head: ChainHeadInfo::empty(aggregate.clone()),
+                identity: None,
+            },
         };
         if aggregate.kind == AggregateKind::Agent && chain.head.stream_seq < head.stream_seq {
-            let events = self.read_subject(aggregate, chain.head.stream_seq + 1, head.stream_seq).await.map_err(unavailable)?;
+            let events = self
+                .read_subject(aggregate, chain.head.stream_seq + 1, head.stream_seq)
+                .await
+                .map_err(unavailable)?;
             for stored in events {
                 let Ok(ev) = stored.verify() else { break };
                 match chain.identity.as_mut() {
-                    None => chain.identity = IdentityState::from_genesis(&ev, stored.published_ms, self.config.trust_root.as_ref()).ok().map(|(s, _)| s),
+                    None => {
+                        chain.identity = IdentityState::from_genesis(
+                            &ev,
+                            stored.published_ms,
+                            self.config.trust_root.as_ref(),
+                        )
+                        .ok()
+                        .map(|(s, _)| s)
+                    }
                     Some(s) => s.apply(&ev, stored.published_ms),
                 }
             }
@@ -548,16 +713,43 @@ impl EventStore {
 
     /// The head of an aggregate, read from the stream leader.
     pub async fn chain_head(&self, aggregate: &Aggregate) -> Result<ChainHeadInfo, ReadError> {
-        let stream = self.js.get_stream_no_info(aggregate.stream()).await.map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        match stream.get_last_raw_message_by_subject(&aggregate.subject()).await {
+        let stream = self
+            .js
+            .get_stream_no_info(aggregate.stream())
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        match stream
+            .get_last_raw_message_by_subject(&aggregate.subject())
+            .await
+        {
             Ok(msg) => {
-                let stored = StoredEvent::new(aggregate.stream(), msg.sequence, msg.subject.to_string(), msg.time, msg.payload, Some(&msg.headers));
-                let seq = aggregate_seq_of(&stored).ok_or_else(|| ReadError::Invalid(format!("the head of {aggregate} is not a valid event")))?;
-                Ok(ChainHeadInfo { aggregate: aggregate.clone(), aggregate_seq: seq, hash: stored.hash, stream_seq: stored.position.seq })
+                let stored = StoredEvent::new(
+                    aggregate.stream(),
+                    msg.sequence,
+                    msg.subject.to_string(),
+                    msg.time,
+                    msg.payload,
+                    Some(&msg.headers),
+                );
+                let seq = aggregate_seq_of(&stored).ok_or_else(|| {
+                    ReadError::Invalid(format!("the head of {aggregate} is not a valid event"))
+                })?;
+                Ok(ChainHeadInfo {
+                    aggregate: aggregate.clone(),
+                    aggregate_seq: seq,
+                    hash: stored.hash,
+                    stream_seq: stored.position.seq,
+                })
             }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(ChainHeadInfo::empty(aggregate.clone())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                Ok(ChainHeadInfo::empty(aggregate.clone()))
+            }
             Err(e) => match e.kind() {
-                LastRawMessageErrorKind::JetStream(js) if js.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND => Ok(ChainHeadInfo::empty(aggregate.clone())),
+                LastRawMessageErrorKind::JetStream(js)
+                    if js.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND =>
+                {
+                    Ok(ChainHeadInfo::empty(aggregate.clone()))
+                }
                 _ => Err(ReadError::Unavailable(e.to_string())),
             },
         }
@@ -566,11 +758,25 @@ impl EventStore {
     /// One event by position.
     pub async fn get_event(&self, position: &Position) -> Result<StoredEvent, ReadError> {
         if AggregateKind::for_stream(&position.stream).is_none() {
-            return Err(ReadError::Invalid(format!("unknown stream {:?}", position.stream)));
+            return Err(ReadError::Invalid(format!(
+                "unknown stream {:?}",
+                position.stream
+            )));
         }
-        let stream = self.js.get_stream_no_info(&position.stream).await.map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let stream = self
+            .js
+            .get_stream_no_info(&position.stream)
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         match stream.get_raw_message(position.seq).await {
-            Ok(msg) => Ok(StoredEvent::new(&position.stream, msg.sequence, msg.subject.to_string(), msg.time, msg.payload, Some(&msg.headers))),
+            Ok(msg) => Ok(StoredEvent::new(
+                &position.stream,
+                msg.sequence,
+                msg.subject.to_string(),
+                msg.time,
+                msg.payload,
+                Some(&msg.headers),
+            )),
             Err(e) => {
                 let text = e.to_string();
                 if text.contains("no message found") || text.contains("10037") {
@@ -585,16 +791,31 @@ impl EventStore {
     /// Events of one aggregate with stream sequence in `from..=to`, read with
     /// leader-routed `STREAM.MSG.GET` next-by-subject requests (no consumer is
     /// created, so any number of readers can run at once).
-    pub async fn read_subject(&self, aggregate: &Aggregate, from_stream_seq: u64, to_stream_seq: u64) -> Result<Vec<StoredEvent>, ReadError> {
+    pub async fn read_subject(
+        &self,
+        aggregate: &Aggregate,
+        from_stream_seq: u64,
+        to_stream_seq: u64,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
         let mut out = Vec::new();
         if to_stream_seq < from_stream_seq {
             return Ok(out);
         }
-        let stream = self.js.get_stream_no_info(aggregate.stream()).await.map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let stream = self
+            .js
+            .get_stream_no_info(aggregate.stream())
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         let subject = aggregate.subject();
         let mut next = from_stream_seq.max(1);
         while next <= to_stream_seq {
-            let msg = match stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await {
+            let msg = match stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(subject.clone())
+                .send()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     let text = e.to_string();
@@ -608,13 +829,25 @@ impl EventStore {
                 break;
             }
             next = msg.sequence + 1;
-            out.push(StoredEvent::new(aggregate.stream(), msg.sequence, msg.subject.to_string(), msg.time, msg.payload, Some(&msg.headers)));
+            out.push(StoredEvent::new(
+                aggregate.stream(),
+                msg.sequence,
+                msg.subject.to_string(),
+                msg.time,
+                msg.payload,
+                Some(&msg.headers),
+            ));
         }
         Ok(out)
     }
 
     /// A page of an aggregate's chain starting at `from_aggregate_seq` (1-based).
-    pub async fn read_chain(&self, aggregate: &Aggregate, from_aggregate_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, ReadError> {
+    pub async fn read_chain(
+        &self,
+        aggregate: &Aggregate,
+        from_aggregate_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
         let head = self.chain_head(aggregate).await?;
         if head.aggregate_seq == 0 {
             return Ok(Vec::new());
@@ -644,9 +877,21 @@ impl EventStore {
         Ok(out)
     }
 
-    async fn find_by_aggregate_seq(&self, aggregate: &Aggregate, seq: u64, head: &ChainHeadInfo) -> Result<Option<StoredEvent>, ReadError> {
+    async fn find_by_aggregate_seq(
+        &self,
+        aggregate: &Aggregate,
+        seq: u64,
+        head: &ChainHeadInfo,
+    ) -> Result<Option<StoredEvent>, ReadError> {
         if seq == head.aggregate_seq {
-            return Ok(Some(StoredEvent { position: Position::new(aggregate.stream(), head.stream_seq), subject: aggregate.subject(), published_ms: 0, payload: Bytes::new(), hash: head.hash, event_type: None }));
+            return Ok(Some(StoredEvent {
+                position: Position::new(aggregate.stream(), head.stream_seq),
+                subject: aggregate.subject(),
+                published_ms: 0,
+                payload: Bytes::new(),
+                hash: head.hash,
+                event_type: None,
+            }));
         }
         Ok(self.read_chain(aggregate, seq, 1).await?.into_iter().next())
     }
@@ -656,7 +901,9 @@ impl EventStore {
         let aggregate = Aggregate::agent(id).map_err(|e| ReadError::Invalid(e.to_string()))?;
         let head = self.chain_head(&aggregate).await?;
         if head.aggregate_seq == 0 {
-            return Err(ReadError::NotFound(format!("identity {id} is not registered")));
+            return Err(ReadError::NotFound(format!(
+                "identity {id} is not registered"
+            )));
         }
         let mut state: Option<IdentityState> = None;
         for stored in self.read_subject(&aggregate, 1, head.stream_seq).await? {
@@ -664,11 +911,25 @@ impl EventStore {
             // permissions on `amai.>`) never changes key state; auditors see it
             // in the chain report.
             let Ok(ev) = stored.verify() else {
-                tracing::warn!(identity = id, seq = stored.position.seq, "skipping an invalid event in an identity chain");
+                tracing::warn!(
+                    identity = id,
+                    seq = stored.position.seq,
+                    "skipping an invalid event in an identity chain"
+                );
                 continue;
             };
             match state.as_mut() {
-                None => state = Some(IdentityState::from_genesis(&ev, stored.published_ms, self.config.trust_root.as_ref()).map_err(|e| ReadError::Invalid(e.to_string()))?.0),
+                None => {
+                    state = Some(
+                        IdentityState::from_genesis(
+                            &ev,
+                            stored.published_ms,
+                            self.config.trust_root.as_ref(),
+                        )
+                        .map_err(|e| ReadError::Invalid(e.to_string()))?
+                        .0,
+                    )
+                }
                 Some(s) => s.apply(&ev, stored.published_ms),
             }
         }
@@ -693,11 +954,20 @@ pub fn aggregate_seq_of(stored: &StoredEvent) -> Option<u64> {
 
 fn publish_error(e: jetstream::context::PublishError) -> AppendError {
     match e.kind() {
-        PublishErrorKind::MaxPayloadExceeded => AppendError::new(AppendErrorKind::TooLarge, format!("the server refused the event as too large: {e}")),
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
-            AppendError::new(AppendErrorKind::Unavailable, format!("nats did not acknowledge the append ({e}); retrying the same event is safe"))
-        }
-        PublishErrorKind::StreamNotFound => AppendError::new(AppendErrorKind::Unavailable, format!("no stream for this subject ({e}); were the streams created?")),
+        PublishErrorKind::MaxPayloadExceeded => AppendError::new(
+            AppendErrorKind::TooLarge,
+            format!("the server refused the event as too large: {e}"),
+        ),
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => AppendError::new(
+            AppendErrorKind::Unavailable,
+            format!("nats did not acknowledge the append ({e}); retrying the same event is safe"),
+        ),
+        PublishErrorKind::StreamNotFound => AppendError::new(
+            AppendErrorKind::Unavailable,
+            format!("no stream for this subject ({e}); were the streams created?"),
+        ),
         _ => AppendError::new(AppendErrorKind::Other, e.to_string()),
     }
 }

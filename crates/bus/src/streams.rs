@@ -25,7 +25,10 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { replicas: 1, dedup_window: Duration::from_secs(120) }
+        Self {
+            replicas: 1,
+            dedup_window: Duration::from_secs(120),
+        }
     }
 }
 
@@ -33,7 +36,11 @@ impl Default for StreamSettings {
 pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::Config {
     stream::Config {
         name: kind.stream().to_string(),
-        description: Some(format!("amai {} aggregates ({})", kind.as_str(), kind.stream_subject())),
+        description: Some(format!(
+            "amai {} aggregates ({})",
+            kind.as_str(),
+            kind.stream_subject()
+        )),
         subjects: vec![kind.stream_subject()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
@@ -60,10 +67,18 @@ pub struct EnsureStreamsError {
 }
 
 /// Creates every Amai stream, or updates it to the spec if it exists.
-pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), EnsureStreamsError> {
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), EnsureStreamsError> {
     for kind in AggregateKind::ALL {
         let config = stream_config(kind, settings);
-        js.create_or_update_stream(config).await.map_err(|e| EnsureStreamsError { stream: kind.stream().to_string(), detail: e.to_string() })?;
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| EnsureStreamsError {
+                stream: kind.stream().to_string(),
+                detail: e.to_string(),
+            })?;
     }
     Ok(())
 }

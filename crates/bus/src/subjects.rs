@@ -107,7 +107,11 @@ pub enum SubjectError {
 
 /// Checks an aggregate id is a safe NATS subject token.
 pub fn validate_id(id: &str) -> Result<(), SubjectError> {
-    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -120,7 +124,9 @@ pub fn validate_name(name: &str) -> Result<(), SubjectError> {
     let bytes = name.as_bytes();
     let ok = (2..=63).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -169,7 +175,8 @@ impl Aggregate {
         let mut parts = subject.splitn(3, '.');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("amai"), Some(kind), Some(id)) => {
-                let kind = AggregateKind::parse(kind).ok_or_else(|| SubjectError::BadSubject(subject.to_string()))?;
+                let kind = AggregateKind::parse(kind)
+                    .ok_or_else(|| SubjectError::BadSubject(subject.to_string()))?;
                 Self::new(kind, id)
             }
             _ => Err(SubjectError::BadSubject(subject.to_string())),
@@ -187,8 +194,11 @@ impl FromStr for Aggregate {
     type Err = SubjectError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, id) = s.split_once('/').ok_or_else(|| SubjectError::Malformed(s.to_string()))?;
-        let kind = AggregateKind::parse(kind).ok_or_else(|| SubjectError::UnknownKind(kind.to_string()))?;
+        let (kind, id) = s
+            .split_once('/')
+            .ok_or_else(|| SubjectError::Malformed(s.to_string()))?;
+        let kind = AggregateKind::parse(kind)
+            .ok_or_else(|| SubjectError::UnknownKind(kind.to_string()))?;
         Self::new(kind, id)
     }
 }
@@ -202,7 +212,10 @@ mod tests {
         let a: Aggregate = "agent/abc123".parse().expect("parse");
         assert_eq!(a.subject(), "amai.agent.abc123");
         assert_eq!(a.stream(), "AMAI_AGENTS");
-        assert_eq!(Aggregate::from_subject("amai.agent.abc123").expect("subject"), a);
+        assert_eq!(
+            Aggregate::from_subject("amai.agent.abc123").expect("subject"),
+            a
+        );
         assert_eq!(a.to_string(), "agent/abc123");
     }
 
@@ -211,8 +224,14 @@ mod tests {
         for bad in ["", "a.b", "a*", "a>", "a b", &"x".repeat(129)] {
             assert!(Aggregate::agent(bad).is_err(), "{bad:?}");
         }
-        assert!(matches!("nope/x".parse::<Aggregate>(), Err(SubjectError::UnknownKind(_))));
-        assert!(matches!("agentx".parse::<Aggregate>(), Err(SubjectError::Malformed(_))));
+        assert!(matches!(
+            "nope/x".parse::<Aggregate>(),
+            Err(SubjectError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            "agentx".parse::<Aggregate>(),
+            Err(SubjectError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -220,7 +239,16 @@ mod tests {
         for good in ["ab", "alice", "bob-2", "a_b", "9lives"] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["a", "Alice", "-x", "_x", "a.b", "a b", "é1", &"a".repeat(64)] {
+        for bad in [
+            "a",
+            "Alice",
+            "-x",
+            "_x",
+            "a.b",
+            "a b",
+            "é1",
+            &"a".repeat(64),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

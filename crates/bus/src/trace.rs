@@ -31,14 +31,17 @@ impl Extractor for HeaderExtractor<'_> {
 /// Injects the current span's trace context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
 }
 
 /// Makes `span` a child of the trace context carried by `headers`, if any.
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
     if let Some(h) = headers {
         if h.get("traceparent").is_some() {
-            let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h)));
+            let cx =
+                opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h)));
             let _ = span.set_parent(cx);
         }
     }
@@ -46,5 +49,7 @@ pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
 
 /// The raw `traceparent` header, if present.
 pub fn traceparent(headers: Option<&HeaderMap>) -> Option<String> {
-    headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_string())
+    headers
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_string())
 }

@@ -12,11 +12,18 @@ use prost::Message;
 async fn setup(server: &NatsServer, config: EventStoreConfig) -> EventStore {
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    ensure_streams(&js, &StreamSettings::default()).await.expect("streams");
+    ensure_streams(&js, &StreamSettings::default())
+        .await
+        .expect("streams");
     EventStore::new(js, config)
 }
 
-fn genesis(keys: &IdentityKeys, name: &str, kind: IdentityKind, endorsement: Option<proto::Endorsement>) -> SignedEvent {
+fn genesis(
+    keys: &IdentityKeys,
+    name: &str,
+    kind: IdentityKind,
+    endorsement: Option<proto::Endorsement>,
+) -> SignedEvent {
     let id = keys.identity_id();
     EventDraft::new(
         Aggregate::agent(&id).expect("agg"),
@@ -36,7 +43,11 @@ fn claim(keys: &IdentityKeys, name: &str, genesis: &SignedEvent) -> SignedEvent 
     let id = keys.identity_id();
     EventDraft::new(
         Aggregate::new(AggregateKind::Name, name).expect("name"),
-        Kind::NameClaimed(proto::NameClaimed { name: name.into(), agent_id: id.clone(), genesis_hash: amai_bus::envelope::hash_bytes(&genesis.encode_to_vec()).to_vec() }),
+        Kind::NameClaimed(proto::NameClaimed {
+            name: name.into(),
+            agent_id: id.clone(),
+            genesis_hash: amai_bus::envelope::hash_bytes(&genesis.encode_to_vec()).to_vec(),
+        }),
     )
     .sign(keys, &id)
 }
@@ -50,7 +61,9 @@ async fn register(store: &EventStore, keys: &IdentityKeys, name: &str) -> Aggreg
 
 async fn action(store: &EventStore, keys: &IdentityKeys, agg: &Aggregate) -> SignedEvent {
     let head = store.chain_head(agg).await.expect("head");
-    EventDraft::action(agg.clone(), "task.done", "{}").after(head.aggregate_seq, head.hash).sign(keys, &agg.id)
+    EventDraft::action(agg.clone(), "task.done", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .sign(keys, &agg.id)
 }
 
 #[tokio::test]
@@ -74,44 +87,88 @@ async fn appends_link_and_rejections_append_nothing() {
     assert_eq!(head.aggregate_seq, 2);
 
     // Stale head: an event claiming seq 2 again (different content).
-    let stale = EventDraft::action(agg.clone(), "task.other", "{}").after(1, [9u8; 32]).sign(&alice, &agg.id);
+    let stale = EventDraft::action(agg.clone(), "task.other", "{}")
+        .after(1, [9u8; 32])
+        .sign(&alice, &agg.id);
     let stale_head = store.chain_head(&agg).await.expect("head");
     let e = store.append(stale).await.expect_err("stale");
     assert_eq!(e.kind(), AppendErrorKind::Conflict);
     assert_eq!(e.current_head().expect("head").aggregate_seq, 2);
 
     // Wrong prev_hash at the right seq.
-    let broken = EventDraft::action(agg.clone(), "task.x", "{}").after(2, [7u8; 32]).sign(&alice, &agg.id);
-    assert_eq!(store.append(broken).await.expect_err("broken").kind(), AppendErrorKind::ChainBroken);
+    let broken = EventDraft::action(agg.clone(), "task.x", "{}")
+        .after(2, [7u8; 32])
+        .sign(&alice, &agg.id);
+    assert_eq!(
+        store.append(broken).await.expect_err("broken").kind(),
+        AppendErrorKind::ChainBroken
+    );
 
     // Gap.
-    let gap = EventDraft::action(agg.clone(), "task.x", "{}").after(5, head.hash).sign(&alice, &agg.id);
-    assert_eq!(store.append(gap).await.expect_err("gap").kind(), AppendErrorKind::Gap);
+    let gap = EventDraft::action(agg.clone(), "task.x", "{}")
+        .after(5, head.hash)
+        .sign(&alice, &agg.id);
+    assert_eq!(
+        store.append(gap).await.expect_err("gap").kind(),
+        AppendErrorKind::Gap
+    );
 
     // Signed by another identity's key, claiming to be alice.
     let mallory = IdentityKeys::generate();
-    let forged = EventDraft::action(agg.clone(), "task.x", "{}").after(head.aggregate_seq, head.hash).sign(&mallory, &agg.id);
-    assert_eq!(store.append(forged).await.expect_err("forged").kind(), AppendErrorKind::UnknownKey);
+    let forged = EventDraft::action(agg.clone(), "task.x", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .sign(&mallory, &agg.id);
+    assert_eq!(
+        store.append(forged).await.expect_err("forged").kind(),
+        AppendErrorKind::UnknownKey
+    );
 
     // Wrong signature bytes.
     let mut bad = action(&store, &alice, &agg).await;
     bad.signature[0] ^= 0xff;
-    assert_eq!(store.append(bad).await.expect_err("bad sig").kind(), AppendErrorKind::BadSignature);
+    assert_eq!(
+        store.append(bad).await.expect_err("bad sig").kind(),
+        AppendErrorKind::BadSignature
+    );
 
     // Malformed.
-    let garbage = SignedEvent { body: vec![0xff, 0x01, 0x02], signer_key: alice.public_key().as_bytes().to_vec(), signature: vec![0; 64] };
-    assert_eq!(store.append(garbage).await.expect_err("malformed").kind(), AppendErrorKind::Malformed);
+    let garbage = SignedEvent {
+        body: vec![0xff, 0x01, 0x02],
+        signer_key: alice.public_key().as_bytes().to_vec(),
+        signature: vec![0; 64],
+    };
+    assert_eq!(
+        store.append(garbage).await.expect_err("malformed").kind(),
+        AppendErrorKind::Malformed
+    );
 
     // Too large.
-    let big = EventDraft::action(agg.clone(), "task.big", "x".repeat(300 * 1024)).after(head.aggregate_seq, head.hash).sign(&alice, &agg.id);
-    assert_eq!(store.append(big).await.expect_err("big").kind(), AppendErrorKind::TooLarge);
+    let big = EventDraft::action(agg.clone(), "task.big", "x".repeat(300 * 1024))
+        .after(head.aggregate_seq, head.hash)
+        .sign(&alice, &agg.id);
+    assert_eq!(
+        store.append(big).await.expect_err("big").kind(),
+        AppendErrorKind::TooLarge
+    );
 
     // Event id reuse with different content.
-    let reuse = EventDraft::action(agg.clone(), "task.reuse", "{}").after(head.aggregate_seq, head.hash).id(uuid::Uuid::parse_str(&proto::EventBody::decode(first.body.as_slice()).expect("body").id).expect("uuid")).sign(&alice, &agg.id);
+    let reuse = EventDraft::action(agg.clone(), "task.reuse", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .id(uuid::Uuid::parse_str(
+            &proto::EventBody::decode(first.body.as_slice())
+                .expect("body")
+                .id,
+        )
+        .expect("uuid"))
+        .sign(&alice, &agg.id);
     let e = store.append(reuse).await.expect_err("reuse");
     assert_eq!(e.kind(), AppendErrorKind::Duplicate, "{e}");
 
-    assert_eq!(store.chain_head(&agg).await.expect("head"), stale_head, "no rejected event was appended");
+    assert_eq!(
+        store.chain_head(&agg).await.expect("head"),
+        stale_head,
+        "no rejected event was appended"
+    );
 }
 
 #[tokio::test]
@@ -122,14 +179,34 @@ async fn names_are_unique_and_identities_register_once() {
     register(&store, &a, "taken").await;
     let b = IdentityKeys::generate();
     let gb = genesis(&b, "taken", IdentityKind::Agent, None);
-    assert_eq!(store.append(claim(&b, "taken", &gb)).await.expect_err("taken").kind(), AppendErrorKind::NameTaken);
+    assert_eq!(
+        store
+            .append(claim(&b, "taken", &gb))
+            .await
+            .expect_err("taken")
+            .kind(),
+        AppendErrorKind::NameTaken
+    );
     let again = genesis(&a, "other", IdentityKind::Agent, None);
-    assert_eq!(store.append(again).await.expect_err("registered").kind(), AppendErrorKind::AlreadyRegistered);
+    assert_eq!(
+        store.append(again).await.expect_err("registered").kind(),
+        AppendErrorKind::AlreadyRegistered
+    );
     let bad_name = genesis(&b, "Bad.Name", IdentityKind::Agent, None);
-    assert_eq!(store.append(bad_name).await.expect_err("bad name").kind(), AppendErrorKind::Invalid);
+    assert_eq!(
+        store.append(bad_name).await.expect_err("bad name").kind(),
+        AppendErrorKind::Invalid
+    );
     // A service needs an endorsement.
     let svc = IdentityKeys::generate();
-    assert_eq!(store.append(genesis(&svc, "svc", IdentityKind::Service, None)).await.expect_err("unendorsed").kind(), AppendErrorKind::NotPermitted);
+    assert_eq!(
+        store
+            .append(genesis(&svc, "svc", IdentityKind::Service, None))
+            .await
+            .expect_err("unendorsed")
+            .kind(),
+        AppendErrorKind::NotPermitted
+    );
 }
 
 #[tokio::test]
@@ -140,19 +217,55 @@ async fn rotation_and_revocation_retire_keys() {
     let agg = register(&store, &old, "rotor").await;
     let new = IdentityKeys::generate();
     let head = store.chain_head(&agg).await.expect("head");
-    let rot = EventDraft::new(agg.clone(), Kind::AgentKeyRotated(proto::AgentKeyRotated { new_signing_key: new.public_key().as_bytes().to_vec(), new_x25519_key: new.x25519_public().to_vec(), reason: "test".into() }))
-        .after(head.aggregate_seq, head.hash)
-        .sign(&old, &agg.id);
+    let rot = EventDraft::new(
+        agg.clone(),
+        Kind::AgentKeyRotated(proto::AgentKeyRotated {
+            new_signing_key: new.public_key().as_bytes().to_vec(),
+            new_x25519_key: new.x25519_public().to_vec(),
+            reason: "test".into(),
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .sign(&old, &agg.id);
     store.append(rot).await.expect("rotate");
-    assert_eq!(store.append(action(&store, &old, &agg).await).await.expect_err("old key").kind(), AppendErrorKind::RevokedKey);
-    store.append(action(&store, &new, &agg).await).await.expect("new key works");
+    assert_eq!(
+        store
+            .append(action(&store, &old, &agg).await)
+            .await
+            .expect_err("old key")
+            .kind(),
+        AppendErrorKind::RevokedKey
+    );
+    store
+        .append(action(&store, &new, &agg).await)
+        .await
+        .expect("new key works");
     let head = store.chain_head(&agg).await.expect("head");
-    let revoke = EventDraft::new(agg.clone(), Kind::AgentRevoked(proto::AgentRevoked { reason: "done".into() })).after(head.aggregate_seq, head.hash).sign(&new, &agg.id);
+    let revoke = EventDraft::new(
+        agg.clone(),
+        Kind::AgentRevoked(proto::AgentRevoked {
+            reason: "done".into(),
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .sign(&new, &agg.id);
     store.append(revoke).await.expect("revoke");
-    assert_eq!(store.append(action(&store, &new, &agg).await).await.expect_err("revoked").kind(), AppendErrorKind::RevokedKey);
-    let report = amai_bus::chain::verify_chain(&store, &agg).await.expect("verify");
+    assert_eq!(
+        store
+            .append(action(&store, &new, &agg).await)
+            .await
+            .expect_err("revoked")
+            .kind(),
+        AppendErrorKind::RevokedKey
+    );
+    let report = amai_bus::chain::verify_chain(&store, &agg)
+        .await
+        .expect("verify");
     assert!(report.ok(), "{report:?}");
-    assert_eq!(report.events_checked, 4, "genesis, rotation, one action, revocation");
+    assert_eq!(
+        report.events_checked, 4,
+        "genesis, rotation, one action, revocation"
+    );
 }
 
 #[tokio::test]
@@ -167,10 +280,14 @@ async fn fifty_concurrent_appends_to_one_chain_land_exactly_once() {
         tasks.push(tokio::spawn(async move {
             let mut head = store.chain_head(&agg).await.expect("head");
             loop {
-                let ev = EventDraft::action(agg.clone(), "task.n", format!("{{\"n\":{i}}}")).after(head.aggregate_seq, head.hash).sign(&keys, &agg.id);
+                let ev = EventDraft::action(agg.clone(), "task.n", format!("{{\"n\":{i}}}"))
+                    .after(head.aggregate_seq, head.hash)
+                    .sign(&keys, &agg.id);
                 match store.append(ev).await {
                     Ok(o) => return o,
-                    Err(e) if e.kind() == AppendErrorKind::Conflict => head = e.current_head().expect("head").clone(),
+                    Err(e) if e.kind() == AppendErrorKind::Conflict => {
+                        head = e.current_head().expect("head").clone()
+                    }
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
@@ -182,7 +299,9 @@ async fn fifty_concurrent_appends_to_one_chain_land_exactly_once() {
     }
     seqs.sort();
     assert_eq!(seqs, (2..=51).collect::<Vec<_>>());
-    let report = amai_bus::chain::verify_chain(&store, &agg).await.expect("verify");
+    let report = amai_bus::chain::verify_chain(&store, &agg)
+        .await
+        .expect("verify");
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.events_checked, 51);
 }

@@ -8,7 +8,8 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of all Amai protos, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/amai_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/amai_descriptor.bin"));
 
 pub use prost;
 pub use prost_types;

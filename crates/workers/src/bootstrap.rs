@@ -31,10 +31,16 @@ pub async fn ensure_identity(
     endorsement: Option<proto::Endorsement>,
     registered_at: prost_types::Timestamp,
 ) -> Result<String, BootstrapError> {
-    let err = |d: String| BootstrapError { name: name.to_string(), detail: d };
+    let err = |d: String| BootstrapError {
+        name: name.to_string(),
+        detail: d,
+    };
     let id = keys.identity_id();
     let agent = Aggregate::agent(&id).map_err(|e| err(e.to_string()))?;
-    let head = store.chain_head(&agent).await.map_err(|e| err(e.to_string()))?;
+    let head = store
+        .chain_head(&agent)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     if head.aggregate_seq > 0 {
         return Ok(id);
     }
@@ -55,7 +61,11 @@ pub async fn ensure_identity(
     let genesis_hash = amai_bus::envelope::hash_bytes(&genesis.encode_to_vec());
     let claim = EventDraft::new(
         Aggregate::new(AggregateKind::Name, name).map_err(|e| err(e.to_string()))?,
-        Kind::NameClaimed(proto::NameClaimed { name: name.to_string(), agent_id: id.clone(), genesis_hash: genesis_hash.to_vec() }),
+        Kind::NameClaimed(proto::NameClaimed {
+            name: name.to_string(),
+            agent_id: id.clone(),
+            genesis_hash: genesis_hash.to_vec(),
+        }),
     )
     .id(crate::reactor::output_id(&id, 1))
     .occurred_at(registered_at)
@@ -74,16 +84,43 @@ pub async fn ensure_identity(
 }
 
 /// Registers the deployment's operator (the trust root) as `name`.
-pub async fn ensure_operator(store: &EventStore, operator: &IdentityKeys, name: &str, registered_at: prost_types::Timestamp) -> Result<String, BootstrapError> {
-    ensure_identity(store, operator, name, IdentityKind::Operator, None, registered_at).await
+pub async fn ensure_operator(
+    store: &EventStore,
+    operator: &IdentityKeys,
+    name: &str,
+    registered_at: prost_types::Timestamp,
+) -> Result<String, BootstrapError> {
+    ensure_identity(
+        store,
+        operator,
+        name,
+        IdentityKind::Operator,
+        None,
+        registered_at,
+    )
+    .await
 }
 
 /// Registers a worker role's service identity, endorsed by `operator`.
-pub async fn ensure_service(store: &EventStore, operator: &IdentityKeys, service: &IdentityKeys, name: &str, registered_at: prost_types::Timestamp) -> Result<String, BootstrapError> {
+pub async fn ensure_service(
+    store: &EventStore,
+    operator: &IdentityKeys,
+    service: &IdentityKeys,
+    name: &str,
+    registered_at: prost_types::Timestamp,
+) -> Result<String, BootstrapError> {
     let endorsement = proto::Endorsement {
         operator_id: operator.identity_id(),
         operator_key: operator.public_key().as_bytes().to_vec(),
         signature: operator.endorse(&service.public_key(), "service").to_vec(),
     };
-    ensure_identity(store, service, name, IdentityKind::Service, Some(endorsement), registered_at).await
+    ensure_identity(
+        store,
+        service,
+        name,
+        IdentityKind::Service,
+        Some(endorsement),
+        registered_at,
+    )
+    .await
 }

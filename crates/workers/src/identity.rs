@@ -33,8 +33,19 @@ pub struct IdentityRoleConfig {
 
 impl IdentityRoleConfig {
     /// An instance keeping its projections under `data_dir`, signing with `signer`.
-    pub fn new(client: async_nats::Client, store: EventStore, data_dir: impl Into<PathBuf>, signer: ServiceSigner) -> Self {
-        Self { client, store, data_dir: data_dir.into(), signer, min_position_timeout: Duration::from_secs(2) }
+    pub fn new(
+        client: async_nats::Client,
+        store: EventStore,
+        data_dir: impl Into<PathBuf>,
+        signer: ServiceSigner,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            data_dir: data_dir.into(),
+            signer,
+            min_position_timeout: Duration::from_secs(2),
+        }
     }
 
     /// How long a query waits for its `min_position` (default 2 s).
@@ -81,30 +92,71 @@ impl IdentityRole {
     /// Starts the role's projection, reactor and query service.
     pub async fn start(config: IdentityRoleConfig) -> Result<IdentityRole, IdentityRoleError> {
         let path = config.data_dir.join("identity.sled");
-        let db = sled::open(&path).map_err(|e| IdentityRoleError::Storage { path: path.display().to_string(), detail: e.to_string() })?;
+        let db = sled::open(&path).map_err(|e| IdentityRoleError::Storage {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let projection = ProjectionRunner::spawn(db.clone(), config.store.clone(), Arc::new(IdentityProjection), stopped(stop_rx.clone()))
-            .await
+        let projection = ProjectionRunner::spawn(
+            db.clone(),
+            config.store.clone(),
+            Arc::new(IdentityProjection),
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .map_err(|e| IdentityRoleError::Component(e.to_string()))?;
+        let read_model = IdentityReadModel::open(&db)
             .map_err(|e| IdentityRoleError::Component(e.to_string()))?;
-        let read_model = IdentityReadModel::open(&db).map_err(|e| IdentityRoleError::Component(e.to_string()))?;
         let reactor_stats = Arc::new(ReactorStats::default());
         let mut tasks = tokio::task::JoinSet::new();
         {
-            let (store, signer, stats, shutdown) = (config.store.clone(), config.signer.clone(), reactor_stats.clone(), stopped(stop_rx.clone()));
-            tasks.spawn(async move { run_reactor(Arc::new(TrustInitializer), store, signer, stats, shutdown).await.map_err(|e| e.to_string()) });
-        }
-        {
-            let endpoints = query_endpoints(projection.clone(), read_model.clone(), config.min_position_timeout);
-            let (client, shutdown) = (config.client.clone(), stopped(stop_rx.clone()));
+            let (store, signer, stats, shutdown) = (
+                config.store.clone(),
+                config.signer.clone(),
+                reactor_stats.clone(),
+                stopped(stop_rx.clone()),
+            );
             tasks.spawn(async move {
-                serve_queries(client, query::IDENTITY_SERVICE, env!("CARGO_PKG_VERSION"), "amai identity queries", endpoints, shutdown).await.map_err(|e| e.to_string())
+                run_reactor(Arc::new(TrustInitializer), store, signer, stats, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
             });
         }
-        Ok(IdentityRole { projection, read_model, reactor_stats, stop, tasks, db })
+        {
+            let endpoints = query_endpoints(
+                projection.clone(),
+                read_model.clone(),
+                config.min_position_timeout,
+            );
+            let (client, shutdown) = (config.client.clone(), stopped(stop_rx.clone()));
+            tasks.spawn(async move {
+                serve_queries(
+                    client,
+                    query::IDENTITY_SERVICE,
+                    env!("CARGO_PKG_VERSION"),
+                    "amai identity queries",
+                    endpoints,
+                    shutdown,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            });
+        }
+        Ok(IdentityRole {
+            projection,
+            read_model,
+            reactor_stats,
+            stop,
+            tasks,
+            db,
+        })
     }
 
     /// Runs until `shutdown`, then stops every component and flushes sled.
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), IdentityRoleError> {
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), IdentityRoleError> {
         tokio::select! {
             _ = shutdown => {}
             Some(done) = self.tasks.join_next() => {
@@ -131,13 +183,23 @@ impl IdentityRole {
 }
 
 fn bad_request(e: prost::DecodeError) -> QueryError {
-    QueryError::new(QueryCode::InvalidArgument, format!("undecodable request: {e}"))
+    QueryError::new(
+        QueryCode::InvalidArgument,
+        format!("undecodable request: {e}"),
+    )
 }
 
-async fn wait_min(projection: &ProjectionHandle, min: Option<proto::Position>, timeout: Duration) -> Result<(), QueryError> {
+async fn wait_min(
+    projection: &ProjectionHandle,
+    min: Option<proto::Position>,
+    timeout: Duration,
+) -> Result<(), QueryError> {
     if let Some(p) = min {
         let p: Position = p.into();
-        projection.wait_for(&p, timeout).await.map_err(|e| QueryError::new(QueryCode::DeadlineExceeded, e.to_string()))?;
+        projection
+            .wait_for(&p, timeout)
+            .await
+            .map_err(|e| QueryError::new(QueryCode::DeadlineExceeded, e.to_string()))?;
     }
     Ok(())
 }
@@ -156,7 +218,12 @@ fn not_found(req: &proto::GetIdentityRequest) -> QueryError {
 }
 
 /// One endpoint: decode `Req`, wait for its `min_position`, answer with `answer`.
-fn endpoint<Req, F>(projection: &ProjectionHandle, timeout: Duration, min_position: fn(&Req) -> Option<proto::Position>, answer: F) -> QueryHandler
+fn endpoint<Req, F>(
+    projection: &ProjectionHandle,
+    timeout: Duration,
+    min_position: fn(&Req) -> Option<proto::Position>,
+    answer: F,
+) -> QueryHandler
 where
     Req: Message + Default + Send + 'static,
     F: Fn(Req) -> Result<Bytes, QueryError> + Send + Sync + 'static,
@@ -173,31 +240,65 @@ where
     })
 }
 
-fn query_endpoints(projection: ProjectionHandle, model: IdentityReadModel, timeout: Duration) -> Vec<(&'static str, QueryHandler)> {
+fn query_endpoints(
+    projection: ProjectionHandle,
+    model: IdentityReadModel,
+    timeout: Duration,
+) -> Vec<(&'static str, QueryHandler)> {
     let (m1, m2, m3, m4) = (model.clone(), model.clone(), model.clone(), model);
     vec![
         (
             query::IDENTITY_GET,
-            endpoint(&projection, timeout, |r: &proto::GetIdentityRequest| r.min_position.clone(), move |req| {
-                m1.get_identity(&req).map_err(internal)?.map(|i| Bytes::from(i.encode_to_vec())).ok_or_else(|| not_found(&req))
-            }),
+            endpoint(
+                &projection,
+                timeout,
+                |r: &proto::GetIdentityRequest| r.min_position.clone(),
+                move |req| {
+                    m1.get_identity(&req)
+                        .map_err(internal)?
+                        .map(|i| Bytes::from(i.encode_to_vec()))
+                        .ok_or_else(|| not_found(&req))
+                },
+            ),
         ),
         (
             query::IDENTITY_KEYS,
-            endpoint(&projection, timeout, |r: &proto::GetIdentityRequest| r.min_position.clone(), move |req| {
-                m2.get_keys(&req).map_err(internal)?.map(|k| Bytes::from(k.encode_to_vec())).ok_or_else(|| not_found(&req))
-            }),
+            endpoint(
+                &projection,
+                timeout,
+                |r: &proto::GetIdentityRequest| r.min_position.clone(),
+                move |req| {
+                    m2.get_keys(&req)
+                        .map_err(internal)?
+                        .map(|k| Bytes::from(k.encode_to_vec()))
+                        .ok_or_else(|| not_found(&req))
+                },
+            ),
         ),
         (
             query::IDENTITY_INBOX,
-            endpoint(&projection, timeout, |r: &proto::ListInboxRequest| r.min_position.clone(), move |req| {
-                let messages = m3.list_inbox(&req.agent_id, req.after_seq, req.limit).map_err(internal)?;
-                Ok(Bytes::from(proto::ListInboxResponse { messages }.encode_to_vec()))
-            }),
+            endpoint(
+                &projection,
+                timeout,
+                |r: &proto::ListInboxRequest| r.min_position.clone(),
+                move |req| {
+                    let messages = m3
+                        .list_inbox(&req.agent_id, req.after_seq, req.limit)
+                        .map_err(internal)?;
+                    Ok(Bytes::from(
+                        proto::ListInboxResponse { messages }.encode_to_vec(),
+                    ))
+                },
+            ),
         ),
         (
             query::IDENTITY_STATS,
-            endpoint(&projection, timeout, |r: &proto::GetStatsRequest| r.min_position.clone(), move |_req| Ok(Bytes::from(m4.stats().map_err(internal)?.encode_to_vec()))),
+            endpoint(
+                &projection,
+                timeout,
+                |r: &proto::GetStatsRequest| r.min_position.clone(),
+                move |_req| Ok(Bytes::from(m4.stats().map_err(internal)?.encode_to_vec())),
+            ),
         ),
     ]
 }

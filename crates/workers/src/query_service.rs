@@ -37,16 +37,29 @@ pub async fn serve_queries(
     endpoints: Vec<(&'static str, QueryHandler)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), QueryServiceError> {
-    let err = |d: String| QueryServiceError { service: name.to_string(), detail: d };
-    let service = client.service_builder().description(description).start(name, version).await.map_err(|e| err(e.to_string()))?;
+    let err = |d: String| QueryServiceError {
+        service: name.to_string(),
+        detail: d,
+    };
+    let service = client
+        .service_builder()
+        .description(description)
+        .start(name, version)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let mut tasks = tokio::task::JoinSet::new();
     for (subject, handler) in endpoints {
-        let mut endpoint = service.endpoint(subject).await.map_err(|e| err(e.to_string()))?;
+        let mut endpoint = service
+            .endpoint(subject)
+            .await
+            .map_err(|e| err(e.to_string()))?;
         tasks.spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    let reply = handler(request.message.payload.clone()).await.map_err(|e| e.to_service_error());
+                    let reply = handler(request.message.payload.clone())
+                        .await
+                        .map_err(|e| e.to_service_error());
                     if let Err(e) = request.respond(reply).await {
                         tracing::debug!(error = %e, "could not send a query reply");
                     }

@@ -26,11 +26,15 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 /// Namespace of deterministic output ids.
-const OUTPUT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1b_7c8e_93d4_4f0a_b5e2_0c3d_9e8f_7a61);
+const OUTPUT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a1b_7c8e_93d4_4f0a_b5e2_0c3d_9e8f_7a61);
 
 /// The id of output `index` of the reaction to `input_id`.
 pub fn output_id(input_id: &str, index: u32) -> uuid::Uuid {
-    uuid::Uuid::new_v5(&OUTPUT_ID_NAMESPACE, format!("{input_id}/{index}").as_bytes())
+    uuid::Uuid::new_v5(
+        &OUTPUT_ID_NAMESPACE,
+        format!("{input_id}/{index}").as_bytes(),
+    )
 }
 
 /// An event a reactor decided to append, positioned after the head it looked at.
@@ -58,7 +62,8 @@ pub enum ReactError {
 }
 
 /// Boxed future returned by reactors.
-pub type ReactFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<PlannedOutput>, ReactError>> + Send + 'a>>;
+pub type ReactFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<PlannedOutput>, ReactError>> + Send + 'a>>;
 
 /// A role's reaction to input events.
 pub trait Reactor: Send + Sync + 'static {
@@ -113,10 +118,15 @@ pub async fn run_reactor<R: Reactor>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ReactorError> {
     let role = reactor.role();
-    let err = |d: String| ReactorError { role: role.to_string(), detail: d };
+    let err = |d: String| ReactorError {
+        role: role.to_string(),
+        detail: d,
+    };
     let cfg = reactor.subscription();
     let max_deliver = cfg.get_max_deliver();
-    let consumer = consumer::work_consumer(store.jetstream(), &cfg).await.map_err(|e| err(e.to_string()))?;
+    let consumer = consumer::work_consumer(store.jetstream(), &cfg)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
     tokio::pin!(shutdown);
     loop {
@@ -124,7 +134,9 @@ pub async fn run_reactor<R: Reactor>(
             _ = &mut shutdown => return Ok(()),
             m = messages.next() => m,
         };
-        let Some(msg) = msg else { return Err(err("the consumer's message stream ended".into())) };
+        let Some(msg) = msg else {
+            return Err(err("the consumer's message stream ended".into()));
+        };
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -143,7 +155,17 @@ pub async fn run_reactor<R: Reactor>(
         let span = tracing::info_span!("react", role, stream_seq, delivered);
         amai_bus::trace::set_parent_from(&span, msg.headers.as_ref());
         let subject = msg.subject.to_string();
-        let result = process(reactor.as_ref(), &store, &signer, &msg.payload, &subject, stream_seq, &stats).instrument(span).await;
+        let result = process(
+            reactor.as_ref(),
+            &store,
+            &signer,
+            &msg.payload,
+            &subject,
+            stream_seq,
+            &stats,
+        )
+        .instrument(span)
+        .await;
         let ack = match result {
             Ok(()) => AckKind::Ack,
             Err(ReactError::Transient(reason)) if delivered < max_deliver => {
@@ -153,9 +175,22 @@ pub async fn run_reactor<R: Reactor>(
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(role, stream_seq, delivered, %reason, "poison input; recording reactor.failed");
-                match record_failure(reactor.as_ref(), &store, &signer, &msg.payload, &subject, stream_seq, delivered as u64, &reason).await {
+                match record_failure(
+                    reactor.as_ref(),
+                    &store,
+                    &signer,
+                    &msg.payload,
+                    &subject,
+                    stream_seq,
+                    delivered as u64,
+                    &reason,
+                )
+                .await
+                {
                     Ok(()) => {
-                        stats.poisoned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        stats
+                            .poisoned
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         AckKind::Term
                     }
                     Err(e) => {
@@ -170,7 +205,9 @@ pub async fn run_reactor<R: Reactor>(
             // Not acknowledged: the input will be redelivered, and its outputs deduplicated.
             tracing::warn!(role, stream_seq, error = %e, "ack failed; the input will be redelivered");
         } else if acked {
-            stats.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .acked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -179,8 +216,20 @@ fn backoff(delivered: i64) -> Duration {
     Duration::from_millis((100u64 << delivered.clamp(0, 7) as u32).min(10_000))
 }
 
-async fn process<R: Reactor + ?Sized>(reactor: &R, store: &EventStore, signer: &ServiceSigner, payload: &[u8], subject: &str, stream_seq: u64, stats: &ReactorStats) -> Result<(), ReactError> {
-    let input = VerifiedEvent::decode(payload).map_err(|e| ReactError::Poison(format!("input {subject}#{stream_seq} is not a valid event: {e}")))?;
+async fn process<R: Reactor + ?Sized>(
+    reactor: &R,
+    store: &EventStore,
+    signer: &ServiceSigner,
+    payload: &[u8],
+    subject: &str,
+    stream_seq: u64,
+    stats: &ReactorStats,
+) -> Result<(), ReactError> {
+    let input = VerifiedEvent::decode(payload).map_err(|e| {
+        ReactError::Poison(format!(
+            "input {subject}#{stream_seq} is not a valid event: {e}"
+        ))
+    })?;
     for attempt in 0..MAX_DECISION_ATTEMPTS {
         let outputs = reactor.react(store, &input).await?;
         match append_outputs(store, signer, &input, outputs, stats).await {
@@ -192,7 +241,9 @@ async fn process<R: Reactor + ?Sized>(reactor: &R, store: &EventStore, signer: &
             Err(OutputError::Fail(e)) => return Err(e),
         }
     }
-    Err(ReactError::Transient(format!("state kept moving under {MAX_DECISION_ATTEMPTS} decisions")))
+    Err(ReactError::Transient(format!(
+        "state kept moving under {MAX_DECISION_ATTEMPTS} decisions"
+    )))
 }
 
 enum OutputError {
@@ -202,7 +253,13 @@ enum OutputError {
     Fail(ReactError),
 }
 
-async fn append_outputs(store: &EventStore, signer: &ServiceSigner, input: &VerifiedEvent, outputs: Vec<PlannedOutput>, stats: &ReactorStats) -> Result<(), OutputError> {
+async fn append_outputs(
+    store: &EventStore,
+    signer: &ServiceSigner,
+    input: &VerifiedEvent,
+    outputs: Vec<PlannedOutput>,
+    stats: &ReactorStats,
+) -> Result<(), OutputError> {
     for (index, out) in outputs.into_iter().enumerate() {
         let signed = EventDraft::new(out.aggregate, out.payload)
             .after(out.head_seq, out.head_hash)
@@ -214,13 +271,24 @@ async fn append_outputs(store: &EventStore, signer: &ServiceSigner, input: &Veri
         match store.append(signed).await {
             Ok(o) => {
                 if !o.duplicate {
-                    stats.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats
+                        .appended
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Err(e) => match e.kind() {
-                AppendErrorKind::Conflict | AppendErrorKind::Duplicate | AppendErrorKind::Gap | AppendErrorKind::ChainBroken => return Err(OutputError::Redecide(e.to_string())),
-                AppendErrorKind::Unavailable | AppendErrorKind::Other => return Err(OutputError::Fail(ReactError::Transient(e.to_string()))),
-                _ => return Err(OutputError::Fail(ReactError::Poison(format!("output rejected by the store: {e}")))),
+                AppendErrorKind::Conflict
+                | AppendErrorKind::Duplicate
+                | AppendErrorKind::Gap
+                | AppendErrorKind::ChainBroken => return Err(OutputError::Redecide(e.to_string())),
+                AppendErrorKind::Unavailable | AppendErrorKind::Other => {
+                    return Err(OutputError::Fail(ReactError::Transient(e.to_string())))
+                }
+                _ => {
+                    return Err(OutputError::Fail(ReactError::Poison(format!(
+                        "output rejected by the store: {e}"
+                    ))))
+                }
             },
         }
     }
@@ -228,13 +296,27 @@ async fn append_outputs(store: &EventStore, signer: &ServiceSigner, input: &Veri
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn record_failure<R: Reactor + ?Sized>(reactor: &R, store: &EventStore, signer: &ServiceSigner, payload: &[u8], subject: &str, stream_seq: u64, deliveries: u64, reason: &str) -> Result<(), String> {
+async fn record_failure<R: Reactor + ?Sized>(
+    reactor: &R,
+    store: &EventStore,
+    signer: &ServiceSigner,
+    payload: &[u8],
+    subject: &str,
+    stream_seq: u64,
+    deliveries: u64,
+    reason: &str,
+) -> Result<(), String> {
     let role = reactor.role();
     let aggregate = Aggregate::new(AggregateKind::Failure, role).map_err(|e| e.to_string())?;
-    let input_id = VerifiedEvent::decode(payload).map(|e| e.body.id).unwrap_or_else(|_| format!("{subject}#{stream_seq}"));
+    let input_id = VerifiedEvent::decode(payload)
+        .map(|e| e.body.id)
+        .unwrap_or_else(|_| format!("{subject}#{stream_seq}"));
     let id = output_id(&input_id, u32::MAX);
     for _ in 0..MAX_DECISION_ATTEMPTS {
-        let head = store.chain_head(&aggregate).await.map_err(|e| e.to_string())?;
+        let head = store
+            .chain_head(&aggregate)
+            .await
+            .map_err(|e| e.to_string())?;
         let signed = EventDraft::new(
             aggregate.clone(),
             Kind::ReactorFailed(proto::ReactorFailed {
@@ -263,5 +345,12 @@ async fn record_failure<R: Reactor + ?Sized>(reactor: &R, store: &EventStore, si
 /// Extracts the stored-event metadata of a JetStream message (for roles that need it).
 pub fn stored_event_of(msg: &async_nats::jetstream::Message) -> Option<StoredEvent> {
     let info = msg.info().ok()?;
-    Some(StoredEvent::new(info.stream, info.stream_sequence, msg.subject.to_string(), info.published, msg.payload.clone(), msg.headers.as_ref()))
+    Some(StoredEvent::new(
+        info.stream,
+        info.stream_sequence,
+        msg.subject.to_string(),
+        info.published,
+        msg.payload.clone(),
+        msg.headers.as_ref(),
+    ))
 }

@@ -26,22 +26,32 @@ impl Reactor for TrustInitializer {
     }
 
     fn subscription(&self) -> WorkConsumerConfig {
-        WorkConsumerConfig::new(AggregateKind::Agent.stream(), "identity-trust-init").filter_subject(AggregateKind::Agent.stream_subject())
+        WorkConsumerConfig::new(AggregateKind::Agent.stream(), "identity-trust-init")
+            .filter_subject(AggregateKind::Agent.stream_subject())
     }
 
     fn react<'a>(&'a self, store: &'a EventStore, input: &'a VerifiedEvent) -> ReactFuture<'a> {
         Box::pin(async move {
-            let Kind::AgentRegistered(_) = &input.payload else { return Ok(Vec::new()) };
+            let Kind::AgentRegistered(_) = &input.payload else {
+                return Ok(Vec::new());
+            };
             let agent_id = input.aggregate.id.clone();
-            let trust = Aggregate::new(AggregateKind::Trust, &agent_id).map_err(|e| ReactError::Poison(e.to_string()))?;
-            let head = store.chain_head(&trust).await.map_err(|e| ReactError::Transient(e.to_string()))?;
+            let trust = Aggregate::new(AggregateKind::Trust, &agent_id)
+                .map_err(|e| ReactError::Poison(e.to_string()))?;
+            let head = store
+                .chain_head(&trust)
+                .await
+                .map_err(|e| ReactError::Transient(e.to_string()))?;
             if head.aggregate_seq > 0 {
                 // Already initialised (by another instance, or before a crash).
                 return Ok(Vec::new());
             }
             Ok(vec![PlannedOutput {
                 aggregate: trust,
-                payload: Kind::TrustInitialized(proto::TrustInitialized { agent_id, score: INITIAL_TRUST_SCORE }),
+                payload: Kind::TrustInitialized(proto::TrustInitialized {
+                    agent_id,
+                    score: INITIAL_TRUST_SCORE,
+                }),
                 head_seq: head.aggregate_seq,
                 head_hash: head.hash,
             }])
