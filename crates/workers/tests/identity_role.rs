@@ -1,0 +1,395 @@
+//! The identity role against a real nats-server: exactly-once trust
+//! initialisation with several instances and redeliveries, poison inputs, and
+//! `min_position` queries.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amai_bus::consumer::WorkConsumerConfig;
+use amai_bus::proto::{self, payload::Kind, IdentityKind};
+use amai_bus::query::{self, QueryCode};
+use amai_bus::streams::{ensure_streams, StreamSettings};
+use amai_bus::subjects::{Aggregate, AggregateKind};
+use amai_bus::{EventStore, EventStoreConfig, IdentityKeys, Position, VerifiedEvent};
+use amai_testkit::NatsServer;
+use amai_workers::bootstrap::{ensure_identity, ensure_operator, ensure_service};
+use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
+use amai_workers::reactor::{
+    run_reactor, ReactError, ReactFuture, Reactor, ReactorStats, ServiceSigner,
+};
+use amai_workers::trust_init::TrustInitializer;
+
+struct Deployment {
+    _server: NatsServer,
+    client: async_nats::Client,
+    store: EventStore,
+    signer: ServiceSigner,
+}
+
+async fn deploy() -> Deployment {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_streams(&js, &StreamSettings::default())
+        .await
+        .expect("streams");
+    let operator = IdentityKeys::generate();
+    let store = EventStore::new(
+        js,
+        EventStoreConfig::default().trust_root(operator.public_key()),
+    );
+    let now = amai_bus::envelope::now_timestamp();
+    ensure_operator(&store, &operator, "operator", now)
+        .await
+        .expect("operator");
+    let service = IdentityKeys::generate();
+    let id = ensure_service(&store, &operator, &service, "svc-identity", now)
+        .await
+        .expect("service");
+    Deployment {
+        _server: server,
+        client,
+        store,
+        signer: ServiceSigner { keys: service, id },
+    }
+}
+
+async fn register(store: &EventStore, name: &str) -> (String, Position) {
+    let keys = IdentityKeys::generate();
+    let id = ensure_identity(
+        store,
+        &keys,
+        name,
+        IdentityKind::Agent,
+        None,
+        amai_bus::envelope::now_timestamp(),
+    )
+    .await
+    .expect("register");
+    let head = store
+        .chain_head(&Aggregate::agent(&id).expect("agg"))
+        .await
+        .expect("head");
+    (id, Position::new("AMAI_AGENTS", head.stream_seq))
+}
+
+async fn trust_seq(store: &EventStore, id: &str) -> u64 {
+    store
+        .chain_head(&Aggregate::new(AggregateKind::Trust, id).expect("agg"))
+        .await
+        .expect("head")
+        .aggregate_seq
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_initialise_trust_exactly_once_per_identity() {
+    let d = deploy().await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let mut roles = Vec::new();
+    for dir in &dirs {
+        roles.push(
+            IdentityRole::start(IdentityRoleConfig::new(
+                d.client.clone(),
+                d.store.clone(),
+                dir.path(),
+                d.signer.clone(),
+            ))
+            .await
+            .expect("role"),
+        );
+    }
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(register(&d.store, &format!("agent-{i}")).await.0);
+    }
+    for id in &ids {
+        wait_until("trust.initialized", || async {
+            trust_seq(&d.store, id).await >= 1
+        })
+        .await;
+    }
+    // Let any straggling duplicate decision land before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &ids {
+        assert_eq!(
+            trust_seq(&d.store, id).await,
+            1,
+            "exactly one trust event for {id}"
+        );
+    }
+    let appended: u64 = roles
+        .iter()
+        .map(|r| r.reactor_stats.appended.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(
+        appended, 32,
+        "30 agents + operator + service, each initialised once"
+    );
+    // Both instances keep a full projection copy with the trust score joined in.
+    for role in &roles {
+        for id in &ids {
+            let req = proto::GetIdentityRequest {
+                selector: Some(proto::get_identity_request::Selector::Id(id.clone())),
+                min_position: None,
+            };
+            wait_until("projection copy", || async {
+                role.read_model
+                    .get_identity(&req)
+                    .expect("read")
+                    .and_then(|i| i.trust_score)
+                    == Some(60.0)
+            })
+            .await;
+        }
+    }
+    for mut r in roles {
+        r.stop().await;
+    }
+}
+
+/// A second consumer of the same inputs re-runs the reaction for every
+/// registration, exactly as a redelivery after a crash would.
+struct Redelivered;
+
+impl Reactor for Redelivered {
+    fn role(&self) -> &'static str {
+        "identity"
+    }
+    fn subscription(&self) -> WorkConsumerConfig {
+        WorkConsumerConfig::new("AMAI_AGENTS", "redelivery-test").filter_subject("amai.agent.*")
+    }
+    fn react<'a>(&'a self, store: &'a EventStore, input: &'a VerifiedEvent) -> ReactFuture<'a> {
+        TrustInitializer.react(store, input)
+    }
+}
+
+#[tokio::test]
+async fn redelivered_inputs_produce_no_second_output() {
+    let d = deploy().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut role = IdentityRole::start(IdentityRoleConfig::new(
+        d.client.clone(),
+        d.store.clone(),
+        dir.path(),
+        d.signer.clone(),
+    ))
+    .await
+    .expect("role");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(register(&d.store, &format!("redo-{i}")).await.0);
+    }
+    for id in &ids {
+        wait_until("trust.initialized", || async {
+            trust_seq(&d.store, id).await == 1
+        })
+        .await;
+    }
+    let stats = Arc::new(ReactorStats::default());
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_reactor(
+        Arc::new(Redelivered),
+        d.store.clone(),
+        d.signer.clone(),
+        stats.clone(),
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        },
+    ));
+    wait_until("all inputs redelivered", || async {
+        stats.acked.load(Ordering::Relaxed) >= 12
+    })
+    .await;
+    let _ = tx.send(true);
+    task.await.expect("join").expect("reactor");
+    assert_eq!(
+        stats.appended.load(Ordering::Relaxed),
+        0,
+        "no output may be appended twice"
+    );
+    for id in &ids {
+        assert_eq!(trust_seq(&d.store, id).await, 1);
+    }
+    role.stop().await;
+}
+
+struct Poisoned;
+
+impl Reactor for Poisoned {
+    fn role(&self) -> &'static str {
+        "poison-test"
+    }
+    fn subscription(&self) -> WorkConsumerConfig {
+        WorkConsumerConfig::new("AMAI_AGENTS", "poison-test").filter_subject("amai.agent.*")
+    }
+    fn react<'a>(&'a self, _store: &'a EventStore, input: &'a VerifiedEvent) -> ReactFuture<'a> {
+        let name = match &input.payload {
+            Kind::AgentRegistered(r) => r.name.clone(),
+            _ => String::new(),
+        };
+        Box::pin(async move {
+            if name == "poison" {
+                Err(ReactError::Poison(
+                    "this input can never be processed".into(),
+                ))
+            } else {
+                Ok(Vec::new())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn poison_inputs_are_recorded_and_terminated() {
+    let d = deploy().await;
+    let (poison_id, _) = register(&d.store, "poison").await;
+    register(&d.store, "healthy").await;
+    let stats = Arc::new(ReactorStats::default());
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_reactor(
+        Arc::new(Poisoned),
+        d.store.clone(),
+        d.signer.clone(),
+        stats.clone(),
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        },
+    ));
+    wait_until("poison recorded", || async {
+        stats.poisoned.load(Ordering::Relaxed) == 1 && stats.acked.load(Ordering::Relaxed) >= 4
+    })
+    .await;
+    let failures = Aggregate::new(AggregateKind::Failure, "poison-test").expect("agg");
+    let head = d.store.chain_head(&failures).await.expect("head");
+    assert_eq!(head.aggregate_seq, 1, "one reactor.failed");
+    let events = d.store.read_chain(&failures, 1, 10).await.expect("read");
+    let ev = events[0].verify().expect("valid");
+    let Kind::ReactorFailed(f) = &ev.payload else {
+        panic!("not reactor.failed: {}", ev.event_type())
+    };
+    assert_eq!(f.role, "poison-test");
+    assert!(f.reason.contains("never be processed"), "{}", f.reason);
+    assert!(f.input_subject.ends_with(&poison_id));
+    // Terminated, not redelivered: nothing stays pending on the consumer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = tx.send(true);
+    task.await.expect("join").expect("reactor");
+    let js = d.store.jetstream();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("AMAI_AGENTS")
+        .await
+        .expect("stream")
+        .get_consumer("poison-test")
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("info");
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_pending, 0);
+    assert_eq!(stats.poisoned.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn queries_wait_for_min_position_and_time_out_beyond_it() {
+    let d = deploy().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut role = IdentityRole::start(
+        IdentityRoleConfig::new(
+            d.client.clone(),
+            d.store.clone(),
+            dir.path(),
+            d.signer.clone(),
+        )
+        .min_position_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .expect("role");
+    let (id, position) = register(&d.store, "reader").await;
+    let req = proto::GetIdentityRequest {
+        selector: Some(proto::get_identity_request::Selector::Name("reader".into())),
+        min_position: Some(position.clone().into()),
+    };
+    let got: proto::Identity =
+        query::request(&d.client, query::IDENTITY_GET, &req, Duration::from_secs(5))
+            .await
+            .expect("read your write");
+    assert_eq!(got.id, id);
+    let ahead = proto::GetIdentityRequest {
+        min_position: Some(Position::new("AMAI_AGENTS", position.seq + 1000).into()),
+        ..req.clone()
+    };
+    let err = query::request::<_, proto::Identity>(
+        &d.client,
+        query::IDENTITY_GET,
+        &ahead,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("beyond");
+    assert_eq!(err.code, QueryCode::DeadlineExceeded, "{err}");
+    let missing = proto::GetIdentityRequest {
+        selector: Some(proto::get_identity_request::Selector::Name("nobody".into())),
+        min_position: None,
+    };
+    let err = query::request::<_, proto::Identity>(
+        &d.client,
+        query::IDENTITY_GET,
+        &missing,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("missing");
+    assert_eq!(err.code, QueryCode::NotFound);
+    role.stop().await;
+}
+
+#[tokio::test]
+async fn deterministic_bootstrap_is_idempotent_across_racing_instances() {
+    let d = deploy().await;
+    let keys = IdentityKeys::generate();
+    let at = amai_bus::envelope::now_timestamp();
+    // A second store (its own caches), as another process would have.
+    let other = EventStore::new(d.store.jetstream().clone(), d.store.config().clone());
+    let (a, b) = tokio::join!(
+        ensure_identity(&d.store, &keys, "racer", IdentityKind::Agent, None, at),
+        ensure_identity(&other, &keys, "racer", IdentityKind::Agent, None, at)
+    );
+    assert_eq!(a.expect("a"), b.expect("b"));
+    let head = d
+        .store
+        .chain_head(&Aggregate::agent(keys.identity_id()).expect("agg"))
+        .await
+        .expect("head");
+    assert_eq!(head.aggregate_seq, 1);
+    let report = amai_bus::chain::verify_chain(
+        &d.store,
+        &Aggregate::agent(keys.identity_id()).expect("agg"),
+    )
+    .await
+    .expect("verify");
+    assert!(report.ok());
+    let claim = d
+        .store
+        .chain_head(&Aggregate::new(AggregateKind::Name, "racer").expect("agg"))
+        .await
+        .expect("head");
+    assert_eq!(claim.aggregate_seq, 1);
+}
