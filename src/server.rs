@@ -51,23 +51,31 @@ pub(crate) enum ProjectionsCommand {
 /// Name of the operator identity `amai up` registers.
 pub(crate) const OPERATOR_NAME: &str = "operator";
 
-/// Connects to NATS with a name and retries on start.
+/// Connects to NATS (a url or a comma-separated list of cluster urls), retrying
+/// for a few seconds at start so processes can be started in any order.
 pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let addrs = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--nats-url {url:?} is not a NATS url (or a comma-separated list of them)"))?;
     let mut last = None;
-    for _ in 0..20 {
+    for _ in 0..10 {
         match async_nats::ConnectOptions::new()
             .name(name)
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(url)
+            .connect(addrs.clone())
             .await
         {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(anyhow::anyhow!("cannot connect to NATS at {url}: {}. Is nats-server running? Pass --nats-url or run `amai up`.", last.map(|e| e.to_string()).unwrap_or_default()))
+    Err(anyhow::anyhow!(
+        "cannot connect to NATS at {url}: {}. Is nats-server running? Pass --nats-url, or run `amai up` to start one.",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 /// The trust root: `--trust-root`, else the operator key in the data dir.

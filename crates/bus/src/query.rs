@@ -96,22 +96,23 @@ pub async fn request<Req: Message, Resp: Message + Default>(
     timeout: Duration,
 ) -> Result<Resp, QueryError> {
     let fut = client.request(subject.to_string(), Bytes::from(req.encode_to_vec()));
-    let msg =
-        match tokio::time::timeout(timeout, fut).await {
-            Err(_) => return Err(QueryError::new(
+    let msg = match tokio::time::timeout(timeout, fut).await {
+        Err(_) => {
+            return Err(QueryError::new(
                 QueryCode::Unavailable,
                 format!(
                     "no answer on {subject} within {timeout:?}; is a worker of this role running?"
                 ),
-            )),
-            Ok(Err(e)) => {
-                return Err(QueryError::new(
-                    QueryCode::Unavailable,
-                    format!("query {subject} failed: {e}; is a worker of this role running?"),
-                ));
-            }
-            Ok(Ok(m)) => m,
-        };
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(QueryError::new(
+                QueryCode::Unavailable,
+                format!("query {subject} failed: {e}; is a worker of this role running?"),
+            ));
+        }
+        Ok(Ok(m)) => m,
+    };
     if let Some(h) = &msg.headers {
         if let Some(code) = h.get(async_nats::service::NATS_SERVICE_ERROR_CODE) {
             let code = code

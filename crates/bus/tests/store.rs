@@ -305,3 +305,45 @@ async fn fifty_concurrent_appends_to_one_chain_land_exactly_once() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.events_checked, 51);
 }
+
+#[tokio::test]
+async fn r3_streams_on_a_three_node_cluster() {
+    let cluster = amai_testkit::NatsCluster::start(3);
+    let addrs: Vec<async_nats::ServerAddr> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.parse().expect("addr"))
+        .collect();
+    let client = async_nats::connect(addrs).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let settings = StreamSettings {
+        replicas: 3,
+        ..Default::default()
+    };
+    // The meta leader may need a moment after the cluster forms.
+    let mut attempts = 0;
+    while let Err(e) = ensure_streams(&js, &settings).await {
+        attempts += 1;
+        assert!(attempts < 40, "streams never created: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    ensure_streams(&js, &settings).await.expect("idempotent");
+    let info = js
+        .get_stream("AMAI_AGENTS")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(info.config.num_replicas, 3);
+    assert!(info.config.deny_delete && info.config.deny_purge);
+    let store = EventStore::new(js, EventStoreConfig::default());
+    let keys = IdentityKeys::generate();
+    let agg = register(&store, &keys, "clustered").await;
+    store
+        .append(action(&store, &keys, &agg).await)
+        .await
+        .expect("append on R3");
+    assert_eq!(store.chain_head(&agg).await.expect("head").aggregate_seq, 2);
+}
