@@ -1,1 +1,9 @@
+//! End-to-end tests: the real `amai` binary (`amai up`, `amai worker`,
+//! `amai gateway` and the client commands) against a real nats-server.
+//! Each test gets its own nats-server, temp dir and ports.
 
+mod crash;
+mod rebuild;
+mod scale_out;
+mod util;
+mod walkthrough;
