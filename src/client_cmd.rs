@@ -197,8 +197,21 @@ fn gateway_url(settings: &Settings) -> String {
 
 async fn connect(settings: &Settings) -> anyhow::Result<AmaiClient> {
     let url = gateway_url(settings);
-    AmaiClient::connect(url.clone()).await.with_context(|| {
+    let client = AmaiClient::connect(url.clone()).await.with_context(|| {
         format!("cannot reach the gateway at {url}: is `amai up` running? pass --gateway-addr")
+    })?;
+    // The trust root lets client-side verification accept operator and service
+    // identities: --trust-root, else the operator key of a local `amai up`.
+    let root = match settings.trust_root_bytes()? {
+        Some(bytes) => Some(
+            amai_bus::keys::verifying_key(&bytes)
+                .context("--trust-root is not an Ed25519 public key")?,
+        ),
+        None => crate::keystore::existing_operator_key(&settings.data_dir)?,
+    };
+    Ok(match root {
+        Some(key) => client.with_trust_root(key),
+        None => client,
     })
 }
 

@@ -52,7 +52,7 @@ impl Keystore {
 
     /// Path of the operator key file.
     pub(crate) fn operator_path(&self) -> PathBuf {
-        self.dir.join("operator.json")
+        operator_path(&self.dir)
     }
 
     /// Path of a role's service key file; fails for a role not in [`SERVICE_ROLES`].
@@ -75,6 +75,22 @@ impl Keystore {
     pub(crate) fn service(&self, role: &str) -> anyhow::Result<IdentityKeys> {
         load_or_create(&self.service_path(role)?)
     }
+}
+
+fn operator_path(keys_dir: &Path) -> PathBuf {
+    keys_dir.join("operator.json")
+}
+
+/// The operator's public key if `data_dir` holds it, without creating anything
+/// (for client commands run next to `amai up`).
+pub(crate) fn existing_operator_key(
+    data_dir: &Path,
+) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+    let path = operator_path(&data_dir.join("keys"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(IdentityKeys::load(&path)?.public_key()))
 }
 
 /// `IdentityKeys::load_or_generate`, tolerating a concurrent creator: when our

@@ -206,6 +206,12 @@ async fn walkthrough_cli() {
         report["aggregate"],
         Value::from(format!("agent/{alice_id}"))
     );
+    // The operator (trust root) and the endorsed service verify too: the CLI takes
+    // the trust root from the data dir of the local `amai up`.
+    for who in ["operator", "svc-identity"] {
+        let report = run(vec!["chain", "verify", who, "--json"]).await.json();
+        assert_eq!(report["ok"], true, "{who}: {report}");
+    }
 
     // Stats: operator + svc-identity + alice + bob, one message.
     let stats = wait_until("stats count the message", DEADLINE, || {

@@ -17,7 +17,7 @@ use amai_projections::{IdentityProjection, IdentityReadModel, ProjectionHandle, 
 use bytes::Bytes;
 use prost::Message;
 
-use crate::query_service::{serve_queries, QueryHandler};
+use crate::query_service::{start_queries, QueryHandler};
 use crate::reactor::{run_reactor, ReactorStats, ServiceSigner};
 use crate::trust_init::TrustInitializer;
 
@@ -122,26 +122,23 @@ impl IdentityRole {
                     .map_err(|e| e.to_string())
             });
         }
-        {
-            let endpoints = query_endpoints(
+        let queries = start_queries(
+            config.client.clone(),
+            query::IDENTITY_SERVICE,
+            env!("CARGO_PKG_VERSION"),
+            "amai identity queries",
+            query_endpoints(
                 projection.clone(),
                 read_model.clone(),
                 config.min_position_timeout,
-            );
-            let (client, shutdown) = (config.client.clone(), stopped(stop_rx.clone()));
-            tasks.spawn(async move {
-                serve_queries(
-                    client,
-                    query::IDENTITY_SERVICE,
-                    env!("CARGO_PKG_VERSION"),
-                    "amai identity queries",
-                    endpoints,
-                    shutdown,
-                )
-                .await
-                .map_err(|e| e.to_string())
-            });
-        }
+            ),
+        )
+        .await
+        .map_err(|e| IdentityRoleError::Component(e.to_string()))?;
+        tasks.spawn(async move {
+            queries.run_until(stopped(stop_rx)).await;
+            Ok(())
+        });
         Ok(IdentityRole {
             projection,
             read_model,

@@ -27,16 +27,23 @@ pub struct QueryServiceError {
     pub detail: String,
 }
 
-/// Serves `endpoints` (subject -> handler) as the service `name` until `shutdown`.
-/// Requests are handled concurrently.
-pub async fn serve_queries(
+/// A started query service: its endpoints are subscribed (so requests sent after
+/// [`start_queries`] returns are answered); [`RunningQueries::run_until`] serves
+/// them until shutdown.
+pub struct RunningQueries {
+    service: async_nats::service::Service,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// Starts the service `name` with `endpoints` (subject -> handler). Requests are
+/// handled concurrently.
+pub async fn start_queries(
     client: async_nats::Client,
     name: &str,
     version: &str,
     description: &str,
     endpoints: Vec<(&'static str, QueryHandler)>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), QueryServiceError> {
+) -> Result<RunningQueries, QueryServiceError> {
     let err = |d: String| QueryServiceError {
         service: name.to_string(),
         detail: d,
@@ -67,8 +74,16 @@ pub async fn serve_queries(
             }
         });
     }
-    shutdown.await;
-    tasks.abort_all();
-    let _ = service.stop().await;
-    Ok(())
+    // Make sure the server has the subscriptions before callers are told we are up.
+    client.flush().await.map_err(|e| err(e.to_string()))?;
+    Ok(RunningQueries { service, tasks })
+}
+
+impl RunningQueries {
+    /// Serves until `shutdown`, then unsubscribes.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send) {
+        shutdown.await;
+        self.tasks.abort_all();
+        let _ = self.service.stop().await;
+    }
 }
