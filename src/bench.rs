@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use amai_bus::proto::IdentityKind;
 use amai_bus::streams::{ensure_streams, StreamSettings};
-use amai_bus::{Aggregate, EventDraft, EventHash, EventStore, EventStoreConfig, IdentityKeys, Position};
+use amai_bus::{
+    Aggregate, EventDraft, EventHash, EventStore, EventStoreConfig, IdentityKeys, Position,
+};
 use amai_client::AmaiClient;
 use amai_projections::{IdentityProjection, ProjectionHandle, ProjectionRunner};
 use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
@@ -91,9 +93,21 @@ struct Sizes {
 impl Sizes {
     fn new(quick: bool) -> Self {
         if quick {
-            Sizes { raw_messages: 20_000, bus_per_agent: 60, gateway_per_agent: 30, verify_for: Duration::from_millis(300), latency_for: Duration::from_secs(1) }
+            Sizes {
+                raw_messages: 20_000,
+                bus_per_agent: 60,
+                gateway_per_agent: 30,
+                verify_for: Duration::from_millis(300),
+                latency_for: Duration::from_secs(1),
+            }
         } else {
-            Sizes { raw_messages: 100_000, bus_per_agent: 300, gateway_per_agent: 150, verify_for: Duration::from_secs(1), latency_for: Duration::from_secs(3) }
+            Sizes {
+                raw_messages: 100_000,
+                bus_per_agent: 300,
+                gateway_per_agent: 150,
+                verify_for: Duration::from_secs(1),
+                latency_for: Duration::from_secs(3),
+            }
         }
     }
 }
@@ -113,11 +127,21 @@ pub(crate) async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<
             cfg.binary = settings.nats_server.clone();
             cfg.server_name = "amai-bench".to_string();
             let nats = ManagedNats::start(cfg).await?;
-            progress(&format!("nats-server pid {} on port {}", nats.pid().map(|p| p.to_string()).unwrap_or_else(|| "?".into()), nats.port()));
+            progress(&format!(
+                "nats-server pid {} on port {}",
+                nats.pid()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                nats.port()
+            ));
             Some(nats)
         }
     };
-    let url = settings.nats_url.clone().or_else(|| managed.as_ref().map(|m| m.url().to_string())).context("no NATS url")?;
+    let url = settings
+        .nats_url
+        .clone()
+        .or_else(|| managed.as_ref().map(|m| m.url().to_string()))
+        .context("no NATS url")?;
     let result = match Platform::start(settings, &url, scratch.path()).await {
         Ok(mut platform) => {
             let report = measure(&platform, &sizes, scratch.path()).await;
@@ -154,9 +178,13 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn create() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("amai-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Scratch(dir))
     }
 
@@ -189,21 +217,59 @@ impl Platform {
     async fn start(settings: &Settings, url: &str, scratch: &Path) -> anyhow::Result<Platform> {
         let client = connect_nats(url, "amai-bench").await?;
         let js = jetstream::new(client.clone());
-        ensure_streams(&js, &StreamSettings { replicas: settings.stream_replicas, dedup_window: settings.dedup_window() }).await?;
+        ensure_streams(
+            &js,
+            &StreamSettings {
+                replicas: settings.stream_replicas,
+                dedup_window: settings.dedup_window(),
+            },
+        )
+        .await?;
         let operator = IdentityKeys::generate();
-        let store_config = EventStoreConfig::default().trust_root(operator.public_key()).max_event_bytes(settings.max_event_bytes);
+        let store_config = EventStoreConfig::default()
+            .trust_root(operator.public_key())
+            .max_event_bytes(settings.max_event_bytes);
         let store = EventStore::new(js.clone(), store_config.clone());
-        let dir_name = scratch.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        let dir_name = scratch
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("run");
         let run_id = dir_name[dir_name.len().saturating_sub(8)..].to_string();
         let now = amai_bus::envelope::now_timestamp();
-        amai_workers::bootstrap::ensure_operator(&store, &operator, &format!("bench-op-{run_id}"), now).await?;
+        amai_workers::bootstrap::ensure_operator(
+            &store,
+            &operator,
+            &format!("bench-op-{run_id}"),
+            now,
+        )
+        .await?;
         let service = IdentityKeys::generate();
-        amai_workers::bootstrap::ensure_service(&store, &operator, &service, &format!("bench-svc-{run_id}"), now).await?;
-        let signer = ServiceSigner { id: service.identity_id(), keys: service };
-        let role = IdentityRole::start(IdentityRoleConfig::new(client.clone(), store.clone(), scratch.join("identity"), signer).min_position_timeout(settings.query_timeout()))
+        amai_workers::bootstrap::ensure_service(
+            &store,
+            &operator,
+            &service,
+            &format!("bench-svc-{run_id}"),
+            now,
+        )
+        .await?;
+        let signer = ServiceSigner {
+            id: service.identity_id(),
+            keys: service,
+        };
+        let role = IdentityRole::start(
+            IdentityRoleConfig::new(
+                client.clone(),
+                store.clone(),
+                scratch.join("identity"),
+                signer,
+            )
+            .min_position_timeout(settings.query_timeout()),
+        )
+        .await
+        .context("cannot start the identity role")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .context("cannot start the identity role")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on 127.0.0.1:0")?;
+            .context("cannot listen on 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let cfg = amai_gateway::GatewayConfig::new(client.clone(), store.clone())
             .listen_addr(addr)
@@ -214,7 +280,10 @@ impl Platform {
         let gateway = tokio::spawn(amai_gateway::serve(cfg, listener, async move {
             let _ = stop_rx.await;
         }));
-        progress(&format!("platform up: nats {url}, gateway {addr}, state in {}", scratch.display()));
+        progress(&format!(
+            "platform up: nats {url}, gateway {addr}, state in {}",
+            scratch.display()
+        ));
         Ok(Platform {
             client,
             js,
@@ -260,13 +329,20 @@ fn tick_json(n: u64) -> String {
 }
 
 fn sign_tick(agent: &BenchAgent, head: Head, n: u64) -> amai_bus::proto::SignedEvent {
-    EventDraft::action(agent.aggregate.clone(), TICK, tick_json(n)).after(head.0, head.1).sign(&agent.keys, &agent.id)
+    EventDraft::action(agent.aggregate.clone(), TICK, tick_json(n))
+        .after(head.0, head.1)
+        .sign(&agent.keys, &agent.id)
 }
 
 /// Signs `count` consecutive events of every agent's chain in advance (the client's
 /// work, not the bus's: the raw baseline publishes pre-built payloads too). Each
 /// event links to the hash of the one before, exactly as the store will compute it.
-fn presign(agents: &[BenchAgent], heads: &[Head], first_tick: u64, count: usize) -> Vec<Vec<amai_bus::proto::SignedEvent>> {
+fn presign(
+    agents: &[BenchAgent],
+    heads: &[Head],
+    first_tick: u64,
+    count: usize,
+) -> Vec<Vec<amai_bus::proto::SignedEvent>> {
     agents
         .iter()
         .zip(heads)
@@ -275,7 +351,10 @@ fn presign(agents: &[BenchAgent], heads: &[Head], first_tick: u64, count: usize)
             (0..count as u64)
                 .map(|n| {
                     let ev = sign_tick(agent, head, first_tick + n);
-                    head = (head.0 + 1, amai_bus::envelope::hash_bytes(&prost::Message::encode_to_vec(&ev)));
+                    head = (
+                        head.0 + 1,
+                        amai_bus::envelope::hash_bytes(&prost::Message::encode_to_vec(&ev)),
+                    );
                     ev
                 })
                 .collect()
@@ -299,6 +378,7 @@ struct Report {
     raw_sign_per_s: f64,
     nats_restarts: Option<u64>,
     get_identity: Latency,
+    identity_query_nats: Latency,
     append_visible: Latency,
 }
 
@@ -311,19 +391,38 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
     let now = amai_bus::envelope::now_timestamp();
     for i in 0..AGENTS {
         let keys = IdentityKeys::generate();
-        let id = amai_workers::bootstrap::ensure_identity(&p.store, &keys, &format!("bench-{}-{i}", p.run_id), IdentityKind::Agent, None, now).await?;
+        let id = amai_workers::bootstrap::ensure_identity(
+            &p.store,
+            &keys,
+            &format!("bench-{}-{i}", p.run_id),
+            IdentityKind::Agent,
+            None,
+            now,
+        )
+        .await?;
         let aggregate = Aggregate::agent(&id)?;
         let head = p.store.chain_head(&aggregate).await?;
         heads.push((head.aggregate_seq, head.hash));
-        agents.push(BenchAgent { id, keys, aggregate });
+        agents.push(BenchAgent {
+            id,
+            keys,
+            aggregate,
+        });
     }
     let agents = Arc::new(agents);
     report.payload_bytes = sign_tick(&agents[0], heads[0], 0).encoded_len();
-    progress(&format!("{AGENTS} agents registered; signed events are {} bytes", report.payload_bytes));
+    progress(&format!(
+        "{AGENTS} agents registered; signed events are {} bytes",
+        report.payload_bytes
+    ));
 
     // 1. Raw publish baseline.
     report.raw_publish_per_s = raw_publish(p, sizes.raw_messages, report.payload_bytes).await?;
-    progress(&format!("raw publish     {:>8} msgs   {:>10}/s", fmt_int(sizes.raw_messages as f64), fmt_int(report.raw_publish_per_s)));
+    progress(&format!(
+        "raw publish     {:>8} msgs   {:>10}/s",
+        fmt_int(sizes.raw_messages as f64),
+        fmt_int(report.raw_publish_per_s)
+    ));
 
     // 2. Signed appends through the store (events signed beforehand, untimed).
     let mut next_tick = 1u64;
@@ -361,7 +460,11 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
         async move {
             for ev in events {
                 let out = sdk.append(ev).await?;
-                let hash: EventHash = out.hash.as_slice().try_into().context("the gateway returned a hash that is not 32 bytes")?;
+                let hash: EventHash = out
+                    .hash
+                    .as_slice()
+                    .try_into()
+                    .context("the gateway returned a hash that is not 32 bytes")?;
                 head = (out.aggregate_seq, hash);
             }
             Ok(head)
@@ -381,18 +484,29 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
     // 4. A fresh projection replaying everything (after the role has caught up,
     // so the two do not compete).
     let ends = stream_ends(&p.js).await?;
-    wait_positions(&p.role.projection, &ends).await.context("the identity role did not catch up")?;
+    wait_positions(&p.role.projection, &ends)
+        .await
+        .context("the identity role did not catch up")?;
     let (events, secs) = fresh_projection(p, &ends, &scratch.join("fresh-projection")).await?;
     report.projection_events = events;
     report.projection_secs = secs;
     report.projection_apply_per_s = events as f64 / secs;
-    progress(&format!("projection      {:>8} events {:>10}/s  (fresh replay, {secs:.2} s)", fmt_int(events as f64), fmt_int(report.projection_apply_per_s)));
+    progress(&format!(
+        "projection      {:>8} events {:>10}/s  (fresh replay, {secs:.2} s)",
+        fmt_int(events as f64),
+        fmt_int(report.projection_apply_per_s)
+    ));
 
     // 5. Raw verification baseline (blocking loop off the async workers), and
     // signing for context.
     let verify_for = sizes.verify_for;
-    (report.raw_verify_per_s, report.raw_sign_per_s) = tokio::task::spawn_blocking(move || raw_crypto(verify_for)).await??;
-    progress(&format!("raw verify                       {:>10}/s  (sign {}/s)", fmt_int(report.raw_verify_per_s), fmt_int(report.raw_sign_per_s)));
+    (report.raw_verify_per_s, report.raw_sign_per_s) =
+        tokio::task::spawn_blocking(move || raw_crypto(verify_for)).await??;
+    progress(&format!(
+        "raw verify                       {:>10}/s  (sign {}/s)",
+        fmt_int(report.raw_verify_per_s),
+        fmt_int(report.raw_sign_per_s)
+    ));
 
     // 6. GetIdentity latency under an open-loop load.
     let ids: Arc<Vec<String>> = Arc::new(agents.iter().map(|a| a.id.clone()).collect());
@@ -403,16 +517,59 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
     report.get_identity = open_loop(GET_IDENTITY_RPS, sizes.latency_for, |_| {
         let (sdk, ids) = (sdk.clone(), ids.clone());
         let id = rng.pick(ids.len());
-        async move { sdk.get_identity(&ids[id]).await.map(|_| ()).map_err(anyhow::Error::from) }
+        async move {
+            sdk.get_identity(&ids[id])
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
     })
     .await;
-    progress(&format!("get_identity    at {} rps: {}", fmt_int(f64::from(GET_IDENTITY_RPS)), report.get_identity.summary()));
+    progress(&format!(
+        "get_identity    at {} rps: {}",
+        fmt_int(f64::from(GET_IDENTITY_RPS)),
+        report.get_identity.summary()
+    ));
+    // The same query straight over NATS (no gRPC hop), to split the latency.
+    report.identity_query_nats = open_loop(GET_IDENTITY_RPS, sizes.latency_for, |_| {
+        let (client, ids) = (p.client.clone(), ids.clone());
+        let id = rng.pick(ids.len());
+        async move {
+            let req = amai_bus::proto::GetIdentityRequest {
+                selector: Some(amai_bus::proto::get_identity_request::Selector::Id(
+                    ids[id].clone(),
+                )),
+                min_position: None,
+            };
+            amai_bus::query::request::<_, amai_bus::proto::Identity>(
+                &client,
+                amai_bus::query::IDENTITY_GET,
+                &req,
+                WAIT,
+            )
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+        }
+    })
+    .await;
+    progress(&format!(
+        "identity query over NATS only at {} rps: {}",
+        fmt_int(f64::from(GET_IDENTITY_RPS)),
+        report.identity_query_nats.summary()
+    ));
 
     // 7. Append-to-visible latency under an open-loop load, round-robin over the
     // agents (each chain's appends serialised by its own lock).
-    let chains: Arc<Vec<tokio::sync::Mutex<Head>>> = Arc::new(heads.into_iter().map(tokio::sync::Mutex::new).collect());
+    let chains: Arc<Vec<tokio::sync::Mutex<Head>>> =
+        Arc::new(heads.into_iter().map(tokio::sync::Mutex::new).collect());
     report.append_visible = open_loop(APPEND_VISIBLE_RPS, sizes.latency_for, |i| {
-        let (store, agents, chains, projection) = (p.store.clone(), agents.clone(), chains.clone(), p.role.projection.clone());
+        let (store, agents, chains, projection) = (
+            p.store.clone(),
+            agents.clone(),
+            chains.clone(),
+            p.role.projection.clone(),
+        );
         let a = i as usize % AGENTS;
         let tick = next_tick + i;
         async move {
@@ -427,17 +584,29 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
         }
     })
     .await;
-    progress(&format!("append_visible  at {} rps: {}", fmt_int(f64::from(APPEND_VISIBLE_RPS)), report.append_visible.summary()));
+    progress(&format!(
+        "append_visible  at {} rps: {}",
+        fmt_int(f64::from(APPEND_VISIBLE_RPS)),
+        report.append_visible.summary()
+    ));
     Ok(report)
 }
 
 /// Runs one task per agent, each from its head, returning the new heads.
-async fn run_agents<F, Fut>(agents: &Arc<Vec<BenchAgent>>, heads: Vec<Head>, mut task: F) -> anyhow::Result<Vec<Head>>
+async fn run_agents<F, Fut>(
+    agents: &Arc<Vec<BenchAgent>>,
+    heads: Vec<Head>,
+    mut task: F,
+) -> anyhow::Result<Vec<Head>>
 where
     F: FnMut(ArcAgent, Head) -> Fut,
     Fut: Future<Output = anyhow::Result<Head>> + Send + 'static,
 {
-    let handles: Vec<_> = heads.into_iter().enumerate().map(|(i, head)| tokio::spawn(task(ArcAgent(agents.clone(), i), head))).collect();
+    let handles: Vec<_> = heads
+        .into_iter()
+        .enumerate()
+        .map(|(i, head)| tokio::spawn(task(ArcAgent(agents.clone(), i), head)))
+        .collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         out.push(h.await??);
@@ -476,7 +645,10 @@ async fn raw_publish(p: &Platform, messages: usize, payload_bytes: usize) -> any
                 await_ack(ack).await?;
             }
         }
-        in_flight.push_back(p.js.publish(subjects[i % AGENTS].clone(), payload.clone()).await?);
+        in_flight.push_back(
+            p.js.publish(subjects[i % AGENTS].clone(), payload.clone())
+                .await?,
+        );
     }
     while let Some(ack) = in_flight.pop_front() {
         await_ack(ack).await?;
@@ -493,8 +665,14 @@ async fn await_ack(ack: jetstream::context::PublishAckFuture) -> anyhow::Result<
 async fn stream_ends(js: &jetstream::Context) -> anyhow::Result<Vec<Position>> {
     let mut out = Vec::new();
     for name in amai_projections::Projection::streams(&IdentityProjection) {
-        let mut stream = js.get_stream(name).await.with_context(|| format!("stream {name}"))?;
-        let info = stream.info().await.with_context(|| format!("stream {name}"))?;
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .with_context(|| format!("stream {name}"))?;
+        let info = stream
+            .info()
+            .await
+            .with_context(|| format!("stream {name}"))?;
         out.push(Position::new(*name, info.state.last_sequence));
     }
     Ok(out)
@@ -509,7 +687,11 @@ async fn wait_positions(projection: &ProjectionHandle, ends: &[Position]) -> any
 
 /// Replays the identity streams into a new sled with a new (cold) store:
 /// (events, seconds until every stream's end is applied).
-async fn fresh_projection(p: &Platform, ends: &[Position], dir: &Path) -> anyhow::Result<(u64, f64)> {
+async fn fresh_projection(
+    p: &Platform,
+    ends: &[Position],
+    dir: &Path,
+) -> anyhow::Result<(u64, f64)> {
     let mut events = 0;
     for end in ends {
         let mut stream = p.js.get_stream(&end.stream).await?;
@@ -518,7 +700,13 @@ async fn fresh_projection(p: &Platform, ends: &[Position], dir: &Path) -> anyhow
     let db = sled::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
     let store = EventStore::new(p.js.clone(), p.store_config.clone());
     let started = Instant::now();
-    let handle = ProjectionRunner::spawn(db.clone(), store, Arc::new(IdentityProjection), std::future::pending()).await?;
+    let handle = ProjectionRunner::spawn(
+        db.clone(),
+        store,
+        Arc::new(IdentityProjection),
+        std::future::pending(),
+    )
+    .await?;
     handle.caught_up().await;
     wait_positions(&handle, ends).await?;
     let secs = started.elapsed().as_secs_f64();
@@ -526,7 +714,9 @@ async fn fresh_projection(p: &Platform, ends: &[Position], dir: &Path) -> anyhow
     handle.stopped().await;
     let violations = handle.violation_count();
     if violations > 0 {
-        progress(&format!("the fresh projection recorded {violations} integrity violations"));
+        progress(&format!(
+            "the fresh projection recorded {violations} integrity violations"
+        ));
     }
     drop(db);
     Ok((events, secs))
@@ -543,7 +733,10 @@ fn raw_crypto(duration: Duration) -> anyhow::Result<(f64, f64)> {
     let mut verified = 0u64;
     while started.elapsed() < duration {
         for _ in 0..64 {
-            verifying.verify_strict(std::hint::black_box(&message), std::hint::black_box(&signature))?;
+            verifying.verify_strict(
+                std::hint::black_box(&message),
+                std::hint::black_box(&signature),
+            )?;
         }
         verified += 64;
     }
@@ -598,7 +791,14 @@ impl Latency {
     }
 
     fn summary(&self) -> String {
-        let mut s = format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} errors)", self.p50(), self.p99(), self.max(), self.sent, self.errors);
+        let mut s = format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} errors)",
+            self.p50(),
+            self.p99(),
+            self.max(),
+            self.sent,
+            self.errors
+        );
         if let Some(e) = &self.first_error {
             s.push_str(&format!("; first error: {e}"));
         }
@@ -622,12 +822,22 @@ where
         tokio::time::sleep_until(scheduled).await;
         let fut = request(i);
         tasks.push(tokio::spawn(async move {
-            let result = tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {WAIT:?}")));
-            (tokio::time::Instant::now().saturating_duration_since(scheduled), result)
+            let result = tokio::time::timeout(WAIT, fut)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {WAIT:?}")));
+            (
+                tokio::time::Instant::now().saturating_duration_since(scheduled),
+                result,
+            )
         }));
     }
     let rate = total as f64 / start.elapsed().as_secs_f64();
-    let mut out = Latency { ms: Vec::with_capacity(tasks.len()), sent: tasks.len(), rate, ..Latency::default() };
+    let mut out = Latency {
+        ms: Vec::with_capacity(tasks.len()),
+        sent: tasks.len(),
+        rate,
+        ..Latency::default()
+    };
     for t in tasks {
         match t.await {
             Ok((elapsed, Ok(()))) => out.ms.push(elapsed.as_secs_f64() * 1e3),
@@ -650,7 +860,10 @@ struct XorShift(u64);
 
 impl XorShift {
     fn seeded() -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
         XorShift(u64::from(nanos) | 1)
     }
 
@@ -704,18 +917,59 @@ impl Report {
         let fields = [
             ("raw_publish_per_s", json!(round(self.raw_publish_per_s, 1))),
             ("bus_append_per_s", json!(round(self.bus_append_per_s, 1))),
-            ("gateway_append_per_s", json!(round(self.gateway_append_per_s, 1))),
-            ("projection_apply_per_s", json!(round(self.projection_apply_per_s, 1))),
+            (
+                "gateway_append_per_s",
+                json!(round(self.gateway_append_per_s, 1)),
+            ),
+            (
+                "projection_apply_per_s",
+                json!(round(self.projection_apply_per_s, 1)),
+            ),
             ("raw_verify_per_s", json!(round(self.raw_verify_per_s, 1))),
-            ("get_identity_p50_ms", json!(round(self.get_identity.p50(), 3))),
-            ("get_identity_p99_ms", json!(round(self.get_identity.p99(), 3))),
-            ("append_visible_p50_ms", json!(round(self.append_visible.p50(), 3))),
-            ("append_visible_p99_ms", json!(round(self.append_visible.p99(), 3))),
+            (
+                "get_identity_p50_ms",
+                json!(round(self.get_identity.p50(), 3)),
+            ),
+            (
+                "identity_query_nats_p50_ms",
+                json!(round(self.identity_query_nats.p50(), 3)),
+            ),
+            (
+                "identity_query_nats_p99_ms",
+                json!(round(self.identity_query_nats.p99(), 3)),
+            ),
+            (
+                "get_identity_p99_ms",
+                json!(round(self.get_identity.p99(), 3)),
+            ),
+            (
+                "append_visible_p50_ms",
+                json!(round(self.append_visible.p50(), 3)),
+            ),
+            (
+                "append_visible_p99_ms",
+                json!(round(self.append_visible.p99(), 3)),
+            ),
             ("bus_vs_raw_publish", json!(round(self.bus_vs_raw(), 3))),
-            ("gateway_vs_raw_publish", json!(round(self.gateway_append_per_s / self.raw_publish_per_s, 3))),
-            ("gateway_vs_bus", json!(round(self.gateway_append_per_s / self.bus_append_per_s, 3))),
-            ("projection_vs_raw_verify", json!(round(self.projection_apply_per_s / self.raw_verify_per_s, 3))),
-            ("bus_vs_raw_verify", json!(round(self.bus_append_per_s / self.raw_verify_per_s, 3))),
+            (
+                "gateway_vs_raw_publish",
+                json!(round(self.gateway_append_per_s / self.raw_publish_per_s, 3)),
+            ),
+            (
+                "gateway_vs_bus",
+                json!(round(self.gateway_append_per_s / self.bus_append_per_s, 3)),
+            ),
+            (
+                "projection_vs_raw_verify",
+                json!(round(
+                    self.projection_apply_per_s / self.raw_verify_per_s,
+                    3
+                )),
+            ),
+            (
+                "bus_vs_raw_verify",
+                json!(round(self.bus_append_per_s / self.raw_verify_per_s, 3)),
+            ),
             ("raw_sign_per_s", json!(round(self.raw_sign_per_s, 1))),
             ("payload_bytes", json!(self.payload_bytes)),
             ("concurrency", json!(AGENTS)),
@@ -726,26 +980,63 @@ impl Report {
             ("projection_events", json!(self.projection_events)),
             ("projection_seconds", json!(round(self.projection_secs, 3))),
             ("get_identity_target_rps", json!(GET_IDENTITY_RPS)),
-            ("get_identity_achieved_rps", json!(round(self.get_identity.rate, 1))),
+            (
+                "get_identity_achieved_rps",
+                json!(round(self.get_identity.rate, 1)),
+            ),
             ("get_identity_requests", json!(self.get_identity.sent)),
             ("get_identity_errors", json!(self.get_identity.errors)),
-            ("get_identity_max_ms", json!(round(self.get_identity.max(), 3))),
+            (
+                "get_identity_max_ms",
+                json!(round(self.get_identity.max(), 3)),
+            ),
             ("append_visible_target_rps", json!(APPEND_VISIBLE_RPS)),
-            ("append_visible_achieved_rps", json!(round(self.append_visible.rate, 1))),
+            (
+                "append_visible_achieved_rps",
+                json!(round(self.append_visible.rate, 1)),
+            ),
             ("append_visible_events", json!(self.append_visible.sent)),
             ("append_visible_errors", json!(self.append_visible.errors)),
-            ("append_visible_max_ms", json!(round(self.append_visible.max(), 3))),
+            (
+                "append_visible_max_ms",
+                json!(round(self.append_visible.max(), 3)),
+            ),
             ("latency_window_s", json!(sizes.latency_for.as_secs_f64())),
             ("nats_server_restarts", json!(self.nats_restarts)),
-            ("cpus", json!(std::thread::available_parallelism().map(usize::from).unwrap_or(1))),
+            (
+                "cpus",
+                json!(std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)),
+            ),
             ("goal_bus_vs_raw_publish_min", json!(GOAL_BUS_VS_RAW)),
-            ("goal_bus_vs_raw_publish_met", json!(self.bus_vs_raw() >= GOAL_BUS_VS_RAW)),
-            ("goal_get_identity_p99_ms_max", json!(GOAL_GET_IDENTITY_P99_MS)),
-            ("goal_get_identity_p99_met", json!(self.get_identity.meets(GOAL_GET_IDENTITY_P99_MS))),
-            ("goal_append_visible_p99_ms_max", json!(GOAL_APPEND_VISIBLE_P99_MS)),
-            ("goal_append_visible_p99_met", json!(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS))),
+            (
+                "goal_bus_vs_raw_publish_met",
+                json!(self.bus_vs_raw() >= GOAL_BUS_VS_RAW),
+            ),
+            (
+                "goal_get_identity_p99_ms_max",
+                json!(GOAL_GET_IDENTITY_P99_MS),
+            ),
+            (
+                "goal_get_identity_p99_met",
+                json!(self.get_identity.meets(GOAL_GET_IDENTITY_P99_MS)),
+            ),
+            (
+                "goal_append_visible_p99_ms_max",
+                json!(GOAL_APPEND_VISIBLE_P99_MS),
+            ),
+            (
+                "goal_append_visible_p99_met",
+                json!(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS)),
+            ),
         ];
-        serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     fn table(&self, sizes: &Sizes) -> String {
@@ -753,30 +1044,66 @@ impl Report {
         let get_rps = fmt_int(f64::from(GET_IDENTITY_RPS));
         let vis_rps = fmt_int(f64::from(APPEND_VISIBLE_RPS));
         let rows: Vec<[String; 5]> = vec![
-            [format!("raw publish ({} msgs, window {PUBLISH_WINDOW})", fmt_int(sizes.raw_messages as f64)), format!("{}/s", fmt_int(self.raw_publish_per_s)), "1.00x (baseline)".into(), none(), none()],
             [
-                format!("bus append ({} events, {AGENTS} agents)", fmt_int(self.bus_events as f64)),
+                format!(
+                    "raw publish ({} msgs, window {PUBLISH_WINDOW})",
+                    fmt_int(sizes.raw_messages as f64)
+                ),
+                format!("{}/s", fmt_int(self.raw_publish_per_s)),
+                "1.00x (baseline)".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!(
+                    "bus append ({} events, {AGENTS} agents)",
+                    fmt_int(self.bus_events as f64)
+                ),
                 format!("{}/s", fmt_int(self.bus_append_per_s)),
                 format!("{:.2}x raw publish", self.bus_vs_raw()),
                 format!(">= {GOAL_BUS_VS_RAW:.2}x"),
                 met(self.bus_vs_raw() >= GOAL_BUS_VS_RAW).into(),
             ],
             [
-                format!("gateway append ({} events, {AGENTS} conc.)", fmt_int(self.gateway_events as f64)),
+                format!(
+                    "gateway append ({} events, {AGENTS} conc.)",
+                    fmt_int(self.gateway_events as f64)
+                ),
                 format!("{}/s", fmt_int(self.gateway_append_per_s)),
-                format!("{:.2}x raw publish", self.gateway_append_per_s / self.raw_publish_per_s),
+                format!(
+                    "{:.2}x raw publish",
+                    self.gateway_append_per_s / self.raw_publish_per_s
+                ),
                 none(),
                 none(),
             ],
-            ["raw ed25519 verify_strict".into(), format!("{}/s", fmt_int(self.raw_verify_per_s)), "1.00x (baseline)".into(), none(), none()],
             [
-                format!("projection apply ({} events, fresh)", fmt_int(self.projection_events as f64)),
-                format!("{}/s", fmt_int(self.projection_apply_per_s)),
-                format!("{:.2}x raw verify", self.projection_apply_per_s / self.raw_verify_per_s),
+                "raw ed25519 verify_strict".into(),
+                format!("{}/s", fmt_int(self.raw_verify_per_s)),
+                "1.00x (baseline)".into(),
                 none(),
                 none(),
             ],
-            [format!("get_identity p50 @ {get_rps} rps"), format!("{:.2} ms", self.get_identity.p50()), none(), none(), none()],
+            [
+                format!(
+                    "projection apply ({} events, fresh)",
+                    fmt_int(self.projection_events as f64)
+                ),
+                format!("{}/s", fmt_int(self.projection_apply_per_s)),
+                format!(
+                    "{:.2}x raw verify",
+                    self.projection_apply_per_s / self.raw_verify_per_s
+                ),
+                none(),
+                none(),
+            ],
+            [
+                format!("get_identity p50 @ {get_rps} rps"),
+                format!("{:.2} ms", self.get_identity.p50()),
+                none(),
+                none(),
+                none(),
+            ],
             [
                 format!("get_identity p99 @ {get_rps} rps"),
                 format!("{:.2} ms", self.get_identity.p99()),
@@ -784,7 +1111,24 @@ impl Report {
                 format!("< {GOAL_GET_IDENTITY_P99_MS} ms"),
                 met(self.get_identity.meets(GOAL_GET_IDENTITY_P99_MS)).into(),
             ],
-            [format!("append->visible p50 @ {vis_rps} ev/s"), format!("{:.2} ms", self.append_visible.p50()), none(), none(), none()],
+            [
+                "  same query over NATS only, p50/p99".to_string(),
+                format!(
+                    "{:.2}/{:.2} ms",
+                    self.identity_query_nats.p50(),
+                    self.identity_query_nats.p99()
+                ),
+                none(),
+                none(),
+                none(),
+            ],
+            [
+                format!("append->visible p50 @ {vis_rps} ev/s"),
+                format!("{:.2} ms", self.append_visible.p50()),
+                none(),
+                none(),
+                none(),
+            ],
             [
                 format!("append->visible p99 @ {vis_rps} ev/s"),
                 format!("{:.2} ms", self.append_visible.p99()),
@@ -801,13 +1145,26 @@ impl Report {
             }
         }
         let line = |cells: [&str; 5]| {
-            let mut s = format!("{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}", cells[0], cells[1], cells[2], cells[3], cells[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]);
+            let mut s = format!(
+                "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
             s.truncate(s.trim_end().len());
             s.push('\n');
             s
         };
         let mut out = line(header);
-        out.push_str(&line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str)));
+        out.push_str(&line(
+            widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
+        ));
         for row in &rows {
             out.push_str(&line(row.each_ref().map(String::as_str)));
         }

@@ -70,7 +70,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("amai: cannot start the async runtime: {e}");
@@ -84,10 +87,25 @@ fn main() -> ExitCode {
             Command::Worker(_) => "amai-worker",
             _ => "amai-cli",
         };
-        let server_command = matches!(cli.command, Command::Up | Command::Gateway | Command::Worker(_));
+        let server_command = matches!(
+            cli.command,
+            Command::Up | Command::Gateway | Command::Worker(_)
+        );
         // Client commands log only warnings unless asked, to keep their output clean.
-        let level = if server_command || std::env::var_os("AMAI_LOG_LEVEL").is_some() || std::env::var_os("RUST_LOG").is_some() { settings.log_level.clone() } else { "warn".to_string() };
-        let _telemetry = telemetry::init(settings.log_format, &level, settings.otlp_endpoint.as_deref(), service_name)?;
+        let level = if server_command
+            || std::env::var_os("AMAI_LOG_LEVEL").is_some()
+            || std::env::var_os("RUST_LOG").is_some()
+        {
+            settings.log_level.clone()
+        } else {
+            "warn".to_string()
+        };
+        let _telemetry = telemetry::init(
+            settings.log_format,
+            &level,
+            settings.otlp_endpoint.as_deref(),
+            service_name,
+        )?;
         match cli.command {
             Command::Up => server::run_up(&settings).await,
             Command::Gateway => server::run_gateway(&settings).await,

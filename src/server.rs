@@ -58,7 +58,9 @@ pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("--nats-url {url:?} is not a NATS url (or a comma-separated list of them)"))?;
+        .with_context(|| {
+            format!("--nats-url {url:?} is not a NATS url (or a comma-separated list of them)")
+        })?;
     let mut last = None;
     for _ in 0..10 {
         match async_nats::ConnectOptions::new()
