@@ -548,3 +548,51 @@ async fn up_restart_keeps_state() {
     assert!(up.wait_exit(DEADLINE).await.success(), "{}", up.log());
     assert!(up.log().contains("stopped cleanly"));
 }
+
+/// Queries for things that do not exist answer NOT_FOUND with a message saying
+/// what is missing, through the gateway and the worker; nothing is created.
+#[tokio::test]
+async fn queries_for_missing_things_are_not_found() {
+    let world = World::new();
+    let _worker = world.worker("w1").await;
+    let (_gateway, client) = world.gateway().await;
+
+    let nobody = IdentityKeys::generate().identity_id();
+    let err = client.get_identity(&nobody).await.expect_err("no such id");
+    let status = err.status().expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(status.message().contains(&nobody), "{}", status.message());
+
+    let err = client
+        .get_identity("no-such-name")
+        .await
+        .expect_err("no such name");
+    let status = err.status().expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(
+        status.message().contains("no-such-name"),
+        "{}",
+        status.message()
+    );
+
+    let err = client.get_keys(&nobody).await.expect_err("no keys");
+    assert_eq!(err.status().expect("status").code(), tonic::Code::NotFound);
+
+    let err = client
+        .get_event(amai_bus::Position::new("AMAI_AGENTS", 1_000_000))
+        .await
+        .expect_err("no event there");
+    assert_eq!(err.status().expect("status").code(), tonic::Code::NotFound);
+
+    let agg = amai_bus::Aggregate::agent(&nobody).expect("aggregate");
+    let head = client
+        .chain_head(&agg)
+        .await
+        .expect("an empty chain has a head");
+    assert_eq!(head.aggregate_seq, 0, "asking created nothing");
+    let err = client
+        .verify_chain_on_server(&agg)
+        .await
+        .expect_err("nothing to verify");
+    assert_eq!(err.status().expect("status").code(), tonic::Code::NotFound);
+}
