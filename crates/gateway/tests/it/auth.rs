@@ -106,6 +106,26 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 }
 
 #[tokio::test]
+async fn a_revoked_identity_can_no_longer_sign_requests() {
+    let env = Env::start().await;
+    let carol = env.agent("carol").await;
+    carol.revoke("lost laptop").await.expect("revoke");
+    let req = inbox_request(carol.id());
+    let sig = carol.sign_request(LIST_INBOX_METHOD, &req);
+    let mut r = tonic::Request::new(req);
+    sig.apply(r.metadata_mut());
+    let err = env
+        .client
+        .identity_service()
+        .list_inbox(r)
+        .await
+        .expect_err("revoked signer");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("revoked"), "{}", err.message());
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn queries_without_a_worker_are_unavailable_with_a_clear_message() {
     let env = Env::start().await;
     let alice = env.agent("alice").await;
