@@ -9,7 +9,8 @@
 //!    payloads the size of a signed event, to a bench stream (`AMAI_BENCH`): the
 //!    baseline of (2) and (3);
 //! 2. signed appends through [`EventStore::append`]: [`AGENTS`] agents, each
-//!    signing and appending its own chain sequentially, all concurrently;
+//!    appending its own chain sequentially, all concurrently; the events are
+//!    signed beforehand (client work, like the baseline's pre-built payloads);
 //! 3. the same through the gateway with the SDK (direct `Append` with the known head);
 //! 4. a fresh identity projection (new sled, cold store) replaying every stream it consumes;
 //! 5. raw Ed25519 `verify_strict` in a tight loop: the baseline of (4);
@@ -17,8 +18,9 @@
 //! 7. append-to-visible latency (append until the identity role's projection has
 //!    the event) under an open-loop load.
 //!
-//! The identity role runs throughout, as under `amai up`: its projection and
-//! reactor consume the appends of (2) and (3) while they are measured.
+//! The identity role starts after (3), so (2) and (3) measure the append path
+//! alone; it then catches up before (4) and runs for (6) and (7), as under
+//! `amai up`.
 //! Latencies of (6) and (7) count from each request's *scheduled* send time, so
 //! a stalled system cannot hide its queueing (no coordinated omission). Progress
 //! goes to stderr; the table (or with `--json` one JSON object) to stdout.
@@ -144,7 +146,7 @@ pub(crate) async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<
         .context("no NATS url")?;
     let result = match Platform::start(settings, &url, scratch.path()).await {
         Ok(mut platform) => {
-            let report = measure(&platform, &sizes, scratch.path()).await;
+            let report = measure(&mut platform, &sizes, scratch.path()).await;
             platform.stop().await;
             report
         }
@@ -205,7 +207,10 @@ struct Platform {
     js: jetstream::Context,
     store: EventStore,
     store_config: EventStoreConfig,
-    role: IdentityRole,
+    /// Started after the append throughput phases, so they measure the append
+    /// path alone (see [`Platform::start_role`]).
+    role: Option<IdentityRole>,
+    role_config: IdentityRoleConfig,
     gateway_url: String,
     stop_gateway: Option<tokio::sync::oneshot::Sender<()>>,
     gateway: tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>,
@@ -256,17 +261,13 @@ impl Platform {
             id: service.identity_id(),
             keys: service,
         };
-        let role = IdentityRole::start(
-            IdentityRoleConfig::new(
-                client.clone(),
-                store.clone(),
-                scratch.join("identity"),
-                signer,
-            )
-            .min_position_timeout(settings.query_timeout()),
+        let role_config = IdentityRoleConfig::new(
+            client.clone(),
+            store.clone(),
+            scratch.join("identity"),
+            signer,
         )
-        .await
-        .context("cannot start the identity role")?;
+        .min_position_timeout(settings.query_timeout());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot listen on 127.0.0.1:0")?;
@@ -289,13 +290,27 @@ impl Platform {
             js,
             store,
             store_config,
-            role,
+            role: None,
+            role_config,
             gateway_url: format!("http://{addr}"),
             stop_gateway: Some(stop_tx),
             gateway,
             run_id,
             replicas: settings.stream_replicas,
         })
+    }
+
+    /// Starts the identity role (projection, reactor, queries) and waits until it
+    /// has caught up with everything appended so far.
+    async fn start_role(&mut self) -> anyhow::Result<&IdentityRole> {
+        let role = IdentityRole::start(self.role_config.clone())
+            .await
+            .context("cannot start the identity role")?;
+        let ends = stream_ends(&self.js).await?;
+        wait_positions(&role.projection, &ends)
+            .await
+            .context("the identity role did not catch up")?;
+        Ok(self.role.insert(role))
     }
 
     async fn stop(&mut self) {
@@ -307,7 +322,9 @@ impl Platform {
             Ok(Err(e)) => progress(&format!("gateway stopped with an error: {e}")),
             Err(e) => progress(&format!("gateway task failed: {e}")),
         }
-        self.role.stop().await;
+        if let Some(role) = self.role.as_mut() {
+            role.stop().await;
+        }
         let _ = self.js.delete_stream(BENCH_STREAM).await;
         let _ = self.client.flush().await;
     }
@@ -382,7 +399,7 @@ struct Report {
     append_visible: Latency,
 }
 
-async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<Report> {
+async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<Report> {
     let mut report = Report::default();
 
     // Agents, registered through the store (not timed).
@@ -483,10 +500,9 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
 
     // 4. A fresh projection replaying everything (after the role has caught up,
     // so the two do not compete).
+    let projection = p.start_role().await?.projection.clone();
+    progress("identity role started and caught up");
     let ends = stream_ends(&p.js).await?;
-    wait_positions(&p.role.projection, &ends)
-        .await
-        .context("the identity role did not catch up")?;
     let (events, secs) = fresh_projection(p, &ends, &scratch.join("fresh-projection")).await?;
     report.projection_events = events;
     report.projection_secs = secs;
@@ -568,7 +584,7 @@ async fn measure(p: &Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Result<
             p.store.clone(),
             agents.clone(),
             chains.clone(),
-            p.role.projection.clone(),
+            projection.clone(),
         );
         let a = i as usize % AGENTS;
         let tick = next_tick + i;
@@ -1169,7 +1185,7 @@ impl Report {
             out.push_str(&line(row.each_ref().map(String::as_str)));
         }
         out.push_str(&format!(
-            "\n{} bytes per signed event; {} cpus; identity role live during the appends; latencies from each request's scheduled send time (open loop, {} s each): achieved {} and {} rps, {} and {} errors; nats-server restarts: {}\n",
+            "\n{} bytes per signed event; {} cpus; appends measured before the identity role starts; latencies from each request's scheduled send time (open loop, {} s each): achieved {} and {} rps, {} and {} errors; nats-server restarts: {}\n",
             self.payload_bytes,
             std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             sizes.latency_for.as_secs_f64(),
