@@ -347,3 +347,59 @@ async fn r3_streams_on_a_three_node_cluster() {
         .expect("append on R3");
     assert_eq!(store.chain_head(&agg).await.expect("head").aggregate_seq, 2);
 }
+
+#[tokio::test]
+async fn replays_start_at_a_sequence_a_time_or_only_new_events() {
+    use amai_bus::consumer::{replay, StartAt};
+    use futures::StreamExt;
+    let server = NatsServer::start();
+    let store = setup(&server, EventStoreConfig::default()).await;
+    let keys = IdentityKeys::generate();
+    let agg = register(&store, &keys, "replayer").await; // seq 1 on AMAI_AGENTS
+    store
+        .append(action(&store, &keys, &agg).await)
+        .await
+        .expect("seq 2");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cut = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store
+        .append(action(&store, &keys, &agg).await)
+        .await
+        .expect("seq 3");
+    let js = store.jetstream();
+    let first = |start| async move {
+        let mut r = replay(js, "AMAI_AGENTS", Some("amai.agent.*".to_string()), start)
+            .await
+            .expect("replay");
+        let (ev, _) = tokio::time::timeout(std::time::Duration::from_secs(5), r.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("item");
+        ev.position.seq
+    };
+    assert_eq!(first(StartAt::All).await, 1);
+    assert_eq!(first(StartAt::Sequence(2)).await, 2);
+    assert_eq!(first(StartAt::Time(cut)).await, 3);
+    // New only: nothing until the next append.
+    let mut live = replay(js, "AMAI_AGENTS", None, StartAt::New)
+        .await
+        .expect("replay");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), live.next())
+            .await
+            .is_err(),
+        "no history for New"
+    );
+    store
+        .append(action(&store, &keys, &agg).await)
+        .await
+        .expect("seq 4");
+    let (ev, _) = tokio::time::timeout(std::time::Duration::from_secs(5), live.next())
+        .await
+        .expect("live event")
+        .expect("open")
+        .expect("item");
+    assert_eq!(ev.position.seq, 4);
+}
