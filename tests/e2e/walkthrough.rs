@@ -596,3 +596,43 @@ async fn queries_for_missing_things_are_not_found() {
         .expect_err("nothing to verify");
     assert_eq!(err.status().expect("status").code(), tonic::Code::NotFound);
 }
+
+/// An auditor's `amai chain verify` exits 1 and names the first failure when an
+/// event that never went through the store (here: a forged signature published
+/// raw onto the subject) sits in a chain.
+#[tokio::test]
+async fn chain_verify_cli_reports_a_forged_event() {
+    let world = World::new();
+    let _worker = world.worker("w1").await;
+    let (_gateway, client) = world.gateway().await;
+    let mallory = register_one(&client, "mallory").await;
+    let agg = amai_bus::Aggregate::agent(&mallory.id).expect("aggregate");
+    let head = client.chain_head(&agg).await.expect("head");
+
+    let ok = world
+        .cli(&["chain", "verify", "mallory", "--json"])
+        .await
+        .json();
+    assert_eq!(ok["ok"], true, "{ok}");
+
+    let mut forged = amai_bus::EventDraft::action(agg.clone(), "task.forged", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .sign(&mallory.keys, &mallory.id);
+    forged.signature[0] ^= 0x55;
+    let js = world.jetstream().await;
+    js.publish(agg.subject(), prost::Message::encode_to_vec(&forged).into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let out = world.cli(&["chain", "verify", "mallory", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    let report: Value = serde_json::from_str(out.stdout.trim()).expect("json report");
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["failure"]["kind"], "CHAIN_FAILURE_KIND_BAD_SIGNATURE",
+        "{report}"
+    );
+    assert_eq!(report["failure"]["aggregate_seq"], 2, "{report}");
+}
