@@ -322,6 +322,14 @@ pub fn millis(t: time::OffsetDateTime) -> Millis {
     (t.unix_timestamp_nanos() / 1_000_000) as Millis
 }
 
+/// The outcome of the pre-publish checks.
+enum Admission {
+    /// Append after this chain state.
+    Append(CachedChain),
+    /// This exact event is already in the chain.
+    AlreadyThere(AppendOutcome),
+}
+
 #[derive(Clone)]
 struct CachedChain {
     head: ChainHeadInfo,
@@ -395,29 +403,10 @@ impl EventStore {
     /// Appends an already verified event.
     pub async fn append_verified(&self, ev: VerifiedEvent) -> Result<AppendOutcome, AppendError> {
         let subject = ev.aggregate.subject();
-        let mut chain = self.cached_chain(&ev.aggregate).await?;
-        // Position checks, with a fresh read before any rejection a stale cache could cause.
-        let mut refreshed = false;
-        loop {
-            let head = &chain.head;
-            let seq = ev.aggregate_seq();
-            if seq == head.aggregate_seq + 1 && ev.prev_hash() == head.hash {
-                break;
-            }
-            if !refreshed {
-                chain = self.refresh_chain(&ev.aggregate, Some(chain)).await?;
-                refreshed = true;
-                continue;
-            }
-            let head = head.clone();
-            return self.dedup_or_reject(&ev, &head).await;
-        }
-        // Domain rules and key validity.
-        let requirement = match self.check_rules(&ev, &chain).await {
-            Ok(r) => r,
-            Err(e) => return Err(e),
+        let chain = match self.admit(&ev).await? {
+            Admission::Append(chain) => chain,
+            Admission::AlreadyThere(outcome) => return Ok(outcome),
         };
-        self.check_requirement(&requirement).await?;
 
         // Publish with optimistic concurrency and dedup.
         let mut headers = HeaderMap::new();
@@ -504,6 +493,44 @@ impl EventStore {
                 PublishErrorKind::TimedOut,
             )),
         }
+    }
+
+    /// Every check `append` makes (position against a fresh head when needed,
+    /// domain rules, key validity, foreign signers), without writing anything.
+    /// `Ok(Some(outcome))` when this exact event is already in the chain. Lets a
+    /// caller that must append several events refuse bad input before writing
+    /// the first (the gateway's Register).
+    pub async fn validate(&self, ev: &VerifiedEvent) -> Result<Option<AppendOutcome>, AppendError> {
+        match self.admit(ev).await? {
+            Admission::Append(_) => Ok(None),
+            Admission::AlreadyThere(outcome) => Ok(Some(outcome)),
+        }
+    }
+
+    /// Position checks (with a fresh read before any rejection a stale cache
+    /// could cause), then rules and keys.
+    async fn admit(&self, ev: &VerifiedEvent) -> Result<Admission, AppendError> {
+        let mut chain = self.cached_chain(&ev.aggregate).await?;
+        let mut refreshed = false;
+        loop {
+            let head = &chain.head;
+            if ev.aggregate_seq() == head.aggregate_seq + 1 && ev.prev_hash() == head.hash {
+                break;
+            }
+            if !refreshed {
+                chain = self.refresh_chain(&ev.aggregate, Some(chain)).await?;
+                refreshed = true;
+                continue;
+            }
+            let head = head.clone();
+            return self
+                .dedup_or_reject(ev, &head)
+                .await
+                .map(Admission::AlreadyThere);
+        }
+        let requirement = self.check_rules(ev, &chain).await?;
+        self.check_requirement(&requirement).await?;
+        Ok(Admission::Append(chain))
     }
 
     /// `ev` does not follow `head` (freshly read): either it is already in the

@@ -8,7 +8,6 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use amai_bus::envelope::VerifiedEvent;
-use amai_bus::identity::IdentityState;
 use amai_bus::proto::{self, identity_service_server::IdentityService, payload::Kind};
 use amai_bus::query::{IDENTITY_GET, IDENTITY_INBOX, IDENTITY_KEYS, IDENTITY_STATS};
 use amai_bus::store::AppendError;
@@ -91,16 +90,11 @@ impl IdentitySvc {
                 "name_claim must be signed by the genesis key".into(),
             ));
         }
-        IdentityState::from_genesis(&g, 0, self.shared.store.config().get_trust_root())
-            .map_err(AppendError::from)?;
-        // An identity registered with another genesis must not grab a new name.
-        let head = self.shared.store.chain_head(&g.aggregate).await?;
-        if head.aggregate_seq > 0 {
-            let first = self.shared.store.read_chain(&g.aggregate, 1, 1).await?;
-            if first.first().map(|s| s.hash) != Some(g.hash) {
-                return Err(ApiError::AlreadyExists(format!("identity {} is already registered (with another genesis); nothing was appended", g.aggregate.id)));
-            }
-        }
+        // Every rule of the genesis (including endorsements by operators other
+        // than the trust root, and an identity already registered with another
+        // genesis) is checked before the claim is written: bad input leaves
+        // nothing behind.
+        self.shared.store.validate(&g).await?;
 
         // Name first (expected-seq-0), then the genesis; both idempotent, so a
         // retry of the same Register completes a half-done one.

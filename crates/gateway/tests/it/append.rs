@@ -419,3 +419,61 @@ async fn rotation_and_revocation() {
     assert!(env.client.verify_chain(&a).await.expect("verify").ok());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_endorsement_by_an_unknown_operator_leaves_no_name_claim_behind() {
+    let env = Env::start().await;
+    let service = IdentityKeys::generate();
+    let fake_operator = IdentityKeys::generate();
+    let id = service.identity_id();
+    let genesis = EventDraft::new(
+        Aggregate::agent(&id).expect("agg"),
+        Kind::AgentRegistered(proto::AgentRegistered {
+            name: "svc-fake".into(),
+            kind: IdentityKind::Service as i32,
+            signing_key: service.public_key().as_bytes().to_vec(),
+            x25519_key: service.x25519_public().to_vec(),
+            metadata: HashMap::new(),
+            endorsement: Some(proto::Endorsement {
+                operator_id: fake_operator.identity_id(),
+                operator_key: fake_operator.public_key().as_bytes().to_vec(),
+                signature: fake_operator
+                    .endorse(&service.public_key(), "service")
+                    .to_vec(),
+            }),
+        }),
+    )
+    .sign(&service, &id);
+    let claim = EventDraft::new(
+        Aggregate::new(AggregateKind::Name, "svc-fake").expect("name"),
+        Kind::NameClaimed(proto::NameClaimed {
+            name: "svc-fake".into(),
+            agent_id: id.clone(),
+            genesis_hash: hash_bytes(&genesis.encode_to_vec()).to_vec(),
+        }),
+    )
+    .sign(&service, &id);
+    let err = env
+        .client
+        .identity_service()
+        .register(proto::RegisterRequest {
+            genesis: Some(genesis),
+            name_claim: Some(claim),
+        })
+        .await
+        .expect_err("the endorser is not a registered operator");
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(
+        err.message().contains(&fake_operator.identity_id()),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        env.head_seq(&Aggregate::new(AggregateKind::Name, "svc-fake").expect("name"))
+            .await,
+        0,
+        "no claim was written"
+    );
+    assert_eq!(env.head_seq(&Aggregate::agent(&id).expect("agg")).await, 0);
+    env.stop().await;
+}
