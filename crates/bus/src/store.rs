@@ -325,7 +325,7 @@ pub fn millis(t: time::OffsetDateTime) -> Millis {
 /// The outcome of the pre-publish checks.
 enum Admission {
     /// Append after this chain state.
-    Append(CachedChain),
+    Append(Box<CachedChain>),
     /// This exact event is already in the chain.
     AlreadyThere(AppendOutcome),
 }
@@ -404,7 +404,7 @@ impl EventStore {
     pub async fn append_verified(&self, ev: VerifiedEvent) -> Result<AppendOutcome, AppendError> {
         let subject = ev.aggregate.subject();
         let chain = match self.admit(&ev).await? {
-            Admission::Append(chain) => chain,
+            Admission::Append(chain) => *chain,
             Admission::AlreadyThere(outcome) => return Ok(outcome),
         };
 
@@ -530,7 +530,7 @@ impl EventStore {
         }
         let requirement = self.check_rules(ev, &chain).await?;
         self.check_requirement(&requirement).await?;
-        Ok(Admission::Append(chain))
+        Ok(Admission::Append(Box::new(chain)))
     }
 
     /// `ev` does not follow `head` (freshly read): either it is already in the
