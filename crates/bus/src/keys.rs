@@ -31,9 +31,29 @@ pub fn did_key(key: &VerifyingKey) -> String {
 }
 
 /// Parses 32 bytes as an Ed25519 public key.
+///
+/// Parsing decompresses the curve point (a field exponentiation, a sizeable part
+/// of a signature check), and the same few signers sign most events, so parsed
+/// keys are kept in a small process-wide cache. It only ever holds the result of
+/// `VerifyingKey::from_bytes` for the same bytes, so it cannot change an answer.
 pub fn verifying_key(bytes: &[u8]) -> Option<VerifyingKey> {
     let arr: [u8; 32] = bytes.try_into().ok()?;
-    VerifyingKey::from_bytes(&arr).ok()
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifyingKey>>,
+    > = std::sync::OnceLock::new();
+    const MAX_CACHED_KEYS: usize = 16_384;
+    let cache = CACHE.get_or_init(Default::default);
+    // A poisoned cache still holds only correctly parsed keys.
+    if let Some(key) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&arr) {
+        return Some(*key);
+    }
+    let key = VerifyingKey::from_bytes(&arr).ok()?;
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= MAX_CACHED_KEYS {
+        map.clear();
+    }
+    map.insert(arr, key);
+    Some(key)
 }
 
 /// Errors reading or writing key files.
