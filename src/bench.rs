@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amai_bus::proto::IdentityKind;
-use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::{
     Aggregate, EventDraft, EventHash, EventStore, EventStoreConfig, IdentityKeys, Position,
 };
@@ -49,7 +48,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::nats_supervisor::{ManagedNats, ManagedNatsConfig};
-use crate::server::connect_nats;
+use crate::server::open_store;
 
 /// `amai bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -220,21 +219,11 @@ struct Platform {
 
 impl Platform {
     async fn start(settings: &Settings, url: &str, scratch: &Path) -> anyhow::Result<Platform> {
-        let client = connect_nats(url, "amai-bench").await?;
-        let js = jetstream::new(client.clone());
-        ensure_streams(
-            &js,
-            &StreamSettings {
-                replicas: settings.stream_replicas,
-                dedup_window: settings.dedup_window(),
-            },
-        )
-        .await?;
         let operator = IdentityKeys::generate();
-        let store_config = EventStoreConfig::default()
-            .trust_root(operator.public_key())
-            .max_event_bytes(settings.max_event_bytes);
-        let store = EventStore::new(js.clone(), store_config.clone());
+        let (client, store) =
+            open_store(settings, url, "amai-bench", operator.public_key()).await?;
+        let js = store.jetstream().clone();
+        let store_config = store.config().clone();
         let dir_name = scratch
             .file_name()
             .and_then(|n| n.to_str())

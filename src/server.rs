@@ -105,7 +105,7 @@ impl IdentityKeysOrKey {
 }
 
 /// Connects, creates streams, and builds the store.
-async fn open_store(
+pub(crate) async fn open_store(
     settings: &Settings,
     url: &str,
     name: &str,

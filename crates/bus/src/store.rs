@@ -296,6 +296,21 @@ impl StoredEvent {
         }
     }
 
+    /// Builds a stored event from a message read with `STREAM.MSG.GET`.
+    pub fn from_stream_message(
+        stream: &str,
+        msg: async_nats::jetstream::message::StreamMessage,
+    ) -> Self {
+        Self::new(
+            stream,
+            msg.sequence,
+            msg.subject.to_string(),
+            msg.time,
+            msg.payload,
+            Some(&msg.headers),
+        )
+    }
+
     /// Decodes and checks the signature.
     pub fn verify(&self) -> Result<VerifiedEvent, EnvelopeError> {
         VerifiedEvent::decode(&self.payload)
@@ -750,14 +765,7 @@ impl EventStore {
             .await
         {
             Ok(msg) => {
-                let stored = StoredEvent::new(
-                    aggregate.stream(),
-                    msg.sequence,
-                    msg.subject.to_string(),
-                    msg.time,
-                    msg.payload,
-                    Some(&msg.headers),
-                );
+                let stored = StoredEvent::from_stream_message(aggregate.stream(), msg);
                 let seq = aggregate_seq_of(&stored).ok_or_else(|| {
                     ReadError::Invalid(format!("the head of {aggregate} is not a valid event"))
                 })?;
@@ -796,14 +804,7 @@ impl EventStore {
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         match stream.get_raw_message(position.seq).await {
-            Ok(msg) => Ok(StoredEvent::new(
-                &position.stream,
-                msg.sequence,
-                msg.subject.to_string(),
-                msg.time,
-                msg.payload,
-                Some(&msg.headers),
-            )),
+            Ok(msg) => Ok(StoredEvent::from_stream_message(&position.stream, msg)),
             Err(e) => {
                 let text = e.to_string();
                 if text.contains("no message found") || text.contains("10037") {
@@ -856,14 +857,7 @@ impl EventStore {
                 break;
             }
             next = msg.sequence + 1;
-            out.push(StoredEvent::new(
-                aggregate.stream(),
-                msg.sequence,
-                msg.subject.to_string(),
-                msg.time,
-                msg.payload,
-                Some(&msg.headers),
-            ));
+            out.push(StoredEvent::from_stream_message(aggregate.stream(), msg));
         }
         Ok(out)
     }
