@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use amai_bus::consumer::{self, WorkConsumerConfig};
 use amai_bus::proto::{self, payload::Kind};
-use amai_bus::store::{AppendErrorKind, StoredEvent};
+use amai_bus::store::AppendErrorKind;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventHash, EventStore, IdentityKeys, VerifiedEvent};
 use async_nats::jetstream::AckKind;
@@ -340,17 +340,4 @@ async fn record_failure<R: Reactor + ?Sized>(
         }
     }
     Err("failure aggregate kept moving".into())
-}
-
-/// Extracts the stored-event metadata of a JetStream message (for roles that need it).
-pub fn stored_event_of(msg: &async_nats::jetstream::Message) -> Option<StoredEvent> {
-    let info = msg.info().ok()?;
-    Some(StoredEvent::new(
-        info.stream,
-        info.stream_sequence,
-        msg.subject.to_string(),
-        info.published,
-        msg.payload.clone(),
-        msg.headers.as_ref(),
-    ))
 }
