@@ -2,6 +2,7 @@
 //! new events) and shared durable pull consumers (work queues across instances).
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, consumer::pull, consumer::DeliverPolicy};
@@ -53,7 +54,96 @@ pub type Replay = Pin<Box<dyn Stream<Item = ReplayItem> + Send>>;
 
 /// Opens an ordered (ephemeral, gap-free, self-healing) replay of `stream`,
 /// optionally filtered to one subject.
+///
+/// The ephemeral consumer behind it does not survive a nats-server restart, and
+/// the client library only notices a lost consumer after missed heartbeats
+/// (tens of seconds). So the replay also watches the connection: after a
+/// reconnect it reopens itself right after the last event it delivered, and
+/// consumers (projections, subscriptions) stall for about a second, not half a
+/// minute.
 pub async fn replay(
+    js: &jetstream::Context,
+    stream: &str,
+    filter_subject: Option<String>,
+    start: StartAt,
+) -> Result<Replay, ConsumerError> {
+    let next = match start {
+        // Reopening "new only" later must not skip what arrived in between.
+        StartAt::New => Some(
+            js.get_stream(stream)
+                .await
+                .map_err(|e| ConsumerError {
+                    stream: stream.to_string(),
+                    detail: e.to_string(),
+                })?
+                .cached_info()
+                .state
+                .last_sequence
+                + 1,
+        ),
+        _ => None,
+    };
+    let inner = open_ordered(js, stream, filter_subject.clone(), start.clone()).await?;
+    let stats = js.client().statistics();
+    let mut tick = tokio::time::interval(RECONNECT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = ReplayState {
+        js: js.clone(),
+        stream: stream.to_string(),
+        filter_subject,
+        start,
+        next,
+        connects: stats.connects.load(Ordering::Relaxed),
+        stats,
+        inner,
+        tick,
+    };
+    Ok(Box::pin(futures::stream::unfold(
+        state,
+        |mut st| async move {
+            loop {
+                tokio::select! {
+                    item = st.inner.next() => {
+                        if let Some(Ok((ev, _))) = &item {
+                            st.next = Some(ev.position.seq + 1);
+                        }
+                        return item.map(|i| (i, st));
+                    }
+                    _ = st.tick.tick() => {
+                        let connects = st.stats.connects.load(Ordering::Relaxed);
+                        if connects != st.connects {
+                            st.connects = connects;
+                            let start = st.next.map(StartAt::Sequence).unwrap_or_else(|| st.start.clone());
+                            tracing::debug!(stream = %st.stream, ?start, "nats reconnected; reopening the replay");
+                            match open_ordered(&st.js, &st.stream, st.filter_subject.clone(), start).await {
+                                Ok(inner) => st.inner = inner,
+                                Err(e) => return Some((Err(e), st)),
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )))
+}
+
+/// How often a replay checks whether the connection was re-established.
+const RECONNECT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+struct ReplayState {
+    js: jetstream::Context,
+    stream: String,
+    filter_subject: Option<String>,
+    start: StartAt,
+    /// Stream sequence to reopen at: right after the last delivered event.
+    next: Option<u64>,
+    connects: u64,
+    stats: std::sync::Arc<async_nats::Statistics>,
+    inner: Replay,
+    tick: tokio::time::Interval,
+}
+
+async fn open_ordered(
     js: &jetstream::Context,
     stream: &str,
     filter_subject: Option<String>,

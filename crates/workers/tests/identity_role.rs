@@ -21,7 +21,7 @@ use amai_workers::reactor::{
 use amai_workers::trust_init::TrustInitializer;
 
 struct Deployment {
-    _server: NatsServer,
+    server: NatsServer,
     client: async_nats::Client,
     store: EventStore,
     signer: ServiceSigner,
@@ -48,7 +48,7 @@ async fn deploy() -> Deployment {
         .await
         .expect("service");
     Deployment {
-        _server: server,
+        server,
         client,
         store,
         signer: ServiceSigner { keys: service, id },
@@ -392,4 +392,89 @@ async fn deterministic_bootstrap_is_idempotent_across_racing_instances() {
         .await
         .expect("head");
     assert_eq!(claim.aggregate_seq, 1);
+}
+
+#[tokio::test]
+async fn the_role_survives_a_nats_server_restart() {
+    let mut d = deploy().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut role = IdentityRole::start(IdentityRoleConfig::new(
+        d.client.clone(),
+        d.store.clone(),
+        dir.path(),
+        d.signer.clone(),
+    ))
+    .await
+    .expect("role");
+    let (before, _) = register(&d.store, "before-restart").await;
+    wait_until("trust before", || async {
+        trust_seq(&d.store, &before).await == 1
+    })
+    .await;
+
+    // Kill nats-server hard and bring it back on the same port and store.
+    d.server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.server.restart();
+
+    // Appends work again once the client has reconnected.
+    let after = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let keys = IdentityKeys::generate();
+            match ensure_identity(
+                &d.store,
+                &keys,
+                "after-restart",
+                IdentityKind::Agent,
+                None,
+                amai_bus::envelope::now_timestamp(),
+            )
+            .await
+            {
+                Ok(id) => break id,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no append after the restart: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    // The reactor resumes on its durable consumer, the projection from its checkpoint,
+    // and queries are answered again.
+    wait_until("trust after restart", || async {
+        trust_seq(&d.store, &after).await == 1
+    })
+    .await;
+    let req = proto::GetIdentityRequest {
+        selector: Some(proto::get_identity_request::Selector::Name(
+            "after-restart".into(),
+        )),
+        min_position: None,
+    };
+    wait_until("query after restart", || async {
+        let r = query::request::<_, proto::Identity>(
+            &d.client,
+            query::IDENTITY_GET,
+            &req,
+            Duration::from_secs(2),
+        )
+        .await;
+        matches!(r, Ok(i) if i.id == after && i.trust_score == Some(60.0))
+    })
+    .await;
+    assert_eq!(
+        trust_seq(&d.store, &before).await,
+        1,
+        "nothing was applied twice"
+    );
+    let stats = role.read_model.stats().expect("stats");
+    assert_eq!(
+        stats.identities, 4,
+        "operator, service and the two agents, each once"
+    );
+    role.stop().await;
 }
