@@ -1,6 +1,6 @@
 //! The Prometheus-style metrics endpoint (`GET /metrics` on `--metrics-addr`):
 //! reactor counters, projection positions, stream heads and the lag between them,
-//! integrity violations. Values are read at scrape time; nothing is buffered.
+//! integrity violations, and gateway request counts, failures and latencies. Values are read at scrape time; nothing is buffered.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ pub(crate) struct MetricsSources {
     pub(crate) reactors: Vec<(&'static str, Arc<ReactorStats>)>,
     /// Projections of this process.
     pub(crate) projections: Vec<ProjectionHandle>,
+    /// The gateway's request counters and latencies, when this process runs one.
+    pub(crate) gateway: Option<Arc<amai_gateway::metrics::GatewayMetrics>>,
 }
 
 async fn render(src: &MetricsSources) -> String {
@@ -85,6 +87,9 @@ async fn render(src: &MetricsSources) -> String {
             p.name(),
             p.violation_count()
         );
+    }
+    if let Some(gateway) = &src.gateway {
+        out.push_str(&gateway.render());
     }
     out
 }

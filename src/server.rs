@@ -235,11 +235,13 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
                 settings.gateway_addr
             )
         })?;
-    let gateway_cfg = amai_gateway::GatewayConfig::new(client.clone(), store.clone())
-        .listen_addr(settings.gateway_addr)
-        .query_timeout(settings.query_timeout())
-        .freshness_window(settings.request_freshness())
-        .max_event_bytes(settings.max_event_bytes);
+    let gateway_cfg = gateway_config(
+        settings,
+        client.clone(),
+        store.clone(),
+        settings.gateway_addr,
+    );
+    let gateway_metrics = gateway_cfg.get_metrics();
     let gateway = tokio::spawn(amai_gateway::serve(
         gateway_cfg,
         listener,
@@ -253,7 +255,13 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         hex::encode(root.public().as_bytes())
     );
     tracing::info!(gateway = %settings.gateway_addr, nats = %url, "amai is up");
-    spawn_metrics(settings, &store, &role, &shutdown);
+    spawn_metrics(
+        settings,
+        &store,
+        Some(&role),
+        Some(gateway_metrics),
+        &shutdown,
+    );
     let role_result = role.run_until(shutdown.wait()).await;
     shutdown.trigger();
     let gateway_result = gateway.await;
@@ -267,16 +275,35 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn gateway_config(
+    settings: &Settings,
+    client: async_nats::Client,
+    store: EventStore,
+    addr: std::net::SocketAddr,
+) -> amai_gateway::GatewayConfig {
+    amai_gateway::GatewayConfig::new(client, store)
+        .listen_addr(addr)
+        .query_timeout(settings.query_timeout())
+        .freshness_window(settings.request_freshness())
+        .max_event_bytes(settings.max_event_bytes)
+}
+
+/// Serves `/metrics` for whatever this process runs.
 fn spawn_metrics(
     settings: &Settings,
     store: &EventStore,
-    role: &IdentityRole,
+    role: Option<&IdentityRole>,
+    gateway: Option<std::sync::Arc<amai_gateway::metrics::GatewayMetrics>>,
     shutdown: &Shutdown,
 ) {
     let sources = crate::metrics::MetricsSources {
         js: store.jetstream().clone(),
-        reactors: vec![("identity", role.reactor_stats.clone())],
-        projections: vec![role.projection.clone()],
+        reactors: role
+            .map(|r| ("identity", r.reactor_stats.clone()))
+            .into_iter()
+            .collect(),
+        projections: role.map(|r| r.projection.clone()).into_iter().collect(),
+        gateway,
     };
     tokio::spawn(crate::metrics::serve(
         settings.metrics_addr,
@@ -306,11 +333,8 @@ pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode>
         .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
     let addr = listener.local_addr()?;
     eprintln!("amai gateway: listening on {addr}");
-    let cfg = amai_gateway::GatewayConfig::new(client, store)
-        .listen_addr(addr)
-        .query_timeout(settings.query_timeout())
-        .freshness_window(settings.request_freshness())
-        .max_event_bytes(settings.max_event_bytes);
+    let cfg = gateway_config(settings, client, store.clone(), addr);
+    spawn_metrics(settings, &store, None, Some(cfg.get_metrics()), &shutdown);
     amai_gateway::serve(cfg, listener, shutdown.wait_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -344,7 +368,7 @@ pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow
             )
             .await?;
             eprintln!("amai worker: identity role up (state in {})", dir.display());
-            spawn_metrics(settings, &store_for_metrics, &role, &shutdown);
+            spawn_metrics(settings, &store_for_metrics, Some(&role), None, &shutdown);
             role.run_until(shutdown.wait()).await?;
             let _ = client.flush().await;
         }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod events;
 pub mod identity;
+pub mod metrics;
 pub mod status;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub struct GatewayConfig {
     query_timeout: Duration,
     freshness_window: Duration,
     max_event_bytes: usize,
+    metrics: Arc<metrics::GatewayMetrics>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -104,7 +106,20 @@ impl GatewayConfig {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             freshness_window: DEFAULT_FRESHNESS_WINDOW,
             max_event_bytes,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Where request counts and latencies are recorded (default: a fresh set,
+    /// readable through [`GatewayConfig::get_metrics`]).
+    pub fn metrics(mut self, metrics: Arc<metrics::GatewayMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The request metrics this gateway records.
+    pub fn get_metrics(&self) -> Arc<metrics::GatewayMetrics> {
+        self.metrics.clone()
     }
 
     /// Address [`GatewayConfig::bind`] listens on (default `127.0.0.1:50051`).
@@ -224,6 +239,7 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "gateway listening");
     tonic::transport::Server::builder()
+        .layer(metrics::MetricsLayer(config.metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(identity)

@@ -122,6 +122,16 @@ async fn a_revoked_identity_can_no_longer_sign_requests() {
         .expect_err("revoked signer");
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("revoked"), "{}", err.message());
+    // The metrics layer saw the refused request, by method and status code.
+    let method = "/amai.v1.IdentityService/ListInbox";
+    assert_eq!(env.metrics.requests(method), 1);
+    assert_eq!(
+        env.metrics.failures(method, Code::PermissionDenied as i32),
+        1
+    );
+    assert!(env.metrics.render().contains(
+        "amai_gateway_request_seconds_count{method=\"/amai.v1.IdentityService/ListInbox\"} 1"
+    ));
     env.stop().await;
 }
 

@@ -16,6 +16,7 @@ pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024;
 pub(crate) struct Env {
     pub(crate) client: AmaiClient,
     pub(crate) url: String,
+    pub(crate) metrics: std::sync::Arc<amai_gateway::metrics::GatewayMetrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>>,
     _nats: NatsServer,
@@ -39,6 +40,7 @@ impl Env {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let config = GatewayConfig::new(nc, store).query_timeout(Duration::from_millis(500));
+        let metrics = config.get_metrics();
         let server = tokio::spawn(serve(config, listener, async move {
             let _ = rx.await;
         }));
@@ -49,6 +51,7 @@ impl Env {
         Env {
             client,
             url,
+            metrics,
             shutdown: Some(tx),
             server: Some(server),
             _nats: nats,
