@@ -820,27 +820,44 @@ where
 {
     let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
     let period = Duration::from_secs(1) / rate;
-    let start = tokio::time::Instant::now() + Duration::from_millis(5);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = start + period.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled).await;
-        let fut = request(i);
-        tasks.push(tokio::spawn(async move {
-            let result = tokio::time::timeout(WAIT, fut)
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {WAIT:?}")));
-            (
-                tokio::time::Instant::now().saturating_duration_since(scheduled),
-                result,
-            )
-        }));
-    }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+    // Requests are built up front (futures are lazy) and released by a dedicated
+    // OS thread at their scheduled times: tokio's timer has a 1 ms granularity,
+    // which at 2,000 req/s would add up to a millisecond of the generator's own
+    // lateness to every measurement, and a generator on the runtime under test
+    // would be slowed by the very queueing it must expose.
+    let requests: Vec<Fut> = (0..total).map(&mut request).collect();
+    let handle = tokio::runtime::Handle::current();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now() + Duration::from_millis(5);
+        let mut tasks = Vec::with_capacity(requests.len());
+        for (i, fut) in requests.into_iter().enumerate() {
+            let scheduled = start + period.mul_f64(i as f64);
+            if let Some(wait) = scheduled.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            tasks.push(handle.spawn(async move {
+                let result = tokio::time::timeout(WAIT, fut)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {WAIT:?}")));
+                (
+                    std::time::Instant::now().saturating_duration_since(scheduled),
+                    result,
+                )
+            }));
+        }
+        let _ = release_tx.send((tasks, start.elapsed()));
+    });
+    let Ok((tasks, elapsed)) = release_rx.await else {
+        return Latency {
+            first_error: Some("the load generator thread died".into()),
+            ..Latency::default()
+        };
+    };
     let mut out = Latency {
         ms: Vec::with_capacity(tasks.len()),
         sent: tasks.len(),
-        rate,
+        rate: total as f64 / elapsed.as_secs_f64(),
         ..Latency::default()
     };
     for t in tasks {

@@ -28,7 +28,6 @@ use std::time::Duration;
 use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
 use amai_bus::EventStore;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use events::EventSvc;
 pub use identity::IdentitySvc;
@@ -244,7 +243,11 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(identity)
         .add_service(events)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Small request/response frames must not wait for Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     tracing::info!("gateway stopped");
     Ok(())
