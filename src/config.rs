@@ -212,6 +212,10 @@ pub(crate) struct Settings {
     pub(crate) otlp_endpoint: Option<String>,
     /// Name of this instance.
     pub(crate) instance: String,
+    /// Whether the instance name was given (flag, env or file) rather than
+    /// derived from host and pid: a given name keeps a worker's state dir stable
+    /// across restarts.
+    pub(crate) instance_given: bool,
     /// Hex Ed25519 public key of the trust root; `None` = the operator key in the data dir.
     pub(crate) trust_root: Option<String>,
     /// The config file that was read, if any.
@@ -279,11 +283,12 @@ impl Settings {
             None => "flags/environment".to_string(),
         };
 
-        let instance = non_empty(args.instance.clone())
-            .or_else(|| non_empty(file_cfg.instance.clone()))
-            .unwrap_or_else(|| {
-                format!("{}-{}", env.hostname.as_deref().unwrap_or("amai"), env.pid)
-            });
+        let given_instance =
+            non_empty(args.instance.clone()).or_else(|| non_empty(file_cfg.instance.clone()));
+        let instance_given = given_instance.is_some();
+        let instance = given_instance.unwrap_or_else(|| {
+            format!("{}-{}", env.hostname.as_deref().unwrap_or("amai"), env.pid)
+        });
         let log_level = non_empty(args.log_level.clone())
             .or_else(|| non_empty(env.rust_log.clone()))
             .or_else(|| non_empty(file_cfg.log_level.clone()))
@@ -341,6 +346,7 @@ impl Settings {
             log_level,
             otlp_endpoint: optional(args.otlp_endpoint.clone(), file_cfg.otlp_endpoint),
             instance,
+            instance_given,
             trust_root: optional(args.trust_root.clone(), file_cfg.trust_root),
             config_file,
         };
@@ -528,6 +534,7 @@ mod tests {
         assert_eq!(s.log_level, "info");
         assert_eq!(s.otlp_endpoint, None);
         assert_eq!(s.instance, "box-42");
+        assert!(!s.instance_given, "a derived name is not a given one");
         assert_eq!(s.trust_root, None);
     }
 
@@ -548,6 +555,7 @@ mod tests {
         let s = Settings::resolve_with(&args, Some(&file), &env()).expect("resolve");
         assert_eq!(s.nats_port, 6000, "flag beats file");
         assert_eq!(s.instance, "from-flag", "flag beats file");
+        assert!(s.instance_given);
         assert_eq!(s.stream_replicas, 3, "file beats default");
         assert_eq!(s.log_format, LogFormat::Json, "file beats default");
         assert_eq!(s.log_level, "debug");

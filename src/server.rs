@@ -358,9 +358,7 @@ pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow
             )
             .await?;
             let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
-            let explicit = std::env::var_os("AMAI_INSTANCE").is_some()
-                || std::env::args().any(|a| a == "--instance" || a.starts_with("--instance="));
-            let dir = state_dir(settings, "identity", explicit);
+            let dir = state_dir(settings, "identity", settings.instance_given);
             let store_for_metrics = store.clone();
             let role = IdentityRole::start(
                 IdentityRoleConfig::new(client.clone(), store, &dir, signer)
