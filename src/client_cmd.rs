@@ -132,7 +132,7 @@ pub(crate) enum MessageCommand {
 /// `amai events ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum EventsCommand {
-    /// Follow a stream live (and from the past with --from-seq/--since).
+    /// Follow a stream live; --all, --from-seq or --since replay history first.
     Tail {
         /// Stream name.
         #[arg(long, default_value = "AMAI_AGENTS")]
@@ -146,15 +146,15 @@ pub(crate) enum EventsCommand {
         /// Only events signed by this identity id.
         #[arg(long)]
         actor: Option<String>,
-        /// Start at this stream sequence.
-        #[arg(long, conflicts_with_all = ["since", "new"])]
+        /// Start at this stream sequence (default: only events appended from now on).
+        #[arg(long, conflicts_with_all = ["since", "all"])]
         from_seq: Option<u64>,
         /// Start at this time (RFC 3339).
-        #[arg(long, conflicts_with = "new")]
+        #[arg(long, conflicts_with = "all")]
         since: Option<String>,
-        /// Only events appended from now on.
+        /// Start at the first event of the stream.
         #[arg(long)]
-        new: bool,
+        all: bool,
         /// Exit after this many events.
         #[arg(long)]
         count: Option<u64>,
@@ -394,7 +394,7 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
         actor,
         from_seq,
         since,
-        new,
+        all,
         count,
         json,
     } = cmd;
@@ -411,10 +411,10 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
                 nanos: t.nanosecond() as i32,
             },
         ))
-    } else if new {
-        Some(proto::subscribe_request::Start::NewOnly(true))
+    } else if all {
+        Some(proto::subscribe_request::Start::StartSeq(1))
     } else {
-        None
+        Some(proto::subscribe_request::Start::NewOnly(true))
     };
     let req = proto::SubscribeRequest {
         stream,
@@ -423,7 +423,9 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
         actor: actor.unwrap_or_default(),
         start,
     };
+    let stream_name = req.stream.clone();
     let mut events = client.subscribe(req).await?;
+    eprintln!("amai: following {stream_name} (Ctrl-C to stop)");
     let mut seen = 0u64;
     while let Some(item) = events.next().await {
         let stored = item?;

@@ -125,6 +125,16 @@ async fn walkthrough_cli() {
     })
     .await;
 
+    // A live tail (the default start: new events only) sees the message that
+    // is sent next, and nothing from before it.
+    let mut tail = Proc::spawn(
+        "tail",
+        dir.path(),
+        &client(&data, &gw, &["events", "tail", "--count", "1", "--json"]),
+    );
+    tail.wait_for_log("amai: following AMAI_AGENTS", DEADLINE)
+        .await;
+
     // Message alice -> bob, read from bob's inbox.
     run(vec![
         "message",
@@ -137,6 +147,15 @@ async fn walkthrough_cli() {
     ])
     .await
     .ok();
+    assert!(tail.wait_exit(DEADLINE).await.success(), "{}", tail.log());
+    let live: Vec<Value> = tail
+        .log()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(live.len(), 1, "{}", tail.log());
+    assert_eq!(live[0]["type"], "agent.message_sent", "{}", tail.log());
     let inbox = wait_until("bob's inbox has alice's message", DEADLINE, || {
         let f = run(vec!["message", "inbox", "--keys", &bob_key, "--json"]);
         async move {
