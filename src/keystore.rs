@@ -68,7 +68,18 @@ impl Keystore {
 
     /// The operator keys (the trust root), generated on first use.
     pub(crate) fn operator(&self) -> anyhow::Result<IdentityKeys> {
-        load_or_create(&self.operator_path())
+        let path = self.operator_path();
+        let existed = path.exists();
+        let keys = load_or_create(&path)?;
+        if !existed {
+            tracing::warn!(
+                path = %path.display(),
+                trust_root = %hex::encode(keys.public_key().as_bytes()),
+                "generated a new operator key: it is the trust root of this deployment; \
+                 every other process must use the same one (copy the file, or pass --trust-root)"
+            );
+        }
+        Ok(keys)
     }
 
     /// A role's service keys, generated on first use.
