@@ -2,21 +2,33 @@
 //! stream events to a sled tree.
 //!
 //! For every stream a projection consumes, [`ProjectionRunner::spawn`] starts a
-//! task that opens an ordered replay at `checkpoint + 1` and, for every message:
+//! task that opens an ordered replay at `checkpoint + 1` and reads it in
+//! batches: the next message (awaited), then whatever further messages the
+//! replay already holds, without waiting, up to 64 and stopping once the replay
+//! reports nothing pending. Live traffic therefore makes batches of one; a
+//! catch-up replay makes large ones. For every event of the batch, in order:
 //!
 //! 1. decodes it and checks the signature ([`StoredEvent::verify`]);
 //! 2. checks that it names the aggregate of its subject, that `aggregate_seq` is
 //!    the previous valid one + 1 and that `prev_hash` is the previous valid hash
-//!    (per-aggregate state kept in the tree);
+//!    (per-aggregate state kept in the tree, overlaid with the states left by the
+//!    batch's earlier events, which are not written yet);
 //! 3. checks key validity exactly like [`amai_bus::chain::verify_events`]: identity
-//!    chains (`agent/*`) are folded into an [`IdentityState`] kept in the tree;
+//!    chains (`agent/*`) are folded into an [`IdentityState`] kept in the tree
+//!    (and the overlay);
 //!    events signed by another identity (services, endorsing or revoking
 //!    operators) are checked with [`check_signer`] at the event's publish time
 //!    against that identity's state read from JetStream (cached in memory);
-//! 4. valid: calls [`Projection::apply`] and stores the new aggregate state and
-//!    the checkpoint **in one sled transaction**; invalid: never applies it,
-//!    records an [`IntegrityViolation`] and advances the checkpoint (also one
-//!    transaction), and logs a warning.
+//! 4. valid: the event is to be applied with [`Projection::apply`] and the
+//!    aggregate's new state stored; invalid: it is never applied, an
+//!    [`IntegrityViolation`] is to be recorded and a warning logged.
+//!
+//! The whole batch (new aggregate states, effects, violations and the
+//! checkpoint, the batch's last sequence) is then written **in one sled
+//! transaction**, and only then is the stream's position published. If a
+//! projection's `apply` aborts, that transaction writes nothing and the batch is
+//! written again one transaction per event, where the refused event is recorded
+//! as a [`ViolationKind::Rejected`] violation (its chain state still advances).
 //!
 //! ## Durability
 //!
@@ -48,7 +60,7 @@ use amai_bus::proto::{self, ChainFailureKind};
 use amai_bus::store::{ReadError, StoredEvent};
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventStore, Position, VerifiedEvent, ZERO_HASH};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use tokio::sync::watch;
@@ -76,6 +88,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// it was read (allowance for clock skew between NATS and this process).
 const SIGNER_CACHE_SKEW_MS: Millis = 2_000;
 const MAX_CACHED_SIGNERS: usize = 10_000;
+/// At most this many events are verified and written in one transaction.
+const MAX_BATCH: usize = 64;
 
 fn ckpt_key(stream: &str) -> Vec<u8> {
     codec::key(&[CKPT_PREFIX, stream.as_bytes()])
@@ -463,6 +477,102 @@ enum Verdict {
     Invalid(IntegrityViolation),
 }
 
+/// One verified event, ready to be written: what [`Verdict`] means for the tree.
+enum Step {
+    /// Valid: store the aggregate's new chain state and apply the effect.
+    Apply {
+        /// `\0chain/<aggregate>`.
+        chain_key: Vec<u8>,
+        /// The encoded [`ChainState`] after this event.
+        chain: Vec<u8>,
+        applied: Box<AppliedEvent>,
+    },
+    /// Invalid: record the violation (the chain state does not move).
+    Record(IntegrityViolation),
+}
+
+impl Step {
+    fn new(stored: StoredEvent, verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Valid { event, identity } => Step::Apply {
+                chain_key: chain_key(&event.aggregate.to_string()),
+                chain: ChainState {
+                    seq: event.aggregate_seq(),
+                    hash: event.hash,
+                    identity: identity.as_ref().map(StoredIdentity::from_state),
+                }
+                .encode(),
+                applied: Box::new(AppliedEvent {
+                    event: *event,
+                    stored,
+                    identity,
+                }),
+            },
+            Verdict::Invalid(v) => Step::Record(v),
+        }
+    }
+
+    fn position(&self) -> Position {
+        match self {
+            Step::Apply { applied, .. } => applied.stored.position.clone(),
+            Step::Record(v) => v.position(),
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        match self {
+            Step::Apply { applied, .. } => applied.stored.position.seq,
+            Step::Record(v) => v.seq,
+        }
+    }
+}
+
+/// Consecutive events of one stream that were available without waiting (the
+/// first one awaited, then whatever the replay had buffered), with the replay's
+/// `pending` count at each.
+#[derive(Default)]
+struct Batch {
+    events: Vec<(StoredEvent, u64)>,
+    /// The replay said nothing more was pending: do not read further.
+    caught_up: bool,
+}
+
+impl Batch {
+    /// Adds a replayed event, unless it was already handled (`seq <= handled`).
+    fn push(&mut self, (stored, pending): (StoredEvent, u64), handled: u64) {
+        self.caught_up = pending == 0;
+        let after = self.last_seq().unwrap_or(handled);
+        if stored.position.seq > after {
+            self.events.push((stored, pending));
+        }
+    }
+
+    /// Nothing more is read into this batch.
+    fn is_complete(&self) -> bool {
+        self.caught_up || self.events.len() >= MAX_BATCH
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.events.last().map(|(s, _)| s.position.seq)
+    }
+}
+
+/// Chain states (encoded, keyed by aggregate) written by the earlier events of
+/// the batch being verified, which are not in the tree yet: event k+1 of an
+/// aggregate is checked against event k's state, exactly as if k had been
+/// committed on its own.
+#[derive(Default)]
+struct Overlay(HashMap<String, Vec<u8>>);
+
+impl Overlay {
+    fn record(&mut self, step: &Step) {
+        if let Step::Apply { chain, applied, .. } = step {
+            self.0
+                .insert(applied.event.aggregate.to_string(), chain.clone());
+        }
+    }
+}
+
 /// A failure that is retried by reconnecting from the checkpoint.
 #[derive(Debug)]
 struct Transient(String);
@@ -618,7 +728,7 @@ impl Ctx {
         }
     }
 
-    /// Replays `stream` from the checkpoint until an error.
+    /// Replays `stream` from the checkpoint until an error, a batch at a time.
     async fn consume(&self, stream: &'static str, backoff: &mut Duration) -> Result<(), Transient> {
         let st = self
             .shared
@@ -646,96 +756,223 @@ impl Ctx {
         );
         let mut handled = ckpt;
         while let Some(item) = replay.next().await {
-            let (stored, pending) = item.map_err(|e| Transient(e.to_string()))?;
-            let seq = stored.position.seq;
-            if seq <= handled {
-                continue;
+            let mut batch = Batch::default();
+            batch.push(item.map_err(|e| Transient(e.to_string()))?, handled);
+            // Whatever ends the replay while the batch is collected (an error,
+            // its end) takes effect after the batch is written.
+            let mut ended = None;
+            while !batch.is_complete() {
+                // Only what is already buffered: never wait for a batch to fill.
+                match replay.next().now_or_never() {
+                    Some(Some(Ok(item))) => batch.push(item, handled),
+                    Some(Some(Err(e))) => {
+                        ended = Some(Err(Transient(e.to_string())));
+                        break;
+                    }
+                    Some(None) => {
+                        ended = Some(Ok(()));
+                        break;
+                    }
+                    None => break,
+                }
             }
-            self.handle(stream, stored).await?;
-            handled = seq;
-            *backoff = BACKOFF_MIN;
-            st.position.send_replace(seq);
-            if pending == 0 || seq >= last {
-                st.caught_up.send_replace(true);
+            if let Some(seq) = batch.last_seq() {
+                self.handle_batch(stream, st, last, batch).await?;
+                handled = seq;
+                *backoff = BACKOFF_MIN;
+            }
+            if let Some(end) = ended {
+                return end;
             }
             // A replay with buffered messages never returns Pending: yield so the
-            // shutdown signal (and other tasks) get their turn between events.
+            // shutdown signal (and other tasks) get their turn between batches.
             tokio::task::yield_now().await;
         }
         Ok(())
     }
 
-    /// Verifies and applies (or records) one event, with its checkpoint.
-    async fn handle(&self, stream: &str, stored: StoredEvent) -> Result<(), Transient> {
-        let seq = stored.position.seq;
-        let verdict = self.verify(&stored).await?;
-        let tree = &self.shared.tree;
-        let ckpt = ckpt_key(stream);
-        let seq_bytes = codec::u64_bytes(seq);
-        let result = match &verdict {
-            Verdict::Valid { event, identity } => {
-                let chain = ChainState {
-                    seq: event.aggregate_seq(),
-                    hash: event.hash,
-                    identity: identity.as_ref().map(StoredIdentity::from_state),
+    /// Verifies a batch in order (each event against the chain states left by
+    /// the previous ones, see [`Overlay`]), writes it in one transaction
+    /// ([`Self::commit_batch`]), then publishes the position. If a projection's
+    /// `apply` aborts, nothing of the batch is written and its events are written
+    /// one transaction each instead ([`Self::commit_one`], today's per-event
+    /// path): the refused event becomes a `Rejected` violation, the others apply.
+    ///
+    /// If verifying an event fails transiently, the events verified before it
+    /// are written (and published) and the error is returned.
+    async fn handle_batch(
+        &self,
+        stream: &str,
+        st: &StreamState,
+        last: u64,
+        batch: Batch,
+    ) -> Result<(), Transient> {
+        let mut overlay = Overlay::default();
+        let mut steps = Vec::with_capacity(batch.events.len());
+        let mut pending = u64::MAX;
+        let mut failed = None;
+        for (stored, p) in batch.events {
+            match self.verify(&stored, &overlay).await {
+                Ok(verdict) => {
+                    let step = Step::new(stored, verdict);
+                    overlay.record(&step);
+                    steps.push(step);
+                    pending = p;
                 }
-                .encode();
-                let chain_k = chain_key(&event.aggregate.to_string());
-                let applied = AppliedEvent {
-                    event: (**event).clone(),
-                    stored: stored.clone(),
-                    identity: identity.clone(),
-                };
-                let r = tree.transaction(|tx| {
-                    tx.insert(chain_k.as_slice(), chain.as_slice())?;
-                    self.projection.apply(tx, &applied)?;
-                    tx.insert(ckpt.as_slice(), &seq_bytes)?;
-                    Ok(())
-                });
-                match r {
-                    Err(TransactionError::Abort(e)) => {
-                        // The projection refused a valid event: the chain moves on
-                        // (the event is valid), the projection's effect does not.
-                        let v =
-                            violation(&stored, Some(event), ViolationKind::Rejected, e.to_string());
-                        tree.transaction(|tx| {
-                            tx.insert(chain_k.as_slice(), chain.as_slice())?;
-                            record_violation(tx, &v)?;
-                            tx.insert(ckpt.as_slice(), &seq_bytes)?;
-                            Ok::<_, ConflictableTransactionError<ApplyError>>(())
-                        })
-                        .map(|_| Some(v))
-                    }
-                    other => other.map(|_| None),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            Verdict::Invalid(v) => tree
-                .transaction(|tx| {
-                    record_violation(tx, v)?;
-                    tx.insert(ckpt.as_slice(), &seq_bytes)?;
-                    Ok::<_, ConflictableTransactionError<ApplyError>>(())
-                })
-                .map(|_| Some(v.clone())),
+        }
+        if let Some(seq) = steps.last().map(Step::seq) {
+            if !self.commit_batch(stream, &steps)? {
+                for step in &steps {
+                    self.commit_one(stream, step)?;
+                    st.position.send_replace(step.seq());
+                }
+            }
+            st.position.send_replace(seq);
+            if pending == 0 || seq >= last {
+                st.caught_up.send_replace(true);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Writes verified events (chain states, effects, violations) and the
+    /// checkpoint (the last event's sequence) in one sled transaction. Returns
+    /// `false`, having written nothing, if a projection's `apply` aborted.
+    fn commit_batch(&self, stream: &str, steps: &[Step]) -> Result<bool, Transient> {
+        let Some(last) = steps.last() else {
+            return Ok(true);
+        };
+        let ckpt = ckpt_key(stream);
+        let seq_bytes = codec::u64_bytes(last.seq());
+        let r = self.shared.tree.transaction(|tx| {
+            for step in steps {
+                self.write_step(tx, step)?;
+            }
+            tx.insert(ckpt.as_slice(), &seq_bytes)?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                self.dirty.store(true, Ordering::Release);
+                for step in steps {
+                    if let Step::Record(v) = step {
+                        self.warn_violation(v);
+                    }
+                }
+                Ok(true)
+            }
+            Err(TransactionError::Abort(_)) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(Transient(format!(
+                "sled transaction failed at {}: {e}",
+                last.position()
+            ))),
+        }
+    }
+
+    /// Writes one verified event's chain state and effect, or its violation.
+    fn write_step(
+        &self,
+        tx: &TransactionalTree,
+        step: &Step,
+    ) -> Result<(), ConflictableTransactionError<ApplyError>> {
+        match step {
+            Step::Apply {
+                chain_key,
+                chain,
+                applied,
+            } => {
+                tx.insert(chain_key.as_slice(), chain.as_slice())?;
+                self.projection.apply(tx, applied)
+            }
+            Step::Record(v) => record_violation(tx, v),
+        }
+    }
+
+    /// Writes (applies or records) one verified event with its checkpoint, in
+    /// one transaction.
+    fn commit_one(&self, stream: &str, step: &Step) -> Result<(), Transient> {
+        let tree = &self.shared.tree;
+        let ckpt = ckpt_key(stream);
+        let seq_bytes = codec::u64_bytes(step.seq());
+        let write = |tx: &TransactionalTree, step: &Step| {
+            self.write_step(tx, step)?;
+            tx.insert(ckpt.as_slice(), &seq_bytes)?;
+            Ok(())
+        };
+        let result = match tree.transaction(|tx| write(tx, step)) {
+            Err(TransactionError::Abort(e)) => match step {
+                Step::Apply {
+                    chain_key,
+                    chain,
+                    applied,
+                } => {
+                    // The projection refused a valid event: the chain moves on
+                    // (the event is valid), the projection's effect does not.
+                    let v = violation(
+                        &applied.stored,
+                        Some(&applied.event),
+                        ViolationKind::Rejected,
+                        e.to_string(),
+                    );
+                    tree.transaction(|tx| {
+                        tx.insert(chain_key.as_slice(), chain.as_slice())?;
+                        record_violation(tx, &v)?;
+                        tx.insert(ckpt.as_slice(), &seq_bytes)?;
+                        Ok::<_, ConflictableTransactionError<ApplyError>>(())
+                    })
+                    .map(|_| Some(v))
+                }
+                Step::Record(_) => Err(TransactionError::Abort(e)),
+            },
+            other => other.map(|_| match step {
+                Step::Apply { .. } => None,
+                Step::Record(v) => Some(v.clone()),
+            }),
         };
         self.dirty.store(true, Ordering::Release);
         match result {
             Ok(None) => Ok(()),
             Ok(Some(v)) => {
-                warn!(
-                    projection = self.name(), stream = %v.stream, seq = v.seq, aggregate = %v.aggregate, kind = %v.kind,
-                    "integrity violation: event not applied: {}", v.detail
-                );
+                self.warn_violation(&v);
                 Ok(())
             }
             Err(e) => Err(Transient(format!(
                 "sled transaction failed at {}: {e}",
-                stored.position
+                step.position()
             ))),
         }
     }
 
-    /// Checks one stored event against everything known about its aggregate.
-    async fn verify(&self, stored: &StoredEvent) -> Result<Verdict, Transient> {
+    fn warn_violation(&self, v: &IntegrityViolation) {
+        warn!(
+            projection = self.name(), stream = %v.stream, seq = v.seq, aggregate = %v.aggregate, kind = %v.kind,
+            "integrity violation: event not applied: {}", v.detail
+        );
+    }
+
+    /// The chain state of `agg`: the batch's own if it wrote one, else the tree's.
+    fn chain_state(&self, overlay: &Overlay, agg: &str) -> Result<Option<ChainState>, Transient> {
+        let bytes = match overlay.0.get(agg) {
+            Some(bytes) => Some(sled::IVec::from(bytes.as_slice())),
+            None => self
+                .shared
+                .tree
+                .get(chain_key(agg))
+                .map_err(|e| Transient(format!("reading the chain state of {agg}: {e}")))?,
+        };
+        bytes
+            .map(|b| ChainState::decode(&b).map_err(|e| Transient(format!("{agg}: {e}"))))
+            .transpose()
+    }
+    /// Checks one stored event against everything known about its aggregate;
+    /// `overlay` holds the chain states written by the earlier events of the
+    /// batch (not yet in the tree).
+    async fn verify(&self, stored: &StoredEvent, overlay: &Overlay) -> Result<Verdict, Transient> {
         let invalid = |ev: Option<&VerifiedEvent>, kind, detail: String| {
             Ok(Verdict::Invalid(violation(stored, ev, kind, detail)))
         };
@@ -763,13 +1000,7 @@ impl Ctx {
             );
         }
         let agg = ev.aggregate.to_string();
-        let prior = match self.shared.tree.get(chain_key(&agg)) {
-            Ok(Some(bytes)) => {
-                Some(ChainState::decode(&bytes).map_err(|e| Transient(format!("{agg}: {e}")))?)
-            }
-            Ok(None) => None,
-            Err(e) => return Err(Transient(format!("reading the chain state of {agg}: {e}"))),
-        };
+        let prior = self.chain_state(overlay, &agg)?;
         let (head_seq, head_hash) = prior
             .as_ref()
             .map(|c| (c.seq, c.hash))

@@ -764,7 +764,9 @@ async fn a_crash_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let mut env = Env::start().await;
     let mut alice = env.agent("alice").await;
     let bob = env.agent("bob").await;
-    const N: u64 = 120;
+    // Several batches (the runner commits up to 64 events per transaction), so
+    // there are several points to crash at.
+    const N: u64 = 400;
     let mut last = None;
     for _ in 0..N {
         last = Some(env.message(&mut alice, &bob).await);
@@ -810,4 +812,81 @@ async fn a_crash_mid_stream_loses_nothing_and_applies_nothing_twice() {
         drop(db);
     }
     assert!(crashes >= 2, "the projection crashed {crashes} times");
+}
+
+/// The identity projection, except that it refuses messages whose content is
+/// `[9, 9, 9]`.
+struct Picky;
+
+impl Projection for Picky {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+    fn version(&self) -> u32 {
+        IdentityProjection.version()
+    }
+    fn streams(&self) -> &'static [&'static str] {
+        IdentityProjection.streams()
+    }
+    fn apply(
+        &self,
+        tx: &TransactionalTree,
+        event: &AppliedEvent,
+    ) -> Result<(), ConflictableTransactionError<ApplyError>> {
+        if let Kind::AgentMessageSent(m) = &event.event.payload {
+            if m.sealed == [9, 9, 9] {
+                return Err(ConflictableTransactionError::Abort(ApplyError::Rejected(
+                    "refused by the test".into(),
+                )));
+            }
+        }
+        IdentityProjection.apply(tx, event)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_projection_refuses_mid_batch_is_recorded_and_the_rest_applied_once() {
+    let mut env = Env::start().await;
+    let mut alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let mut refused = None;
+    for i in 0..60 {
+        if i == 30 {
+            let payload = Kind::AgentMessageSent(proto::AgentMessageSent {
+                to: bob.id.clone(),
+                sealed: vec![9, 9, 9],
+                recipient_x25519_key: bob.keys.x25519_public().to_vec(),
+            });
+            refused = Some(env.act(&mut alice, payload).await);
+        } else {
+            env.message(&mut alice, &bob).await;
+        }
+    }
+    let refused = refused.unwrap();
+    let last = env.last_position.clone();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        // The second round reopens the database: nothing is applied twice.
+        let db = open_db(dir.path()).await;
+        let (handle, shutdown) = env.spawn(&db, Arc::new(Picky)).await;
+        wait(&handle, &last).await;
+        let model = IdentityReadModel::new(handle.tree().clone());
+        assert_eq!(model.stats().unwrap().messages, 59, "round {round}");
+        assert_eq!(model.list_inbox(&bob.id, 0, 1000).unwrap().len(), 59);
+        let violations = handle.violations().unwrap();
+        assert_eq!(violations.len(), 1, "round {round}: {violations:?}");
+        assert_eq!(violations[0].seq, refused.position.seq);
+        assert_eq!(violations[0].kind, ViolationKind::Rejected);
+        // The chain moved past the refused (valid) event: later ones applied.
+        assert_eq!(
+            model
+                .get_identity(&by_id(&alice.id))
+                .unwrap()
+                .unwrap()
+                .chain_length,
+            61
+        );
+        stop(handle, shutdown).await;
+        drop(db);
+    }
 }
