@@ -66,7 +66,7 @@ const BENCH_STREAM: &str = "AMAI_BENCH";
 /// Acks in flight during the raw publish.
 const PUBLISH_WINDOW: usize = 256;
 /// Concurrent agents (and concurrent writers) of the append benchmarks.
-const AGENTS: usize = 64;
+const AGENTS: usize = 256;
 /// Event type of the benchmark's actions.
 const TICK: &str = "bench.tick";
 /// Open-loop rate of the GetIdentity latency test.
@@ -96,16 +96,16 @@ impl Sizes {
         if quick {
             Sizes {
                 raw_messages: 20_000,
-                bus_per_agent: 60,
-                gateway_per_agent: 30,
+                bus_per_agent: 15,
+                gateway_per_agent: 8,
                 verify_for: Duration::from_millis(300),
                 latency_for: Duration::from_secs(1),
             }
         } else {
             Sizes {
                 raw_messages: 100_000,
-                bus_per_agent: 300,
-                gateway_per_agent: 150,
+                bus_per_agent: 75,
+                gateway_per_agent: 38,
                 verify_for: Duration::from_secs(1),
                 latency_for: Duration::from_secs(3),
             }
