@@ -497,6 +497,50 @@ pub(crate) async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Res
     })
 }
 
+/// `amai projections violations`.
+pub(crate) async fn violations(
+    settings: &Settings,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    let r = client.integrity_violations(limit).await?;
+    let kind = |k: i32| {
+        proto::ChainFailureKind::try_from(k)
+            .map(|k| k.as_str_name())
+            .unwrap_or("UNKNOWN")
+    };
+    if json {
+        let v: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| {
+                let pos = v.position.clone().unwrap_or_default();
+                json!({"stream": pos.stream, "seq": pos.seq, "aggregate": v.aggregate, "aggregate_seq": v.aggregate_seq,
+                    "event_type": v.event_type, "kind": kind(v.kind), "detail": v.detail, "published_at": ts_string(v.published_at.as_ref())})
+            })
+            .collect();
+        println!("{}", json!({"total": r.total, "violations": v}));
+    } else if r.total == 0 {
+        println!("no integrity violations");
+    } else {
+        for v in &r.violations {
+            let pos = v.position.clone().unwrap_or_default();
+            println!(
+                "{}:{} {} #{} {}: {}",
+                pos.stream,
+                pos.seq,
+                v.aggregate,
+                v.aggregate_seq,
+                kind(v.kind),
+                v.detail
+            );
+        }
+        println!("{} of {} shown", r.violations.len(), r.total);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `amai stats`.
 pub(crate) async fn stats(settings: &Settings, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             Command::Up => server::run_up(&settings).await,
             Command::Gateway => server::run_gateway(&settings).await,
             Command::Worker(args) => server::run_worker(&settings, &args).await,
-            Command::Projections(cmd) => server::run_projections(&settings, cmd),
+            Command::Projections(cmd) => server::run_projections(&settings, cmd).await,
             Command::Keys(cmd) => client_cmd::keys(cmd),
             Command::Agent(cmd) => client_cmd::agent(&settings, cmd).await,
             Command::Message(cmd) => client_cmd::message(&settings, cmd).await,

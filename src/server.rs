@@ -36,6 +36,16 @@ pub(crate) enum WorkerRole {
 /// `amai projections ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ProjectionsCommand {
+    /// List the events the identity projection refused because they failed
+    /// verification (asks the running workers through the gateway).
+    Violations {
+        /// At most this many (oldest first).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Clear a projection so it rebuilds from stream sequence 1 on next start.
     /// Run it while the worker is stopped.
     Rebuild {
@@ -375,11 +385,14 @@ pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow
 }
 
 /// `amai projections rebuild`.
-pub(crate) fn run_projections(
+pub(crate) async fn run_projections(
     settings: &Settings,
     cmd: ProjectionsCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        ProjectionsCommand::Violations { limit, json } => {
+            crate::client_cmd::violations(settings, limit, json).await
+        }
         ProjectionsCommand::Rebuild { name, state } => {
             let path = settings
                 .data_dir

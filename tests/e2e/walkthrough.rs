@@ -654,4 +654,27 @@ async fn chain_verify_cli_reports_a_forged_event() {
         "{report}"
     );
     assert_eq!(report["failure"]["aggregate_seq"], 2, "{report}");
+
+    // The worker's projection refused it too, and says so.
+    let violations = wait_until("the violation is listed", DEADLINE, || async {
+        let v = world
+            .cli(&["projections", "violations", "--json"])
+            .await
+            .json();
+        if v["total"] == 1 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    let v = &violations["violations"][0];
+    assert_eq!(
+        v["kind"], "CHAIN_FAILURE_KIND_BAD_SIGNATURE",
+        "{violations}"
+    );
+    assert_eq!(v["aggregate"], Value::from(format!("agent/{}", mallory.id)));
+    assert_eq!(v["aggregate_seq"], 2);
+    let stats = world.cli(&["stats", "--json"]).await.json();
+    assert_eq!(stats["integrity_violations"], 1, "{stats}");
 }

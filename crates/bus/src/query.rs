@@ -24,6 +24,8 @@ pub const IDENTITY_KEYS: &str = "amai.query.identity.keys";
 pub const IDENTITY_INBOX: &str = "amai.query.identity.inbox";
 /// `GetStatsRequest` -> `Stats`.
 pub const IDENTITY_STATS: &str = "amai.query.identity.stats";
+/// `ListIntegrityViolationsRequest` -> `ListIntegrityViolationsResponse`.
+pub const IDENTITY_VIOLATIONS: &str = "amai.query.identity.violations";
 
 /// Status codes of query errors; the numbers are gRPC's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

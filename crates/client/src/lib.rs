@@ -197,6 +197,23 @@ impl AmaiClient {
             .into_inner())
     }
 
+    /// Events the identity projection refused because they failed verification,
+    /// oldest first (`limit` 0 = 100).
+    pub async fn integrity_violations(
+        &self,
+        limit: u32,
+    ) -> Result<proto::ListIntegrityViolationsResponse, ClientError> {
+        Ok(self
+            .identity
+            .clone()
+            .list_integrity_violations(proto::ListIntegrityViolationsRequest {
+                limit,
+                min_position: None,
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Server-side verification of a chain (convenience; prefer [`AmaiClient::verify_chain`]).
     pub async fn verify_chain_on_server(
         &self,

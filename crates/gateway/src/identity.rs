@@ -9,7 +9,9 @@ use tonic::{Request, Response, Status};
 
 use amai_bus::envelope::VerifiedEvent;
 use amai_bus::proto::{self, identity_service_server::IdentityService, payload::Kind};
-use amai_bus::query::{IDENTITY_GET, IDENTITY_INBOX, IDENTITY_KEYS, IDENTITY_STATS};
+use amai_bus::query::{
+    IDENTITY_GET, IDENTITY_INBOX, IDENTITY_KEYS, IDENTITY_STATS, IDENTITY_VIOLATIONS,
+};
 use amai_bus::store::AppendError;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_client::LIST_INBOX_METHOD;
@@ -240,6 +242,18 @@ impl IdentityService for IdentitySvc {
     ) -> Result<Response<proto::Stats>, Status> {
         Ok(Response::new(
             self.shared.query(IDENTITY_STATS, request.get_ref()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_integrity_violations(
+        &self,
+        request: Request<proto::ListIntegrityViolationsRequest>,
+    ) -> Result<Response<proto::ListIntegrityViolationsResponse>, Status> {
+        Ok(Response::new(
+            self.shared
+                .query(IDENTITY_VIOLATIONS, request.get_ref())
+                .await?,
         ))
     }
 

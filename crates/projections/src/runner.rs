@@ -236,6 +236,22 @@ pub struct IntegrityViolation {
 }
 
 impl IntegrityViolation {
+    /// The protobuf form.
+    pub fn to_proto(&self) -> amai_bus::proto::IntegrityViolation {
+        amai_bus::proto::IntegrityViolation {
+            position: Some(self.position().into()),
+            aggregate: self.aggregate.clone(),
+            aggregate_seq: self.aggregate_seq,
+            event_type: self.event_type.clone(),
+            kind: self.kind.to_proto() as i32,
+            detail: self.detail.clone(),
+            published_at: Some(prost_types::Timestamp {
+                seconds: self.published_ms.div_euclid(1000),
+                nanos: (self.published_ms.rem_euclid(1000) * 1_000_000) as i32,
+            }),
+        }
+    }
+
     /// The stream position of the offending event.
     pub fn position(&self) -> Position {
         Position::new(self.stream.clone(), self.seq)

@@ -243,6 +243,7 @@ fn query_endpoints(
     timeout: Duration,
 ) -> Vec<(&'static str, QueryHandler)> {
     let (m1, m2, m3, m4) = (model.clone(), model.clone(), model.clone(), model);
+    let violations_of = projection.clone();
     vec![
         (
             query::IDENTITY_GET,
@@ -295,6 +296,28 @@ fn query_endpoints(
                 timeout,
                 |r: &proto::GetStatsRequest| r.min_position.clone(),
                 move |_req| Ok(Bytes::from(m4.stats().map_err(internal)?.encode_to_vec())),
+            ),
+        ),
+        (
+            query::IDENTITY_VIOLATIONS,
+            endpoint(
+                &projection,
+                timeout,
+                |r: &proto::ListIntegrityViolationsRequest| r.min_position.clone(),
+                move |req| {
+                    let all = violations_of.violations().map_err(internal)?;
+                    let limit = match req.limit {
+                        0 => 100,
+                        n => n.min(1000) as usize,
+                    };
+                    Ok(Bytes::from(
+                        proto::ListIntegrityViolationsResponse {
+                            total: all.len() as u64,
+                            violations: all.iter().take(limit).map(|v| v.to_proto()).collect(),
+                        }
+                        .encode_to_vec(),
+                    ))
+                },
             ),
         ),
     ]
