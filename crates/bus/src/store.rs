@@ -255,6 +255,17 @@ pub enum ReadError {
     Unavailable(String),
 }
 
+/// A page of a chain and where to continue.
+#[derive(Clone, Debug)]
+pub struct ChainPage {
+    /// The events, in chain order.
+    pub events: Vec<StoredEvent>,
+    /// Aggregate sequence to ask for next; 0 when the chain is exhausted.
+    pub next_aggregate_seq: u64,
+    /// Stream sequence to continue scanning from; 0 when the chain is exhausted.
+    pub next_stream_seq: u64,
+}
+
 /// An event as stored on a stream.
 #[derive(Clone, Debug)]
 pub struct StoredEvent {
@@ -826,40 +837,50 @@ impl EventStore {
         to_stream_seq: u64,
     ) -> Result<Vec<StoredEvent>, ReadError> {
         let mut out = Vec::new();
-        if to_stream_seq < from_stream_seq {
-            return Ok(out);
+        let mut next = from_stream_seq.max(1);
+        while next <= to_stream_seq {
+            match self.next_on_subject(aggregate, next).await? {
+                Some(stored) if stored.position.seq <= to_stream_seq => {
+                    next = stored.position.seq + 1;
+                    out.push(stored);
+                }
+                _ => break,
+            }
         }
+        Ok(out)
+    }
+
+    /// The first event of `aggregate` at or after stream sequence `seq`.
+    async fn next_on_subject(
+        &self,
+        aggregate: &Aggregate,
+        seq: u64,
+    ) -> Result<Option<StoredEvent>, ReadError> {
         let stream = self
             .js
             .get_stream_no_info(aggregate.stream())
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        let subject = aggregate.subject();
-        let mut next = from_stream_seq.max(1);
-        while next <= to_stream_seq {
-            let msg = match stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subject.clone())
-                .send()
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("no message found") || text.contains("10037") {
-                        break;
-                    }
-                    return Err(ReadError::Unavailable(text));
+        match stream
+            .raw_message_builder()
+            .sequence(seq)
+            .next_by_subject(aggregate.subject())
+            .send()
+            .await
+        {
+            Ok(msg) => Ok(Some(StoredEvent::from_stream_message(
+                aggregate.stream(),
+                msg,
+            ))),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("no message found") || text.contains("10037") {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Unavailable(text))
                 }
-            };
-            if msg.sequence > to_stream_seq {
-                break;
             }
-            next = msg.sequence + 1;
-            out.push(StoredEvent::from_stream_message(aggregate.stream(), msg));
         }
-        Ok(out)
     }
 
     /// A page of an aggregate's chain starting at `from_aggregate_seq` (1-based).
@@ -869,33 +890,60 @@ impl EventStore {
         from_aggregate_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, ReadError> {
+        Ok(self
+            .read_chain_page(aggregate, from_aggregate_seq, limit, 1)
+            .await?
+            .events)
+    }
+
+    /// A page of an aggregate's chain: at most `limit` events from
+    /// `from_aggregate_seq` on, scanning the subject from stream sequence
+    /// `scan_from_stream_seq` (1, or a previous page's `next_stream_seq`).
+    /// Undecodable events are included where they sit, so verifiers see them.
+    pub async fn read_chain_page(
+        &self,
+        aggregate: &Aggregate,
+        from_aggregate_seq: u64,
+        limit: usize,
+        scan_from_stream_seq: u64,
+    ) -> Result<ChainPage, ReadError> {
         let head = self.chain_head(aggregate).await?;
-        if head.aggregate_seq == 0 {
-            return Ok(Vec::new());
-        }
         let from = from_aggregate_seq.max(1);
-        let mut out = Vec::new();
-        if from > head.aggregate_seq || limit == 0 {
-            return Ok(out);
+        let mut page = ChainPage {
+            events: Vec::new(),
+            next_aggregate_seq: 0,
+            next_stream_seq: 0,
+        };
+        if head.aggregate_seq == 0 || from > head.aggregate_seq || limit == 0 {
+            return Ok(page);
         }
-        for stored in self.read_subject(aggregate, 1, head.stream_seq).await? {
-            let Some(seq) = aggregate_seq_of(&stored) else {
-                // Undecodable events still belong in the page so verifiers see them.
-                out.push(stored);
-                if out.len() >= limit {
-                    break;
-                }
-                continue;
+        let mut next = scan_from_stream_seq.max(1);
+        // Aggregate sequence of the last decodable event seen.
+        let mut last_seq = 0u64;
+        while next <= head.stream_seq && page.events.len() < limit {
+            let Some(stored) = self.next_on_subject(aggregate, next).await? else {
+                break;
             };
-            if seq < from {
-                continue;
-            }
-            out.push(stored);
-            if out.len() >= limit {
+            if stored.position.seq > head.stream_seq {
                 break;
             }
+            next = stored.position.seq + 1;
+            let include = match aggregate_seq_of(&stored) {
+                Some(seq) => {
+                    last_seq = seq;
+                    seq >= from
+                }
+                None => last_seq + 1 >= from,
+            };
+            if include {
+                page.events.push(stored);
+            }
         }
-        Ok(out)
+        if page.events.len() == limit && next <= head.stream_seq {
+            page.next_stream_seq = next;
+            page.next_aggregate_seq = (last_seq + 1).max(from);
+        }
+        Ok(page)
     }
 
     async fn find_by_aggregate_seq(

@@ -403,3 +403,48 @@ async fn replays_start_at_a_sequence_a_time_or_only_new_events() {
         .expect("item");
     assert_eq!(ev.position.seq, 4);
 }
+
+#[tokio::test]
+async fn chains_are_paged_with_a_scan_continuation() {
+    let server = NatsServer::start();
+    let store = setup(&server, EventStoreConfig::default()).await;
+    let (alice, bob) = (IdentityKeys::generate(), IdentityKeys::generate());
+    let a = register(&store, &alice, "pager-a").await;
+    let b = register(&store, &bob, "pager-b").await;
+    for _ in 0..7 {
+        store
+            .append(action(&store, &alice, &a).await)
+            .await
+            .expect("alice");
+        store
+            .append(action(&store, &bob, &b).await)
+            .await
+            .expect("bob");
+    }
+    let (mut from, mut scan, mut seqs, mut pages) = (1, 1, Vec::new(), 0);
+    loop {
+        let page = store
+            .read_chain_page(&a, from, 3, scan)
+            .await
+            .expect("page");
+        pages += 1;
+        for e in &page.events {
+            assert_eq!(e.subject, a.subject(), "only alice's events");
+            seqs.push(amai_bus::store::aggregate_seq_of(e).expect("seq"));
+        }
+        if page.next_stream_seq == 0 {
+            break;
+        }
+        assert!(page.next_stream_seq > scan, "the scan moves forward");
+        (from, scan) = (page.next_aggregate_seq, page.next_stream_seq);
+    }
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    assert_eq!(pages, 3);
+    // Starting mid-chain without a continuation scans from the start and agrees.
+    let mid = store.read_chain(&a, 5, 2).await.expect("mid");
+    let mid: Vec<u64> = mid
+        .iter()
+        .filter_map(amai_bus::store::aggregate_seq_of)
+        .collect();
+    assert_eq!(mid, vec![5, 6]);
+}

@@ -62,9 +62,11 @@ pub async fn read_all(
     aggregate: &Aggregate,
 ) -> Result<Vec<StoredEvent>, ClientError> {
     let mut out = Vec::new();
-    let mut from = 1;
+    let (mut from, mut scan_from) = (1, 0);
     loop {
-        let page = client.read_chain(aggregate, from, PAGE).await?;
+        let page = client
+            .read_chain_from(aggregate, from, PAGE, scan_from)
+            .await?;
         out.extend(page.events.iter().map(stored_from_proto));
         if page.next_aggregate_seq == 0 || page.events.is_empty() {
             return Ok(out);
@@ -75,6 +77,7 @@ pub async fn read_all(
             )));
         }
         from = page.next_aggregate_seq;
+        scan_from = page.next_stream_seq;
     }
 }
 

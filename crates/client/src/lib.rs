@@ -136,10 +136,23 @@ impl AmaiClient {
         from: u64,
         limit: u32,
     ) -> Result<proto::ReadChainResponse, ClientError> {
+        self.read_chain_from(aggregate, from, limit, 0).await
+    }
+
+    /// A page of a chain, continuing a scan at `scan_from_stream_seq` (a previous
+    /// page's `next_stream_seq`), which keeps paging a long chain linear.
+    pub async fn read_chain_from(
+        &self,
+        aggregate: &Aggregate,
+        from: u64,
+        limit: u32,
+        scan_from_stream_seq: u64,
+    ) -> Result<proto::ReadChainResponse, ClientError> {
         let req = proto::ReadChainRequest {
             aggregate: aggregate.to_string(),
             from_aggregate_seq: from,
             limit,
+            scan_from_stream_seq,
         };
         Ok(self.events.clone().read_chain(req).await?.into_inner())
     }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use amai_bus::consumer::{self, StartAt};
 use amai_bus::proto::{self, event_service_server::EventService, subscribe_request::Start};
-use amai_bus::store::{aggregate_seq_of, StoredEvent};
+use amai_bus::store::StoredEvent;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 
 use crate::identity::append_response;
@@ -84,22 +84,15 @@ impl EventSvc {
             req.limit.min(MAX_PAGE)
         };
         let from = req.from_aggregate_seq.max(1);
-        let events = self
+        let page = self
             .shared
             .store
-            .read_chain(&aggregate, from, limit as usize)
+            .read_chain_page(&aggregate, from, limit as usize, req.scan_from_stream_seq)
             .await?;
-        let next = if events.len() == limit as usize {
-            events
-                .last()
-                .and_then(aggregate_seq_of)
-                .map_or(0, |s| s + 1)
-        } else {
-            0
-        };
         Ok(proto::ReadChainResponse {
-            events: events.iter().map(StoredEvent::to_proto).collect(),
-            next_aggregate_seq: next,
+            events: page.events.iter().map(StoredEvent::to_proto).collect(),
+            next_aggregate_seq: page.next_aggregate_seq,
+            next_stream_seq: page.next_stream_seq,
         })
     }
 
