@@ -296,6 +296,7 @@ fn gateway_config(
         .query_timeout(settings.query_timeout())
         .freshness_window(settings.request_freshness())
         .max_event_bytes(settings.max_event_bytes)
+        .replicas(settings.stream_replicas)
 }
 
 /// Serves `/metrics` for whatever this process runs.

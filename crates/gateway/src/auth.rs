@@ -27,14 +27,20 @@ pub struct RequestAuthenticator {
 }
 
 impl RequestAuthenticator {
-    /// Creates (or reuses) the nonce bucket with `max_age = 2 x window`.
-    pub async fn new(store: EventStore, window: Duration) -> Result<Self, GatewayError> {
+    /// Creates (or reuses) the nonce bucket with `max_age = 2 x window`, stored
+    /// with `replicas` copies (like the streams: 1 dev, 3 on a cluster).
+    pub async fn new(
+        store: EventStore,
+        window: Duration,
+        replicas: usize,
+    ) -> Result<Self, GatewayError> {
         let config = kv::Config {
             bucket: NONCE_BUCKET.to_string(),
             description: "amai gateway request nonces (replay cache)".to_string(),
             history: 1,
             max_age: window * 2,
             storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
             ..Default::default()
         };
         let nonces = store

@@ -80,6 +80,7 @@ pub struct GatewayConfig {
     freshness_window: Duration,
     max_event_bytes: usize,
     metrics: Arc<metrics::GatewayMetrics>,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -106,7 +107,15 @@ impl GatewayConfig {
             freshness_window: DEFAULT_FRESHNESS_WINDOW,
             max_event_bytes,
             metrics: Arc::default(),
+            replicas: 1,
         }
+    }
+
+    /// Replicas of the gateway's own JetStream state (the nonce bucket); use the
+    /// streams' replica count (default 1).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
     }
 
     /// Where request counts and latencies are recorded (default: a fresh set,
@@ -205,8 +214,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let auth =
-        auth::RequestAuthenticator::new(config.store.clone(), config.freshness_window).await?;
+    let auth = auth::RequestAuthenticator::new(
+        config.store.clone(),
+        config.freshness_window,
+        config.replicas,
+    )
+    .await?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
