@@ -148,7 +148,7 @@ pub fn verify_events(
                     }
                     Err(e) => Err(e),
                 },
-                Some(s) => s.check(&ev, Some(stored.published_ms)),
+                Some(s) => s.check(&ev),
             }
         } else {
             identity::check_foreign_aggregate_event(&ev)

@@ -230,14 +230,10 @@ impl IdentityState {
         Ok((state, requirement))
     }
 
-    /// Checks a non-genesis event of this identity's own chain against the state.
-    /// `at_append` demands the *current* key; otherwise the key current at the
-    /// event's publish time.
-    pub fn check(
-        &self,
-        ev: &VerifiedEvent,
-        published: Option<Millis>,
-    ) -> Result<SignerRequirement, RuleError> {
+    /// Checks a non-genesis event of this identity's own chain against the state
+    /// folded up to the event before it: the signer must hold the key current at
+    /// that position (so old signatures stay valid for the events they signed).
+    pub fn check(&self, ev: &VerifiedEvent) -> Result<SignerRequirement, RuleError> {
         if matches!(ev.payload, Kind::AgentRegistered(_)) {
             return Err(RuleError::Invalid(
                 "agent.registered is only valid as the first event of a chain".into(),
@@ -293,7 +289,6 @@ impl IdentityState {
                 ))
             });
         }
-        let _ = published;
         if let Kind::AgentKeyRotated(rot) = &ev.payload {
             let new = keys::verifying_key(&rot.new_signing_key).ok_or_else(|| {
                 RuleError::Invalid("new_signing_key is not an Ed25519 public key".into())

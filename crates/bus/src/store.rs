@@ -650,7 +650,7 @@ impl EventStore {
                 format!("{} has events but no valid genesis", ev.aggregate),
             )
         })?;
-        Ok(state.check(ev, None)?)
+        Ok(state.check(ev)?)
     }
 
     async fn check_requirement(&self, req: &SignerRequirement) -> Result<(), AppendError> {

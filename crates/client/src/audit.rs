@@ -114,7 +114,7 @@ pub async fn identity_state(
                 Err(_) => return Ok(None),
             },
             Some(s) => {
-                if s.check(&ev, Some(stored.published_ms)).is_err() {
+                if s.check(&ev).is_err() {
                     break;
                 }
                 s.apply(&ev, stored.published_ms);

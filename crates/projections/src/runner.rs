@@ -1060,7 +1060,7 @@ impl Ctx {
                     let state = stored_identity
                         .to_state()
                         .map_err(|e| Transient(format!("{agg}: {e}")))?;
-                    let req = state.check(&ev, Some(published));
+                    let req = state.check(&ev);
                     identity = Some(state);
                     req
                 }
