@@ -554,7 +554,7 @@ impl EventStore {
                 .await
                 .map(Admission::AlreadyThere);
         }
-        let requirement = self.check_rules(ev, &chain).await?;
+        let requirement = self.check_rules(ev, &chain)?;
         self.check_requirement(&requirement).await?;
         Ok(Admission::Append(Box::new(chain)))
     }
@@ -632,7 +632,7 @@ impl EventStore {
         }
     }
 
-    async fn check_rules(
+    fn check_rules(
         &self,
         ev: &VerifiedEvent,
         chain: &CachedChain,
