@@ -130,6 +130,15 @@ impl EventDraft {
         d
     }
 
+    /// Attaches a blob reference (digest and size of content in the blob store)
+    /// to a free-form action; other payloads carry no blob and are unchanged.
+    pub fn with_blob(mut self, blob: proto::BlobRef) -> Self {
+        if let Kind::AgentAction(action) = &mut self.payload {
+            action.blob = Some(blob);
+        }
+        self
+    }
+
     /// Positions the event after `head` (`aggregate_seq = head_seq + 1`).
     pub fn after(mut self, head_seq: u64, head_hash: EventHash) -> Self {
         self.aggregate_seq = head_seq + 1;

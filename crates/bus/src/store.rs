@@ -415,7 +415,7 @@ impl EventStore {
         if size > self.config.max_event_bytes {
             return Err(AppendError::new(
                 AppendErrorKind::TooLarge,
-                format!("event is {size} bytes, over the {} byte limit; put large content in the blob store and reference its digest", self.config.max_event_bytes),
+                format!("event is {size} bytes, over the {} byte limit; put large content in the blob store (BlobService.PutBlob) and reference its digest in the event", self.config.max_event_bytes),
             ));
         }
         let ev = VerifiedEvent::from_signed(signed)?;

@@ -16,7 +16,7 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::Position;
 
 use crate::request_auth::{self, RequestSignature};
-use crate::{conflict_head, AmaiClient, ClientError, LIST_INBOX_METHOD};
+use crate::{conflict_head, AmaiClient, ClientError, LIST_INBOX_METHOD, PUT_BLOB_METHOD};
 
 /// Default attempts of [`Agent::append_with_retry`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 40;
@@ -164,6 +164,43 @@ impl Agent {
                 .sign(&keys, &id)
         })
         .await
+    }
+
+    /// Uploads `data` to the blob store (the request is signed with this
+    /// identity's key) and returns its reference.
+    pub async fn put_blob(&self, data: Vec<u8>) -> Result<proto::BlobRef, ClientError> {
+        let req = proto::PutBlobRequest { data };
+        let sig = self.sign_request(PUT_BLOB_METHOD, &req);
+        let mut request = tonic::Request::new(req);
+        sig.apply(request.metadata_mut());
+        Ok(self
+            .client
+            .blob_service()
+            .put_blob(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Appends a free-form action whose large content lives in the blob store:
+    /// uploads `content`, then appends the action carrying its digest and size.
+    pub async fn append_action_with_blob(
+        &self,
+        event_type: &str,
+        json: &str,
+        content: Vec<u8>,
+    ) -> Result<(proto::BlobRef, proto::AppendResponse), ClientError> {
+        let blob = self.put_blob(content).await?;
+        let aggregate = self.aggregate()?;
+        let (keys, id) = (self.keys.clone(), self.id.clone());
+        let appended = self
+            .append_with_retry(|seq, hash| {
+                EventDraft::action(aggregate.clone(), event_type, json)
+                    .with_blob(blob.clone())
+                    .after(seq, hash)
+                    .sign(&keys, &id)
+            })
+            .await?;
+        Ok((blob, appended))
     }
 
     /// Appends the event `build(head_seq, head_hash)` returns to the own chain,

@@ -23,10 +23,12 @@ use tonic::transport::{Channel, Endpoint};
 
 use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
-    self, event_service_client::EventServiceClient, identity_service_client::IdentityServiceClient,
+    self, blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
+    identity_service_client::IdentityServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
+use sha2::Digest;
 
 pub use agent::{Agent, InboxMessage};
 pub use amai_bus::chain::ChainReport;
@@ -39,6 +41,9 @@ pub const CHAIN_HEAD_METADATA: &str = "amai-chain-head-bin";
 /// gRPC method path of `IdentityService.ListInbox` (what its request signature covers).
 pub const LIST_INBOX_METHOD: &str = "/amai.v1.IdentityService/ListInbox";
 
+/// Full gRPC method name of `PutBlob` (what its request signature covers).
+pub const PUT_BLOB_METHOD: &str = "/amai.v1.BlobService/PutBlob";
+
 /// Largest gRPC message the SDK decodes (ReadChain pages of up to 1000 events).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
@@ -47,6 +52,7 @@ const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 pub struct AmaiClient {
     identity: IdentityServiceClient<Channel>,
     events: EventServiceClient<Channel>,
+    blobs: BlobServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
 }
 
@@ -71,7 +77,9 @@ impl AmaiClient {
         Self {
             identity: IdentityServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
-            events: EventServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            events: EventServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            blobs: BlobServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
         }
     }
@@ -225,6 +233,33 @@ impl AmaiClient {
             })
             .await?
             .into_inner())
+    }
+
+    /// A blob by digest, verified against it here (the server is not trusted).
+    pub async fn get_blob(&self, sha256: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+        let data = self
+            .blobs
+            .clone()
+            .get_blob(proto::GetBlobRequest {
+                sha256: sha256.to_vec(),
+            })
+            .await?
+            .into_inner()
+            .data;
+        let got: [u8; 32] = sha2::Sha256::digest(&data).into();
+        if &got != sha256 {
+            return Err(ClientError::Integrity(format!(
+                "blob {} came back with digest {}",
+                hex::encode(sha256),
+                hex::encode(got)
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The raw `BlobService` client.
+    pub fn blob_service(&self) -> BlobServiceClient<Channel> {
+        self.blobs.clone()
     }
 
     /// Server-side verification of a chain (convenience; prefer [`AmaiClient::verify_chain`]).

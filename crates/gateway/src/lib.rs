@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod blobs;
 pub mod events;
 pub mod identity;
 pub mod metrics;
@@ -25,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amai_bus::proto::blob_service_server::BlobServiceServer;
 use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
 use amai_bus::EventStore;
@@ -41,6 +43,8 @@ pub const DEFAULT_FRESHNESS_WINDOW: Duration = Duration::from_secs(30);
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Headroom above the largest event for the rest of a gRPC request message.
 const DECODING_HEADROOM: usize = 16 * 1024;
+/// Default largest blob accepted by `PutBlob`.
+pub const DEFAULT_MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,9 @@ pub enum GatewayError {
         /// The server's answer.
         detail: String,
     },
+    /// The blob bucket could not be opened or created.
+    #[error("cannot open the blob store: {0}; is JetStream enabled?")]
+    Blobs(#[from] amai_bus::blob::BlobError),
     /// The server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -81,6 +88,7 @@ pub struct GatewayConfig {
     max_event_bytes: usize,
     metrics: Arc<metrics::GatewayMetrics>,
     replicas: usize,
+    max_blob_bytes: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -108,7 +116,14 @@ impl GatewayConfig {
             max_event_bytes,
             metrics: Arc::default(),
             replicas: 1,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
         }
+    }
+
+    /// Largest blob `PutBlob` accepts (default 16 MiB).
+    pub fn max_blob_bytes(mut self, bytes: usize) -> Self {
+        self.max_blob_bytes = bytes;
+        self
     }
 
     /// Replicas of the gateway's own JetStream state (the nonce bucket); use the
@@ -240,14 +255,29 @@ pub async fn serve(
         .set_serving::<IdentityServiceServer<IdentitySvc>>()
         .await;
     health.set_serving::<EventServiceServer<EventSvc>>().await;
+    health
+        .set_serving::<BlobServiceServer<blobs::BlobSvc>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(amai_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let identity = IdentityServiceServer::new(IdentitySvc::new(shared.clone()))
         .max_decoding_message_size(max_message);
-    let events =
-        EventServiceServer::new(EventSvc::new(shared)).max_decoding_message_size(max_message);
+    let events = EventServiceServer::new(EventSvc::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let blob_store = amai_bus::blob::BlobStore::open(
+        shared.store.jetstream(),
+        config.replicas,
+        config.max_event_bytes,
+    )
+    .await?;
+    let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
+        shared,
+        blob_store,
+        config.max_blob_bytes,
+    ))
+    .max_decoding_message_size(config.max_blob_bytes + DECODING_HEADROOM);
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "gateway listening");
     tonic::transport::Server::builder()
@@ -256,6 +286,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(identity)
         .add_service(events)
+        .add_service(blob_service)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

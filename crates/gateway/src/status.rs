@@ -9,6 +9,7 @@
 //! | name taken, identity registered, event id reused | `ALREADY_EXISTS` |
 //! | event too large | `RESOURCE_EXHAUSTED` |
 //! | NATS or a worker role not answering | `UNAVAILABLE` |
+//! | stored blob does not match its digest | `DATA_LOSS` |
 //! | no such event / aggregate / identity | `NOT_FOUND` |
 //! | query consistency wait timed out | `DEADLINE_EXCEEDED` |
 //! | request signature missing, bad, expired or replayed | `UNAUTHENTICATED` |
@@ -36,6 +37,9 @@ pub enum ApiError {
     /// A read failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// A blob could not be stored or read.
+    #[error(transparent)]
+    Blob(#[from] amai_bus::blob::BlobError),
     /// A query to a worker role failed.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -111,6 +115,13 @@ pub fn to_status(err: ApiError) -> Status {
                 _ => Status::new(code, message),
             }
         }
+        ApiError::Blob(e) => match e {
+            amai_bus::blob::BlobError::NotFound(_) => Status::not_found(message),
+            amai_bus::blob::BlobError::DigestMismatch(_) => Status::data_loss(message),
+            amai_bus::blob::BlobError::Nats(_) => {
+                Status::unavailable(format!("{message}; retry shortly"))
+            }
+        },
         ApiError::Read(e) => match e {
             ReadError::NotFound(_) => Status::not_found(message),
             ReadError::Invalid(_) => Status::invalid_argument(message),

@@ -13,6 +13,9 @@ use amai_testkit::NatsServer;
 /// Event size limit used by the tests (small, to test the limit cheaply).
 pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024;
 
+/// Blob size limit used by the tests.
+pub(crate) const MAX_BLOB_BYTES: usize = 256 * 1024;
+
 pub(crate) struct Env {
     pub(crate) client: AmaiClient,
     pub(crate) url: String,
@@ -39,7 +42,9 @@ impl Env {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = GatewayConfig::new(nc, store).query_timeout(Duration::from_millis(500));
+        let config = GatewayConfig::new(nc, store)
+            .query_timeout(Duration::from_millis(500))
+            .max_blob_bytes(MAX_BLOB_BYTES);
         let metrics = config.get_metrics();
         let server = tokio::spawn(serve(config, listener, async move {
             let _ = rx.await;

@@ -2,5 +2,6 @@
 
 mod append;
 mod auth;
+mod blobs;
 mod common;
 mod flow;
