@@ -25,6 +25,7 @@ async fn walkthrough_cli() {
         .expect("temp dir");
     let data = dir.path().join("data").display().to_string();
     let gw = format!("127.0.0.1:{}", amai_testkit::free_port());
+    let metrics = format!("127.0.0.1:{}", amai_testkit::free_port());
     let nats_bin = amai_testkit::nats_server_bin().display().to_string();
 
     // `amai up` with its own managed nats-server on a free port.
@@ -41,6 +42,8 @@ async fn walkthrough_cli() {
             &data,
             "--gateway-addr",
             &gw,
+            "--metrics-addr",
+            &metrics,
         ]),
     );
     up.wait_for_log("amai up: gateway on", DEADLINE).await;
@@ -231,6 +234,31 @@ async fn walkthrough_cli() {
         let report = run(vec!["chain", "verify", who, "--json"]).await.json();
         assert_eq!(report["ok"], true, "{who}: {report}");
     }
+
+    // The metrics endpoint reports the reactor's work, the projection's lag and
+    // the gateway's requests.
+    let text = wait_until("metrics show the registrations", DEADLINE, || {
+        let metrics = metrics.clone();
+        async move {
+            let text = http_get(&metrics, "/metrics").await?;
+            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 4") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
+    assert!(
+        text.contains("amai_projection_lag{projection=\"identity\",stream=\"AMAI_AGENTS\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "amai_gateway_requests_total{method=\"/amai.v1.IdentityService/Register\"} 2"
+        ),
+        "{text}"
+    );
 
     // Stats: operator + svc-identity + alice + bob, one message.
     let stats = wait_until("stats count the message", DEADLINE, || {
@@ -677,4 +705,20 @@ async fn chain_verify_cli_reports_a_forged_event() {
     assert_eq!(v["aggregate_seq"], 2);
     let stats = world.cli(&["stats", "--json"]).await.json();
     assert_eq!(stats["integrity_violations"], 1, "{stats}");
+}
+
+/// A minimal HTTP/1.0 GET (the metrics endpoint is plain text).
+async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(body)
 }
