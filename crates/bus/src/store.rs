@@ -787,17 +787,8 @@ impl EventStore {
                     stream_seq: stored.position.seq,
                 })
             }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                Ok(ChainHeadInfo::empty(aggregate.clone()))
-            }
-            Err(e) => match e.kind() {
-                LastRawMessageErrorKind::JetStream(js)
-                    if js.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND =>
-                {
-                    Ok(ChainHeadInfo::empty(aggregate.clone()))
-                }
-                _ => Err(ReadError::Unavailable(e.to_string())),
-            },
+            Err(e) if no_message(&e) => Ok(ChainHeadInfo::empty(aggregate.clone())),
+            Err(e) => Err(ReadError::Unavailable(e.to_string())),
         }
     }
 
@@ -816,14 +807,8 @@ impl EventStore {
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         match stream.get_raw_message(position.seq).await {
             Ok(msg) => Ok(StoredEvent::from_stream_message(&position.stream, msg)),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("no message found") || text.contains("10037") {
-                    Err(ReadError::NotFound(format!("no event at {position}")))
-                } else {
-                    Err(ReadError::Unavailable(text))
-                }
-            }
+            Err(e) if no_message(&e) => Err(ReadError::NotFound(format!("no event at {position}"))),
+            Err(e) => Err(ReadError::Unavailable(e.to_string())),
         }
     }
 
@@ -872,14 +857,8 @@ impl EventStore {
                 aggregate.stream(),
                 msg,
             ))),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("no message found") || text.contains("10037") {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Unavailable(text))
-                }
-            }
+            Err(e) if no_message(&e) => Ok(None),
+            Err(e) => Err(ReadError::Unavailable(e.to_string())),
         }
     }
 
@@ -1010,6 +989,17 @@ impl EventStore {
         let mut c = self.lock();
         c.chains.clear();
         c.signers.clear();
+    }
+}
+
+/// Whether a `STREAM.MSG.GET` failed only because there is no such message.
+fn no_message(e: &jetstream::stream::LastRawMessageError) -> bool {
+    match e.kind() {
+        LastRawMessageErrorKind::NoMessageFound => true,
+        LastRawMessageErrorKind::JetStream(js) => {
+            js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        }
+        _ => false,
     }
 }
 
