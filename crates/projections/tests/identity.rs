@@ -430,14 +430,30 @@ async fn restart_resumes_exactly_without_double_counting() {
 }
 
 /// The identity projection under another version number.
-struct Versioned(u32);
+/// The identity projection with test knobs: another schema version, a slow
+/// `apply` (to crash mid-stream), or refusing messages with given content.
+#[derive(Default)]
+struct Tweaked {
+    version: Option<u32>,
+    apply_delay: Option<Duration>,
+    refuse_content: Option<Vec<u8>>,
+}
 
-impl Projection for Versioned {
+impl Tweaked {
+    fn version(v: u32) -> Arc<dyn Projection> {
+        Arc::new(Tweaked {
+            version: Some(v),
+            ..Tweaked::default()
+        })
+    }
+}
+
+impl Projection for Tweaked {
     fn name(&self) -> &'static str {
         "identity"
     }
     fn version(&self) -> u32 {
-        self.0
+        self.version.unwrap_or_else(|| IdentityProjection.version())
     }
     fn streams(&self) -> &'static [&'static str] {
         IdentityProjection.streams()
@@ -447,6 +463,18 @@ impl Projection for Versioned {
         tx: &TransactionalTree,
         event: &AppliedEvent,
     ) -> Result<(), ConflictableTransactionError<ApplyError>> {
+        if let Some(d) = self.apply_delay {
+            std::thread::sleep(d);
+        }
+        if let (Some(refused), Kind::AgentMessageSent(m)) =
+            (&self.refuse_content, &event.event.payload)
+        {
+            if &m.sealed == refused {
+                return Err(ConflictableTransactionError::Abort(ApplyError::Rejected(
+                    "refused by the test".into(),
+                )));
+            }
+        }
         IdentityProjection.apply(tx, event)
     }
 }
@@ -458,7 +486,7 @@ async fn a_version_bump_rebuilds_to_the_same_state_as_a_live_projection() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = open_db(dir.path()).await;
-        let (handle, shutdown) = env.spawn(&db, Arc::new(Versioned(1))).await;
+        let (handle, shutdown) = env.spawn(&db, Tweaked::version(1)).await;
         for p in &positions {
             wait(&handle, p).await;
         }
@@ -471,10 +499,10 @@ async fn a_version_bump_rebuilds_to_the_same_state_as_a_live_projection() {
         stop(handle, shutdown).await;
     }
     let db = open_db(dir.path()).await;
-    let (rebuilt, s1) = env.spawn(&db, Arc::new(Versioned(2))).await;
+    let (rebuilt, s1) = env.spawn(&db, Tweaked::version(2)).await;
     let live_dir = tempfile::tempdir().unwrap();
     let live_db = sled::open(live_dir.path()).unwrap();
-    let (live, s2) = env.spawn(&live_db, Arc::new(Versioned(2))).await;
+    let (live, s2) = env.spawn(&live_db, Tweaked::version(2)).await;
     for p in &positions {
         wait(&rebuilt, p).await;
         wait(&live, p).await;
@@ -502,7 +530,7 @@ async fn a_version_bump_rebuilds_to_the_same_state_as_a_live_projection() {
     let db = open_db(dir.path()).await;
     rebuild_projection(&db, "identity").unwrap();
     assert!(db.open_tree("identity").unwrap().is_empty());
-    let (again, s3) = env.spawn(&db, Arc::new(Versioned(2))).await;
+    let (again, s3) = env.spawn(&db, Tweaked::version(2)).await;
     for p in &positions {
         wait(&again, p).await;
     }
@@ -737,28 +765,6 @@ async fn invalid_events_are_never_applied_and_are_recorded() {
 }
 
 /// The identity projection, slowed down so a crash lands mid-stream.
-struct Slow;
-
-impl Projection for Slow {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn version(&self) -> u32 {
-        IdentityProjection.version()
-    }
-    fn streams(&self) -> &'static [&'static str] {
-        IdentityProjection.streams()
-    }
-    fn apply(
-        &self,
-        tx: &TransactionalTree,
-        event: &AppliedEvent,
-    ) -> Result<(), ConflictableTransactionError<ApplyError>> {
-        std::thread::sleep(Duration::from_millis(2));
-        IdentityProjection.apply(tx, event)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let mut env = Env::start().await;
@@ -778,7 +784,15 @@ async fn a_crash_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let mut crashes = 0;
     loop {
         let db = open_db(dir.path()).await;
-        let (handle, _shutdown) = env.spawn(&db, Arc::new(Slow)).await;
+        let (handle, _shutdown) = env
+            .spawn(
+                &db,
+                Arc::new(Tweaked {
+                    apply_delay: Some(Duration::from_millis(2)),
+                    ..Tweaked::default()
+                }),
+            )
+            .await;
         let start = handle.position("AMAI_AGENTS");
         if start >= last.position.seq {
             tokio::time::timeout(WAIT, handle.caught_up())
@@ -814,36 +828,6 @@ async fn a_crash_mid_stream_loses_nothing_and_applies_nothing_twice() {
     assert!(crashes >= 2, "the projection crashed {crashes} times");
 }
 
-/// The identity projection, except that it refuses messages whose content is
-/// `[9, 9, 9]`.
-struct Picky;
-
-impl Projection for Picky {
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn version(&self) -> u32 {
-        IdentityProjection.version()
-    }
-    fn streams(&self) -> &'static [&'static str] {
-        IdentityProjection.streams()
-    }
-    fn apply(
-        &self,
-        tx: &TransactionalTree,
-        event: &AppliedEvent,
-    ) -> Result<(), ConflictableTransactionError<ApplyError>> {
-        if let Kind::AgentMessageSent(m) = &event.event.payload {
-            if m.sealed == [9, 9, 9] {
-                return Err(ConflictableTransactionError::Abort(ApplyError::Rejected(
-                    "refused by the test".into(),
-                )));
-            }
-        }
-        IdentityProjection.apply(tx, event)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_projection_refuses_mid_batch_is_recorded_and_the_rest_applied_once() {
     let mut env = Env::start().await;
@@ -868,7 +852,15 @@ async fn an_event_the_projection_refuses_mid_batch_is_recorded_and_the_rest_appl
     for round in 0..2 {
         // The second round reopens the database: nothing is applied twice.
         let db = open_db(dir.path()).await;
-        let (handle, shutdown) = env.spawn(&db, Arc::new(Picky)).await;
+        let (handle, shutdown) = env
+            .spawn(
+                &db,
+                Arc::new(Tweaked {
+                    refuse_content: Some(vec![9, 9, 9]),
+                    ..Tweaked::default()
+                }),
+            )
+            .await;
         wait(&handle, &last).await;
         let model = IdentityReadModel::new(handle.tree().clone());
         assert_eq!(model.stats().unwrap().messages, 59, "round {round}");
