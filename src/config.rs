@@ -770,26 +770,14 @@ mod tests {
             "c.toml",
             "version = 1\nnats_port = 4444\nstream_replicas = 3\n",
         );
-        let exe = std::env::current_exe().expect("current exe");
-        let out = std::process::Command::new(exe)
-            .args([
-                "config::tests::env_probe_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("AMAI_CONFIG_TEST_PROBE", "1")
-            .env("AMAI_CONFIG", &file)
-            .env("AMAI_NATS_PORT", "5555")
-            .env("AMAI_DATA_DIR", dir.path())
-            .output()
-            .expect("run probe");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "probe failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::test_support::run_probe_child(
+            "config::tests::env_probe_child",
+            &[
+                ("AMAI_CONFIG_TEST_PROBE", std::ffi::OsStr::new("1")),
+                ("AMAI_CONFIG", file.as_os_str()),
+                ("AMAI_NATS_PORT", std::ffi::OsStr::new("5555")),
+                ("AMAI_DATA_DIR", dir.path().as_os_str()),
+            ],
         );
-        assert!(stdout.contains("1 passed"), "probe did not run:\n{stdout}");
     }
 }

@@ -11,6 +11,8 @@ mod nats_supervisor;
 mod server;
 mod shutdown;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 use std::process::ExitCode;
 

@@ -165,23 +165,9 @@ mod tests {
 
     #[test]
     fn sigterm_fires_the_signal() {
-        let exe = std::env::current_exe().expect("current exe");
-        let out = std::process::Command::new(exe)
-            .args([
-                "shutdown::tests::sigterm_probe_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("AMAI_SHUTDOWN_TEST_PROBE", "1")
-            .output()
-            .expect("run probe");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "probe failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::test_support::run_probe_child(
+            "shutdown::tests::sigterm_probe_child",
+            &[("AMAI_SHUTDOWN_TEST_PROBE", "1")],
         );
-        assert!(stdout.contains("1 passed"), "probe did not run:\n{stdout}");
     }
 }
