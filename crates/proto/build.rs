@@ -1,5 +1,6 @@
 //! Compiles `proto/amai/v1/*.proto` with protox (pure Rust, no system `protoc`)
-//! and generates prost messages plus tonic clients and servers. The encoded file
+//! and generates prost messages, plus tonic clients and servers with the `grpc`
+//! feature (the pure domain crate links the messages only). The encoded file
 //! descriptor set is written next to the code for gRPC server reflection.
 
 use std::path::PathBuf;
@@ -25,9 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("amai_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Maps are BTreeMaps so that encoding is deterministic (sorted keys): events
+    // must be canonically encoded for their hashes to have one meaning.
+    let services = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .btree_map(".")
+        .build_server(services)
+        .build_client(services)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -180,7 +180,7 @@ async fn open_ordered(
         let (seq, pending, published) = (info.stream_sequence, info.pending, info.published);
         let subject = m.subject.to_string();
         Ok((
-            StoredEvent::new(
+            crate::reads::stored_event(
                 &stream_name,
                 seq,
                 subject,

@@ -5,26 +5,33 @@
 //! `Nats-Expected-Last-Subject-Sequence` (optimistic concurrency) and
 //! `Nats-Msg-Id` (deduplication). The chain head comes from JetStream itself
 //! (`STREAM.MSG.GET` last-by-subject, routed to the stream leader, never Direct
-//! Get). A per-process cache of heads and identity states saves round trips; it
-//! is only ever a shortcut: every rejection that a stale cache could cause is
-//! re-checked against a fresh read, and a publish conflict refreshes it.
+//! Get). Chains are folded through THE verification step of `amai-core`
+//! ([`crate::fold`]): the write path accepts exactly what an auditor accepts. A
+//! bounded cache of folded chains saves round trips; it is only ever a shortcut:
+//! every rejection that a stale cache could cause is re-checked against a fresh
+//! read, a publish conflict refreshes it, and foreign signers are always read up
+//! to their head before their key is accepted. Reads live in [`crate::reads`].
 
-use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use prost::Message;
 
-use crate::envelope::{hash_bytes, EnvelopeError, EventHash, VerifiedEvent, ZERO_HASH};
-use crate::identity::{self, IdentityState, Millis, RuleError, SignerRequirement};
-use crate::proto::{self, SignedEvent};
+use crate::envelope::{EnvelopeError, EventHash, VerifiedEvent, ZERO_HASH};
+use crate::fold::CachedChain;
+use crate::identity::RuleError;
+use crate::proto::{self, payload::Kind, SignedEvent};
 use crate::subjects::{Aggregate, AggregateKind};
+use crate::verify::{self, Failure, Pending};
 use crate::Position;
+
+pub use amai_core::stored::{aggregate_seq_of, millis};
+pub use amai_core::StoredEvent;
 
 /// Header carrying the event type (lets consumers filter without decoding).
 pub const HEADER_TYPE: &str = "Amai-Type";
@@ -41,8 +48,8 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
 pub struct EventStoreConfig {
     max_event_bytes: usize,
     trust_root: Option<VerifyingKey>,
-    signer_cache_ttl: Duration,
     publish_timeout: Duration,
+    max_cached_chains: usize,
 }
 
 impl Default for EventStoreConfig {
@@ -50,8 +57,8 @@ impl Default for EventStoreConfig {
         Self {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             trust_root: None,
-            signer_cache_ttl: Duration::from_secs(2),
             publish_timeout: Duration::from_secs(5),
+            max_cached_chains: 100_000,
         }
     }
 }
@@ -71,10 +78,10 @@ impl EventStoreConfig {
         self
     }
 
-    /// How long another identity's state (a service signing results, an operator
-    /// endorsing) may be served from cache before it is re-read (default 2 s).
-    pub fn signer_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.signer_cache_ttl = ttl;
+    /// How many folded chains the store keeps cached (default 100,000; the
+    /// coldest are evicted first).
+    pub fn max_cached_chains(mut self, n: usize) -> Self {
+        self.max_cached_chains = n.max(1);
         self
     }
 
@@ -103,7 +110,7 @@ pub struct ChainHeadInfo {
 }
 
 impl ChainHeadInfo {
-    fn empty(aggregate: Aggregate) -> Self {
+    pub(crate) fn empty(aggregate: Aggregate) -> Self {
         Self {
             aggregate,
             aggregate_seq: 0,
@@ -167,6 +174,9 @@ pub enum AppendErrorKind {
     TooLarge,
     /// NATS did not answer in time or the connection broke; safe to retry.
     Unavailable,
+    /// The chain holds an event that fails verification (published around the
+    /// store); nothing can be appended after it.
+    Corrupted,
     /// Anything else the server said.
     Other,
 }
@@ -181,7 +191,7 @@ pub struct AppendError {
 }
 
 impl AppendError {
-    fn new(kind: AppendErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: AppendErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -229,6 +239,23 @@ impl From<EnvelopeError> for AppendError {
     }
 }
 
+impl From<Failure> for AppendError {
+    fn from(f: Failure) -> Self {
+        use crate::verify::FailureKind as F;
+        let kind = match f.kind {
+            F::Malformed => AppendErrorKind::Malformed,
+            F::BadSignature => AppendErrorKind::BadSignature,
+            F::WrongAggregate | F::Invalid => AppendErrorKind::Invalid,
+            F::Gap => AppendErrorKind::Gap,
+            F::ChainBroken => AppendErrorKind::ChainBroken,
+            F::UnknownKey => AppendErrorKind::UnknownKey,
+            F::RevokedKey => AppendErrorKind::RevokedKey,
+            F::NotPermitted => AppendErrorKind::NotPermitted,
+        };
+        AppendError::new(kind, f.detail)
+    }
+}
+
 impl From<RuleError> for AppendError {
     fn from(e: RuleError) -> Self {
         let kind = match &e {
@@ -266,130 +293,30 @@ pub struct ChainPage {
     pub next_stream_seq: u64,
 }
 
-/// An event as stored on a stream.
-#[derive(Clone, Debug)]
-pub struct StoredEvent {
-    /// Stream and sequence.
-    pub position: Position,
-    /// The subject it is on.
-    pub subject: String,
-    /// JetStream's publish time, unix milliseconds.
-    pub published_ms: Millis,
-    /// The encoded `SignedEvent`.
-    pub payload: Bytes,
-    /// SHA-256 of `payload`.
-    pub hash: EventHash,
-    /// `Amai-Type` header, when present.
-    pub event_type: Option<String>,
-}
-
-impl StoredEvent {
-    /// Builds a stored event from a stream message.
-    pub fn new(
-        stream: &str,
-        seq: u64,
-        subject: String,
-        published: time::OffsetDateTime,
-        payload: Bytes,
-        headers: Option<&HeaderMap>,
-    ) -> Self {
-        let hash = hash_bytes(&payload);
-        let event_type = headers
-            .and_then(|h| h.get(HEADER_TYPE))
-            .map(|v| v.as_str().to_string());
-        Self {
-            position: Position::new(stream, seq),
-            subject,
-            published_ms: millis(published),
-            payload,
-            hash,
-            event_type,
-        }
-    }
-
-    /// Builds a stored event from a message read with `STREAM.MSG.GET`.
-    pub fn from_stream_message(
-        stream: &str,
-        msg: async_nats::jetstream::message::StreamMessage,
-    ) -> Self {
-        Self::new(
-            stream,
-            msg.sequence,
-            msg.subject.to_string(),
-            msg.time,
-            msg.payload,
-            Some(&msg.headers),
-        )
-    }
-
-    /// Decodes and checks the signature.
-    pub fn verify(&self) -> Result<VerifiedEvent, EnvelopeError> {
-        VerifiedEvent::decode(&self.payload)
-    }
-
-    /// The protobuf form (the `SignedEvent` decoded leniently; undecodable bytes
-    /// become an empty event, which verification then reports).
-    pub fn to_proto(&self) -> proto::StoredEvent {
-        proto::StoredEvent {
-            position: Some(self.position.clone().into()),
-            subject: self.subject.clone(),
-            published_at: Some(prost_types::Timestamp {
-                seconds: self.published_ms.div_euclid(1000),
-                nanos: (self.published_ms.rem_euclid(1000) * 1_000_000) as i32,
-            }),
-            event: SignedEvent::decode(self.payload.as_ref()).ok(),
-            hash: self.hash.to_vec(),
-        }
-    }
-}
-
-/// Unix milliseconds of a time.
-pub fn millis(t: time::OffsetDateTime) -> Millis {
-    (t.unix_timestamp_nanos() / 1_000_000) as Millis
-}
-
 /// The outcome of the pre-publish checks.
 enum Admission {
-    /// Append after this chain state.
-    Append(Box<CachedChain>),
+    /// Append after this chain state; `Pending` is what the step decided.
+    Append(Box<(CachedChain, Pending)>),
     /// This exact event is already in the chain.
     AlreadyThere(AppendOutcome),
-}
-
-#[derive(Clone)]
-struct CachedChain {
-    head: ChainHeadInfo,
-    identity: Option<IdentityState>,
-}
-
-struct CachedSigner {
-    state: IdentityState,
-    fetched: Instant,
-}
-
-#[derive(Default)]
-struct Caches {
-    chains: HashMap<String, CachedChain>,
-    signers: HashMap<String, CachedSigner>,
 }
 
 /// Appends and reads events on JetStream. Cheap to clone.
 #[derive(Clone)]
 pub struct EventStore {
-    js: jetstream::Context,
+    pub(crate) js: jetstream::Context,
     config: Arc<EventStoreConfig>,
-    caches: Arc<Mutex<Caches>>,
+    pub(crate) chains: Arc<quick_cache::sync::Cache<String, CachedChain>>,
 }
-
-const MAX_CACHED_CHAINS: usize = 100_000;
 
 impl EventStore {
     /// A store over a JetStream context. Streams must exist ([`crate::streams::ensure_streams`]).
     pub fn new(js: jetstream::Context, config: EventStoreConfig) -> Self {
+        let chains = Arc::new(quick_cache::sync::Cache::new(config.max_cached_chains));
         Self {
             js,
             config: Arc::new(config),
-            caches: Arc::default(),
+            chains,
         }
     }
 
@@ -401,11 +328,6 @@ impl EventStore {
     /// The configuration.
     pub fn config(&self) -> &EventStoreConfig {
         &self.config
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Caches> {
-        // A poisoned cache is still a valid cache: entries are replaced whole.
-        self.caches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends a signed event. See the module docs for the checks.
@@ -429,8 +351,8 @@ impl EventStore {
     /// Appends an already verified event.
     pub async fn append_verified(&self, ev: VerifiedEvent) -> Result<AppendOutcome, AppendError> {
         let subject = ev.aggregate.subject();
-        let chain = match self.admit(&ev).await? {
-            Admission::Append(chain) => *chain,
+        let (chain, pending) = match self.admit(&ev).await? {
+            Admission::Append(admitted) => *admitted,
             Admission::AlreadyThere(outcome) => return Ok(outcome),
         };
 
@@ -454,8 +376,8 @@ impl EventStore {
         let ack = match ack {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                let fresh = self.refresh_chain(&ev.aggregate, None).await?;
-                return self.dedup_or_reject(&ev, &fresh.head).await;
+                let fresh = self.fresh_chain(&ev.aggregate).await.map_err(unavailable)?;
+                return self.dedup_or_reject(&ev, &fresh).await;
             }
             Err(e) => return Err(publish_error(e)),
         };
@@ -475,32 +397,47 @@ impl EventStore {
             }
             return Err(AppendError::new(AppendErrorKind::Duplicate, format!("event id {} is already used by another event (at {}); every event needs a fresh UUIDv7", ev.body.id, stored.position)));
         }
-        let now = millis(time::OffsetDateTime::now_utc());
-        let mut next = chain;
-        next.head = ChainHeadInfo {
-            aggregate: ev.aggregate.clone(),
-            aggregate_seq: ev.aggregate_seq(),
-            hash: ev.hash,
-            stream_seq: ack.sequence,
-        };
-        if ev.aggregate.kind == AggregateKind::Agent {
-            next.identity = match next.identity {
-                Some(mut s) => {
-                    s.apply(&ev, now);
-                    Some(s)
-                }
-                None => IdentityState::from_genesis(&ev, now, self.config.trust_root.as_ref())
-                    .ok()
-                    .map(|(s, _)| s),
-            };
+        if chain.folded_to == chain.head.stream_seq {
+            self.remember(
+                &ev.aggregate,
+                CachedChain {
+                    head: ChainHeadInfo {
+                        aggregate: ev.aggregate.clone(),
+                        aggregate_seq: ev.aggregate_seq(),
+                        hash: ev.hash,
+                        stream_seq: ack.sequence,
+                    },
+                    state: pending.next,
+                    folded_to: ack.sequence,
+                    corrupted: None,
+                },
+            );
         }
-        self.store_chain(&subject, next);
-        Ok(AppendOutcome {
+        drop(subject);
+        let outcome = AppendOutcome {
             position: Position::new(ack.stream, ack.sequence),
             hash: ev.hash,
             aggregate_seq: ev.aggregate_seq(),
             duplicate: false,
-        })
+        };
+        self.complete_registration(&ev).await?;
+        Ok(outcome)
+    }
+
+    /// A name claim carries the genesis it names: once the claim is in, the
+    /// genesis follows (idempotently), so a claim never stands without the
+    /// registration it belongs to, whoever appended it.
+    async fn complete_registration(&self, ev: &VerifiedEvent) -> Result<(), AppendError> {
+        let Kind::NameClaimed(claim) = &ev.payload else {
+            return Ok(());
+        };
+        let genesis = SignedEvent::decode(claim.genesis.as_slice())
+            .map_err(|e| AppendError::new(AppendErrorKind::Malformed, e.to_string()))?;
+        let genesis = VerifiedEvent::from_signed(genesis)?;
+        match Box::pin(self.append_verified(genesis)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn publish(
@@ -533,30 +470,49 @@ impl EventStore {
         }
     }
 
-    /// Position checks (with a fresh read before any rejection a stale cache
-    /// could cause), then rules and keys.
+    /// Position, rules and keys through THE verification step, against the
+    /// cached fold first and, before any rejection a stale cache could cause,
+    /// against a fresh one.
     async fn admit(&self, ev: &VerifiedEvent) -> Result<Admission, AppendError> {
-        let mut chain = self.cached_chain(&ev.aggregate).await?;
-        let mut refreshed = false;
+        let (mut chain, mut refreshed) = match self.cached_fold(&ev.aggregate) {
+            Some(c) => (c, false),
+            None => (
+                self.fresh_chain(&ev.aggregate).await.map_err(unavailable)?,
+                true,
+            ),
+        };
         loop {
-            let head = &chain.head;
-            if ev.aggregate_seq() == head.aggregate_seq + 1 && ev.prev_hash() == head.hash {
-                break;
+            match self.check_against(ev, &chain).await {
+                Ok(pending) => return Ok(Admission::Append(Box::new((chain, pending)))),
+                Err(_) if !refreshed => {
+                    chain = self.fresh_chain(&ev.aggregate).await.map_err(unavailable)?;
+                    refreshed = true;
+                }
+                Err(Refusal::Position) => {
+                    return self
+                        .dedup_or_reject(ev, &chain)
+                        .await
+                        .map(Admission::AlreadyThere)
+                }
+                Err(Refusal::Rule(e)) => return Err(e),
             }
-            if !refreshed {
-                chain = self.refresh_chain(&ev.aggregate, Some(chain)).await?;
-                refreshed = true;
-                continue;
-            }
-            let head = head.clone();
-            return self
-                .dedup_or_reject(ev, &head)
-                .await
-                .map(Admission::AlreadyThere);
         }
-        let requirement = self.check_rules(ev, &chain)?;
-        self.check_requirement(&requirement).await?;
-        Ok(Admission::Append(Box::new(chain)))
+    }
+
+    async fn check_against(&self, ev: &VerifiedEvent, chain: &CachedChain) -> Result<Pending, Refusal> {
+        if chain.corrupted.is_some()
+            || chain.folded_to != chain.head.stream_seq
+            || verify::check_position(&chain.state, ev).is_err()
+        {
+            return Err(Refusal::Position);
+        }
+        let now = millis(time::OffsetDateTime::now_utc());
+        let pending = verify::step(&chain.state, ev, now, self.config.trust_root.as_ref())
+            .map_err(|f| Refusal::Rule(f.into()))?;
+        self.resolve_current(&pending.requirement)
+            .await
+            .map_err(Refusal::Rule)?;
+        Ok(pending)
     }
 
     /// `ev` does not follow `head` (freshly read): either it is already in the
@@ -565,8 +521,9 @@ impl EventStore {
     async fn dedup_or_reject(
         &self,
         ev: &VerifiedEvent,
-        head: &ChainHeadInfo,
+        chain: &CachedChain,
     ) -> Result<AppendOutcome, AppendError> {
+        let head = &chain.head;
         let seq = ev.aggregate_seq();
         if seq <= head.aggregate_seq {
             match self.find_by_aggregate_seq(&ev.aggregate, seq, head).await {
@@ -586,6 +543,16 @@ impl EventStore {
                 }
                 _ => {}
             }
+        }
+        if let Some(c) = &chain.corrupted {
+            return Err(AppendError {
+                kind: AppendErrorKind::Corrupted,
+                message: format!(
+                    "{} is corrupted: the event at {} fails verification ({}); it was published around the store, and nothing can be appended after it until an operator repairs the stream (see amai chain verify)",
+                    ev.aggregate, c.position, c.failure
+                ),
+                current_head: Some(head.clone()),
+            });
         }
         Err(Self::position_error(ev, head))
     }
@@ -632,383 +599,25 @@ impl EventStore {
         }
     }
 
-    fn check_rules(
-        &self,
-        ev: &VerifiedEvent,
-        chain: &CachedChain,
-    ) -> Result<SignerRequirement, AppendError> {
-        if ev.aggregate.kind != AggregateKind::Agent {
-            return Ok(identity::check_foreign_aggregate_event(ev)?);
-        }
-        if ev.aggregate_seq() == 1 {
-            let (_, req) = IdentityState::from_genesis(ev, 0, self.config.trust_root.as_ref())?;
-            return Ok(req);
-        }
-        let state = chain.identity.as_ref().ok_or_else(|| {
-            AppendError::new(
-                AppendErrorKind::Invalid,
-                format!("{} has events but no valid genesis", ev.aggregate),
-            )
-        })?;
-        Ok(state.check(ev)?)
-    }
-
-    async fn check_requirement(&self, req: &SignerRequirement) -> Result<(), AppendError> {
-        match req {
-            SignerRequirement::None => Ok(()),
-            SignerRequirement::Identity { actor, key, kinds } => {
-                let state = self.signer_state(actor, key).await?;
-                Ok(identity::check_signer(&state, key, kinds, None)?)
-            }
-            SignerRequirement::Endorser { operator_id, key } => {
-                let state = self.signer_state(operator_id, key).await?;
-                Ok(identity::check_signer(
-                    &state,
-                    key,
-                    &[proto::IdentityKind::Operator],
-                    None,
-                )?)
-            }
-        }
-    }
-
-    /// Another identity's state, from a short-lived cache or JetStream. A cached
-    /// state whose current key is not `key` is re-read (it may have rotated).
-    async fn signer_state(
-        &self,
-        actor: &str,
-        key: &VerifyingKey,
-    ) -> Result<IdentityState, AppendError> {
-        {
-            let caches = self.lock();
-            if let Some(c) = caches.signers.get(actor) {
-                if c.fetched.elapsed() < self.config.signer_cache_ttl
-                    && &c.state.current_key().signing_key == key
-                {
-                    return Ok(c.state.clone());
-                }
-            }
-        }
-        let state = self.identity_state(actor).await.map_err(|e| match e {
-            ReadError::NotFound(_) => AppendError::new(
-                AppendErrorKind::UnknownKey,
-                format!("signer {actor} is not a registered identity"),
-            ),
-            ReadError::Invalid(m) => AppendError::new(AppendErrorKind::UnknownKey, m),
-            ReadError::Unavailable(m) => AppendError::new(AppendErrorKind::Unavailable, m),
-        })?;
-        self.lock().signers.insert(
-            actor.to_string(),
-            CachedSigner {
-                state: state.clone(),
-                fetched: Instant::now(),
-            },
-        );
-        Ok(state)
-    }
-
-    async fn cached_chain(&self, aggregate: &Aggregate) -> Result<CachedChain, AppendError> {
-        if let Some(c) = self.lock().chains.get(&aggregate.subject()) {
-            return Ok(c.clone());
-        }
-        self.refresh_chain(aggregate, None).await
-    }
-
-    fn store_chain(&self, subject: &str, chain: CachedChain) {
-        let mut caches = self.lock();
-        if caches.chains.len() >= MAX_CACHED_CHAINS && !caches.chains.contains_key(subject) {
-            caches.chains.clear();
-        }
-        caches.chains.insert(subject.to_string(), chain);
-    }
-
-    /// Re-reads the head (and for agents, catches the identity state up).
-    async fn refresh_chain(
-        &self,
-        aggregate: &Aggregate,
-        previous: Option<CachedChain>,
-    ) -> Result<CachedChain, AppendError> {
-        let unavailable =
-            |e: ReadError| AppendError::new(AppendErrorKind::Unavailable, e.to_string());
-        let head = self.chain_head(aggregate).await.map_err(unavailable)?;
-        let mut chain = match previous {
-            Some(p) if p.head.stream_seq <= head.stream_seq => p,
-            _ => CachedChain {
-                head: ChainHeadInfo::empty(aggregate.clone()),
-                identity: None,
-            },
-        };
-        if aggregate.kind == AggregateKind::Agent && chain.head.stream_seq < head.stream_seq {
-            let events = self
-                .read_subject(aggregate, chain.head.stream_seq + 1, head.stream_seq)
-                .await
-                .map_err(unavailable)?;
-            for stored in events {
-                let Ok(ev) = stored.verify() else { break };
-                match chain.identity.as_mut() {
-                    None => {
-                        chain.identity = IdentityState::from_genesis(
-                            &ev,
-                            stored.published_ms,
-                            self.config.trust_root.as_ref(),
-                        )
-                        .ok()
-                        .map(|(s, _)| s)
-                    }
-                    Some(s) => s.apply(&ev, stored.published_ms),
-                }
-            }
-        }
-        chain.head = head;
-        self.store_chain(&aggregate.subject(), chain.clone());
-        Ok(chain)
-    }
-
-    /// The head of an aggregate, read from the stream leader.
-    pub async fn chain_head(&self, aggregate: &Aggregate) -> Result<ChainHeadInfo, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(aggregate.stream())
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        match stream
-            .get_last_raw_message_by_subject(&aggregate.subject())
-            .await
-        {
-            Ok(msg) => {
-                let stored = StoredEvent::from_stream_message(aggregate.stream(), msg);
-                let seq = aggregate_seq_of(&stored).ok_or_else(|| {
-                    ReadError::Invalid(format!("the head of {aggregate} is not a valid event"))
-                })?;
-                Ok(ChainHeadInfo {
-                    aggregate: aggregate.clone(),
-                    aggregate_seq: seq,
-                    hash: stored.hash,
-                    stream_seq: stored.position.seq,
-                })
-            }
-            Err(e) if no_message(&e) => Ok(ChainHeadInfo::empty(aggregate.clone())),
-            Err(e) => Err(ReadError::Unavailable(e.to_string())),
-        }
-    }
-
-    /// One event by position.
-    pub async fn get_event(&self, position: &Position) -> Result<StoredEvent, ReadError> {
-        if AggregateKind::for_stream(&position.stream).is_none() {
-            return Err(ReadError::Invalid(format!(
-                "unknown stream {:?}",
-                position.stream
-            )));
-        }
-        let stream = self
-            .js
-            .get_stream_no_info(&position.stream)
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        match stream.get_raw_message(position.seq).await {
-            Ok(msg) => Ok(StoredEvent::from_stream_message(&position.stream, msg)),
-            Err(e) if no_message(&e) => Err(ReadError::NotFound(format!("no event at {position}"))),
-            Err(e) => Err(ReadError::Unavailable(e.to_string())),
-        }
-    }
-
-    /// Events of one aggregate with stream sequence in `from..=to`, read with
-    /// leader-routed `STREAM.MSG.GET` next-by-subject requests (no consumer is
-    /// created, so any number of readers can run at once).
-    pub async fn read_subject(
-        &self,
-        aggregate: &Aggregate,
-        from_stream_seq: u64,
-        to_stream_seq: u64,
-    ) -> Result<Vec<StoredEvent>, ReadError> {
-        let mut out = Vec::new();
-        let mut next = from_stream_seq.max(1);
-        while next <= to_stream_seq {
-            match self.next_on_subject(aggregate, next).await? {
-                Some(stored) if stored.position.seq <= to_stream_seq => {
-                    next = stored.position.seq + 1;
-                    out.push(stored);
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// The first event of `aggregate` at or after stream sequence `seq`.
-    async fn next_on_subject(
-        &self,
-        aggregate: &Aggregate,
-        seq: u64,
-    ) -> Result<Option<StoredEvent>, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(aggregate.stream())
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        match stream
-            .raw_message_builder()
-            .sequence(seq)
-            .next_by_subject(aggregate.subject())
-            .send()
-            .await
-        {
-            Ok(msg) => Ok(Some(StoredEvent::from_stream_message(
-                aggregate.stream(),
-                msg,
-            ))),
-            Err(e) if no_message(&e) => Ok(None),
-            Err(e) => Err(ReadError::Unavailable(e.to_string())),
-        }
-    }
-
-    /// A page of an aggregate's chain starting at `from_aggregate_seq` (1-based).
-    pub async fn read_chain(
-        &self,
-        aggregate: &Aggregate,
-        from_aggregate_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, ReadError> {
-        Ok(self
-            .read_chain_page(aggregate, from_aggregate_seq, limit, 1)
-            .await?
-            .events)
-    }
-
-    /// A page of an aggregate's chain: at most `limit` events from
-    /// `from_aggregate_seq` on, scanning the subject from stream sequence
-    /// `scan_from_stream_seq` (1, or a previous page's `next_stream_seq`).
-    /// Undecodable events are included where they sit, so verifiers see them.
-    pub async fn read_chain_page(
-        &self,
-        aggregate: &Aggregate,
-        from_aggregate_seq: u64,
-        limit: usize,
-        scan_from_stream_seq: u64,
-    ) -> Result<ChainPage, ReadError> {
-        let head = self.chain_head(aggregate).await?;
-        let from = from_aggregate_seq.max(1);
-        let mut page = ChainPage {
-            events: Vec::new(),
-            next_aggregate_seq: 0,
-            next_stream_seq: 0,
-        };
-        if head.aggregate_seq == 0 || from > head.aggregate_seq || limit == 0 {
-            return Ok(page);
-        }
-        let mut next = scan_from_stream_seq.max(1);
-        // Aggregate sequence of the last decodable event seen.
-        let mut last_seq = 0u64;
-        while next <= head.stream_seq && page.events.len() < limit {
-            let Some(stored) = self.next_on_subject(aggregate, next).await? else {
-                break;
-            };
-            if stored.position.seq > head.stream_seq {
-                break;
-            }
-            next = stored.position.seq + 1;
-            let include = match aggregate_seq_of(&stored) {
-                Some(seq) => {
-                    last_seq = seq;
-                    seq >= from
-                }
-                None => last_seq + 1 >= from,
-            };
-            if include {
-                page.events.push(stored);
-            }
-        }
-        if page.events.len() == limit && next <= head.stream_seq {
-            page.next_stream_seq = next;
-            page.next_aggregate_seq = (last_seq + 1).max(from);
-        }
-        Ok(page)
-    }
-
-    async fn find_by_aggregate_seq(
-        &self,
-        aggregate: &Aggregate,
-        seq: u64,
-        head: &ChainHeadInfo,
-    ) -> Result<Option<StoredEvent>, ReadError> {
-        if seq == head.aggregate_seq {
-            return Ok(Some(StoredEvent {
-                position: Position::new(aggregate.stream(), head.stream_seq),
-                subject: aggregate.subject(),
-                published_ms: 0,
-                payload: Bytes::new(),
-                hash: head.hash,
-                event_type: None,
-            }));
-        }
-        Ok(self.read_chain(aggregate, seq, 1).await?.into_iter().next())
-    }
-
-    /// An identity's state, folded from its whole chain (fresh from JetStream).
-    pub async fn identity_state(&self, id: &str) -> Result<IdentityState, ReadError> {
-        let aggregate = Aggregate::agent(id).map_err(|e| ReadError::Invalid(e.to_string()))?;
-        let head = self.chain_head(&aggregate).await?;
-        if head.aggregate_seq == 0 {
-            return Err(ReadError::NotFound(format!(
-                "identity {id} is not registered"
-            )));
-        }
-        let mut state: Option<IdentityState> = None;
-        for stored in self.read_subject(&aggregate, 1, head.stream_seq).await? {
-            // An event that bypassed the store (only possible without publish
-            // permissions on `amai.>`) never changes key state; auditors see it
-            // in the chain report.
-            let Ok(ev) = stored.verify() else {
-                tracing::warn!(
-                    identity = id,
-                    seq = stored.position.seq,
-                    "skipping an invalid event in an identity chain"
-                );
-                continue;
-            };
-            match state.as_mut() {
-                None => {
-                    state = Some(
-                        IdentityState::from_genesis(
-                            &ev,
-                            stored.published_ms,
-                            self.config.trust_root.as_ref(),
-                        )
-                        .map_err(|e| ReadError::Invalid(e.to_string()))?
-                        .0,
-                    )
-                }
-                Some(s) => s.apply(&ev, stored.published_ms),
-            }
-        }
-        state.ok_or_else(|| ReadError::NotFound(format!("identity {id} is not registered")))
-    }
-
     /// Forgets cached heads and identity states (tests, and after operator action).
     pub fn clear_cache(&self) {
-        let mut c = self.lock();
-        c.chains.clear();
-        c.signers.clear();
+        self.chains.clear();
     }
 }
 
-/// Whether a `STREAM.MSG.GET` failed only because there is no such message.
-fn no_message(e: &jetstream::stream::LastRawMessageError) -> bool {
-    match e.kind() {
-        LastRawMessageErrorKind::NoMessageFound => true,
-        LastRawMessageErrorKind::JetStream(js) => {
-            js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
-        }
-        _ => false,
-    }
+/// Why an event was refused during admission.
+enum Refusal {
+    /// It does not follow the chain's valid head (or the chain is corrupted).
+    Position,
+    /// It breaks a rule or its signer's key is not valid.
+    Rule(AppendError),
 }
 
-/// The aggregate sequence of a stored event: from the header when present, else
-/// from the decoded body.
-pub fn aggregate_seq_of(stored: &StoredEvent) -> Option<u64> {
-    let signed = SignedEvent::decode(stored.payload.as_ref()).ok()?;
-    let body = proto::EventBody::decode(signed.body.as_slice()).ok()?;
-    Some(body.aggregate_seq)
+fn unavailable(e: ReadError) -> AppendError {
+    match e {
+        ReadError::Unavailable(m) => AppendError::new(AppendErrorKind::Unavailable, m),
+        other => AppendError::new(AppendErrorKind::Invalid, other.to_string()),
+    }
 }
 
 fn publish_error(e: jetstream::context::PublishError) -> AppendError {

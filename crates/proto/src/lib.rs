@@ -4,7 +4,7 @@
 
 /// `amai.v1`: every message and service.
 pub mod v1 {
-    tonic::include_proto!("amai.v1");
+    include!(concat!(env!("OUT_DIR"), "/amai.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of all Amai protos, for gRPC server reflection.

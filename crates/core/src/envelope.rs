@@ -93,6 +93,7 @@ pub struct EventDraft {
     causation_id: String,
     correlation_id: String,
     occurred_at: Option<prost_types::Timestamp>,
+    signer_seq: u64,
 }
 
 impl EventDraft {
@@ -110,6 +111,7 @@ impl EventDraft {
             causation_id: String::new(),
             correlation_id: String::new(),
             occurred_at: None,
+            signer_seq: 0,
         }
     }
 
@@ -164,6 +166,14 @@ impl EventDraft {
         self
     }
 
+    /// For a foreign signer (a service, an operator acting on another chain):
+    /// the aggregate sequence of its own chain at which its key is current
+    /// (its chain head when signing).
+    pub fn signer_seq(mut self, seq: u64) -> Self {
+        self.signer_seq = seq;
+        self
+    }
+
     /// Sets `occurred_at` (default: now).
     pub fn occurred_at(mut self, ts: prost_types::Timestamp) -> Self {
         self.occurred_at = Some(ts);
@@ -195,6 +205,7 @@ impl EventDraft {
             payload: Some(Payload {
                 kind: Some(self.payload),
             }),
+            signer_seq: self.signer_seq,
         };
         sign_body(keys, body.encode_to_vec())
     }
@@ -241,10 +252,18 @@ pub struct VerifiedEvent {
 }
 
 impl VerifiedEvent {
-    /// Decodes and checks encoded `SignedEvent` bytes.
+    /// Decodes and checks encoded `SignedEvent` bytes (as stored). The bytes must
+    /// be the canonical encoding (no unknown fields, no reordering), so the event
+    /// hash, the SHA-256 of exactly these bytes, has one meaning.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let signed = SignedEvent::decode(bytes)
             .map_err(|e| EnvelopeError::Malformed(format!("not a SignedEvent: {e}")))?;
+        if signed.encoded_len() != bytes.len() || signed.encode_to_vec() != bytes {
+            return Err(EnvelopeError::Malformed(
+                "the SignedEvent is not canonically encoded (unknown fields or non-canonical layout)"
+                    .into(),
+            ));
+        }
         Self::from_signed(signed)
     }
 
@@ -260,6 +279,13 @@ impl VerifiedEvent {
             .map_err(|_| malformed("signature must be 64 bytes".into()))?;
         let body = EventBody::decode(signed.body.as_slice())
             .map_err(|e| malformed(format!("body is not an EventBody: {e}")))?;
+        // Unknown fields would be signed but invisible to this version; a future
+        // schema must not be able to give them meaning. Canonical bytes only.
+        if body.encode_to_vec() != signed.body {
+            return Err(malformed(
+                "the signed body carries unknown fields or is not canonically encoded".into(),
+            ));
+        }
         let id = uuid::Uuid::parse_str(&body.id)
             .map_err(|_| malformed(format!("id {:?} is not a UUID", body.id)))?;
         if body.id != id.hyphenated().to_string() {

@@ -4,9 +4,16 @@
 //! projections all apply the same ones.
 //!
 //! Checks are two-phase because some need another identity's state (an operator
-//! revoking an agent, a service signing a trust result): [`check_event`] returns
-//! a [`SignerRequirement`] the caller resolves, then [`IdentityState::apply`]
-//! folds the event in.
+//! revoking an agent, a service signing a trust result): the checks return a
+//! [`SignerRequirement`] the caller resolves, then [`IdentityState::apply`] folds
+//! the event in. [`crate::verify`] drives both phases; nothing else should.
+//!
+//! Foreign signers are checked causally: an event signed by another identity
+//! names (`signer_seq`) the position of the signer's own chain at which its key
+//! was current. History is judged at that position ([`SignerCheck::AtPosition`]);
+//! an append additionally needs the key current and the signer unrevoked at the
+//! signer's head as read fresh from JetStream ([`SignerCheck::Current`]). No
+//! clock of any stream is ever compared with another's.
 
 use ed25519_dalek::VerifyingKey;
 
@@ -45,17 +52,21 @@ pub struct IdentityState {
     /// agent, operator or service.
     pub kind: IdentityKind,
     /// Metadata from the genesis.
-    pub metadata: std::collections::HashMap<String, String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
     /// Every key it has had, oldest first; the last is current.
     pub keys: Vec<KeyRecord>,
     /// Revocation: aggregate sequence, publish time and reason.
     pub revoked: Option<(u64, Millis, String)>,
+    /// For services: the aggregate kinds the operator's endorsement lets it write.
+    pub scopes: Vec<String>,
     /// Aggregate sequence of the last folded event.
     pub head_seq: u64,
     /// Hash of the last folded event.
     pub head_hash: EventHash,
     /// Publish time of the genesis.
     pub registered_at: Millis,
+    /// Hash of the genesis event.
+    pub genesis_hash: EventHash,
 }
 
 /// Why an event may not be appended where it is.
@@ -80,9 +91,8 @@ pub enum RuleError {
 pub enum SignerRequirement {
     /// Nothing: the event is fully checked.
     None,
-    /// `actor` must be an identity of `kind`, not revoked, and `key` must be its
-    /// current key (at append time) or the key current at the event's publish
-    /// time (when verifying history).
+    /// `actor` must be an identity of one of `kinds`, unrevoked at `at_seq` of its
+    /// own chain, where `key` was its current key; a service must hold `scope`.
     Identity {
         /// The foreign signer.
         actor: IdentityId,
@@ -90,14 +100,51 @@ pub enum SignerRequirement {
         key: VerifyingKey,
         /// The kinds it must be.
         kinds: Vec<IdentityKind>,
+        /// The position of the signer's chain the event cites (`signer_seq`).
+        at_seq: u64,
+        /// For services: the aggregate kind written, which must be in its scopes.
+        scope: Option<AggregateKind>,
     },
-    /// The trust root or an operator identity with `key` endorsed this genesis.
+    /// An operator identity (not the trust root) with `key` endorsed this genesis
+    /// at `at_seq` of its chain.
     Endorser {
         /// The endorsing operator.
         operator_id: IdentityId,
         /// The key it endorsed with.
         key: VerifyingKey,
+        /// The position of the operator's chain the endorsement cites.
+        at_seq: u64,
     },
+    /// A name claim for `agent_id`: its chain must be empty (the registration is
+    /// in progress) or start with the genesis `genesis_hash` and be unrevoked.
+    NameOwner {
+        /// The identity the name is for.
+        agent_id: IdentityId,
+        /// Hash of its genesis.
+        genesis_hash: EventHash,
+    },
+}
+
+impl SignerRequirement {
+    /// The identity whose state resolves this requirement, if any.
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            SignerRequirement::None => None,
+            SignerRequirement::Identity { actor, .. } => Some(actor),
+            SignerRequirement::Endorser { operator_id, .. } => Some(operator_id),
+            SignerRequirement::NameOwner { agent_id, .. } => Some(agent_id),
+        }
+    }
+}
+
+/// How a foreign signer is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerCheck {
+    /// History (auditors, projections): at the cited position only.
+    AtPosition,
+    /// Appending: at the cited position, and the key still current and the
+    /// signer unrevoked at the signer's head (read fresh).
+    Current,
 }
 
 /// Human name of an identity kind.
@@ -123,16 +170,22 @@ impl IdentityState {
         &self.keys[self.keys.len() - 1]
     }
 
-    /// The key record current at publish time `at`.
-    pub fn key_at_time(&self, key: &VerifyingKey, at: Millis) -> Option<&KeyRecord> {
+    /// The key record of `key` if it was the current key once the chain was
+    /// folded up to and including aggregate sequence `seq`.
+    pub fn key_at_seq(&self, key: &VerifyingKey, seq: u64) -> Option<&KeyRecord> {
+        if seq == 0 || seq > self.head_seq {
+            return None;
+        }
         self.keys.iter().find(|k| {
-            &k.signing_key == key && k.valid_from <= at && k.valid_until.is_none_or(|u| at <= u)
+            &k.signing_key == key
+                && k.from_seq.saturating_sub(1) <= seq
+                && k.until_seq.is_none_or(|u| seq < u)
         })
     }
 
-    /// Whether the identity was revoked before publish time `at`.
-    pub fn revoked_before(&self, at: Millis) -> bool {
-        self.revoked.as_ref().is_some_and(|(_, t, _)| *t < at)
+    /// Whether the identity was revoked at or before aggregate sequence `seq`.
+    pub fn revoked_at(&self, seq: u64) -> bool {
+        self.revoked.as_ref().is_some_and(|(s, _, _)| *s <= seq)
     }
 
     /// Builds the state from a genesis event (`agent.registered` at seq 1).
@@ -160,6 +213,9 @@ impl IdentityState {
                 "the genesis must be signed by the key it registers".into(),
             ));
         }
+        if ev.body.signer_seq != 0 {
+            return Err(RuleError::Invalid("a genesis carries no signer_seq".into()));
+        }
         let id = keys::identity_id(&signing);
         if ev.aggregate.id != id || ev.actor() != id {
             return Err(RuleError::Invalid(format!(
@@ -185,9 +241,24 @@ impl IdentityState {
                 let sig: [u8; 64] = e.signature.as_slice().try_into().map_err(|_| {
                     RuleError::Invalid("endorsement signature must be 64 bytes".into())
                 })?;
+                if kind == IdentityKind::Operator && !e.scopes.is_empty() {
+                    return Err(RuleError::Invalid(
+                        "an operator endorsement carries no scopes".into(),
+                    ));
+                }
+                for scope in &e.scopes {
+                    match AggregateKind::parse(scope) {
+                        Some(AggregateKind::Agent | AggregateKind::Name) | None => {
+                            return Err(RuleError::Invalid(format!(
+                                "scope {scope:?} is not a domain aggregate kind a service may write"
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                }
                 let body = crate::pae::pae(
                     crate::pae::ENDORSEMENT_DOMAIN,
-                    &keys::endorsement_body(&signing, kind_name(kind)),
+                    &keys::endorsement_body(&signing, kind_name(kind), &e.scopes),
                 );
                 op_key
                     .verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&sig))
@@ -200,6 +271,7 @@ impl IdentityState {
                     SignerRequirement::Endorser {
                         operator_id: e.operator_id.clone(),
                         key: op_key,
+                        at_seq: e.operator_seq,
                     }
                 }
             }
@@ -223,9 +295,15 @@ impl IdentityState {
                 valid_until: None,
             }],
             revoked: None,
+            scopes: reg
+                .endorsement
+                .as_ref()
+                .map(|e| e.scopes.clone())
+                .unwrap_or_default(),
             head_seq: 1,
             head_hash: ev.hash,
             registered_at: published,
+            genesis_hash: ev.hash,
         };
         Ok((state, requirement))
     }
@@ -257,6 +335,11 @@ impl IdentityState {
                 self.id
             )));
         }
+        if ev.actor() == self.id && ev.body.signer_seq != 0 {
+            return Err(RuleError::Invalid(
+                "signer_seq is only set by foreign signers; it must be 0 on one's own chain".into(),
+            ));
+        }
         if ev.actor() != self.id {
             // Only an operator may act on someone else's chain, and only to revoke it.
             if matches!(ev.payload, Kind::AgentRevoked(_)) {
@@ -264,6 +347,8 @@ impl IdentityState {
                     actor: ev.actor().to_string(),
                     key: ev.signer,
                     kinds: vec![IdentityKind::Operator],
+                    at_seq: ev.body.signer_seq,
+                    scope: None,
                 });
             }
             return Err(RuleError::NotPermitted(format!(
@@ -299,6 +384,27 @@ impl IdentityState {
                     "new_signing_key was already used by this identity".into(),
                 ));
             }
+            let proof: [u8; 64] = rot.new_key_proof.as_slice().try_into().map_err(|_| {
+                RuleError::Invalid(
+                    "a key rotation carries new_key_proof: a 64-byte signature by the new key (proof of possession)".into(),
+                )
+            })?;
+            let body = crate::pae::pae(
+                crate::pae::ROTATION_DOMAIN,
+                &keys::rotation_body(
+                    &ev.aggregate.to_string(),
+                    ev.aggregate_seq(),
+                    &current.signing_key,
+                    &new,
+                    &rot.new_x25519_key,
+                ),
+            );
+            new.verify_strict(&body, &ed25519_dalek::Signature::from_bytes(&proof))
+                .map_err(|_| {
+                    RuleError::Invalid(
+                        "new_key_proof does not verify: the new key must sign the rotation (proof of possession)".into(),
+                    )
+                })?;
         }
         if let Kind::AgentMessageSent(m) = &ev.payload {
             crate::subjects::validate_id(&m.to).map_err(|e| RuleError::Invalid(e.to_string()))?;
@@ -344,38 +450,15 @@ impl IdentityState {
 }
 
 /// Checks an event appended to a non-agent aggregate (name claims, service results).
-pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequirement, RuleError> {
+pub fn check_foreign_aggregate_event(
+    ev: &VerifiedEvent,
+    trust_root: Option<&VerifyingKey>,
+) -> Result<SignerRequirement, RuleError> {
     match ev.aggregate.kind {
         AggregateKind::Agent => Err(RuleError::Invalid(
             "agent chains are checked against their identity state".into(),
         )),
-        AggregateKind::Name => {
-            let Kind::NameClaimed(claim) = &ev.payload else {
-                return Err(RuleError::NotPermitted(format!(
-                    "only name.claimed may be appended to a name, not {}",
-                    ev.event_type()
-                )));
-            };
-            if ev.aggregate_seq() != 1 {
-                return Err(RuleError::NotPermitted(
-                    "a name is claimed once, by its first event".into(),
-                ));
-            }
-            if claim.name != ev.aggregate.id {
-                return Err(RuleError::Invalid(
-                    "name.claimed must name its own aggregate".into(),
-                ));
-            }
-            if claim.agent_id != ev.actor() || keys::identity_id(&ev.signer) != claim.agent_id {
-                return Err(RuleError::UnknownKey(
-                    "a name must be claimed by the genesis key of the identity that gets it".into(),
-                ));
-            }
-            if claim.genesis_hash.len() != 32 {
-                return Err(RuleError::Invalid("genesis_hash must be 32 bytes".into()));
-            }
-            Ok(SignerRequirement::None)
-        }
+        AggregateKind::Name => check_name_claim(ev, trust_root),
         _ => {
             if matches!(
                 ev.payload,
@@ -384,6 +467,7 @@ pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequire
                     | Kind::AgentKeyRotated(_)
                     | Kind::AgentRevoked(_)
                     | Kind::AgentMessageSent(_)
+                    | Kind::AgentAction(_)
             ) {
                 return Err(RuleError::NotPermitted(format!(
                     "{} belongs on an agent or name chain",
@@ -397,23 +481,168 @@ pub fn check_foreign_aggregate_event(ev: &VerifiedEvent) -> Result<SignerRequire
                     "trust events belong on trust aggregates".into(),
                 ));
             }
+            if matches!(ev.payload, Kind::ReactorFailed(_))
+                && ev.aggregate.kind != AggregateKind::Failure
+            {
+                return Err(RuleError::NotPermitted(
+                    "reactor.failed belongs on failure aggregates".into(),
+                ));
+            }
+            if ev.body.signer_seq == 0 {
+                return Err(RuleError::Invalid(
+                    "a service result names signer_seq: the position of the service's own chain at which its key was current".into(),
+                ));
+            }
             Ok(SignerRequirement::Identity {
                 actor: ev.actor().to_string(),
                 key: ev.signer,
                 kinds: vec![IdentityKind::Service],
+                at_seq: ev.body.signer_seq,
+                scope: Some(ev.aggregate.kind),
             })
         }
     }
 }
 
-/// Checks a foreign signer against its identity state. With `at = None` the key
-/// must be current and the identity unrevoked (append time); with `Some(t)` the
-/// key must have been current at publish time `t`.
+/// A name claim: seq 1 of `name/<name>`, signed by the genesis key of the
+/// identity it names and carrying that genesis, which must be a valid
+/// registration of this very name. Nobody claims a name without registering it.
+fn check_name_claim(
+    ev: &VerifiedEvent,
+    trust_root: Option<&VerifyingKey>,
+) -> Result<SignerRequirement, RuleError> {
+    let Kind::NameClaimed(claim) = &ev.payload else {
+        return Err(RuleError::NotPermitted(format!(
+            "only name.claimed may be appended to a name, not {}",
+            ev.event_type()
+        )));
+    };
+    if ev.aggregate_seq() != 1 {
+        return Err(RuleError::NotPermitted(
+            "a name is claimed once, by its first event".into(),
+        ));
+    }
+    if claim.name != ev.aggregate.id {
+        return Err(RuleError::Invalid(
+            "name.claimed must name its own aggregate".into(),
+        ));
+    }
+    if claim.agent_id != ev.actor() || keys::identity_id(&ev.signer) != claim.agent_id {
+        return Err(RuleError::UnknownKey(
+            "a name must be claimed by the genesis key of the identity that gets it".into(),
+        ));
+    }
+    if ev.body.signer_seq != 0 {
+        return Err(RuleError::Invalid("a name claim carries no signer_seq".into()));
+    }
+    let genesis_hash: EventHash = claim
+        .genesis_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| RuleError::Invalid("genesis_hash must be 32 bytes".into()))?;
+    if claim.genesis.is_empty() {
+        return Err(RuleError::NotPermitted(
+            "a name is only claimed as part of a registration: the claim must carry the genesis it names (register with IdentityService.Register)".into(),
+        ));
+    }
+    let genesis = VerifiedEvent::decode(&claim.genesis)
+        .map_err(|e| RuleError::Invalid(format!("the claim's genesis: {e}")))?;
+    if genesis.hash != genesis_hash {
+        return Err(RuleError::Invalid(
+            "genesis_hash is not the hash of the claim's genesis".into(),
+        ));
+    }
+    let (state, _) = IdentityState::from_genesis(&genesis, 0, trust_root)?;
+    if state.id != claim.agent_id || state.name != claim.name {
+        return Err(RuleError::Invalid(format!(
+            "the claim's genesis registers {:?} for {}, not {:?} for {}",
+            state.name, state.id, claim.name, claim.agent_id
+        )));
+    }
+    if state.current_key().signing_key != ev.signer {
+        return Err(RuleError::UnknownKey(
+            "a name must be claimed by the genesis key of the identity that gets it".into(),
+        ));
+    }
+    Ok(SignerRequirement::NameOwner {
+        agent_id: claim.agent_id.clone(),
+        genesis_hash,
+    })
+}
+
+/// Checks a foreign signer's state against a requirement. `state` is the
+/// signer's state folded as far as is known (for [`SignerCheck::Current`]: up to
+/// its head read fresh); `None` when the signer has no chain.
+pub fn check_requirement(
+    req: &SignerRequirement,
+    state: Option<&IdentityState>,
+    mode: SignerCheck,
+) -> Result<(), RuleError> {
+    match req {
+        SignerRequirement::None => Ok(()),
+        SignerRequirement::Identity {
+            actor,
+            key,
+            kinds,
+            at_seq,
+            scope,
+        } => {
+            let state = state.ok_or_else(|| {
+                RuleError::UnknownKey(format!("signer {actor} is not a registered identity"))
+            })?;
+            check_signer(state, key, kinds, *at_seq, mode)?;
+            if let Some(scope) = scope {
+                if state.kind == IdentityKind::Service
+                    && !state.scopes.iter().any(|s| s == scope.as_str())
+                {
+                    return Err(RuleError::NotPermitted(format!(
+                        "service {} may write {}, not {} aggregates",
+                        state.id,
+                        if state.scopes.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            state.scopes.join(", ")
+                        },
+                        scope.as_str()
+                    )));
+                }
+            }
+            Ok(())
+        }
+        SignerRequirement::Endorser {
+            operator_id,
+            key,
+            at_seq,
+        } => {
+            let state = state.ok_or_else(|| {
+                RuleError::UnknownKey(format!("endorser {operator_id} is not a registered identity"))
+            })?;
+            check_signer(state, key, &[IdentityKind::Operator], *at_seq, mode)
+        }
+        SignerRequirement::NameOwner {
+            agent_id,
+            genesis_hash,
+        } => match state {
+            None => Ok(()),
+            Some(s) if s.genesis_hash != *genesis_hash => Err(RuleError::NotPermitted(format!(
+                "{agent_id} is registered with another genesis; the claim must carry it"
+            ))),
+            Some(s) if mode == SignerCheck::Current && s.revoked.is_some() => Err(
+                RuleError::Revoked(format!("identity {agent_id} is revoked; it claims no name")),
+            ),
+            Some(_) => Ok(()),
+        },
+    }
+}
+
+/// Checks a foreign signer: kind, then key validity at `at_seq` of its chain (and,
+/// for [`SignerCheck::Current`], at its head).
 pub fn check_signer(
     state: &IdentityState,
     key: &VerifyingKey,
     kinds: &[IdentityKind],
-    at: Option<Millis>,
+    at_seq: u64,
+    mode: SignerCheck,
 ) -> Result<(), RuleError> {
     if !kinds.contains(&state.kind) {
         let want: Vec<_> = kinds.iter().map(|k| kind_name(*k)).collect();
@@ -424,36 +653,38 @@ pub fn check_signer(
             want.join(" or ")
         )));
     }
-    match at {
-        None => {
-            if let Some((seq, _, reason)) = &state.revoked {
-                return Err(RuleError::Revoked(format!(
-                    "signer {} was revoked at seq {seq} ({reason})",
-                    state.id
-                )));
-            }
-            if &state.current_key().signing_key != key {
-                return Err(RuleError::UnknownKey(format!(
-                    "key {} is not the current key of {}",
-                    hex::encode(key.as_bytes()),
-                    state.id
-                )));
-            }
+    if at_seq == 0 || at_seq > state.head_seq {
+        return Err(RuleError::UnknownKey(format!(
+            "the event cites position {at_seq} of {}'s chain, which is at {}; cite the signer's current head",
+            state.id, state.head_seq
+        )));
+    }
+    if state.revoked_at(at_seq) {
+        return Err(RuleError::Revoked(format!(
+            "signer {} was revoked at or before position {at_seq} of its chain",
+            state.id
+        )));
+    }
+    if state.key_at_seq(key, at_seq).is_none() {
+        return Err(RuleError::UnknownKey(format!(
+            "key {} was not the current key of {} at position {at_seq} of its chain",
+            hex::encode(key.as_bytes()),
+            state.id
+        )));
+    }
+    if mode == SignerCheck::Current {
+        if let Some((seq, _, reason)) = &state.revoked {
+            return Err(RuleError::Revoked(format!(
+                "signer {} was revoked at seq {seq} ({reason})",
+                state.id
+            )));
         }
-        Some(t) => {
-            if state.revoked_before(t) {
-                return Err(RuleError::Revoked(format!(
-                    "signer {} was revoked before this event",
-                    state.id
-                )));
-            }
-            if state.key_at_time(key, t).is_none() {
-                return Err(RuleError::UnknownKey(format!(
-                    "key {} was not a current key of {} when this event was published",
-                    hex::encode(key.as_bytes()),
-                    state.id
-                )));
-            }
+        if &state.current_key().signing_key != key {
+            return Err(RuleError::Revoked(format!(
+                "key {} of {} was rotated out; sign with its current key",
+                hex::encode(key.as_bytes()),
+                state.id
+            )));
         }
     }
     Ok(())

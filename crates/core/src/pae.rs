@@ -12,6 +12,10 @@ pub const REQUEST_DOMAIN: &str = "amai.request.v1";
 pub const CHECKPOINT_DOMAIN: &str = "amai.checkpoint.v1";
 /// Domain tag of operator endorsements of operator and service keys.
 pub const ENDORSEMENT_DOMAIN: &str = "amai.endorsement.v1";
+/// Domain tag of the new key's proof of possession in a key rotation.
+pub const ROTATION_DOMAIN: &str = "amai.rotation.v1";
+/// Domain tag of the associated data of sealed messages.
+pub const MESSAGE_DOMAIN: &str = "amai.message.v1";
 
 /// Encodes `body` for signing under the domain `payload_type`.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
@@ -27,16 +31,18 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The body signed for a gateway request: method, timestamp, nonce and the hex
-/// SHA-256 digest of the request message, newline separated.
+/// The body signed for a gateway request: method, actor, deployment, timestamp,
+/// nonce and the hex SHA-256 digest of the request message, newline separated.
 pub fn request_signing_body(
     method: &str,
+    actor: &str,
+    deployment: &str,
     timestamp_ms: i64,
     nonce: &str,
     body_digest: &[u8; 32],
 ) -> Vec<u8> {
     format!(
-        "{method}\n{timestamp_ms}\n{nonce}\n{}",
+        "{method}\n{actor}\n{deployment}\n{timestamp_ms}\n{nonce}\n{}",
         hex::encode(body_digest)
     )
     .into_bytes()
