@@ -243,6 +243,10 @@ impl Platform {
             &operator,
             &service,
             &format!("bench-svc-{run_id}"),
+            &[
+                amai_bus::subjects::AggregateKind::Trust,
+                amai_bus::subjects::AggregateKind::Failure,
+            ],
             now,
         )
         .await?;

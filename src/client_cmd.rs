@@ -3,7 +3,7 @@
 //! scripts consume takes `--json` and prints one JSON document (or one per line
 //! for `events tail`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -293,7 +293,7 @@ pub(crate) async fn agent(settings: &Settings, cmd: AgentCommand) -> anyhow::Res
                 .register(
                     &name,
                     kind_of(&kind)?,
-                    meta.into_iter().collect::<HashMap<_, _>>(),
+                    meta.into_iter().collect::<BTreeMap<_, _>>(),
                 )
                 .await?;
             let pos = r.position.clone().unwrap_or_default();
@@ -471,7 +471,7 @@ pub(crate) async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Res
     print(
         json,
         json!({"aggregate": report.aggregate, "ok": report.ok(), "events_checked": report.events_checked, "head_hash": hex::encode(report.head_hash),
-            "failure": failure.map(|f| json!({"aggregate_seq": f.aggregate_seq, "stream": f.position.stream, "seq": f.position.seq, "kind": f.kind.as_str_name(), "detail": f.detail}))}),
+            "failure": failure.map(|f| json!({"aggregate_seq": f.aggregate_seq, "stream": f.position.stream, "seq": f.position.seq, "kind": f.kind.to_proto().as_str_name(), "detail": f.detail}))}),
         match failure {
             None => format!(
                 "{}: ok, {} events verified (signatures, hash links, keys); head {}",
@@ -485,7 +485,7 @@ pub(crate) async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Res
                 f.aggregate_seq,
                 f.position.stream,
                 f.position.seq,
-                f.kind.as_str_name(),
+                f.kind.to_proto().as_str_name(),
                 f.detail
             ),
         },

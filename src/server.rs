@@ -177,6 +177,10 @@ async fn bootstrap_service(
                 operator,
                 &service,
                 &name,
+                &[
+                    amai_bus::subjects::AggregateKind::Trust,
+                    amai_bus::subjects::AggregateKind::Failure,
+                ],
                 key_time(&keystore.service_path(role)?),
             )
             .await?;

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // not every test uses every helper
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -372,10 +372,10 @@ pub(crate) async fn subject_counts(
     js: &async_nats::jetstream::Context,
     stream: &str,
     filter: &str,
-) -> HashMap<String, usize> {
+) -> BTreeMap<String, usize> {
     let s = js.get_stream(stream).await.expect("get stream");
     let mut subjects = s.info_with_subjects(filter).await.expect("stream info");
-    let mut counts = HashMap::new();
+    let mut counts = BTreeMap::new();
     while let Some(item) = subjects.next().await {
         let (subject, n) = item.expect("subject count");
         counts.insert(subject, n);
@@ -384,7 +384,7 @@ pub(crate) async fn subject_counts(
 }
 
 /// Number of `trust.initialized` events per agent id (`amai.trust.<id>`).
-pub(crate) async fn trust_counts(js: &async_nats::jetstream::Context) -> HashMap<String, usize> {
+pub(crate) async fn trust_counts(js: &async_nats::jetstream::Context) -> BTreeMap<String, usize> {
     subject_counts(js, "AMAI_TRUST", "amai.trust.>")
         .await
         .into_iter()
@@ -498,7 +498,7 @@ pub(crate) async fn register_one(client: &AmaiClient, name: &str) -> Registered 
         let agent = agent.clone();
         async move {
             agent
-                .register(name, proto::IdentityKind::Agent, HashMap::new())
+                .register(name, proto::IdentityKind::Agent, BTreeMap::new())
                 .await
         }
     })

@@ -2,7 +2,7 @@
 //! managed nats-server) and once through the Rust SDK against separate
 //! `amai worker` + `amai gateway` processes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use amai_bus::proto::IdentityKind;
 use amai_bus::{Aggregate, IdentityKeys};
@@ -384,7 +384,7 @@ async fn walkthrough_grpc() {
     let bob_keys = IdentityKeys::generate();
     let alice = client.agent(alice_keys.clone());
     let bob = client.agent(bob_keys.clone());
-    let meta = HashMap::from([("role".to_string(), "researcher".to_string())]);
+    let meta = BTreeMap::from([("role".to_string(), "researcher".to_string())]);
     let reg_a = alice
         .register("alice", IdentityKind::Agent, meta)
         .await
@@ -392,7 +392,7 @@ async fn walkthrough_grpc() {
     assert_eq!(reg_a.agent_id, alice_keys.identity_id());
     assert_eq!(reg_a.did, alice_keys.did());
     let reg_b = bob
-        .register("bob", IdentityKind::Agent, HashMap::new())
+        .register("bob", IdentityKind::Agent, BTreeMap::new())
         .await
         .expect("register bob");
 

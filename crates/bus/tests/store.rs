@@ -47,6 +47,7 @@ fn claim(keys: &IdentityKeys, name: &str, genesis: &SignedEvent) -> SignedEvent 
             name: name.into(),
             agent_id: id.clone(),
             genesis_hash: amai_bus::envelope::hash_bytes(&genesis.encode_to_vec()).to_vec(),
+            genesis: genesis.encode_to_vec(),
         }),
     )
     .sign(keys, &id)
@@ -223,6 +224,9 @@ async fn rotation_and_revocation_retire_keys() {
             new_signing_key: new.public_key().as_bytes().to_vec(),
             new_x25519_key: new.x25519_public().to_vec(),
             reason: "test".into(),
+            new_key_proof: new
+                .rotation_proof(&agg.to_string(), head.aggregate_seq + 1, &old.public_key())
+                .to_vec(),
         }),
     )
     .after(head.aggregate_seq, head.hash)

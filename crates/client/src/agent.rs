@@ -1,7 +1,7 @@
 //! [`Agent`]: an identity's keys plus its id, building and signing its events
 //! locally and appending them through the gateway.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -99,7 +99,7 @@ impl Agent {
         &self,
         name: &str,
         kind: IdentityKind,
-        metadata: HashMap<String, String>,
+        metadata: BTreeMap<String, String>,
     ) -> Result<(SignedEvent, SignedEvent), ClientError> {
         let name_aggregate = Aggregate::new(AggregateKind::Name, name)
             .map_err(|e| ClientError::Input(e.to_string()))?;
@@ -121,6 +121,7 @@ impl Agent {
                 name: name.to_string(),
                 agent_id: self.id.clone(),
                 genesis_hash: hash_bytes(&genesis.encode_to_vec()).to_vec(),
+                genesis: genesis.encode_to_vec(),
             }),
         )
         .sign(&self.keys, &self.id);
@@ -134,7 +135,7 @@ impl Agent {
         &self,
         name: &str,
         kind: IdentityKind,
-        metadata: HashMap<String, String>,
+        metadata: BTreeMap<String, String>,
     ) -> Result<proto::RegisterResponse, ClientError> {
         let (genesis, name_claim) = self.registration(name, kind, metadata)?;
         let req = proto::RegisterRequest {
@@ -170,9 +171,9 @@ impl Agent {
     /// identity's key) and returns its reference.
     pub async fn put_blob(&self, data: Vec<u8>) -> Result<proto::BlobRef, ClientError> {
         let req = proto::PutBlobRequest { data };
-        let sig = self.sign_request(PUT_BLOB_METHOD, &req);
+        let sig = self.sign_request(PUT_BLOB_METHOD, &req).await?;
         let mut request = tonic::Request::new(req);
-        sig.apply(request.metadata_mut());
+        request_auth::apply(&sig, request.metadata_mut());
         Ok(self
             .client
             .blob_service()
@@ -284,14 +285,18 @@ impl Agent {
     ) -> Result<proto::AppendResponse, ClientError> {
         let aggregate = self.aggregate()?;
         let (keys, id) = (self.keys.clone(), self.id.clone());
-        let payload = proto::AgentKeyRotated {
-            new_signing_key: new_keys.public_key().as_bytes().to_vec(),
-            new_x25519_key: new_keys.x25519_public().to_vec(),
-            reason: reason.to_string(),
-        };
         let resp = self
             .append_via(Rpc::RotateKey, |seq, hash| {
-                EventDraft::new(aggregate.clone(), Kind::AgentKeyRotated(payload.clone()))
+                // The new key proves possession by signing this exact rotation.
+                let payload = proto::AgentKeyRotated {
+                    new_signing_key: new_keys.public_key().as_bytes().to_vec(),
+                    new_x25519_key: new_keys.x25519_public().to_vec(),
+                    reason: reason.to_string(),
+                    new_key_proof: new_keys
+                        .rotation_proof(&aggregate.to_string(), seq + 1, &keys.public_key())
+                        .to_vec(),
+                };
+                EventDraft::new(aggregate.clone(), Kind::AgentKeyRotated(payload))
                     .after(seq, hash)
                     .sign(&keys, &id)
             })
@@ -347,9 +352,21 @@ impl Agent {
         .await
     }
 
-    /// Signs a request message for `method` as this identity.
-    pub fn sign_request<M: Message>(&self, method: &str, message: &M) -> RequestSignature {
-        request_auth::sign_request(&self.keys, &self.id, method, message)
+    /// Signs a request message for `method` as this identity, for the
+    /// gateway's deployment (asked once per client).
+    pub async fn sign_request<M: Message>(
+        &self,
+        method: &str,
+        message: &M,
+    ) -> Result<RequestSignature, ClientError> {
+        let deployment = self.client.deployment_id().await?;
+        Ok(request_auth::sign_request(
+            &self.keys,
+            &self.id,
+            &deployment,
+            method,
+            message,
+        ))
     }
 
     /// Messages addressed to this identity after AMAI_AGENTS stream sequence
@@ -367,9 +384,9 @@ impl Agent {
             limit,
             min_position: None,
         };
-        let sig = self.sign_request(LIST_INBOX_METHOD, &req);
+        let sig = self.sign_request(LIST_INBOX_METHOD, &req).await?;
         let mut request = tonic::Request::new(req);
-        sig.apply(request.metadata_mut());
+        request_auth::apply(&sig, request.metadata_mut());
         let resp = self
             .client
             .identity

@@ -21,16 +21,11 @@ use crate::{AmaiClient, ClientError};
 /// Page size used when reading whole chains.
 const PAGE: u32 = 1000;
 
-/// Converts a proto `StoredEvent` into the bus form. The hash is recomputed from
-/// the event bytes (the server's `hash` field is ignored); a missing event becomes
-/// empty bytes, which verification reports as malformed.
+/// Converts a proto `StoredEvent` into the bus form from its `raw` bytes, exactly
+/// as stored (never a re-encoding). The hash is recomputed from those bytes (the
+/// server's `hash` field is ignored); missing bytes verify as malformed.
 pub fn stored_from_proto(ev: &proto::StoredEvent) -> StoredEvent {
-    let payload = Bytes::from(
-        ev.event
-            .as_ref()
-            .map(Message::encode_to_vec)
-            .unwrap_or_default(),
-    );
+    let payload = Bytes::from(ev.raw.clone());
     let position: Position = ev
         .position
         .clone()

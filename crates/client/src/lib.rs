@@ -54,6 +54,7 @@ pub struct AmaiClient {
     events: EventServiceClient<Channel>,
     blobs: BlobServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
+    deployment: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl AmaiClient {
@@ -81,7 +82,29 @@ impl AmaiClient {
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             blobs: BlobServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
+            deployment: Default::default(),
         }
+    }
+
+    /// The deployment id request signatures cover: from the trust root when one
+    /// was set, else asked from the gateway once (`EventService.GetDeployment`).
+    pub async fn deployment_id(&self) -> Result<String, ClientError> {
+        if let Some(root) = &self.trust_root {
+            return Ok(hex::encode(root.as_bytes()));
+        }
+        let id = self
+            .deployment
+            .get_or_try_init(|| async {
+                let d = self
+                    .events
+                    .clone()
+                    .get_deployment(proto::GetDeploymentRequest {})
+                    .await?
+                    .into_inner();
+                Ok::<_, ClientError>(d.deployment_id)
+            })
+            .await?;
+        Ok(id.clone())
     }
 
     /// Sets the deployment's trust root, used by [`AmaiClient::verify_chain`] to

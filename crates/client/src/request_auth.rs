@@ -1,272 +1,48 @@
-//! Request signatures: how an identity proves a gateway request is its own.
-//!
-//! A signed request carries four metadata headers:
-//!
-//! - `amai-actor`: the signer's identity id;
-//! - `amai-timestamp`: unix milliseconds when it was signed;
-//! - `amai-nonce`: 16 random bytes, hex;
-//! - `amai-signature`: hex of the Ed25519 signature over
-//!   `PAE("amai.request.v1", method \n timestamp \n nonce \n hex(sha256(request message)))`
-//!   (see [`amai_bus::pae::request_signing_body`]).
-//!
-//! The SDK signs with [`sign_request`]; the gateway checks with [`verify_request`]
-//! and [`check_freshness`] (and keeps its own replay cache of nonces). Both sides use
-//! this module, so the two can never drift apart.
+//! Request signatures, SDK side: the format lives in `amai-core`
+//! ([`amai_core::request`]); this module moves it in and out of gRPC metadata.
 
-use ed25519_dalek::{Signature, VerifyingKey};
-use prost::Message;
-use rand_core::RngCore;
-use sha2::{Digest, Sha256};
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use amai_bus::keys::IdentityKeys;
-use amai_bus::pae;
+pub use amai_bus::request::*;
 
-/// Header: the signer's identity id.
-pub const HEADER_ACTOR: &str = "amai-actor";
-/// Header: unix milliseconds of signing.
-pub const HEADER_TIMESTAMP: &str = "amai-timestamp";
-/// Header: 16 random bytes, hex.
-pub const HEADER_NONCE: &str = "amai-nonce";
-/// Header: hex Ed25519 signature.
-pub const HEADER_SIGNATURE: &str = "amai-signature";
-
-/// What is wrong with a request signature.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RequestAuthError {
-    /// One or more of the four headers are absent or unreadable.
-    #[error("sign the request: amai-actor, amai-timestamp, amai-nonce, amai-signature ({0})")]
-    Missing(String),
-    /// The signature does not verify against the key.
-    #[error("request signature does not verify against the current key of {0}; sign with the identity's current key")]
-    BadSignature(String),
-    /// The timestamp is outside the freshness window.
-    #[error("request timestamp {timestamp_ms} is {skew_ms} ms away from the server clock; requests are accepted within ±{window_ms} ms: re-sign with a fresh timestamp and check the clock")]
-    Expired {
-        /// The timestamp carried.
-        timestamp_ms: i64,
-        /// Distance to the server clock.
-        skew_ms: i64,
-        /// The allowed window.
-        window_ms: i64,
-    },
-}
-
-/// A request signature, as carried in the metadata headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestSignature {
-    /// The signer's identity id.
-    pub actor: String,
-    /// Unix milliseconds of signing.
-    pub timestamp_ms: i64,
-    /// Hex of 16 random bytes.
-    pub nonce: String,
-    /// The Ed25519 signature.
-    pub signature: [u8; 64],
-}
-
-/// SHA-256 of the encoded request message.
-pub fn message_digest<M: Message>(message: &M) -> [u8; 32] {
-    Sha256::digest(message.encode_to_vec()).into()
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// A fresh random nonce (16 bytes, hex).
-pub fn new_nonce() -> String {
-    let mut b = [0u8; 16];
-    rand_core::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-/// Signs `message` for `method` (e.g. `/amai.v1.IdentityService/ListInbox`) as
-/// `actor`, now, with a fresh nonce.
-pub fn sign_request<M: Message>(
-    keys: &IdentityKeys,
-    actor: &str,
-    method: &str,
-    message: &M,
-) -> RequestSignature {
-    sign_request_at(keys, actor, method, message, now_ms(), new_nonce())
-}
-
-/// Signs with an explicit timestamp and nonce (tests, clock-skewed callers).
-pub fn sign_request_at<M: Message>(
-    keys: &IdentityKeys,
-    actor: &str,
-    method: &str,
-    message: &M,
-    timestamp_ms: i64,
-    nonce: String,
-) -> RequestSignature {
-    let body = pae::request_signing_body(method, timestamp_ms, &nonce, &message_digest(message));
-    let signature = keys.sign(pae::REQUEST_DOMAIN, &body);
-    RequestSignature {
-        actor: actor.to_string(),
-        timestamp_ms,
-        nonce,
-        signature,
-    }
-}
-
-impl RequestSignature {
-    /// Writes the four headers into `metadata`.
-    pub fn apply(&self, metadata: &mut MetadataMap) {
-        // Ids, decimal numbers and hex are always valid ASCII metadata values;
-        // anything else (an invalid actor id) is simply not sent and the server
-        // answers that the signature is missing.
-        let mut put = |k: &'static str, v: &str| {
-            if let Ok(v) = MetadataValue::try_from(v) {
-                metadata.insert(k, v);
-            }
-        };
-        put(HEADER_ACTOR, &self.actor);
-        put(HEADER_TIMESTAMP, &self.timestamp_ms.to_string());
-        put(HEADER_NONCE, &self.nonce);
-        put(HEADER_SIGNATURE, &hex::encode(self.signature));
-    }
-
-    /// Reads the four headers from `metadata`.
-    pub fn from_metadata(metadata: &MetadataMap) -> Result<Self, RequestAuthError> {
-        let get = |k: &str| -> Result<String, RequestAuthError> {
-            metadata
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .ok_or_else(|| RequestAuthError::Missing(format!("{k} is missing")))
-        };
-        let actor = get(HEADER_ACTOR)?;
-        let timestamp_ms = get(HEADER_TIMESTAMP)?.parse::<i64>().map_err(|_| {
-            RequestAuthError::Missing("amai-timestamp must be unix milliseconds".into())
-        })?;
-        let nonce = get(HEADER_NONCE)?;
-        if nonce.len() != 32
-            || !nonce
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(RequestAuthError::Missing(
-                "amai-nonce must be 16 random bytes as lowercase hex".into(),
-            ));
+/// Writes the four headers of `sig` into `metadata`.
+pub fn apply(sig: &RequestSignature, metadata: &mut MetadataMap) {
+    // Ids, decimal numbers and hex are always valid ASCII metadata values;
+    // anything else (an invalid actor id) is simply not sent and the server
+    // answers that the signature is missing.
+    for (k, v) in sig.headers() {
+        if let Ok(v) = MetadataValue::try_from(v.as_str()) {
+            metadata.insert(k, v);
         }
-        let signature: [u8; 64] = hex::decode(get(HEADER_SIGNATURE)?)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| {
-                RequestAuthError::Missing("amai-signature must be 64 bytes as hex".into())
-            })?;
-        Ok(Self {
-            actor,
-            timestamp_ms,
-            nonce,
-            signature,
-        })
     }
 }
 
-/// Checks `sig` over `message` for `method` against `key`.
-pub fn verify_request<M: Message>(
-    sig: &RequestSignature,
-    method: &str,
-    message: &M,
-    key: &VerifyingKey,
-) -> Result<(), RequestAuthError> {
-    let body = pae::request_signing_body(
-        method,
-        sig.timestamp_ms,
-        &sig.nonce,
-        &message_digest(message),
-    );
-    key.verify_strict(
-        &pae::pae(pae::REQUEST_DOMAIN, &body),
-        &Signature::from_bytes(&sig.signature),
-    )
-    .map_err(|_| RequestAuthError::BadSignature(sig.actor.clone()))
-}
-
-/// Checks the timestamp is within `window_ms` of `now_ms`.
-pub fn check_freshness(
-    sig: &RequestSignature,
-    now_ms: i64,
-    window_ms: i64,
-) -> Result<(), RequestAuthError> {
-    let skew_ms = sig.timestamp_ms.saturating_sub(now_ms).saturating_abs();
-    if skew_ms > window_ms {
-        return Err(RequestAuthError::Expired {
-            timestamp_ms: sig.timestamp_ms,
-            skew_ms,
-            window_ms,
-        });
-    }
-    Ok(())
+/// Reads the four headers from `metadata`.
+pub fn from_metadata(metadata: &MetadataMap) -> Result<RequestSignature, RequestAuthError> {
+    RequestSignature::from_headers(|k| {
+        metadata
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amai_bus::keys::IdentityKeys;
     use amai_bus::proto::ListInboxRequest;
 
-    const METHOD: &str = "/amai.v1.IdentityService/ListInbox";
-
     #[test]
-    fn a_signature_round_trips_through_metadata_and_verifies() {
-        let keys = IdentityKeys::generate();
-        let req = ListInboxRequest {
-            agent_id: keys.identity_id(),
-            after_seq: 3,
-            limit: 10,
-            min_position: None,
-        };
-        let sig = sign_request(&keys, &keys.identity_id(), METHOD, &req);
-        let mut md = MetadataMap::new();
-        sig.apply(&mut md);
-        let read = RequestSignature::from_metadata(&md).expect("headers");
-        assert_eq!(read, sig);
-        verify_request(&read, METHOD, &req, &keys.public_key()).expect("verifies");
-        check_freshness(&read, now_ms(), 30_000).expect("fresh");
-    }
-
-    #[test]
-    fn another_method_body_or_key_fails() {
-        let keys = IdentityKeys::generate();
-        let req = ListInboxRequest {
-            agent_id: keys.identity_id(),
-            after_seq: 0,
-            limit: 10,
-            min_position: None,
-        };
-        let sig = sign_request(&keys, &keys.identity_id(), METHOD, &req);
-        assert!(verify_request(
-            &sig,
-            "/amai.v1.IdentityService/GetStats",
-            &req,
-            &keys.public_key()
-        )
-        .is_err());
-        let other = ListInboxRequest {
-            after_seq: 1,
-            ..req.clone()
-        };
-        assert!(verify_request(&sig, METHOD, &other, &keys.public_key()).is_err());
-        assert!(
-            verify_request(&sig, METHOD, &req, &IdentityKeys::generate().public_key()).is_err()
-        );
-    }
-
-    #[test]
-    fn stale_and_missing_are_reported() {
+    fn a_signature_round_trips_through_metadata() {
         let keys = IdentityKeys::generate();
         let req = ListInboxRequest::default();
-        let sig = sign_request_at(&keys, "a", METHOD, &req, now_ms() - 60_000, new_nonce());
+        let sig = sign_request(&keys, &keys.identity_id(), "d", "/m", &req);
+        let mut md = MetadataMap::new();
+        apply(&sig, &mut md);
+        assert_eq!(from_metadata(&md).expect("headers"), sig);
         assert!(matches!(
-            check_freshness(&sig, now_ms(), 30_000),
-            Err(RequestAuthError::Expired { .. })
-        ));
-        assert!(matches!(
-            RequestSignature::from_metadata(&MetadataMap::new()),
+            from_metadata(&MetadataMap::new()),
             Err(RequestAuthError::Missing(_))
         ));
     }

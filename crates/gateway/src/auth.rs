@@ -10,7 +10,7 @@ use prost::Message;
 use tonic::metadata::MetadataMap;
 
 use amai_bus::EventStore;
-use amai_client::request_auth::{self, RequestSignature};
+use amai_bus::request::{self as request_auth, RequestSignature};
 
 use crate::status::ApiError;
 use crate::GatewayError;
@@ -24,11 +24,14 @@ pub struct RequestAuthenticator {
     store: EventStore,
     nonces: kv::Store,
     window: Duration,
+    deployment: String,
 }
 
 impl RequestAuthenticator {
-    /// Creates (or reuses) the nonce bucket with `max_age = 2 x window`, stored
-    /// with `replicas` copies (like the streams: 1 dev, 3 on a cluster).
+    /// Creates (or reuses) the nonce bucket, stored with `replicas` copies (like
+    /// the streams: 1 dev, 3 on a cluster). A timestamp is accepted within
+    /// ±window of a gateway's clock, so a nonce must be remembered for 2 x window;
+    /// one more window covers clock skew between gateways sharing the bucket.
     pub async fn new(
         store: EventStore,
         window: Duration,
@@ -38,7 +41,7 @@ impl RequestAuthenticator {
             bucket: NONCE_BUCKET.to_string(),
             description: "amai gateway request nonces (replay cache)".to_string(),
             history: 1,
-            max_age: window * 2,
+            max_age: window * 3,
             storage: async_nats::jetstream::stream::StorageType::File,
             num_replicas: replicas.max(1),
             ..Default::default()
@@ -51,11 +54,22 @@ impl RequestAuthenticator {
                 bucket: NONCE_BUCKET.to_string(),
                 detail: e.to_string(),
             })?;
+        let deployment = store
+            .config()
+            .get_trust_root()
+            .map(|k| hex::encode(k.as_bytes()))
+            .ok_or(GatewayError::NoTrustRoot)?;
         Ok(Self {
             store,
             nonces,
             window,
+            deployment,
         })
+    }
+
+    /// The deployment id request signatures must cover (hex of the trust root).
+    pub fn deployment_id(&self) -> &str {
+        &self.deployment
     }
 
     /// Authenticates `message` sent to `method` with `metadata`; returns the
@@ -67,7 +81,15 @@ impl RequestAuthenticator {
         metadata: &MetadataMap,
         message: &M,
     ) -> Result<String, ApiError> {
-        let sig = RequestSignature::from_metadata(metadata)?;
+        // Cheap checks first: shape and freshness, then one bounded read of the
+        // signer's folded chain (cached, brought up to its head), then the
+        // signature, and only then the replay cache write.
+        let sig = RequestSignature::from_headers(|k| {
+            metadata
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })?;
         request_auth::check_freshness(
             &sig,
             request_auth::now_ms(),
@@ -82,7 +104,13 @@ impl RequestAuthenticator {
             }
             Err(_) => return Err(ApiError::UnknownSigner(sig.actor.clone())),
         };
-        request_auth::verify_request(&sig, method, message, &state.current_key().signing_key)?;
+        request_auth::verify_request(
+            &sig,
+            &self.deployment,
+            method,
+            message,
+            &state.current_key().signing_key,
+        )?;
         if state.revoked.is_some() {
             return Err(ApiError::RevokedSigner(sig.actor.clone()));
         }

@@ -63,6 +63,10 @@ pub enum GatewayError {
     /// The blob bucket could not be opened or created.
     #[error("cannot open the blob store: {0}; is JetStream enabled?")]
     Blobs(#[from] amai_bus::blob::BlobError),
+    /// The event store has no trust root: request signatures cover the
+    /// deployment id, which is derived from it.
+    #[error("the event store has no trust root; configure the deployment's trust root (--trust-root / AMAI_TRUST_ROOT)")]
+    NoTrustRoot,
     /// The server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -9,7 +9,7 @@
 //! | name taken, identity registered, event id reused | `ALREADY_EXISTS` |
 //! | event too large | `RESOURCE_EXHAUSTED` |
 //! | NATS or a worker role not answering | `UNAVAILABLE` |
-//! | stored blob does not match its digest | `DATA_LOSS` |
+//! | stored blob does not match its digest; chain holds an event failing verification | `DATA_LOSS` |
 //! | no such event / aggregate / identity | `NOT_FOUND` |
 //! | query consistency wait timed out | `DEADLINE_EXCEEDED` |
 //! | request signature missing, bad, expired or replayed | `UNAUTHENTICATED` |
@@ -25,7 +25,7 @@ use tonic::{Code, Status};
 
 use amai_bus::query::{QueryCode, QueryError};
 use amai_bus::store::{AppendError, AppendErrorKind, ReadError};
-use amai_client::request_auth::RequestAuthError;
+use amai_bus::request::RequestAuthError;
 use amai_client::CHAIN_HEAD_METADATA;
 
 /// Everything a gateway handler can fail with.
@@ -101,6 +101,7 @@ pub fn to_status(err: ApiError) -> Status {
                 | AppendErrorKind::AlreadyRegistered => Code::AlreadyExists,
                 AppendErrorKind::TooLarge => Code::ResourceExhausted,
                 AppendErrorKind::Unavailable => Code::Unavailable,
+                AppendErrorKind::Corrupted => Code::DataLoss,
                 AppendErrorKind::Other => Code::Internal,
             };
             match (code, e.current_head()) {

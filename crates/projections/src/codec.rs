@@ -2,7 +2,7 @@
 //! big-endian integers (so keys sort numerically) and a JSON form of
 //! [`IdentityState`] (which is not serde-aware itself).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use amai_bus::identity::{identity_kind, IdentityState, KeyRecord, Millis};
 use amai_bus::keys;
@@ -42,12 +42,16 @@ pub(crate) struct StoredIdentity {
     id: String,
     name: String,
     kind: i32,
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
     keys: Vec<StoredKey>,
     revoked: Option<(u64, Millis, String)>,
+    #[serde(default)]
+    scopes: Vec<String>,
     head_seq: u64,
     head_hash: [u8; 32],
     registered_at: Millis,
+    #[serde(default)]
+    genesis_hash: [u8; 32],
 }
 
 impl StoredIdentity {
@@ -70,6 +74,8 @@ impl StoredIdentity {
                 })
                 .collect(),
             revoked: s.revoked.clone(),
+            scopes: s.scopes.clone(),
+            genesis_hash: s.genesis_hash,
             head_seq: s.head_seq,
             head_hash: s.head_hash,
             registered_at: s.registered_at,
@@ -100,6 +106,8 @@ impl StoredIdentity {
             metadata: self.metadata.clone(),
             keys: keys_out,
             revoked: self.revoked.clone(),
+            scopes: self.scopes.clone(),
+            genesis_hash: self.genesis_hash,
             head_seq: self.head_seq,
             head_hash: self.head_hash,
             registered_at: self.registered_at,

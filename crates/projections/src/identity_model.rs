@@ -418,7 +418,7 @@ impl IdentityReadModel {
         let get = |k: &[u8]| -> Result<u64, ReadModelError> {
             Ok(codec::read_u64(self.tree.get(k)?.as_deref()))
         };
-        let mut per_kind = std::collections::HashMap::new();
+        let mut per_kind = std::collections::BTreeMap::new();
         for kind in ["agent", "operator", "service"] {
             per_kind.insert(
                 kind.to_string(),

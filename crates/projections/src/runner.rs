@@ -55,11 +55,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amai_bus::consumer::{self, StartAt};
-use amai_bus::identity::{self, check_signer, IdentityState, Millis, RuleError, SignerRequirement};
+use amai_bus::identity::{IdentityState, Millis, SignerCheck, SignerRequirement};
 use amai_bus::proto::{self, ChainFailureKind};
 use amai_bus::store::{ReadError, StoredEvent};
-use amai_bus::subjects::{Aggregate, AggregateKind};
-use amai_bus::{EventStore, Position, VerifiedEvent, ZERO_HASH};
+use amai_bus::subjects::Aggregate;
+use amai_bus::verify::{self, Failure, FailureKind};
+use amai_bus::{EventStore, Position, VerifiedEvent};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -84,9 +85,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Reconnect backoff bounds after a transient failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A cached foreign signer state answers for events published this long before
-/// it was read (allowance for clock skew between NATS and this process).
-const SIGNER_CACHE_SKEW_MS: Millis = 2_000;
+/// Foreign signer states kept in memory (cleared when full).
 const MAX_CACHED_SIGNERS: usize = 10_000;
 /// At most this many events are verified and written in one transaction.
 const MAX_BATCH: usize = 64;
@@ -143,10 +142,14 @@ pub enum WaitError {
     },
 }
 
-/// What is wrong with an event that was not applied.
+/// What is wrong with an event that was not applied: a verification failure
+/// (exactly the kinds of [`FailureKind`], the one failure enum, converted with
+/// `From`), or [`ViolationKind::Rejected`] by the projection itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViolationKind {
+    /// The payload breaks a domain rule.
+    Invalid,
     /// Not decodable, or breaks a structural or domain rule.
     Malformed,
     /// The signature does not verify against the carried key.
@@ -180,15 +183,16 @@ impl ViolationKind {
             ViolationKind::Gap => "gap",
             ViolationKind::WrongAggregate => "wrong_aggregate",
             ViolationKind::Rejected => "rejected",
+            ViolationKind::Invalid => "invalid",
         }
     }
 
-    /// The closest chain-report failure kind.
+    /// The chain-report failure kind (a projection's own refusal reports as invalid).
     pub fn to_proto(self) -> ChainFailureKind {
         match self {
-            ViolationKind::Malformed | ViolationKind::NotPermitted | ViolationKind::Rejected => {
-                ChainFailureKind::Malformed
-            }
+            ViolationKind::Malformed => ChainFailureKind::Malformed,
+            ViolationKind::Invalid | ViolationKind::Rejected => ChainFailureKind::Invalid,
+            ViolationKind::NotPermitted => ChainFailureKind::NotPermitted,
             ViolationKind::BadSignature => ChainFailureKind::BadSignature,
             ViolationKind::UnknownKey => ChainFailureKind::UnknownKey,
             ViolationKind::RevokedKey => ChainFailureKind::RevokedKey,
@@ -197,13 +201,20 @@ impl ViolationKind {
             ViolationKind::WrongAggregate => ChainFailureKind::WrongAggregate,
         }
     }
+}
 
-    fn of_rule(e: &RuleError) -> Self {
-        match e {
-            RuleError::Invalid(_) => ViolationKind::Malformed,
-            RuleError::UnknownKey(_) => ViolationKind::UnknownKey,
-            RuleError::Revoked(_) => ViolationKind::RevokedKey,
-            RuleError::NotPermitted(_) => ViolationKind::NotPermitted,
+impl From<FailureKind> for ViolationKind {
+    fn from(k: FailureKind) -> Self {
+        match k {
+            FailureKind::Malformed => ViolationKind::Malformed,
+            FailureKind::BadSignature => ViolationKind::BadSignature,
+            FailureKind::WrongAggregate => ViolationKind::WrongAggregate,
+            FailureKind::Gap => ViolationKind::Gap,
+            FailureKind::ChainBroken => ViolationKind::ChainBroken,
+            FailureKind::UnknownKey => ViolationKind::UnknownKey,
+            FailureKind::RevokedKey => ViolationKind::RevokedKey,
+            FailureKind::NotPermitted => ViolationKind::NotPermitted,
+            FailureKind::Invalid => ViolationKind::Invalid,
         }
     }
 }
@@ -472,7 +483,6 @@ pub struct ProjectionRunner;
 
 struct CachedSigner {
     state: IdentityState,
-    fetched_ms: Millis,
 }
 
 struct Ctx {
@@ -827,8 +837,9 @@ impl Ctx {
         let mut steps = Vec::with_capacity(batch.events.len());
         let mut pending = u64::MAX;
         let mut failed = None;
-        for (stored, p) in batch.events {
-            match self.verify(&stored, &overlay).await {
+        let checked = verify_signatures(&batch.events).await?;
+        for ((stored, p), sig) in batch.events.into_iter().zip(checked) {
+            match self.verify(&stored, sig, &overlay).await {
                 Ok(verdict) => {
                     let step = Step::new(stored, verdict);
                     overlay.record(&step);
@@ -985,155 +996,91 @@ impl Ctx {
             .map(|b| ChainState::decode(&b).map_err(|e| Transient(format!("{agg}: {e}"))))
             .transpose()
     }
-    /// Checks one stored event against everything known about its aggregate;
-    /// `overlay` holds the chain states written by the earlier events of the
-    /// batch (not yet in the tree).
-    async fn verify(&self, stored: &StoredEvent, overlay: &Overlay) -> Result<Verdict, Transient> {
-        let invalid = |ev: Option<&VerifiedEvent>, kind, detail: String| {
-            Ok(Verdict::Invalid(violation(stored, ev, kind, detail)))
+    /// Checks one stored event (whose signature phase already ran, in
+    /// parallel, as `sig`) with THE verification step against its aggregate's
+    /// state; `overlay` holds the chain states written by the earlier events of
+    /// the batch (not yet in the tree).
+    async fn verify(
+        &self,
+        stored: &StoredEvent,
+        sig: Result<VerifiedEvent, Failure>,
+        overlay: &Overlay,
+    ) -> Result<Verdict, Transient> {
+        let invalid = |ev: Option<&VerifiedEvent>, f: Failure| {
+            Ok(Verdict::Invalid(violation(stored, ev, f.kind.into(), f.detail)))
         };
-        let ev = match stored.verify() {
+        let ev = match sig {
             Ok(ev) => ev,
-            Err(amai_bus::envelope::EnvelopeError::BadSignature) => {
-                return invalid(
-                    None,
-                    ViolationKind::BadSignature,
-                    "signature does not verify against the carried signer key".into(),
-                )
-            }
-            Err(e) => return invalid(None, ViolationKind::Malformed, e.to_string()),
+            Err(f) => return invalid(None, f),
         };
-        if stored.subject != ev.aggregate.subject()
-            || stored.position.stream != ev.aggregate.stream()
-        {
-            return invalid(
-                Some(&ev),
-                ViolationKind::WrongAggregate,
-                format!(
-                    "event names {} but is stored on {} in {}",
-                    ev.aggregate, stored.subject, stored.position.stream
-                ),
-            );
-        }
         let agg = ev.aggregate.to_string();
         let prior = self.chain_state(overlay, &agg)?;
-        let (head_seq, head_hash) = prior
-            .as_ref()
-            .map(|c| (c.seq, c.hash))
-            .unwrap_or((0, ZERO_HASH));
-        if ev.aggregate_seq() != head_seq + 1 {
-            return invalid(
-                Some(&ev),
-                ViolationKind::Gap,
-                format!(
-                    "expected aggregate_seq {}, found {}",
-                    head_seq + 1,
-                    ev.aggregate_seq()
-                ),
-            );
-        }
-        if ev.prev_hash() != head_hash {
-            return invalid(
-                Some(&ev),
-                ViolationKind::ChainBroken,
-                format!(
-                    "prev_hash {} does not match the previous event's hash {}",
-                    hex::encode(ev.prev_hash()),
-                    hex::encode(head_hash)
-                ),
-            );
-        }
-        let published = stored.published_ms;
-        let mut identity: Option<IdentityState> = None;
-        let requirement = if ev.aggregate.kind == AggregateKind::Agent {
-            match prior.and_then(|c| c.identity) {
-                None => IdentityState::from_genesis(
-                    &ev,
-                    published,
-                    self.store.config().get_trust_root(),
-                )
-                .map(|(s, req)| {
-                    identity = Some(s);
-                    req
-                }),
-                Some(stored_identity) => {
-                    let state = stored_identity
-                        .to_state()
-                        .map_err(|e| Transient(format!("{agg}: {e}")))?;
-                    let req = state.check(&ev);
-                    identity = Some(state);
-                    req
-                }
-            }
-        } else {
-            identity::check_foreign_aggregate_event(&ev)
+        let state = match prior {
+            None => verify::ChainState::EMPTY,
+            Some(c) => verify::ChainState {
+                seq: c.seq,
+                hash: c.hash,
+                identity: c
+                    .identity
+                    .map(|i| i.to_state())
+                    .transpose()
+                    .map_err(|e| Transient(format!("{agg}: {e}")))?,
+            },
         };
-        let checked = match requirement {
-            Err(e) => Err(e),
-            Ok(SignerRequirement::None) => Ok(()),
-            Ok(SignerRequirement::Identity { actor, key, kinds }) => {
-                self.check_foreign_signer(&actor, &key, &kinds, published)
-                    .await?
-            }
-            Ok(SignerRequirement::Endorser { operator_id, key }) => {
-                self.check_foreign_signer(
-                    &operator_id,
-                    &key,
-                    &[proto::IdentityKind::Operator],
-                    published,
-                )
-                .await?
-            }
+        let pending = match verify::step(
+            &state,
+            &ev,
+            stored.published_ms,
+            self.store.config().get_trust_root(),
+        ) {
+            Ok(p) => p,
+            Err(f) => return invalid(Some(&ev), f),
         };
-        if let Err(e) = checked {
-            return invalid(Some(&ev), ViolationKind::of_rule(&e), e.to_string());
-        }
-        if let Some(s) = identity.as_mut() {
-            if ev.aggregate_seq() > 1 {
-                s.apply(&ev, published);
-            }
+        if let Err(f) = self.check_foreign_signer(&pending.requirement).await? {
+            return invalid(Some(&ev), f);
         }
         Ok(Verdict::Valid {
             event: Box::new(ev),
-            identity,
+            identity: pending.next.identity,
         })
     }
 
-    /// Checks a signer whose state lives on another chain, at publish time `at`.
-    /// A cached state answers only for events published before it was read
-    /// (it holds every rotation and revocation up to then); otherwise it is re-read.
+    /// Checks a requirement on a signer whose state lives on another chain, at
+    /// the position of that chain the event cites. A cached state answers when
+    /// it already covers that position (later events of the signer's chain
+    /// cannot change what was true there); otherwise the signer is re-read.
     async fn check_foreign_signer(
         &self,
-        actor: &str,
-        key: &ed25519_dalek::VerifyingKey,
-        kinds: &[proto::IdentityKind],
-        at: Millis,
-    ) -> Result<Result<(), RuleError>, Transient> {
+        req: &SignerRequirement,
+    ) -> Result<Result<(), Failure>, Transient> {
+        let Some(actor) = req.identity() else {
+            return Ok(verify::resolve(req, None, SignerCheck::AtPosition));
+        };
+        let cited = match req {
+            SignerRequirement::Identity { at_seq, .. } | SignerRequirement::Endorser { at_seq, .. } => *at_seq,
+            _ => u64::MAX,
+        };
         {
             let cache = self.lock_signers();
             if let Some(c) = cache.get(actor) {
-                if at + SIGNER_CACHE_SKEW_MS <= c.fetched_ms {
-                    return Ok(check_signer(&c.state, key, kinds, Some(at)));
+                if cited <= c.state.head_seq {
+                    return Ok(verify::resolve(req, Some(&c.state), SignerCheck::AtPosition));
                 }
             }
         }
-        let fetched_ms = amai_bus::store::millis(time::OffsetDateTime::now_utc());
         match self.store.identity_state(actor).await {
             Ok(state) => {
-                let r = check_signer(&state, key, kinds, Some(at));
+                let r = verify::resolve(req, Some(&state), SignerCheck::AtPosition);
                 let mut cache = self.lock_signers();
                 if cache.len() >= MAX_CACHED_SIGNERS {
                     cache.clear();
                 }
-                cache.insert(actor.to_string(), CachedSigner { state, fetched_ms });
+                cache.insert(actor.to_string(), CachedSigner { state });
                 Ok(r)
             }
-            Err(ReadError::NotFound(_)) => Ok(Err(RuleError::UnknownKey(format!(
-                "signer {actor} is not a registered identity"
-            )))),
-            Err(ReadError::Invalid(m)) => Ok(Err(RuleError::UnknownKey(format!(
-                "signer {actor} cannot be resolved: {m}"
-            )))),
+            Err(ReadError::NotFound(_)) | Err(ReadError::Invalid(_)) => {
+                Ok(verify::resolve(req, None, SignerCheck::AtPosition))
+            }
             Err(ReadError::Unavailable(m)) => {
                 Err(Transient(format!("resolving signer {actor}: {m}")))
             }
@@ -1144,6 +1091,21 @@ impl Ctx {
         // A poisoned cache is still a valid cache: entries are replaced whole.
         self.signers.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Phase 1 of THE verification step (decode + Ed25519) for a whole batch, on
+/// all cores: it does not depend on any chain state, so it runs ahead of the
+/// sequential fold.
+async fn verify_signatures(
+    events: &[(StoredEvent, u64)],
+) -> Result<Vec<Result<VerifiedEvent, Failure>>, Transient> {
+    let stored: Vec<StoredEvent> = events.iter().map(|(s, _)| s.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        stored.par_iter().map(verify::verify_stored).collect()
+    })
+    .await
+    .map_err(|e| Transient(format!("signature verification task failed: {e}")))
 }
 
 fn violation(

@@ -67,7 +67,12 @@ impl Env {
         let endorsement = proto::Endorsement {
             operator_id: env.operator.identity_id(),
             operator_key: env.operator.public_key().as_bytes().to_vec(),
-            signature: env.operator.endorse(&svc.public_key(), "service").to_vec(),
+            signature: env
+                .operator
+                .endorse(&svc.public_key(), "service", &["trust".to_string()])
+                .to_vec(),
+            operator_seq: 0,
+            scopes: vec!["trust".into()],
         };
         env.register(
             &svc,
@@ -107,6 +112,7 @@ impl Env {
             }),
         )
         .sign(keys, &id);
+        let genesis_bytes = genesis.encode_to_vec();
         let head = self.append(genesis).await;
         let claim = EventDraft::new(
             Aggregate::new(AggregateKind::Name, name).unwrap(),
@@ -114,6 +120,7 @@ impl Env {
                 name: name.into(),
                 agent_id: id.clone(),
                 genesis_hash: head.hash.to_vec(),
+                genesis: genesis_bytes,
             }),
         )
         .sign(keys, &id);
@@ -161,6 +168,7 @@ impl Env {
                 score,
             }),
         )
+        .signer_seq(1)
         .sign(&self.service, &sid);
         self.append(signed).await
     }
@@ -231,12 +239,20 @@ async fn scenario(env: &mut Env) -> (Agent, Agent, Vec<Position>) {
     env.message(&mut bob, &alice).await;
     // Alice rotates, then signs with the new key.
     let new_keys = IdentityKeys::generate();
+    let proof = new_keys
+        .rotation_proof(
+            &Aggregate::agent(&alice.id).unwrap().to_string(),
+            alice.head.aggregate_seq + 1,
+            &alice.keys.public_key(),
+        )
+        .to_vec();
     env.act(
         &mut alice,
         Kind::AgentKeyRotated(proto::AgentKeyRotated {
             new_signing_key: new_keys.public_key().as_bytes().to_vec(),
             new_x25519_key: new_keys.x25519_public().to_vec(),
             reason: "scheduled".into(),
+            new_key_proof: proof,
         }),
     )
     .await;
@@ -694,6 +710,7 @@ async fn invalid_events_are_never_applied_and_are_recorded() {
             score: 1.0,
         }),
     )
+    .signer_seq(1)
     .sign(&carol.keys, &carol.id);
     let p5 = publish_raw(&env, format!("amai.trust.{}", alice.id), &fake_trust).await;
     // 6. Garbage bytes.

@@ -65,15 +65,22 @@ pub async fn ensure_identity(
             name: name.to_string(),
             agent_id: id.clone(),
             genesis_hash: genesis_hash.to_vec(),
+            genesis: genesis.encode_to_vec(),
         }),
     )
     .id(crate::reactor::output_id(&id, 1))
     .occurred_at(registered_at)
     .sign(keys, &id);
+    // Instances racing with the same keys write byte-identical claims, which
+    // come back as duplicates; NameTaken means somebody else holds the name, and
+    // a deployment must not run with its service or operator name squatted.
     match store.append(claim).await {
         Ok(_) => {}
-        // Another instance claimed it at the same time with its own (equivalent) events.
-        Err(e) if e.kind() == AppendErrorKind::NameTaken => {}
+        Err(e) if e.kind() == AppendErrorKind::NameTaken => {
+            return Err(err(format!(
+                "the name {name:?} is held by another identity ({e}); a service or operator name must belong to its own key: choose another name or investigate who registered it"
+            )))
+        }
         Err(e) => return Err(err(e.to_string())),
     }
     match store.append(genesis).await {
@@ -101,18 +108,25 @@ pub async fn ensure_operator(
     .await
 }
 
-/// Registers a worker role's service identity, endorsed by `operator`.
+/// Registers a worker role's service identity, endorsed by `operator` (the
+/// trust root) to write the aggregate kinds `scopes` and nothing else.
 pub async fn ensure_service(
     store: &EventStore,
     operator: &IdentityKeys,
     service: &IdentityKeys,
     name: &str,
+    scopes: &[AggregateKind],
     registered_at: prost_types::Timestamp,
 ) -> Result<String, BootstrapError> {
+    let scopes: Vec<String> = scopes.iter().map(|k| k.as_str().to_string()).collect();
     let endorsement = proto::Endorsement {
         operator_id: operator.identity_id(),
         operator_key: operator.public_key().as_bytes().to_vec(),
-        signature: operator.endorse(&service.public_key(), "service").to_vec(),
+        signature: operator
+            .endorse(&service.public_key(), "service", &scopes)
+            .to_vec(),
+        operator_seq: 0,
+        scopes,
     };
     ensure_identity(
         store,

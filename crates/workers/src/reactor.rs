@@ -86,6 +86,15 @@ pub struct ServiceSigner {
     pub id: String,
 }
 
+/// The service's own chain head: the position its outputs cite as `signer_seq`
+/// (its key's validity is judged there, causally). Identical for every
+/// instance, so outputs stay byte-identical.
+async fn signer_seq(store: &EventStore, signer: &ServiceSigner) -> Result<u64, String> {
+    let agg = amai_bus::Aggregate::agent(&signer.id).map_err(|e| e.to_string())?;
+    let head = store.chain_head(&agg).await.map_err(|e| e.to_string())?;
+    Ok(head.aggregate_seq)
+}
+
 /// Counters of a running reactor.
 #[derive(Debug, Default)]
 pub struct ReactorStats {
@@ -260,9 +269,13 @@ async fn append_outputs(
     outputs: Vec<PlannedOutput>,
     stats: &ReactorStats,
 ) -> Result<(), OutputError> {
+    let signer_seq = signer_seq(store, signer)
+        .await
+        .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
     for (index, out) in outputs.into_iter().enumerate() {
         let signed = EventDraft::new(out.aggregate, out.payload)
             .after(out.head_seq, out.head_hash)
+            .signer_seq(signer_seq)
             .id(output_id(&input.body.id, index as u32))
             .causation(input.body.id.clone())
             .correlation(input.body.correlation_id.clone())
@@ -329,6 +342,7 @@ async fn record_failure<R: Reactor + ?Sized>(
             }),
         )
         .after(head.aggregate_seq, head.hash)
+        .signer_seq(signer_seq(store, signer).await?)
         .id(id)
         .sign(&signer.keys, &signer.id);
         match store.append(signed).await {

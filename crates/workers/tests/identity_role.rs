@@ -44,7 +44,7 @@ async fn deploy() -> Deployment {
         .await
         .expect("operator");
     let service = IdentityKeys::generate();
-    let id = ensure_service(&store, &operator, &service, "svc-identity", now)
+    let id = ensure_service(&store, &operator, &service, "svc-identity", &[amai_bus::subjects::AggregateKind::Trust, amai_bus::subjects::AggregateKind::Failure], now)
         .await
         .expect("service");
     Deployment {

@@ -1,7 +1,7 @@
 //! Appends through the gateway: the happy path, contention, and every bad input
 //! rejected with its exact code and nothing appended.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use amai_bus::envelope::{hash_bytes, sign_body, EventDraft};
 use amai_bus::proto::{self, payload::Kind, IdentityKind};
@@ -81,7 +81,7 @@ async fn a_retried_register_completes_idempotently() {
     let env = Env::start().await;
     let agent = env.client.agent(IdentityKeys::generate());
     let (genesis, claim) = agent
-        .registration("retrier", IdentityKind::Agent, HashMap::new())
+        .registration("retrier", IdentityKind::Agent, BTreeMap::new())
         .expect("build");
     let req = proto::RegisterRequest {
         genesis: Some(genesis),
@@ -317,7 +317,7 @@ async fn names_are_validated_and_unique() {
     // Taken name: AlreadyExists, and no genesis for the loser.
     let loser = env.client.agent(IdentityKeys::generate());
     let err = loser
-        .register("alice", IdentityKind::Agent, HashMap::new())
+        .register("alice", IdentityKind::Agent, BTreeMap::new())
         .await
         .expect_err("taken");
     assert_eq!(err.code(), Some(Code::AlreadyExists));
@@ -325,11 +325,11 @@ async fn names_are_validated_and_unique() {
 
     // Invalid name (built by hand: the SDK refuses it locally).
     assert!(matches!(
-        loser.registration("Bad Name!", IdentityKind::Agent, HashMap::new()),
+        loser.registration("Bad Name!", IdentityKind::Agent, BTreeMap::new()),
         Err(ClientError::Input(_))
     ));
     let (genesis, _) = loser
-        .registration("okname", IdentityKind::Agent, HashMap::new())
+        .registration("okname", IdentityKind::Agent, BTreeMap::new())
         .expect("build");
     let mut body = proto::EventBody::decode(genesis.body.as_slice()).expect("body");
     body.id = uuid::Uuid::now_v7().to_string();
@@ -340,6 +340,7 @@ async fn names_are_validated_and_unique() {
             name: "Bad Name!".into(),
             agent_id: loser.id().to_string(),
             genesis_hash: hash_bytes(&genesis.encode_to_vec()).to_vec(),
+            genesis: genesis.encode_to_vec(),
         })),
     });
     let claim = sign_body(loser.keys(), body.encode_to_vec());
@@ -361,7 +362,7 @@ async fn names_are_validated_and_unique() {
     // A claim that does not match the genesis: refused before anything is written.
     let other = env.client.agent(IdentityKeys::generate());
     let (_, other_claim) = other
-        .registration("okname", IdentityKind::Agent, HashMap::new())
+        .registration("okname", IdentityKind::Agent, BTreeMap::new())
         .expect("build");
     let req = proto::RegisterRequest {
         genesis: Some(genesis),
@@ -433,13 +434,15 @@ async fn an_endorsement_by_an_unknown_operator_leaves_no_name_claim_behind() {
             kind: IdentityKind::Service as i32,
             signing_key: service.public_key().as_bytes().to_vec(),
             x25519_key: service.x25519_public().to_vec(),
-            metadata: HashMap::new(),
+            metadata: BTreeMap::new(),
             endorsement: Some(proto::Endorsement {
                 operator_id: fake_operator.identity_id(),
                 operator_key: fake_operator.public_key().as_bytes().to_vec(),
                 signature: fake_operator
-                    .endorse(&service.public_key(), "service")
+                    .endorse(&service.public_key(), "service", &[])
                     .to_vec(),
+                operator_seq: 1,
+                scopes: vec![],
             }),
         }),
     )
@@ -450,6 +453,7 @@ async fn an_endorsement_by_an_unknown_operator_leaves_no_name_claim_behind() {
             name: "svc-fake".into(),
             agent_id: id.clone(),
             genesis_hash: hash_bytes(&genesis.encode_to_vec()).to_vec(),
+            genesis: genesis.encode_to_vec(),
         }),
     )
     .sign(&service, &id);

@@ -37,27 +37,29 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 
     // Expired.
     let req = inbox_request(alice.id());
+    let deployment = env.client.deployment_id().await.expect("deployment");
     let sig = sign_request_at(
         alice.keys(),
         alice.id(),
+        &deployment,
         LIST_INBOX_METHOD,
         &req,
         now_ms() - 120_000,
         new_nonce(),
     );
     let mut r = tonic::Request::new(req.clone());
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("expired");
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("30000"), "{}", err.message());
 
     // Signed over another body (tampered request).
-    let sig = alice.sign_request(LIST_INBOX_METHOD, &req);
+    let sig = alice.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
     let mut r = tonic::Request::new(proto::ListInboxRequest {
         after_seq: 5,
         ..req.clone()
     });
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     assert_eq!(
         svc.list_inbox(r).await.expect_err("tampered").code(),
         Code::Unauthenticated
@@ -65,14 +67,14 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 
     // A valid signature passes authentication (no identity worker runs here, so
     // the query itself is Unavailable)...
-    let sig = alice.sign_request(LIST_INBOX_METHOD, &req);
+    let sig = alice.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
     let mut r = tonic::Request::new(req.clone());
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("no worker");
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
     // ...and replaying it is refused.
     let mut r = tonic::Request::new(req.clone());
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("replayed");
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(
@@ -82,9 +84,9 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
     );
 
     // Bob, validly signed, asking for alice's inbox.
-    let sig = bob.sign_request(LIST_INBOX_METHOD, &req);
+    let sig = bob.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
     let mut r = tonic::Request::new(req.clone());
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     assert_eq!(
         svc.list_inbox(r)
             .await
@@ -95,9 +97,9 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 
     // An unregistered signer.
     let stranger = env.client.agent(amai_bus::IdentityKeys::generate());
-    let sig = stranger.sign_request(LIST_INBOX_METHOD, &req);
+    let sig = stranger.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
     let mut r = tonic::Request::new(req);
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     assert_eq!(
         svc.list_inbox(r).await.expect_err("stranger").code(),
         Code::Unauthenticated
@@ -111,9 +113,9 @@ async fn a_revoked_identity_can_no_longer_sign_requests() {
     let carol = env.agent("carol").await;
     carol.revoke("lost laptop").await.expect("revoke");
     let req = inbox_request(carol.id());
-    let sig = carol.sign_request(LIST_INBOX_METHOD, &req);
+    let sig = carol.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
     let mut r = tonic::Request::new(req);
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = env
         .client
         .identity_service()

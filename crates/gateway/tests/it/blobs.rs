@@ -56,9 +56,9 @@ async fn bad_blob_requests_get_precise_errors() {
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
 
     // Signed over other content.
-    let sig = alice.sign_request(PUT_BLOB_METHOD, &proto::PutBlobRequest { data: vec![1] });
+    let sig = alice.sign_request(PUT_BLOB_METHOD, &proto::PutBlobRequest { data: vec![1] }).await.expect("sign");
     let mut r = tonic::Request::new(proto::PutBlobRequest { data: vec![2] });
-    sig.apply(r.metadata_mut());
+    amai_client::request_auth::apply(&sig, r.metadata_mut());
     assert_eq!(
         svc.put_blob(r).await.expect_err("tampered").code(),
         Code::Unauthenticated

@@ -1,6 +1,6 @@
 //! A nats-server, the streams and a gateway on 127.0.0.1:0, plus an SDK client.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use amai_bus::proto::{self, IdentityKind};
@@ -67,7 +67,7 @@ impl Env {
     pub(crate) async fn agent(&self, name: &str) -> Agent {
         let agent = self.client.agent(IdentityKeys::generate());
         agent
-            .register(name, IdentityKind::Agent, HashMap::new())
+            .register(name, IdentityKind::Agent, BTreeMap::new())
             .await
             .expect("register");
         agent
