@@ -276,6 +276,7 @@ async fn scenario(env: &mut Env) -> (Agent, Agent, Vec<Position>) {
         }),
     )
     .after(dave.head.aggregate_seq, dave.head.hash)
+    .signer_seq(1)
     .sign(&env.operator, &op_id);
     let agents = env.append(revoke).await.position;
     let names = env

@@ -18,6 +18,9 @@ pub(crate) const MAX_BLOB_BYTES: usize = 256 * 1024;
 
 pub(crate) struct Env {
     pub(crate) client: AmaiClient,
+    /// The deployment's trust root.
+    #[allow(dead_code)]
+    pub(crate) operator: IdentityKeys,
     pub(crate) url: String,
     pub(crate) metrics: std::sync::Arc<amai_gateway::metrics::GatewayMetrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,9 +36,12 @@ impl Env {
         ensure_streams(&js, &StreamSettings::default())
             .await
             .expect("streams");
+        let operator = IdentityKeys::generate();
         let store = EventStore::new(
             js,
-            EventStoreConfig::default().max_event_bytes(MAX_EVENT_BYTES),
+            EventStoreConfig::default()
+                .max_event_bytes(MAX_EVENT_BYTES)
+                .trust_root(operator.public_key()),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -55,6 +61,7 @@ impl Env {
             .expect("connect gateway");
         Env {
             client,
+            operator,
             url,
             metrics,
             shutdown: Some(tx),
