@@ -322,30 +322,68 @@ impl Agent {
         .await
     }
 
-    /// Sends `plaintext` to an identity (id or name): fetches its current keys
-    /// (needs the identity worker), seals to its X25519 key and appends
-    /// `agent.message_sent` to the sender's chain.
+    /// Sends `plaintext` to an identity (id or name). The recipient's X25519 key
+    /// is taken from its own chain, read and verified client-side (never from a
+    /// projection); the content is sealed with HPKE Auth mode from this
+    /// identity's X25519 key, bound to sender, recipient and the event id, and
+    /// `agent.message_sent` is appended to the sender's chain.
     pub async fn send_message(
         &self,
         to: &str,
         plaintext: &[u8],
     ) -> Result<proto::AppendResponse, ClientError> {
-        let keys = self.client.get_keys(to).await?;
-        if keys.revoked {
+        let listed = self.client.get_keys(to).await?;
+        let recipient = crate::audit::identity_state(&self.client, &listed.id)
+            .await?
+            .ok_or_else(|| {
+                ClientError::Integrity(format!(
+                    "recipient {to} ({}) has no verifiable chain",
+                    listed.id
+                ))
+            })?;
+        if recipient.revoked.is_some() {
             return Err(ClientError::Input(format!("recipient {to} is revoked")));
         }
-        let sealed = amai_bus::seal::seal(&keys.x25519_key, plaintext).map_err(|e| {
-            ClientError::Integrity(format!("recipient {to} has an unusable X25519 key: {e}"))
-        })?;
-        let payload = proto::AgentMessageSent {
-            to: keys.id.clone(),
-            sealed,
-            recipient_x25519_key: keys.x25519_key.clone(),
-        };
+        let recipient_x25519 = recipient.current_key().x25519_key;
+        // Sealing only fails on unusable keys: find out before appending anything.
+        amai_bus::seal::seal(
+            &self.keys.x25519_secret_bytes(),
+            &self.keys.x25519_public(),
+            &recipient_x25519,
+            amai_bus::seal::MessageBinding {
+                sender: &self.id,
+                recipient: &recipient.id,
+                event_id: "",
+            },
+            b"",
+        )
+        .map_err(|e| ClientError::Integrity(format!("recipient {to} has an unusable X25519 key: {e}")))?;
         let aggregate = self.aggregate()?;
-        let (me, id) = (self.keys.clone(), self.id.clone());
+        let (me, id, to_id) = (self.keys.clone(), self.id.clone(), recipient.id.clone());
+        let plaintext = plaintext.to_vec();
         self.append_via(Rpc::SendMessage, |seq, hash| {
-            EventDraft::new(aggregate.clone(), Kind::AgentMessageSent(payload.clone()))
+            // Every attempt is a new event with a new id, so it is sealed anew.
+            let event_id = uuid::Uuid::now_v7();
+            let sealed = amai_bus::seal::seal(
+                &me.x25519_secret_bytes(),
+                &me.x25519_public(),
+                &recipient_x25519,
+                amai_bus::seal::MessageBinding {
+                    sender: &id,
+                    recipient: &to_id,
+                    event_id: &event_id.to_string(),
+                },
+                &plaintext,
+            )
+            // Checked above with the same keys: sealing cannot fail here.
+            .unwrap_or_default();
+            let payload = proto::AgentMessageSent {
+                to: to_id.clone(),
+                sealed,
+                recipient_x25519_key: recipient_x25519.to_vec(),
+            };
+            EventDraft::new(aggregate.clone(), Kind::AgentMessageSent(payload))
+                .id(event_id)
                 .after(seq, hash)
                 .sign(&me, &id)
         })
@@ -394,10 +432,20 @@ impl Agent {
             .list_inbox(request)
             .await?
             .into_inner();
-        resp.messages.iter().map(|m| self.open(m)).collect()
+        let mut senders: std::collections::HashMap<String, amai_bus::identity::IdentityState> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(resp.messages.len());
+        for m in &resp.messages {
+            out.push(self.open(m, &mut senders).await?);
+        }
+        Ok(out)
     }
 
-    fn open(&self, stored: &proto::StoredEvent) -> Result<InboxMessage, ClientError> {
+    async fn open(
+        &self,
+        stored: &proto::StoredEvent,
+        senders: &mut std::collections::HashMap<String, amai_bus::identity::IdentityState>,
+    ) -> Result<InboxMessage, ClientError> {
         let signed = stored
             .event
             .clone()
@@ -416,8 +464,40 @@ impl Agent {
                 msg.to, self.id
             )));
         }
-        let plaintext = amai_bus::seal::open(self.keys.x25519_secret(), &msg.sealed)
-            .map_err(|e| ClientError::Integrity(format!("message {}: {e}", ev.body.id)))?;
+        // The sender's X25519 key at the message's position, from the sender's
+        // own chain verified client-side.
+        let sender_id = ev.actor().to_string();
+        if !senders.contains_key(&sender_id) {
+            let state = crate::audit::identity_state(&self.client, &sender_id)
+                .await?
+                .ok_or_else(|| {
+                    ClientError::Integrity(format!("sender {sender_id} has no verifiable chain"))
+                })?;
+            senders.insert(sender_id.clone(), state);
+        }
+        let sender_key = senders
+            .get(&sender_id)
+            .and_then(|s| s.key_signing_at(ev.aggregate_seq()))
+            .filter(|k| k.signing_key == ev.signer)
+            .ok_or_else(|| {
+                ClientError::Integrity(format!(
+                    "message {}: not signed by {sender_id}'s key at seq {}",
+                    ev.body.id,
+                    ev.aggregate_seq()
+                ))
+            })?
+            .x25519_key;
+        let plaintext = amai_bus::seal::open(
+            &self.keys.x25519_secret_bytes(),
+            &sender_key,
+            amai_bus::seal::MessageBinding {
+                sender: &sender_id,
+                recipient: &self.id,
+                event_id: &ev.body.id,
+            },
+            &msg.sealed,
+        )
+        .map_err(|e| ClientError::Integrity(format!("message {}: {e}", ev.body.id)))?;
         Ok(InboxMessage {
             position: stored
                 .position

@@ -8,15 +8,21 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use prost::Message;
 
-use amai_bus::chain::{self, ChainReport};
+use std::future::Future;
+use std::pin::Pin;
+
+use amai_bus::chain::{self, ChainReport, ChainVerifier};
 use amai_bus::envelope::hash_bytes;
 use amai_bus::identity::IdentityState;
-use amai_bus::proto::{self, payload::Kind};
+use amai_bus::proto;
 use amai_bus::store::StoredEvent;
-use amai_bus::subjects::{Aggregate, AggregateKind};
+use amai_bus::subjects::Aggregate;
 use amai_bus::Position;
 
 use crate::{AmaiClient, ClientError};
+
+/// Foreign signers of foreign signers are resolved this deep at most.
+const MAX_SIGNER_DEPTH: u8 = 3;
 
 /// Page size used when reading whole chains.
 const PAGE: u32 = 1000;
@@ -76,69 +82,47 @@ pub async fn read_all(
     }
 }
 
-/// Folds an identity's chain into its state, checking each event like the
-/// verifier does; `None` when the chain is empty or does not verify.
+/// An identity's state, read through the gateway and folded client-side through
+/// THE verification step (the same as `amai chain verify`), its foreign signers
+/// resolved the same way. `None` when it has no chain or no valid genesis; the
+/// valid prefix when a later event fails. Nothing the gateway says but the
+/// event bytes is trusted.
 pub async fn identity_state(
     client: &AmaiClient,
     id: &str,
 ) -> Result<Option<IdentityState>, ClientError> {
-    let Ok(aggregate) = Aggregate::agent(id) else {
-        return Ok(None);
-    };
-    let events = read_all(client, &aggregate).await?;
-    if events.is_empty() {
-        return Ok(None);
-    }
-    // Own-chain checks (signature, links, current key at publish time); the
-    // identity's endorsement is not re-verified here, only by auditing its chain.
-    let mut state: Option<IdentityState> = None;
-    let mut prev = amai_bus::ZERO_HASH;
-    for (i, stored) in events.iter().enumerate() {
-        let Ok(ev) = stored.verify() else { break };
-        if ev.aggregate != aggregate || ev.aggregate_seq() != i as u64 + 1 || ev.prev_hash() != prev
-        {
-            break;
-        }
-        match state.as_mut() {
-            None => match IdentityState::from_genesis(
-                &ev,
-                stored.published_ms,
-                client.trust_root.as_ref(),
-            ) {
-                Ok((s, _)) => state = Some(s),
-                Err(_) => return Ok(None),
-            },
-            Some(s) => {
-                if s.check(&ev).is_err() {
-                    break;
-                }
-                s.apply(&ev, stored.published_ms);
-            }
-        }
-        prev = ev.hash;
-    }
-    Ok(state)
+    identity_state_depth(client, id.to_string(), 0).await
 }
 
-fn foreign_signers(aggregate: &Aggregate, events: &[StoredEvent]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for stored in events {
-        let Ok(ev) = stored.verify() else { continue };
-        let mut push = |id: &str| {
-            if !out.iter().any(|o| o == id) {
-                out.push(id.to_string());
-            }
+fn identity_state_depth(
+    client: &AmaiClient,
+    id: String,
+    depth: u8,
+) -> Pin<Box<dyn Future<Output = Result<Option<IdentityState>, ClientError>> + Send + '_>> {
+    Box::pin(async move {
+        let Ok(aggregate) = Aggregate::agent(&id) else {
+            return Ok(None);
         };
-        if aggregate.kind != AggregateKind::Agent || ev.actor() != aggregate.id {
-            push(ev.actor());
+        let events = read_all(client, &aggregate).await?;
+        if events.is_empty() {
+            return Ok(None);
         }
-        if let Kind::AgentRegistered(r) = &ev.payload {
-            if let Some(e) = &r.endorsement {
-                push(&e.operator_id);
+        let mut signers = HashMap::new();
+        if depth < MAX_SIGNER_DEPTH {
+            for signer in chain::foreign_signers(&aggregate, &events) {
+                if signer == id {
+                    continue;
+                }
+                if let Some(state) = identity_state_depth(client, signer.clone(), depth + 1).await? {
+                    signers.insert(signer, state);
+                }
             }
         }
-    }
-    out
+        let mut verifier = ChainVerifier::new(&aggregate);
+        let trust_root = client.trust_root().await?;
+        verifier.feed(&events, trust_root.as_ref(), &signers);
+        Ok(verifier.state().identity.clone())
+    })
 }
 
 /// See [`AmaiClient::verify_chain`].
@@ -153,7 +137,7 @@ pub async fn verify_chain(
         )));
     }
     let mut signers = HashMap::new();
-    for id in foreign_signers(aggregate, &events) {
+    for id in chain::foreign_signers(aggregate, &events) {
         if let Some(state) = identity_state(client, &id).await? {
             signers.insert(id, state);
         }
@@ -161,7 +145,7 @@ pub async fn verify_chain(
     Ok(chain::verify_events(
         aggregate,
         &events,
-        client.trust_root.as_ref(),
+        client.trust_root().await?.as_ref(),
         &signers,
     ))
 }

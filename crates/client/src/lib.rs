@@ -54,7 +54,7 @@ pub struct AmaiClient {
     events: EventServiceClient<Channel>,
     blobs: BlobServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
-    deployment: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
 }
 
 impl AmaiClient {
@@ -92,19 +92,32 @@ impl AmaiClient {
         if let Some(root) = &self.trust_root {
             return Ok(hex::encode(root.as_bytes()));
         }
-        let id = self
-            .deployment
+        Ok(self.deployment().await?.deployment_id.clone())
+    }
+
+    async fn deployment(&self) -> Result<&proto::Deployment, ClientError> {
+        self.deployment
             .get_or_try_init(|| async {
-                let d = self
-                    .events
-                    .clone()
-                    .get_deployment(proto::GetDeploymentRequest {})
-                    .await?
-                    .into_inner();
-                Ok::<_, ClientError>(d.deployment_id)
+                Ok::<_, ClientError>(
+                    self.events
+                        .clone()
+                        .get_deployment(proto::GetDeploymentRequest {})
+                        .await?
+                        .into_inner(),
+                )
             })
-            .await?;
-        Ok(id.clone())
+            .await
+    }
+
+    /// The trust root verification judges endorsements against: the one set
+    /// with [`AmaiClient::with_trust_root`] (an auditor's own copy), else the
+    /// one the gateway names (`GetDeployment`), which trusts the gateway for it.
+    pub async fn trust_root(&self) -> Result<Option<VerifyingKey>, ClientError> {
+        if let Some(root) = self.trust_root {
+            return Ok(Some(root));
+        }
+        let d = self.deployment().await?;
+        Ok(amai_bus::keys::verifying_key(&d.trust_root))
     }
 
     /// Sets the deployment's trust root, used by [`AmaiClient::verify_chain`] to

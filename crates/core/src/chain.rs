@@ -126,6 +126,11 @@ impl ChainVerifier {
         true
     }
 
+    /// The chain state of the valid prefix verified so far.
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
     /// The report so far.
     pub fn finish(self) -> ChainReport {
         self.report

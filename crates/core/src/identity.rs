@@ -183,6 +183,14 @@ impl IdentityState {
         })
     }
 
+    /// The key record that signed (or would sign) the event at aggregate
+    /// sequence `seq` of this chain: current once events up to `seq - 1` are folded.
+    pub fn key_signing_at(&self, seq: u64) -> Option<&KeyRecord> {
+        self.keys
+            .iter()
+            .find(|k| k.from_seq <= seq && k.until_seq.is_none_or(|u| seq <= u))
+    }
+
     /// Whether the identity was revoked at or before aggregate sequence `seq`.
     pub fn revoked_at(&self, seq: u64) -> bool {
         self.revoked.as_ref().is_some_and(|(s, _, _)| *s <= seq)

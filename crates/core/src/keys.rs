@@ -135,6 +135,11 @@ impl IdentityKeys {
         &self.x25519
     }
 
+    /// The X25519 secret key's bytes (for [`crate::seal`]).
+    pub fn x25519_secret_bytes(&self) -> [u8; 32] {
+        self.x25519.to_bytes()
+    }
+
     /// The id an identity registered with these keys gets.
     pub fn identity_id(&self) -> IdentityId {
         identity_id(&self.public_key())
