@@ -25,7 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("amai_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Undecodable messages are INVALID_ARGUMENT, not tonic's INTERNAL.
     tonic_prost_build::configure()
+        .codec_path("crate::codec::AmaiCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -32,7 +32,7 @@ use sha2::Digest;
 
 pub use agent::{Agent, InboxMessage};
 pub use amai_bus::chain::ChainReport;
-pub use error::ClientError;
+pub use error::{ClientError, ErrorKind};
 
 /// Binary metadata key of a `FAILED_PRECONDITION` conflict: the encoded
 /// `amai.v1.ChainHead` the event must follow now, so a retry needs no extra read.

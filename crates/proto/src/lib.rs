@@ -2,6 +2,8 @@
 //! services, generated from `proto/amai/v1` at build time.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
+pub mod codec;
+
 /// `amai.v1`: every message and service.
 pub mod v1 {
     tonic::include_proto!("amai.v1");

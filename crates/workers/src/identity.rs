@@ -131,6 +131,7 @@ impl IdentityRole {
                 projection.clone(),
                 read_model.clone(),
                 config.min_position_timeout,
+                crate::query_service::reply_budget(&config.client),
             ),
         )
         .await
@@ -196,7 +197,7 @@ async fn wait_min(
         projection
             .wait_for(&p, timeout)
             .await
-            .map_err(|e| QueryError::new(QueryCode::DeadlineExceeded, e.to_string()))?;
+            .map_err(QueryError::from)?;
     }
     Ok(())
 }
@@ -241,6 +242,7 @@ fn query_endpoints(
     projection: ProjectionHandle,
     model: IdentityReadModel,
     timeout: Duration,
+    reply_budget: usize,
 ) -> Vec<(&'static str, QueryHandler)> {
     let (m1, m2, m3, m4) = (model.clone(), model.clone(), model.clone(), model);
     let violations_of = projection.clone();
@@ -279,14 +281,7 @@ fn query_endpoints(
                 &projection,
                 timeout,
                 |r: &proto::ListInboxRequest| r.min_position.clone(),
-                move |req| {
-                    let messages = m3
-                        .list_inbox(&req.agent_id, req.after_seq, req.limit)
-                        .map_err(internal)?;
-                    Ok(Bytes::from(
-                        proto::ListInboxResponse { messages }.encode_to_vec(),
-                    ))
-                },
+                move |req| crate::inbox::inbox_page(&m3, &req, reply_budget),
             ),
         ),
         (
