@@ -411,10 +411,18 @@ impl ProjectionHandle {
     }
 
     /// Waits until the projection has handled `position` (returns at once if it
-    /// has), at most `timeout`. Fails at once for a stream the projection does
-    /// not consume, and for a position beyond the stream's last sequence (read
-    /// from JetStream only when the position is not reached yet).
+    /// has), at most `timeout`; the position may still be in the future. Fails
+    /// at once for a stream the projection does not consume.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> Result<(), WaitError> {
+        self.wait(position, timeout, false).await
+    }
+
+    async fn wait(
+        &self,
+        position: &Position,
+        timeout: Duration,
+        must_exist: bool,
+    ) -> Result<(), WaitError> {
         let Some(st) = self.shared.streams.get(position.stream.as_str()) else {
             let mut consumed: Vec<_> = self.shared.streams.keys().copied().collect();
             consumed.sort();
@@ -429,16 +437,18 @@ impl ProjectionHandle {
         if *st.position.borrow() >= wanted {
             return Ok(());
         }
-        // Positions only come from appends, which are stored before they are
-        // returned: one beyond the stream's end will never be reached.
-        if let Some(last_seq) = self.last_seq(&position.stream, timeout).await {
-            if wanted > last_seq {
-                return Err(WaitError::BeyondEnd {
-                    projection: self.shared.name,
-                    stream: position.stream.clone(),
-                    wanted,
-                    last_seq,
-                });
+        // Consistency tokens only come from appends, which are stored before
+        // they are returned: one beyond the stream's end will never be reached.
+        if must_exist {
+            if let Some(last_seq) = self.last_seq(&position.stream, timeout).await {
+                if wanted > last_seq {
+                    return Err(WaitError::BeyondEnd {
+                        projection: self.shared.name,
+                        stream: position.stream.clone(),
+                        wanted,
+                        last_seq,
+                    });
+                }
             }
         }
         let reached = tokio::time::timeout(timeout, async {
@@ -472,7 +482,11 @@ impl ProjectionHandle {
     }
 
     /// Waits for an optional protobuf consistency token (`min_position`); `None`
-    /// or an empty stream name returns at once.
+    /// or an empty stream name returns at once. Unlike [`Self::wait_for`], a
+    /// token beyond its stream's last sequence fails at once
+    /// ([`WaitError::BeyondEnd`]): tokens are positions appends returned, so it
+    /// can never be reached (the last sequence is read from JetStream only
+    /// when the token is not reached yet).
     pub async fn wait_for_min_position(
         &self,
         min_position: Option<&proto::Position>,
@@ -480,7 +494,7 @@ impl ProjectionHandle {
     ) -> Result<(), WaitError> {
         match min_position {
             Some(p) if !p.stream.is_empty() => {
-                self.wait_for(&Position::new(p.stream.clone(), p.seq), timeout)
+                self.wait(&Position::new(p.stream.clone(), p.seq), timeout, true)
                     .await
             }
             _ => Ok(()),

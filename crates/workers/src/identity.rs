@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use amai_bus::proto;
 use amai_bus::query::{self, QueryCode, QueryError};
-use amai_bus::{EventStore, Position};
+use amai_bus::EventStore;
 use amai_projections::{IdentityProjection, IdentityReadModel, ProjectionHandle, ProjectionRunner};
 use bytes::Bytes;
 use prost::Message;
@@ -192,14 +192,10 @@ async fn wait_min(
     min: Option<proto::Position>,
     timeout: Duration,
 ) -> Result<(), QueryError> {
-    if let Some(p) = min {
-        let p: Position = p.into();
-        projection
-            .wait_for(&p, timeout)
-            .await
-            .map_err(QueryError::from)?;
-    }
-    Ok(())
+    projection
+        .wait_for_min_position(min.as_ref(), timeout)
+        .await
+        .map_err(QueryError::from)
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
