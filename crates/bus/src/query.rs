@@ -170,7 +170,9 @@ impl QueryError {
         }
         for (k, v) in &self.metadata {
             // Keys are snake_case constants; a key that is no valid header name is dropped.
-            if let Ok(name) = format!("{ERROR_META_HEADER_PREFIX}{k}").parse::<async_nats::HeaderName>() {
+            if let Ok(name) =
+                format!("{ERROR_META_HEADER_PREFIX}{k}").parse::<async_nats::HeaderName>()
+            {
                 headers.insert(name, v.replace(['\r', '\n'], " ").as_str());
             }
         }
@@ -184,10 +186,9 @@ impl QueryError {
             .map(|v| v.as_str().to_string());
         for (name, values) in headers.iter() {
             let name: &str = name.as_ref();
-            if let (Some(key), Some(value)) = (
-                name.strip_prefix(ERROR_META_HEADER_PREFIX),
-                values.first(),
-            ) {
+            if let (Some(key), Some(value)) =
+                (name.strip_prefix(ERROR_META_HEADER_PREFIX), values.first())
+            {
                 self.metadata
                     .insert(key.to_string(), value.as_str().to_string());
             }
@@ -258,9 +259,15 @@ mod tests {
             .with_meta("stream", "AMAI_AGENTS");
         let mut headers = err.to_headers();
         let service = err.to_service_error();
-        headers.insert(async_nats::service::NATS_SERVICE_ERROR, service.status.as_str());
-        let back = QueryError::new(QueryCode::from_u16(service.code as u16), err.message.clone())
-            .read_headers(&headers);
+        headers.insert(
+            async_nats::service::NATS_SERVICE_ERROR,
+            service.status.as_str(),
+        );
+        let back = QueryError::new(
+            QueryCode::from_u16(service.code as u16),
+            err.message.clone(),
+        )
+        .read_headers(&headers);
         assert_eq!(back, err);
         for code in [QueryCode::OutOfRange, QueryCode::ResourceExhausted] {
             assert_eq!(QueryCode::from_u16(code as u16), code);

@@ -299,10 +299,17 @@ mod tests {
             assert_eq!(err.kind(), kind);
             assert_eq!(err.error_metadata(), md);
         }
-        assert_eq!(ClientError::from(Status::internal("x")).kind(), ErrorKind::Unknown);
+        assert_eq!(
+            ClientError::from(Status::internal("x")).kind(),
+            ErrorKind::Unknown
+        );
         assert_eq!(ErrorKind::from_reason("SOMETHING_NEW"), ErrorKind::Unknown);
         for reason in amai_bus::query::reason::ALL {
-            assert_ne!(ErrorKind::from_reason(reason), ErrorKind::Unknown, "{reason}");
+            assert_ne!(
+                ErrorKind::from_reason(reason),
+                ErrorKind::Unknown,
+                "{reason}"
+            );
         }
         assert_eq!(
             ErrorKind::UndecodableMessage.as_str(),

@@ -224,7 +224,9 @@ mod tests {
 
     fn kind_of(status: Status) -> (Code, ErrorKind) {
         let code = status.code();
-        let info = status.get_details_error_info().expect("every status has an ErrorInfo");
+        let info = status
+            .get_details_error_info()
+            .expect("every status has an ErrorInfo");
         assert_eq!(info.domain, "amai.dev");
         (code, ClientError::from(status).kind())
     }

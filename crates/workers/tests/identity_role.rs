@@ -352,7 +352,17 @@ async fn queries_wait_for_min_position_and_refuse_tokens_they_cannot_honour() {
     );
     assert_eq!(
         err.metadata.get("last_seq"),
-        Some(&d.store.jetstream().get_stream("AMAI_AGENTS").await.expect("stream").cached_info().state.last_sequence.to_string())
+        Some(
+            &d.store
+                .jetstream()
+                .get_stream("AMAI_AGENTS")
+                .await
+                .expect("stream")
+                .cached_info()
+                .state
+                .last_sequence
+                .to_string()
+        )
     );
     let foreign = proto::GetIdentityRequest {
         min_position: Some(Position::new("AMAI_LLM", 1).into()),

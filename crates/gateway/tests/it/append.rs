@@ -240,7 +240,10 @@ async fn bad_inputs_are_refused_with_exact_codes_and_append_nothing() {
     // The head is in the ErrorInfo too, for clients that read only that.
     let info = err.error_metadata();
     assert_eq!(info.get("aggregate"), Some(&a.to_string()));
-    assert_eq!(info.get("aggregate_seq"), Some(&head.aggregate_seq.to_string()));
+    assert_eq!(
+        info.get("aggregate_seq"),
+        Some(&head.aggregate_seq.to_string())
+    );
     assert_eq!(info.get("hash"), Some(&hex::encode(head.hash)));
     unchanged("stale head").await;
 

@@ -2,8 +2,8 @@
 //! `ErrorInfo` kinds, never message text).
 
 use amai_bus::proto;
-use amai_client::request_auth::{new_nonce, now_ms, sign_request_at};
 use amai_client::error::status_kind;
+use amai_client::request_auth::{new_nonce, now_ms, sign_request_at};
 use amai_client::{ErrorKind, LIST_INBOX_METHOD};
 use tonic::Code;
 

@@ -57,7 +57,7 @@ impl Env {
         let store = EventStore::new(js.clone(), store_config);
         let role = if worker {
             let now = amai_bus::envelope::now_timestamp();
-            ensure_operator(&store, &operator, "operator", now.clone())
+            ensure_operator(&store, &operator, "operator", now)
                 .await
                 .expect("operator");
             let service = IdentityKeys::generate();

@@ -68,12 +68,18 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
     // Both events are required.
     ("/amai.v1.IdentityService/Register", Code::InvalidArgument),
     // An id or a name is required (checked by the gateway before any query).
-    ("/amai.v1.IdentityService/GetIdentity", Code::InvalidArgument),
+    (
+        "/amai.v1.IdentityService/GetIdentity",
+        Code::InvalidArgument,
+    ),
     ("/amai.v1.IdentityService/GetKeys", Code::InvalidArgument),
     // The event is required.
     ("/amai.v1.IdentityService/RotateKey", Code::InvalidArgument),
     ("/amai.v1.IdentityService/Revoke", Code::InvalidArgument),
-    ("/amai.v1.IdentityService/SendMessage", Code::InvalidArgument),
+    (
+        "/amai.v1.IdentityService/SendMessage",
+        Code::InvalidArgument,
+    ),
     ("/amai.v1.EventService/Append", Code::InvalidArgument),
     // The request signature is checked first (it also covers the fields).
     ("/amai.v1.IdentityService/ListInbox", Code::Unauthenticated),
@@ -85,7 +91,10 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
         Code::Unavailable,
     ),
     // The aggregate / position / stream / digest is required.
-    ("/amai.v1.IdentityService/VerifyChain", Code::InvalidArgument),
+    (
+        "/amai.v1.IdentityService/VerifyChain",
+        Code::InvalidArgument,
+    ),
     ("/amai.v1.EventService/GetChainHead", Code::InvalidArgument),
     ("/amai.v1.EventService/GetEvent", Code::InvalidArgument),
     ("/amai.v1.EventService/ReadChain", Code::InvalidArgument),
@@ -127,11 +136,12 @@ fn rpcs() -> Vec<Rpc> {
                 .field
                 .iter()
                 .find(|f| f.number() == 1)
-                .unwrap_or_else(|| panic!("{} has no field 1: pick a mismatch for it", input.name()));
-            let field1_length_delimited = matches!(
-                field1.r#type(),
-                Type::String | Type::Bytes | Type::Message
-            ) || field1.label() == prost_types::field_descriptor_proto::Label::Repeated;
+                .unwrap_or_else(|| {
+                    panic!("{} has no field 1: pick a mismatch for it", input.name())
+                });
+            let field1_length_delimited =
+                matches!(field1.r#type(), Type::String | Type::Bytes | Type::Message)
+                    || field1.label() == prost_types::field_descriptor_proto::Label::Repeated;
             out.push(Rpc {
                 path: format!("/amai.v1.{}/{}", service.name(), method.name()),
                 server_streaming: method.server_streaming(),
@@ -197,11 +207,7 @@ fn garbage_samples() -> Vec<Vec<u8>> {
     samples
 }
 
-async fn call(
-    channel: &tonic::transport::Channel,
-    rpc: &Rpc,
-    body: Vec<u8>,
-) -> Result<(), Status> {
+async fn call(channel: &tonic::transport::Channel, rpc: &Rpc, body: Vec<u8>) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await

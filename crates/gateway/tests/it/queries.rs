@@ -46,7 +46,10 @@ async fn ask_all(env: &Env, min: &proto::Position) -> Vec<(&'static str, ClientE
     vec![
         (
             "GetIdentity",
-            svc.get_identity(by_name.clone()).await.expect_err("GetIdentity").into(),
+            svc.get_identity(by_name.clone())
+                .await
+                .expect_err("GetIdentity")
+                .into(),
         ),
         (
             "GetKeys",
@@ -146,8 +149,8 @@ async fn query_failure_kinds_survive_worker_gateway_and_sdk() {
 }
 
 #[tokio::test]
-async fn inbox_pages_are_bounded_by_bytes_and_an_item_too_large_for_any_page_is_resource_exhausted(
-) {
+async fn inbox_pages_are_bounded_by_bytes_and_an_item_too_large_for_any_page_is_resource_exhausted()
+{
     let env = Env::with_worker(NEAR_MAX_PAYLOAD).await;
     let (alice, _) = register(&env, "alice").await;
     let (bob, bob_at) = register(&env, "bob").await;
@@ -203,7 +206,10 @@ async fn inbox_pages_are_bounded_by_bytes_and_an_item_too_large_for_any_page_is_
         Some(&big.seq.to_string()),
         "{err}"
     );
-    let rest = bob.inbox_page(big.seq, 100).await.expect("after the big one");
+    let rest = bob
+        .inbox_page(big.seq, 100)
+        .await
+        .expect("after the big one");
     assert!(rest.messages.is_empty() && rest.next_after_seq.is_none());
     env.stop().await;
 }
