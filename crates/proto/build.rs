@@ -28,9 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // Maps are BTreeMaps so that encoding is deterministic (sorted keys): events
     // must be canonically encoded for their hashes to have one meaning.
+    // Undecodable messages are INVALID_ARGUMENT, not tonic's INTERNAL.
     let services = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
         .btree_map(".")
+        .codec_path("crate::codec::AmaiCodec")
         .build_server(services)
         .build_client(services)
         .compile_fds(fds)?;

@@ -5,8 +5,12 @@
 //! Requests and replies are protobuf messages from `amai.v1` (the same ones the
 //! gateway's RPCs use). Errors travel in the `Nats-Service-Error` and
 //! `Nats-Service-Error-Code` headers; the code is the gRPC status code number, so
-//! the gateway maps them back without guessing.
+//! the gateway maps them back without guessing. A machine-readable reason (one of
+//! [`reason`], the gateway's `google.rpc.ErrorInfo.reason`) travels in
+//! [`ERROR_REASON_HEADER`], and its metadata in `Amai-Error-Meta-<key>` headers,
+//! so a query failure's kind survives worker -> gateway -> SDK.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +31,50 @@ pub const IDENTITY_STATS: &str = "amai.query.identity.stats";
 /// `ListIntegrityViolationsRequest` -> `ListIntegrityViolationsResponse`.
 pub const IDENTITY_VIOLATIONS: &str = "amai.query.identity.violations";
 
+/// Header carrying a query error's reason.
+pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
+/// Prefix of the headers carrying a query error's metadata.
+pub const ERROR_META_HEADER_PREFIX: &str = "Amai-Error-Meta-";
+
+/// Reasons of query errors (`ErrorInfo.reason` at the gateway; the SDK's
+/// `ErrorKind` parses them).
+pub mod reason {
+    /// The request did not decode.
+    pub const UNDECODABLE_MESSAGE: &str = "UNDECODABLE_MESSAGE";
+    /// A request field is missing or invalid.
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// No such identity / name.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// `min_position` not reached within the wait bound.
+    pub const STALE_POSITION: &str = "STALE_POSITION";
+    /// `min_position` names a stream the projection does not consume.
+    pub const STREAM_NOT_CONSUMED: &str = "STREAM_NOT_CONSUMED";
+    /// `min_position` is beyond the stream's last sequence.
+    pub const POSITION_BEYOND_END: &str = "POSITION_BEYOND_END";
+    /// One item of a page is too large for a reply.
+    pub const ITEM_TOO_LARGE: &str = "ITEM_TOO_LARGE";
+    /// A whole reply is larger than the connection's `max_payload`.
+    pub const REPLY_TOO_LARGE: &str = "REPLY_TOO_LARGE";
+    /// No worker of the role answered.
+    pub const WORKER_UNAVAILABLE: &str = "WORKER_UNAVAILABLE";
+    /// Something broke inside the worker.
+    pub const INTERNAL: &str = "INTERNAL";
+
+    /// Every reason above.
+    pub const ALL: &[&str] = &[
+        UNDECODABLE_MESSAGE,
+        INVALID_ARGUMENT,
+        NOT_FOUND,
+        STALE_POSITION,
+        STREAM_NOT_CONSUMED,
+        POSITION_BEYOND_END,
+        ITEM_TOO_LARGE,
+        REPLY_TOO_LARGE,
+        WORKER_UNAVAILABLE,
+        INTERNAL,
+    ];
+}
+
 /// Status codes of query errors; the numbers are gRPC's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -39,8 +87,12 @@ pub enum QueryCode {
     NotFound = 5,
     /// The caller is not allowed.
     PermissionDenied = 7,
+    /// A reply would be too large (one item of a page exceeds the limit).
+    ResourceExhausted = 8,
     /// The projection is not in a state to answer.
     FailedPrecondition = 9,
+    /// `min_position` is beyond the end of its stream.
+    OutOfRange = 11,
     /// Something broke inside the worker.
     Internal = 13,
     /// No instance answered; retry.
@@ -55,7 +107,9 @@ impl QueryCode {
             4 => QueryCode::DeadlineExceeded,
             5 => QueryCode::NotFound,
             7 => QueryCode::PermissionDenied,
+            8 => QueryCode::ResourceExhausted,
             9 => QueryCode::FailedPrecondition,
+            11 => QueryCode::OutOfRange,
             14 => QueryCode::Unavailable,
             _ => QueryCode::Internal,
         }
@@ -70,15 +124,33 @@ pub struct QueryError {
     pub code: QueryCode,
     /// What went wrong and what to do.
     pub message: String,
+    /// The machine-readable reason (one of [`reason`]), when the worker gave one.
+    pub reason: Option<String>,
+    /// Facts about the failure (e.g. a stream's last sequence), keyed in snake_case.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl QueryError {
-    /// Builds an error.
+    /// Builds an error without a reason.
     pub fn new(code: QueryCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
+            reason: None,
+            metadata: BTreeMap::new(),
         }
+    }
+
+    /// Sets the reason (one of [`reason`]).
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
+    /// Adds a metadata entry (`key` in snake_case).
+    pub fn with_meta(mut self, key: &str, value: impl ToString) -> Self {
+        self.metadata.insert(key.to_string(), value.to_string());
+        self
     }
 
     /// The services-API error to respond with.
@@ -87,6 +159,41 @@ impl QueryError {
             status: self.message.clone(),
             code: self.code as usize,
         }
+    }
+
+    /// The headers carrying the reason and metadata (sent next to the
+    /// services-API error headers).
+    pub fn to_headers(&self) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(reason) = &self.reason {
+            headers.insert(ERROR_REASON_HEADER, reason.as_str());
+        }
+        for (k, v) in &self.metadata {
+            // Keys are snake_case constants; a key that is no valid header name is dropped.
+            if let Ok(name) =
+                format!("{ERROR_META_HEADER_PREFIX}{k}").parse::<async_nats::HeaderName>()
+            {
+                headers.insert(name, v.replace(['\r', '\n'], " ").as_str());
+            }
+        }
+        headers
+    }
+
+    /// Reads the reason and metadata back from reply headers.
+    fn read_headers(mut self, headers: &async_nats::HeaderMap) -> Self {
+        self.reason = headers
+            .get(ERROR_REASON_HEADER)
+            .map(|v| v.as_str().to_string());
+        for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
+            if let (Some(key), Some(value)) =
+                (name.strip_prefix(ERROR_META_HEADER_PREFIX), values.first())
+            {
+                self.metadata
+                    .insert(key.to_string(), value.as_str().to_string());
+            }
+        }
+        self
     }
 }
 
@@ -105,13 +212,15 @@ pub async fn request<Req: Message, Resp: Message + Default>(
                 format!(
                     "no answer on {subject} within {timeout:?}; is a worker of this role running?"
                 ),
-            ))
+            )
+            .with_reason(reason::WORKER_UNAVAILABLE))
         }
         Ok(Err(e)) => {
             return Err(QueryError::new(
                 QueryCode::Unavailable,
                 format!("query {subject} failed: {e}; is a worker of this role running?"),
-            ));
+            )
+            .with_reason(reason::WORKER_UNAVAILABLE));
         }
         Ok(Ok(m)) => m,
     };
@@ -126,7 +235,7 @@ pub async fn request<Req: Message, Resp: Message + Default>(
                 .get(async_nats::service::NATS_SERVICE_ERROR)
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_default();
-            return Err(QueryError::new(code, message));
+            return Err(QueryError::new(code, message).read_headers(h));
         }
     }
     Resp::decode(msg.payload.as_ref()).map_err(|e| {
@@ -134,5 +243,34 @@ pub async fn request<Req: Message, Resp: Message + Default>(
             QueryCode::Internal,
             format!("undecodable reply on {subject}: {e}"),
         )
+        .with_reason(reason::INTERNAL)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_and_metadata_round_trip_through_headers() {
+        let err = QueryError::new(QueryCode::OutOfRange, "beyond")
+            .with_reason(reason::POSITION_BEYOND_END)
+            .with_meta("last_seq", 7)
+            .with_meta("stream", "AMAI_AGENTS");
+        let mut headers = err.to_headers();
+        let service = err.to_service_error();
+        headers.insert(
+            async_nats::service::NATS_SERVICE_ERROR,
+            service.status.as_str(),
+        );
+        let back = QueryError::new(
+            QueryCode::from_u16(service.code as u16),
+            err.message.clone(),
+        )
+        .read_headers(&headers);
+        assert_eq!(back, err);
+        for code in [QueryCode::OutOfRange, QueryCode::ResourceExhausted] {
+            assert_eq!(QueryCode::from_u16(code as u16), code);
+        }
+    }
 }

@@ -30,6 +30,15 @@ enum Rpc {
     SendMessage,
 }
 
+/// One page of an inbox.
+#[derive(Clone, Debug)]
+pub struct InboxPage {
+    /// The messages, oldest first.
+    pub messages: Vec<InboxMessage>,
+    /// When more may follow: pass as `after_seq` for the next page.
+    pub next_after_seq: Option<u64>,
+}
+
 /// A decoded, opened inbox message.
 #[derive(Clone, Debug)]
 pub struct InboxMessage {
@@ -411,11 +420,20 @@ impl Agent {
     /// `after_seq`, decoded, signature-checked and opened with the current
     /// X25519 key (needs the identity worker). Content sealed to a key rotated out
     /// cannot be opened by this handle and is reported as an integrity failure.
+    ///
+    /// One page: it may hold fewer than `limit` messages when they are large
+    /// (a reply must fit one NATS message); [`Agent::inbox_page`] says where the
+    /// next page starts.
     pub async fn inbox(
         &self,
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<InboxMessage>, ClientError> {
+        Ok(self.inbox_page(after_seq, limit).await?.messages)
+    }
+
+    /// Like [`Agent::inbox`], with where the next page starts.
+    pub async fn inbox_page(&self, after_seq: u64, limit: u32) -> Result<InboxPage, ClientError> {
         let req = proto::ListInboxRequest {
             agent_id: self.id.clone(),
             after_seq,
@@ -434,11 +452,14 @@ impl Agent {
             .into_inner();
         let mut senders: std::collections::HashMap<String, amai_bus::identity::IdentityState> =
             std::collections::HashMap::new();
-        let mut out = Vec::with_capacity(resp.messages.len());
+        let mut messages = Vec::with_capacity(resp.messages.len());
         for m in &resp.messages {
-            out.push(self.open(m, &mut senders).await?);
+            messages.push(self.open(m, &mut senders).await?);
         }
-        Ok(out)
+        Ok(InboxPage {
+            messages,
+            next_after_seq: (resp.next_after_seq != 0).then_some(resp.next_after_seq),
+        })
     }
 
     async fn open(

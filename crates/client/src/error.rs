@@ -1,8 +1,149 @@
 //! [`ClientError`]: gRPC failures by kind (the [`tonic::Status`] kept inside),
 //! plus local failures (bad input caught before sending, integrity failures of
 //! what the server returned).
+//!
+//! Every error status the gateway returns carries a `google.rpc.ErrorInfo`
+//! (domain [`ERROR_DOMAIN`]) whose reason names the failure precisely;
+//! [`ClientError::kind`] parses it into an [`ErrorKind`]. The gateway builds its
+//! reasons from the same enum, so the two cannot drift apart.
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub use amai_proto::codec::ERROR_DOMAIN;
+
+macro_rules! error_kinds {
+    ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
+        /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
+        /// in the [`ERROR_DOMAIN`] domain). Match on this, never on messages.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorKind {
+            $( $(#[$doc])* $variant, )*
+            /// No `ErrorInfo` (or one from another domain, or a reason this SDK
+            /// does not know, e.g. from a newer gateway).
+            Unknown,
+        }
+
+        impl ErrorKind {
+            /// Every known kind (without `Unknown`).
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant,)*];
+
+            /// The reason string (SCREAMING_SNAKE), `UNKNOWN` for `Unknown`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( ErrorKind::$variant => $reason, )*
+                    ErrorKind::Unknown => "UNKNOWN",
+                }
+            }
+
+            /// Parses a reason; `Unknown` for anything else.
+            pub fn from_reason(reason: &str) -> ErrorKind {
+                match reason {
+                    $( $reason => ErrorKind::$variant, )*
+                    _ => ErrorKind::Unknown,
+                }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    // Events (append checks; `amai_bus::store::AppendErrorKind`).
+    /// Not a decodable or well-formed event.
+    Malformed => "MALFORMED",
+    /// The event signature does not verify.
+    BadSignature => "BAD_SIGNATURE",
+    /// The event's key is not the actor's current key.
+    UnknownKey => "UNKNOWN_KEY",
+    /// The key was rotated out or the identity revoked.
+    RevokedKey => "REVOKED_KEY",
+    /// The actor may not append this to this aggregate.
+    NotPermitted => "NOT_PERMITTED",
+    /// The payload breaks a domain rule.
+    Invalid => "INVALID",
+    /// The chain holds an event that fails verification (published around the
+    /// store); nothing can be appended after it.
+    Corrupted => "CORRUPTED",
+    /// The chain moved on (metadata: `aggregate`, `aggregate_seq`, `hash`, `stream_seq` of the current head).
+    Conflict => "CONFLICT",
+    /// `prev_hash` does not match the previous event.
+    ChainBroken => "CHAIN_BROKEN",
+    /// `aggregate_seq` skips ahead of the head.
+    Gap => "GAP",
+    /// Another event with the same id but different content exists.
+    Duplicate => "DUPLICATE",
+    /// The name is already claimed.
+    NameTaken => "NAME_TAKEN",
+    /// The identity is already registered.
+    AlreadyRegistered => "ALREADY_REGISTERED",
+    /// The event (or blob) is over the size limit.
+    TooLarge => "TOO_LARGE",
+    // Requests.
+    /// The request message is not a valid protobuf encoding of its type.
+    UndecodableMessage => "UNDECODABLE_MESSAGE",
+    /// A request field is missing or invalid.
+    InvalidArgument => "INVALID_ARGUMENT",
+    /// Something already exists.
+    AlreadyExists => "ALREADY_EXISTS",
+    /// No such event, aggregate, identity or blob.
+    NotFound => "NOT_FOUND",
+    /// A request signature header is missing or unreadable.
+    SignatureMissing => "SIGNATURE_MISSING",
+    /// The request signature does not verify.
+    BadRequestSignature => "BAD_REQUEST_SIGNATURE",
+    /// The request timestamp is outside the freshness window.
+    RequestExpired => "REQUEST_EXPIRED",
+    /// The request nonce was already used.
+    RequestReplayed => "REQUEST_REPLAYED",
+    /// The request signer is not a registered identity.
+    UnknownSigner => "UNKNOWN_SIGNER",
+    /// The request signer is revoked.
+    RevokedSigner => "REVOKED_SIGNER",
+    /// The signer may not act on someone else's data.
+    NotOwner => "NOT_OWNER",
+    /// A stored blob does not match its digest.
+    DigestMismatch => "DIGEST_MISMATCH",
+    // Queries (`min_position` and pages).
+    /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
+    StalePosition => "STALE_POSITION",
+    /// `min_position` names a stream the answering projection does not consume (metadata: `stream`, `consumed`).
+    StreamNotConsumed => "STREAM_NOT_CONSUMED",
+    /// `min_position` is beyond the stream's last sequence (metadata: `stream`, `wanted`, `last_seq`).
+    PositionBeyondEnd => "POSITION_BEYOND_END",
+    /// One item of a page is larger than a reply may be (metadata: `seq`, `size`, `max`).
+    ItemTooLarge => "ITEM_TOO_LARGE",
+    /// A query's whole reply is larger than NATS carries (metadata: `size`, `max`).
+    ReplyTooLarge => "REPLY_TOO_LARGE",
+    // Infrastructure.
+    /// No worker of the role answered (retry; start one).
+    WorkerUnavailable => "WORKER_UNAVAILABLE",
+    /// NATS or another dependency is unavailable; retry.
+    Unavailable => "UNAVAILABLE",
+    /// A server-side bug or unexpected failure.
+    Internal => "INTERNAL",
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds the `ErrorInfo` details of a status (what the gateway attaches).
+pub fn error_details(kind: ErrorKind, metadata: HashMap<String, String>) -> ErrorDetails {
+    ErrorDetails::with_error_info(kind.as_str(), ERROR_DOMAIN, metadata)
+}
+
+/// The kind a status carries (`Unknown` without an Amai `ErrorInfo`).
+pub fn status_kind(status: &Status) -> ErrorKind {
+    match status.get_details_error_info() {
+        Some(info) if info.domain == ERROR_DOMAIN => ErrorKind::from_reason(&info.reason),
+        _ => ErrorKind::Unknown,
+    }
+}
 
 /// A failed SDK call.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +245,22 @@ impl ClientError {
         self.status().map(Status::code)
     }
 
+    /// The precise kind of a gateway failure, from the status's `ErrorInfo`
+    /// (`Unknown` when absent, and for failures that did not come from the gateway).
+    pub fn kind(&self) -> ErrorKind {
+        self.status().map(status_kind).unwrap_or(ErrorKind::Unknown)
+    }
+
+    /// The `ErrorInfo` metadata of a gateway failure (e.g. the current head of a
+    /// conflict, the last sequence of a stream); empty when absent.
+    pub fn error_metadata(&self) -> HashMap<String, String> {
+        self.status()
+            .and_then(|s| s.get_details_error_info())
+            .filter(|i| i.domain == ERROR_DOMAIN)
+            .map(|i| i.metadata)
+            .unwrap_or_default()
+    }
+
     /// Whether the same call may succeed if retried (for a stale head: after
     /// re-reading it and re-signing, which `append_with_retry` does).
     pub fn is_retryable(&self) -> bool {
@@ -131,5 +288,41 @@ mod tests {
         assert_eq!(e.code(), Some(Code::AlreadyExists));
         assert!(!e.is_retryable());
         assert!(ClientError::from(Status::unavailable("x")).is_retryable());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_error_info() {
+        for &kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_reason(kind.as_str()), kind);
+            let mut md = HashMap::new();
+            md.insert("k".to_string(), "v".to_string());
+            let status =
+                Status::with_error_details(Code::Aborted, "m", error_details(kind, md.clone()));
+            let err = ClientError::from(status);
+            assert_eq!(err.kind(), kind);
+            assert_eq!(err.error_metadata(), md);
+        }
+        assert_eq!(
+            ClientError::from(Status::internal("x")).kind(),
+            ErrorKind::Unknown
+        );
+        assert_eq!(ErrorKind::from_reason("SOMETHING_NEW"), ErrorKind::Unknown);
+        for reason in amai_bus::query::reason::ALL {
+            assert_ne!(
+                ErrorKind::from_reason(reason),
+                ErrorKind::Unknown,
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            ErrorKind::UndecodableMessage.as_str(),
+            amai_proto::codec::UNDECODABLE_MESSAGE_REASON
+        );
+        let foreign = Status::with_error_details(
+            Code::Aborted,
+            "m",
+            ErrorDetails::with_error_info("CONFLICT", "example.com", HashMap::new()),
+        );
+        assert_eq!(ClientError::from(foreign).kind(), ErrorKind::Unknown);
     }
 }

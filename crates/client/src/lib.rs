@@ -30,9 +30,9 @@ use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
 use sha2::Digest;
 
-pub use agent::{Agent, InboxMessage};
+pub use agent::{Agent, InboxMessage, InboxPage};
 pub use amai_bus::chain::ChainReport;
-pub use error::ClientError;
+pub use error::{ClientError, ErrorKind};
 
 /// Binary metadata key of a `FAILED_PRECONDITION` conflict: the encoded
 /// `amai.v1.ChainHead` the event must follow now, so a retry needs no extra read.

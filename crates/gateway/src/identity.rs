@@ -131,6 +131,17 @@ impl IdentitySvc {
     }
 }
 
+/// An identity query names an id or a name (refused here, before any query).
+fn check_selector(req: &proto::GetIdentityRequest) -> Result<(), ApiError> {
+    use proto::get_identity_request::Selector;
+    match &req.selector {
+        Some(Selector::Id(s) | Selector::Name(s)) if !s.is_empty() => Ok(()),
+        _ => Err(ApiError::InvalidArgument(
+            "give the identity's id or name (selector.id or selector.name)".into(),
+        )),
+    }
+}
+
 /// The `type` of an event, when its body decodes (otherwise the store reports it).
 pub(crate) fn event_type_of(event: &proto::SignedEvent) -> Option<String> {
     proto::EventBody::decode(event.body.as_slice())
@@ -164,6 +175,7 @@ impl IdentityService for IdentitySvc {
         &self,
         request: Request<proto::GetIdentityRequest>,
     ) -> Result<Response<proto::Identity>, Status> {
+        check_selector(request.get_ref())?;
         Ok(Response::new(
             self.shared.query(IDENTITY_GET, request.get_ref()).await?,
         ))
@@ -174,6 +186,7 @@ impl IdentityService for IdentitySvc {
         &self,
         request: Request<proto::GetIdentityRequest>,
     ) -> Result<Response<proto::Keys>, Status> {
+        check_selector(request.get_ref())?;
         Ok(Response::new(
             self.shared.query(IDENTITY_KEYS, request.get_ref()).await?,
         ))

@@ -6,7 +6,8 @@
 //! that read private data carry a request signature ([`amai_client::request_auth`])
 //! checked against the signer's current key, a freshness window and a replay cache
 //! shared by every gateway instance (the JetStream KV bucket `AMAI_NONCES`).
-//! Serves `grpc.health.v1` and server reflection next to the services.
+//! Serves `grpc.health.v1` and server reflection (`grpc.reflection.v1` and
+//! `v1alpha`) next to the services.
 //!
 //! - [`status`] — the one mapping of domain errors to gRPC codes;
 //! - [`auth`] — request-signature checks and the nonce cache;
@@ -262,9 +263,14 @@ pub async fn serve(
     health
         .set_serving::<BlobServiceServer<blobs::BlobSvc>>()
         .await;
+    // Both reflection versions: grpcurl and current tools speak v1, many stock
+    // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(amai_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(amai_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
 
     let identity = IdentityServiceServer::new(IdentitySvc::new(shared.clone()))
         .max_decoding_message_size(max_message);
@@ -288,6 +294,7 @@ pub async fn serve(
         .layer(metrics::MetricsLayer(config.metrics))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(identity)
         .add_service(events)
         .add_service(blob_service)

@@ -1,23 +1,43 @@
 //! The one place domain errors become gRPC statuses.
 //!
-//! | failure | code |
-//! |---|---|
-//! | malformed event, invalid payload, gap, broken `prev_hash`, bad request | `INVALID_ARGUMENT` |
-//! | event signature does not verify, key not the actor's (unknown key) | `UNAUTHENTICATED` |
-//! | key rotated out / identity revoked, actor not permitted here | `PERMISSION_DENIED` |
-//! | stale chain head (conflict) | `FAILED_PRECONDITION` + head in `amai-chain-head-bin` |
-//! | name taken, identity registered, event id reused | `ALREADY_EXISTS` |
-//! | event too large | `RESOURCE_EXHAUSTED` |
-//! | NATS or a worker role not answering | `UNAVAILABLE` |
-//! | stored blob does not match its digest; chain holds an event failing verification | `DATA_LOSS` |
-//! | no such event / aggregate / identity | `NOT_FOUND` |
-//! | query consistency wait timed out | `DEADLINE_EXCEEDED` |
-//! | request signature missing, bad, expired or replayed | `UNAUTHENTICATED` |
-//! | request signed by someone other than the data's owner | `PERMISSION_DENIED` |
+//! Every status carries a `google.rpc.ErrorInfo` (domain `amai.dev`) whose
+//! reason is the failure's kind in SCREAMING_SNAKE ([`amai_client::ErrorKind`],
+//! which the SDK parses back); the message says what to fix.
+//!
+//! | failure | code | reason (metadata) |
+//! |---|---|---|
+//! | undecodable request message (the codec, before any handler) | `INVALID_ARGUMENT` | `UNDECODABLE_MESSAGE` (`message_type`) |
+//! | malformed event, invalid payload, gap, broken `prev_hash` | `INVALID_ARGUMENT` | `MALFORMED`, `INVALID`, `GAP`, `CHAIN_BROKEN` |
+//! | bad request field | `INVALID_ARGUMENT` | `INVALID_ARGUMENT` |
+//! | event signature does not verify, key not the actor's (unknown key) | `UNAUTHENTICATED` | `BAD_SIGNATURE`, `UNKNOWN_KEY` |
+//! | key rotated out / identity revoked, actor not permitted here | `PERMISSION_DENIED` | `REVOKED_KEY`, `NOT_PERMITTED` |
+//! | stale chain head (conflict) | `FAILED_PRECONDITION` + head in `amai-chain-head-bin` | `CONFLICT` (`aggregate`, `aggregate_seq`, `hash` hex, `stream_seq`) |
+//! | name taken, identity registered, event id reused | `ALREADY_EXISTS` | `NAME_TAKEN`, `ALREADY_REGISTERED`, `DUPLICATE`, `ALREADY_EXISTS` |
+//! | event or blob too large | `RESOURCE_EXHAUSTED` | `TOO_LARGE` |
+//! | one inbox message larger than a query reply may be | `RESOURCE_EXHAUSTED` | `ITEM_TOO_LARGE` (`seq`, `size`, `max`) |
+//! | a whole query reply larger than NATS carries | `RESOURCE_EXHAUSTED` | `REPLY_TOO_LARGE` (`size`, `max`) |
+//! | NATS unavailable | `UNAVAILABLE` | `UNAVAILABLE` |
+//! | no worker of the role answers | `UNAVAILABLE` | `WORKER_UNAVAILABLE` |
+//! | stored blob does not match its digest | `DATA_LOSS` | `DIGEST_MISMATCH` |
+//! | the chain holds an event that fails verification (published around the store) | `DATA_LOSS` | `CORRUPTED` |
+//! | no such event / aggregate / identity / blob | `NOT_FOUND` | `NOT_FOUND` |
+//! | `min_position` not reached within the wait bound | `DEADLINE_EXCEEDED` | `STALE_POSITION` (`stream`, `reached`, `wanted`) |
+//! | `min_position` on a stream the projection does not consume | `INVALID_ARGUMENT` | `STREAM_NOT_CONSUMED` (`stream`, `consumed`) |
+//! | `min_position` beyond the stream's last sequence | `OUT_OF_RANGE` | `POSITION_BEYOND_END` (`stream`, `wanted`, `last_seq`) |
+//! | request signature missing / bad / expired / replayed | `UNAUTHENTICATED` | `SIGNATURE_MISSING`, `BAD_REQUEST_SIGNATURE`, `REQUEST_EXPIRED`, `REQUEST_REPLAYED` |
+//! | request signer unknown | `UNAUTHENTICATED` | `UNKNOWN_SIGNER` |
+//! | request signer revoked / not the data's owner | `PERMISSION_DENIED` | `REVOKED_SIGNER`, `NOT_OWNER` |
+//! | anything unexpected | `INTERNAL` | `INTERNAL` |
 //!
 //! Unauthenticated means "we cannot tell who you are" (the signature or key does
 //! not prove the claimed actor); permission denied means "we know who you are and
 //! you may not do this" (a revoked key, a foreign chain, someone else's inbox).
+//! Query failures keep the worker's reason; a worker that gave none gets the
+//! reason of its code (`NOT_FOUND`, `INVALID_ARGUMENT`, ...). Statuses tonic
+//! produces by itself (an unknown method, a message over the size limit) carry
+//! no `ErrorInfo`.
+
+use std::collections::HashMap;
 
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -26,7 +46,9 @@ use tonic::{Code, Status};
 use amai_bus::query::{QueryCode, QueryError};
 use amai_bus::store::{AppendError, AppendErrorKind, ReadError};
 use amai_bus::request::RequestAuthError;
-use amai_client::CHAIN_HEAD_METADATA;
+use amai_client::error::error_details;
+use amai_client::{ErrorKind, CHAIN_HEAD_METADATA};
+use tonic_types::StatusExt;
 
 /// Everything a gateway handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -79,77 +101,114 @@ pub enum ApiError {
     Unavailable(String),
 }
 
-/// Maps any gateway failure to its gRPC status (see the module docs).
+/// Maps any gateway failure to its gRPC status with its `ErrorInfo` (see the
+/// module docs).
 pub fn to_status(err: ApiError) -> Status {
-    let message = err.to_string();
+    let mut message = err.to_string();
+    if matches!(
+        err,
+        ApiError::Blob(amai_bus::blob::BlobError::Nats(_))
+            | ApiError::Read(ReadError::Unavailable(_))
+    ) {
+        message.push_str("; retry shortly");
+    }
+    let (code, kind, metadata, extra) = classify(err);
+    let mut md = MetadataMap::new();
+    if let Some(head) = extra {
+        md.insert_bin(CHAIN_HEAD_METADATA, MetadataValue::from_bytes(&head));
+    }
+    Status::with_error_details_and_metadata(code, message, error_details(kind, metadata), md)
+}
+
+type Classified = (Code, ErrorKind, HashMap<String, String>, Option<Vec<u8>>);
+
+/// Code, kind, `ErrorInfo` metadata and (for conflicts) the encoded chain head.
+fn classify(err: ApiError) -> Classified {
+    let plain = |code, kind| (code, kind, HashMap::new(), None);
     match err {
         ApiError::Append(e) => {
-            let code = match e.kind() {
-                AppendErrorKind::Malformed
-                | AppendErrorKind::Invalid
-                | AppendErrorKind::Gap
-                | AppendErrorKind::ChainBroken => Code::InvalidArgument,
-                AppendErrorKind::BadSignature | AppendErrorKind::UnknownKey => {
-                    Code::Unauthenticated
+            let (code, kind) = match e.kind() {
+                AppendErrorKind::Malformed => (Code::InvalidArgument, ErrorKind::Malformed),
+                AppendErrorKind::Invalid => (Code::InvalidArgument, ErrorKind::Invalid),
+                AppendErrorKind::Gap => (Code::InvalidArgument, ErrorKind::Gap),
+                AppendErrorKind::ChainBroken => (Code::InvalidArgument, ErrorKind::ChainBroken),
+                AppendErrorKind::BadSignature => (Code::Unauthenticated, ErrorKind::BadSignature),
+                AppendErrorKind::UnknownKey => (Code::Unauthenticated, ErrorKind::UnknownKey),
+                AppendErrorKind::RevokedKey => (Code::PermissionDenied, ErrorKind::RevokedKey),
+                AppendErrorKind::NotPermitted => (Code::PermissionDenied, ErrorKind::NotPermitted),
+                AppendErrorKind::Conflict => (Code::FailedPrecondition, ErrorKind::Conflict),
+                AppendErrorKind::Duplicate => (Code::AlreadyExists, ErrorKind::Duplicate),
+                AppendErrorKind::NameTaken => (Code::AlreadyExists, ErrorKind::NameTaken),
+                AppendErrorKind::AlreadyRegistered => {
+                    (Code::AlreadyExists, ErrorKind::AlreadyRegistered)
                 }
-                AppendErrorKind::RevokedKey | AppendErrorKind::NotPermitted => {
-                    Code::PermissionDenied
-                }
-                AppendErrorKind::Conflict => Code::FailedPrecondition,
-                AppendErrorKind::Duplicate
-                | AppendErrorKind::NameTaken
-                | AppendErrorKind::AlreadyRegistered => Code::AlreadyExists,
-                AppendErrorKind::TooLarge => Code::ResourceExhausted,
-                AppendErrorKind::Unavailable => Code::Unavailable,
-                AppendErrorKind::Corrupted => Code::DataLoss,
-                AppendErrorKind::Other => Code::Internal,
+                AppendErrorKind::TooLarge => (Code::ResourceExhausted, ErrorKind::TooLarge),
+                AppendErrorKind::Unavailable => (Code::Unavailable, ErrorKind::Unavailable),
+                AppendErrorKind::Corrupted => (Code::DataLoss, ErrorKind::Corrupted),
+                AppendErrorKind::Other => (Code::Internal, ErrorKind::Internal),
             };
-            match (code, e.current_head()) {
-                (Code::FailedPrecondition, Some(head)) => {
-                    let mut md = MetadataMap::new();
-                    md.insert_bin(
-                        CHAIN_HEAD_METADATA,
-                        MetadataValue::from_bytes(&head.to_proto().encode_to_vec()),
-                    );
-                    Status::with_metadata(code, message, md)
+            match e.current_head() {
+                Some(head) if code == Code::FailedPrecondition => {
+                    let metadata = HashMap::from([
+                        ("aggregate".to_string(), head.aggregate.to_string()),
+                        ("aggregate_seq".to_string(), head.aggregate_seq.to_string()),
+                        ("hash".to_string(), hex::encode(head.hash)),
+                        ("stream_seq".to_string(), head.stream_seq.to_string()),
+                    ]);
+                    (code, kind, metadata, Some(head.to_proto().encode_to_vec()))
                 }
-                _ => Status::new(code, message),
+                _ => plain(code, kind),
             }
         }
         ApiError::Blob(e) => match e {
-            amai_bus::blob::BlobError::NotFound(_) => Status::not_found(message),
-            amai_bus::blob::BlobError::DigestMismatch(_) => Status::data_loss(message),
-            amai_bus::blob::BlobError::Nats(_) => {
-                Status::unavailable(format!("{message}; retry shortly"))
+            amai_bus::blob::BlobError::NotFound(_) => plain(Code::NotFound, ErrorKind::NotFound),
+            amai_bus::blob::BlobError::DigestMismatch(_) => {
+                plain(Code::DataLoss, ErrorKind::DigestMismatch)
             }
+            amai_bus::blob::BlobError::Nats(_) => plain(Code::Unavailable, ErrorKind::Unavailable),
         },
         ApiError::Read(e) => match e {
-            ReadError::NotFound(_) => Status::not_found(message),
-            ReadError::Invalid(_) => Status::invalid_argument(message),
-            ReadError::Unavailable(_) => Status::unavailable(format!("{message}; retry shortly")),
+            ReadError::NotFound(_) => plain(Code::NotFound, ErrorKind::NotFound),
+            ReadError::Invalid(_) => plain(Code::InvalidArgument, ErrorKind::InvalidArgument),
+            ReadError::Unavailable(_) => plain(Code::Unavailable, ErrorKind::Unavailable),
         },
         ApiError::Query(e) => {
-            let code = match e.code {
-                QueryCode::InvalidArgument => Code::InvalidArgument,
-                QueryCode::DeadlineExceeded => Code::DeadlineExceeded,
-                QueryCode::NotFound => Code::NotFound,
-                QueryCode::PermissionDenied => Code::PermissionDenied,
-                QueryCode::FailedPrecondition => Code::FailedPrecondition,
-                QueryCode::Internal => Code::Internal,
-                QueryCode::Unavailable => Code::Unavailable,
+            let (code, default_kind) = match e.code {
+                QueryCode::InvalidArgument => (Code::InvalidArgument, ErrorKind::InvalidArgument),
+                QueryCode::DeadlineExceeded => (Code::DeadlineExceeded, ErrorKind::StalePosition),
+                QueryCode::NotFound => (Code::NotFound, ErrorKind::NotFound),
+                QueryCode::PermissionDenied => (Code::PermissionDenied, ErrorKind::NotOwner),
+                QueryCode::ResourceExhausted => (Code::ResourceExhausted, ErrorKind::ReplyTooLarge),
+                QueryCode::FailedPrecondition => (Code::FailedPrecondition, ErrorKind::Unknown),
+                QueryCode::OutOfRange => (Code::OutOfRange, ErrorKind::PositionBeyondEnd),
+                QueryCode::Internal => (Code::Internal, ErrorKind::Internal),
+                QueryCode::Unavailable => (Code::Unavailable, ErrorKind::WorkerUnavailable),
             };
-            Status::new(code, message)
+            let kind = match e.reason.as_deref().map(ErrorKind::from_reason) {
+                Some(kind) if kind != ErrorKind::Unknown => kind,
+                _ => default_kind,
+            };
+            (code, kind, e.metadata.into_iter().collect(), None)
         }
-        ApiError::Auth(_) | ApiError::Replayed(_) | ApiError::UnknownSigner(_) => {
-            Status::unauthenticated(message)
-        }
-        ApiError::RevokedSigner(_) | ApiError::NotOwner { .. } => {
-            Status::permission_denied(message)
-        }
-        ApiError::InvalidArgument(_) => Status::invalid_argument(message),
-        ApiError::AlreadyExists(_) => Status::already_exists(message),
-        ApiError::TooLarge(_) => Status::resource_exhausted(message),
-        ApiError::Unavailable(_) => Status::unavailable(message),
+        ApiError::Auth(e) => match e {
+            RequestAuthError::Missing(_) => {
+                plain(Code::Unauthenticated, ErrorKind::SignatureMissing)
+            }
+            RequestAuthError::BadSignature(_) => {
+                plain(Code::Unauthenticated, ErrorKind::BadRequestSignature)
+            }
+            RequestAuthError::Expired { .. } => {
+                plain(Code::Unauthenticated, ErrorKind::RequestExpired)
+            }
+        },
+        ApiError::Replayed(_) => plain(Code::Unauthenticated, ErrorKind::RequestReplayed),
+        ApiError::UnknownSigner(_) => plain(Code::Unauthenticated, ErrorKind::UnknownSigner),
+        ApiError::RevokedSigner(_) => plain(Code::PermissionDenied, ErrorKind::RevokedSigner),
+        ApiError::NotOwner { .. } => plain(Code::PermissionDenied, ErrorKind::NotOwner),
+        ApiError::InvalidArgument(_) => plain(Code::InvalidArgument, ErrorKind::InvalidArgument),
+        ApiError::AlreadyExists(_) => plain(Code::AlreadyExists, ErrorKind::AlreadyExists),
+        ApiError::TooLarge(_) => plain(Code::ResourceExhausted, ErrorKind::TooLarge),
+        ApiError::Unavailable(_) => plain(Code::Unavailable, ErrorKind::Unavailable),
     }
 }
 
@@ -162,40 +221,82 @@ impl From<ApiError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amai_bus::query::reason;
+    use amai_client::ClientError;
+
+    fn kind_of(status: Status) -> (Code, ErrorKind) {
+        let code = status.code();
+        let info = status
+            .get_details_error_info()
+            .expect("every status has an ErrorInfo");
+        assert_eq!(info.domain, "amai.dev");
+        (code, ClientError::from(status).kind())
+    }
 
     #[test]
-    fn query_and_auth_failures_map_to_precise_codes() {
+    fn query_and_auth_failures_map_to_precise_codes_and_reasons() {
         assert_eq!(
-            to_status(ApiError::Query(QueryError::new(
+            kind_of(to_status(ApiError::Query(QueryError::new(
                 QueryCode::Unavailable,
                 "no worker"
-            )))
-            .code(),
-            Code::Unavailable
+            )))),
+            (Code::Unavailable, ErrorKind::WorkerUnavailable)
         );
         assert_eq!(
-            to_status(ApiError::Query(QueryError::new(
-                QueryCode::DeadlineExceeded,
-                "slow"
-            )))
-            .code(),
-            Code::DeadlineExceeded
+            kind_of(to_status(ApiError::Query(
+                QueryError::new(QueryCode::OutOfRange, "beyond")
+                    .with_reason(reason::POSITION_BEYOND_END)
+                    .with_meta("last_seq", 9)
+            ))),
+            (Code::OutOfRange, ErrorKind::PositionBeyondEnd)
         );
         assert_eq!(
-            to_status(ApiError::Replayed("n".into())).code(),
-            Code::Unauthenticated
+            kind_of(to_status(ApiError::Query(QueryError::new(
+                QueryCode::NotFound,
+                "nobody"
+            )))),
+            (Code::NotFound, ErrorKind::NotFound)
         );
         assert_eq!(
-            to_status(ApiError::NotOwner {
+            kind_of(to_status(ApiError::Replayed("n".into()))),
+            (Code::Unauthenticated, ErrorKind::RequestReplayed)
+        );
+        assert_eq!(
+            kind_of(to_status(ApiError::Auth(RequestAuthError::Missing(
+                "x".into()
+            )))),
+            (Code::Unauthenticated, ErrorKind::SignatureMissing)
+        );
+        assert_eq!(
+            kind_of(to_status(ApiError::NotOwner {
                 actor: "a".into(),
                 owner: "b".into()
-            })
-            .code(),
-            Code::PermissionDenied
+            })),
+            (Code::PermissionDenied, ErrorKind::NotOwner)
         );
         assert_eq!(
-            to_status(ApiError::Read(ReadError::NotFound("x".into()))).code(),
-            Code::NotFound
+            kind_of(to_status(ApiError::Read(ReadError::NotFound("x".into())))),
+            (Code::NotFound, ErrorKind::NotFound)
+        );
+        assert_eq!(
+            kind_of(to_status(ApiError::Blob(
+                amai_bus::blob::BlobError::DigestMismatch("d".into())
+            ))),
+            (Code::DataLoss, ErrorKind::DigestMismatch)
+        );
+    }
+
+    #[test]
+    fn query_metadata_reaches_the_error_info() {
+        let status = to_status(ApiError::Query(
+            QueryError::new(QueryCode::OutOfRange, "beyond")
+                .with_reason(reason::POSITION_BEYOND_END)
+                .with_meta("last_seq", 9),
+        ));
+        let err = ClientError::from(status);
+        assert_eq!(
+            err.error_metadata().get("last_seq").map(String::as_str),
+            Some("9")
         );
     }
 }

@@ -43,6 +43,16 @@ pub const DEFAULT_INBOX_LIMIT: u32 = 100;
 /// Largest page size of [`IdentityReadModel::list_inbox`].
 pub const MAX_INBOX_LIMIT: u32 = 1000;
 
+/// The page size a requested inbox `limit` means: 0 is [`DEFAULT_INBOX_LIMIT`],
+/// anything is capped at [`MAX_INBOX_LIMIT`].
+pub fn inbox_limit(limit: u32) -> usize {
+    let n = match limit {
+        0 => DEFAULT_INBOX_LIMIT,
+        n => n.min(MAX_INBOX_LIMIT),
+    };
+    n as usize
+}
+
 const STAT_IDENTITIES: &[u8] = b"stat/identities";
 const STAT_EVENTS: &[u8] = b"stat/events";
 const STAT_MESSAGES: &[u8] = b"stat/messages";
@@ -391,25 +401,32 @@ impl IdentityReadModel {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<proto::StoredEvent>, ReadModelError> {
-        let limit = if limit == 0 {
-            DEFAULT_INBOX_LIMIT
-        } else {
-            limit.min(MAX_INBOX_LIMIT)
-        } as usize;
+        self.inbox_after(agent_id, after_seq)
+            .take(inbox_limit(limit))
+            .collect()
+    }
+
+    /// Every message addressed to `agent_id` after stream sequence `after_seq`,
+    /// oldest first, read lazily (callers bound the page by count and bytes).
+    /// Callers must authenticate the recipient first.
+    pub fn inbox_after<'a>(
+        &'a self,
+        agent_id: &str,
+        after_seq: u64,
+    ) -> impl Iterator<Item = Result<proto::StoredEvent, ReadModelError>> + 'a {
         let prefix = inbox_prefix(agent_id);
         let start = inbox_key(agent_id, after_seq.saturating_add(1));
-        let mut out = Vec::new();
-        for item in self.tree.range(start..) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            out.push(
+        self.tree
+            .range(start..)
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (_, v) = item?;
                 proto::StoredEvent::decode(v.as_ref())
-                    .map_err(|e| ReadModelError::Corrupt(format!("inbox entry: {e}")))?,
-            );
-        }
-        Ok(out)
+                    .map_err(|e| ReadModelError::Corrupt(format!("inbox entry: {e}")))
+            })
     }
 
     /// Counters: identities, applied events, messages, identities per kind,

@@ -140,6 +140,58 @@ pub enum WaitError {
         /// The streams it consumes, comma separated.
         consumed: String,
     },
+    /// The position is beyond the stream's last sequence: no append to this
+    /// deployment returned it, so waiting cannot help.
+    #[error("min_position {stream}:{wanted} is beyond the last sequence of {stream} ({last_seq}); pass the position an append to this deployment returned")]
+    BeyondEnd {
+        /// The projection.
+        projection: &'static str,
+        /// The stream of the position.
+        stream: String,
+        /// The sequence asked for.
+        wanted: u64,
+        /// The stream's last sequence when asked.
+        last_seq: u64,
+    },
+}
+
+/// A failed wait as a query error: a stream not consumed is `INVALID_ARGUMENT`
+/// (`STREAM_NOT_CONSUMED`), a position beyond the stream's end `OUT_OF_RANGE`
+/// (`POSITION_BEYOND_END`, with `last_seq`), a timeout `DEADLINE_EXCEEDED`
+/// (`STALE_POSITION`).
+impl From<WaitError> for amai_bus::query::QueryError {
+    fn from(e: WaitError) -> Self {
+        use amai_bus::query::{reason, QueryCode, QueryError};
+        let message = e.to_string();
+        match e {
+            WaitError::Timeout {
+                stream,
+                reached,
+                wanted,
+                ..
+            } => QueryError::new(QueryCode::DeadlineExceeded, message)
+                .with_reason(reason::STALE_POSITION)
+                .with_meta("stream", stream)
+                .with_meta("reached", reached)
+                .with_meta("wanted", wanted),
+            WaitError::UnknownStream {
+                stream, consumed, ..
+            } => QueryError::new(QueryCode::InvalidArgument, message)
+                .with_reason(reason::STREAM_NOT_CONSUMED)
+                .with_meta("stream", stream)
+                .with_meta("consumed", consumed),
+            WaitError::BeyondEnd {
+                stream,
+                wanted,
+                last_seq,
+                ..
+            } => QueryError::new(QueryCode::OutOfRange, message)
+                .with_reason(reason::POSITION_BEYOND_END)
+                .with_meta("stream", stream)
+                .with_meta("wanted", wanted)
+                .with_meta("last_seq", last_seq),
+        }
+    }
 }
 
 /// What is wrong with an event that was not applied: a verification failure
@@ -315,6 +367,8 @@ struct Shared {
     name: &'static str,
     tree: sled::Tree,
     streams: HashMap<&'static str, StreamState>,
+    /// For `wait_for`: the last sequence of a stream.
+    jetstream: async_nats::jetstream::Context,
 }
 
 /// A running projection: positions, consistency waits, violations, stop.
@@ -368,8 +422,18 @@ impl ProjectionHandle {
     }
 
     /// Waits until the projection has handled `position` (returns at once if it
-    /// has), at most `timeout`.
+    /// has), at most `timeout`; the position may still be in the future. Fails
+    /// at once for a stream the projection does not consume.
     pub async fn wait_for(&self, position: &Position, timeout: Duration) -> Result<(), WaitError> {
+        self.wait(position, timeout, false).await
+    }
+
+    async fn wait(
+        &self,
+        position: &Position,
+        timeout: Duration,
+        must_exist: bool,
+    ) -> Result<(), WaitError> {
         let Some(st) = self.shared.streams.get(position.stream.as_str()) else {
             let mut consumed: Vec<_> = self.shared.streams.keys().copied().collect();
             consumed.sort();
@@ -381,6 +445,23 @@ impl ProjectionHandle {
         };
         let mut rx = st.position.subscribe();
         let wanted = position.seq;
+        if *st.position.borrow() >= wanted {
+            return Ok(());
+        }
+        // Consistency tokens only come from appends, which are stored before
+        // they are returned: one beyond the stream's end will never be reached.
+        if must_exist {
+            if let Some(last_seq) = self.last_seq(&position.stream, timeout).await {
+                if wanted > last_seq {
+                    return Err(WaitError::BeyondEnd {
+                        projection: self.shared.name,
+                        stream: position.stream.clone(),
+                        wanted,
+                        last_seq,
+                    });
+                }
+            }
+        }
         let reached = tokio::time::timeout(timeout, async {
             // The sender lives in `Shared`, which we hold: `wait_for` cannot see it closed.
             let _ = rx.wait_for(|p| *p >= wanted).await;
@@ -398,8 +479,25 @@ impl ProjectionHandle {
         }
     }
 
+    /// The stream's last sequence from JetStream stream info; `None` when NATS
+    /// does not answer within `timeout` (the wait then simply runs its course).
+    async fn last_seq(&self, stream: &str, timeout: Duration) -> Option<u64> {
+        match tokio::time::timeout(timeout, self.shared.jetstream.get_stream(stream)).await {
+            Ok(Ok(s)) => Some(s.cached_info().state.last_sequence),
+            Ok(Err(e)) => {
+                debug!(projection = self.shared.name, stream, error = %e, "cannot read stream info for a min_position wait");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Waits for an optional protobuf consistency token (`min_position`); `None`
-    /// or an empty stream name returns at once.
+    /// or an empty stream name returns at once. Unlike [`Self::wait_for`], a
+    /// token beyond its stream's last sequence fails at once
+    /// ([`WaitError::BeyondEnd`]): tokens are positions appends returned, so it
+    /// can never be reached (the last sequence is read from JetStream only
+    /// when the token is not reached yet).
     pub async fn wait_for_min_position(
         &self,
         min_position: Option<&proto::Position>,
@@ -407,7 +505,7 @@ impl ProjectionHandle {
     ) -> Result<(), WaitError> {
         match min_position {
             Some(p) if !p.stream.is_empty() => {
-                self.wait_for(&Position::new(p.stream.clone(), p.seq), timeout)
+                self.wait(&Position::new(p.stream.clone(), p.seq), timeout, true)
                     .await
             }
             _ => Ok(()),
@@ -652,6 +750,7 @@ impl ProjectionRunner {
             name,
             tree,
             streams,
+            jetstream: store.jetstream().clone(),
         });
         let ctx = Arc::new(Ctx {
             shared: shared.clone(),

@@ -613,6 +613,29 @@ async fn wait_for_returns_once_reached_and_times_out_otherwise() {
         "{err:?}"
     );
     assert_eq!(err.to_string(), "projection identity reached AMAI_AGENTS:5, not 1000, within 200ms; retry or drop min_position");
+    // A consistency token beyond the stream's end fails at once (no append
+    // returned it); the plain wait above waits for it.
+    let err = handle
+        .wait_for_min_position(
+            Some(&proto::Position {
+                stream: "AMAI_AGENTS".into(),
+                seq: 1000,
+            }),
+            WAIT,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WaitError::BeyondEnd {
+                wanted: 1000,
+                last_seq: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = handle
         .wait_for(&Position::new("AMAI_LLM", 1), Duration::from_millis(10))
         .await

@@ -2,6 +2,9 @@
 //! services, generated from `proto/amai/v1` at build time.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
+#[cfg(feature = "grpc")]
+pub mod codec;
+
 /// `amai.v1`: every message and service.
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/amai.v1.rs"));

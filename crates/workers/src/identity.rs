@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use amai_bus::proto;
 use amai_bus::query::{self, QueryCode, QueryError};
-use amai_bus::{EventStore, Position};
+use amai_bus::EventStore;
 use amai_projections::{IdentityProjection, IdentityReadModel, ProjectionHandle, ProjectionRunner};
 use bytes::Bytes;
 use prost::Message;
@@ -131,6 +131,7 @@ impl IdentityRole {
                 projection.clone(),
                 read_model.clone(),
                 config.min_position_timeout,
+                crate::query_service::reply_budget(&config.client),
             ),
         )
         .await
@@ -191,14 +192,10 @@ async fn wait_min(
     min: Option<proto::Position>,
     timeout: Duration,
 ) -> Result<(), QueryError> {
-    if let Some(p) = min {
-        let p: Position = p.into();
-        projection
-            .wait_for(&p, timeout)
-            .await
-            .map_err(|e| QueryError::new(QueryCode::DeadlineExceeded, e.to_string()))?;
-    }
-    Ok(())
+    projection
+        .wait_for_min_position(min.as_ref(), timeout)
+        .await
+        .map_err(QueryError::from)
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -241,6 +238,7 @@ fn query_endpoints(
     projection: ProjectionHandle,
     model: IdentityReadModel,
     timeout: Duration,
+    reply_budget: usize,
 ) -> Vec<(&'static str, QueryHandler)> {
     let (m1, m2, m3, m4) = (model.clone(), model.clone(), model.clone(), model);
     let violations_of = projection.clone();
@@ -279,14 +277,7 @@ fn query_endpoints(
                 &projection,
                 timeout,
                 |r: &proto::ListInboxRequest| r.min_position.clone(),
-                move |req| {
-                    let messages = m3
-                        .list_inbox(&req.agent_id, req.after_seq, req.limit)
-                        .map_err(internal)?;
-                    Ok(Bytes::from(
-                        proto::ListInboxResponse { messages }.encode_to_vec(),
-                    ))
-                },
+                move |req| crate::inbox::inbox_page(&m3, &req, reply_budget),
             ),
         ),
         (

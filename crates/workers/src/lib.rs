@@ -12,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod identity;
+mod inbox;
 pub mod query_service;
 pub mod reactor;
 pub mod trust_init;

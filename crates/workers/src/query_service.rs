@@ -6,10 +6,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use amai_bus::query::QueryError;
+use amai_bus::query::{reason, QueryCode, QueryError};
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
+
+/// Room left in a reply for headers and framing: a handler's reply payload must
+/// stay within the connection's `max_payload` minus this.
+pub const REPLY_HEADROOM: usize = 8 * 1024;
+
+/// The largest reply payload a handler may produce on `client`'s connection
+/// (`max_payload` announced by the server, minus [`REPLY_HEADROOM`]).
+pub fn reply_budget(client: &async_nats::Client) -> usize {
+    (client.server_info().max_payload).saturating_sub(REPLY_HEADROOM)
+}
 
 /// Boxed future of a query handler.
 pub type QueryFuture = Pin<Box<dyn Future<Output = Result<Bytes, QueryError>> + Send>>;
@@ -60,15 +70,24 @@ pub async fn start_queries(
             .endpoint(subject)
             .await
             .map_err(|e| err(e.to_string()))?;
+        let budget = reply_budget(&client);
         tasks.spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     let reply = handler(request.message.payload.clone())
                         .await
-                        .map_err(|e| e.to_service_error());
-                    if let Err(e) = request.respond(reply).await {
-                        tracing::debug!(error = %e, "could not send a query reply");
+                        .and_then(|bytes| check_reply_size(bytes, budget));
+                    let sent = match reply {
+                        Ok(bytes) => request.respond(Ok(bytes)).await,
+                        Err(e) => {
+                            request
+                                .respond_with_headers(Err(e.to_service_error()), e.to_headers())
+                                .await
+                        }
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!(subject, error = %e, "could not send a query reply");
                     }
                 });
             }
@@ -77,6 +96,24 @@ pub async fn start_queries(
     // Make sure the server has the subscriptions before callers are told we are up.
     client.flush().await.map_err(|e| err(e.to_string()))?;
     Ok(RunningQueries { service, tasks })
+}
+
+/// A reply NATS would refuse becomes a precise error the caller sees at once
+/// (instead of a publish failure here and a timeout there).
+fn check_reply_size(bytes: Bytes, budget: usize) -> Result<Bytes, QueryError> {
+    if bytes.len() <= budget {
+        return Ok(bytes);
+    }
+    Err(QueryError::new(
+        QueryCode::ResourceExhausted,
+        format!(
+            "the reply is {} bytes, over the {budget} bytes a NATS reply may carry here; ask for fewer items (a smaller limit)",
+            bytes.len()
+        ),
+    )
+    .with_reason(reason::REPLY_TOO_LARGE)
+    .with_meta("size", bytes.len())
+    .with_meta("max", budget))
 }
 
 impl RunningQueries {

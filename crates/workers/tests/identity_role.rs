@@ -308,7 +308,7 @@ async fn poison_inputs_are_recorded_and_terminated() {
 }
 
 #[tokio::test]
-async fn queries_wait_for_min_position_and_time_out_beyond_it() {
+async fn queries_wait_for_min_position_and_refuse_tokens_they_cannot_honour() {
     let d = deploy().await;
     let dir = tempfile::tempdir().expect("dir");
     let mut role = IdentityRole::start(
@@ -344,7 +344,43 @@ async fn queries_wait_for_min_position_and_time_out_beyond_it() {
     )
     .await
     .expect_err("beyond");
-    assert_eq!(err.code, QueryCode::DeadlineExceeded, "{err}");
+    // Beyond the stream's end: at once, naming the last sequence.
+    assert_eq!(err.code, QueryCode::OutOfRange, "{err}");
+    assert_eq!(
+        err.reason.as_deref(),
+        Some(query::reason::POSITION_BEYOND_END)
+    );
+    assert_eq!(
+        err.metadata.get("last_seq"),
+        Some(
+            &d.store
+                .jetstream()
+                .get_stream("AMAI_AGENTS")
+                .await
+                .expect("stream")
+                .cached_info()
+                .state
+                .last_sequence
+                .to_string()
+        )
+    );
+    let foreign = proto::GetIdentityRequest {
+        min_position: Some(Position::new("AMAI_LLM", 1).into()),
+        ..req.clone()
+    };
+    let err = query::request::<_, proto::Identity>(
+        &d.client,
+        query::IDENTITY_GET,
+        &foreign,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("not consumed");
+    assert_eq!(err.code, QueryCode::InvalidArgument, "{err}");
+    assert_eq!(
+        err.reason.as_deref(),
+        Some(query::reason::STREAM_NOT_CONSUMED)
+    );
     let missing = proto::GetIdentityRequest {
         selector: Some(proto::get_identity_request::Selector::Name("nobody".into())),
         min_position: None,

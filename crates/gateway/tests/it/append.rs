@@ -7,7 +7,7 @@ use amai_bus::envelope::{hash_bytes, sign_body, EventDraft};
 use amai_bus::proto::{self, payload::Kind, IdentityKind};
 use amai_bus::subjects::AggregateKind;
 use amai_bus::{Aggregate, IdentityKeys};
-use amai_client::ClientError;
+use amai_client::{ClientError, ErrorKind};
 use prost::Message;
 use tonic::Code;
 
@@ -17,6 +17,12 @@ fn code(r: Result<impl std::fmt::Debug, ClientError>) -> Code {
     r.expect_err("must be refused")
         .code()
         .expect("a grpc status")
+}
+
+/// Code and kind (the status's `ErrorInfo` reason) of a refusal.
+fn failure(r: Result<impl std::fmt::Debug, ClientError>) -> (Code, ErrorKind) {
+    let err = r.expect_err("must be refused");
+    (err.code().expect("a grpc status"), err.kind())
 }
 
 #[tokio::test]
@@ -182,39 +188,42 @@ async fn bad_inputs_are_refused_with_exact_codes_and_append_nothing() {
     // Malformed protobuf bytes in `body` (validly signed).
     let garbage = sign_body(&keys, vec![0xff, 0xff, 0xff, 0x01]);
     assert_eq!(
-        code(env.client.append(garbage).await),
-        Code::InvalidArgument
+        failure(env.client.append(garbage).await),
+        (Code::InvalidArgument, ErrorKind::Malformed)
     );
     unchanged("malformed").await;
 
     // Wrong signature.
     let mut bad = next().sign(&keys, &id);
     bad.signature[0] ^= 1;
-    assert_eq!(code(env.client.append(bad).await), Code::Unauthenticated);
+    assert_eq!(
+        failure(env.client.append(bad).await),
+        (Code::Unauthenticated, ErrorKind::BadSignature)
+    );
     unchanged("bad signature").await;
 
     // Signed by another agent's key (claiming to be alice).
     assert_eq!(
-        code(env.client.append(next().sign(bob.keys(), &id)).await),
-        Code::Unauthenticated
+        failure(env.client.append(next().sign(bob.keys(), &id)).await),
+        (Code::Unauthenticated, ErrorKind::UnknownKey)
     );
     unchanged("other agent's key").await;
 
     // Signed by bob as bob on alice's chain: not permitted.
     assert_eq!(
-        code(env.client.append(next().sign(bob.keys(), bob.id())).await),
-        Code::PermissionDenied
+        failure(env.client.append(next().sign(bob.keys(), bob.id())).await),
+        (Code::PermissionDenied, ErrorKind::NotPermitted)
     );
     unchanged("foreign actor").await;
 
     // Unknown key: an unregistered key on an existing chain.
     assert_eq!(
-        code(
+        failure(
             env.client
                 .append(next().sign(&IdentityKeys::generate(), &id))
                 .await
         ),
-        Code::Unauthenticated
+        (Code::Unauthenticated, ErrorKind::UnknownKey)
     );
     unchanged("unknown key").await;
 
@@ -224,23 +233,38 @@ async fn bad_inputs_are_refused_with_exact_codes_and_append_nothing() {
         .sign(&keys, &id);
     let err = env.client.append(stale).await.expect_err("stale");
     assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    assert_eq!(err.kind(), ErrorKind::Conflict);
     let carried =
         amai_client::conflict_head(err.status().expect("status")).expect("head in metadata");
     assert_eq!(carried, head);
+    // The head is in the ErrorInfo too, for clients that read only that.
+    let info = err.error_metadata();
+    assert_eq!(info.get("aggregate"), Some(&a.to_string()));
+    assert_eq!(
+        info.get("aggregate_seq"),
+        Some(&head.aggregate_seq.to_string())
+    );
+    assert_eq!(info.get("hash"), Some(&hex::encode(head.hash)));
     unchanged("stale head").await;
 
     // Wrong prev_hash.
     let broken = EventDraft::action(a.clone(), "note.added", "{}")
         .after(head.aggregate_seq, [7u8; 32])
         .sign(&keys, &id);
-    assert_eq!(code(env.client.append(broken).await), Code::InvalidArgument);
+    assert_eq!(
+        failure(env.client.append(broken).await),
+        (Code::InvalidArgument, ErrorKind::ChainBroken)
+    );
     unchanged("prev_hash").await;
 
     // Gap in aggregate_seq.
     let gap = EventDraft::action(a.clone(), "note.added", "{}")
         .after(head.aggregate_seq + 1, head.hash)
         .sign(&keys, &id);
-    assert_eq!(code(env.client.append(gap).await), Code::InvalidArgument);
+    assert_eq!(
+        failure(env.client.append(gap).await),
+        (Code::InvalidArgument, ErrorKind::Gap)
+    );
     unchanged("gap").await;
 
     // Replayed event: the original position, duplicate = true.
@@ -259,7 +283,10 @@ async fn bad_inputs_are_refused_with_exact_codes_and_append_nothing() {
     let reuse = next()
         .id(uuid::Uuid::parse_str(&first_id).expect("uuid"))
         .sign(&keys, &id);
-    assert_eq!(code(env.client.append(reuse).await), Code::AlreadyExists);
+    assert_eq!(
+        failure(env.client.append(reuse).await),
+        (Code::AlreadyExists, ErrorKind::Duplicate)
+    );
     unchanged("id reuse").await;
 
     // Oversized payload.
@@ -267,7 +294,10 @@ async fn bad_inputs_are_refused_with_exact_codes_and_append_nothing() {
     let huge = EventDraft::action(a.clone(), "note.added", format!(r#"{{"x":"{big}"}}"#))
         .after(head.aggregate_seq, head.hash)
         .sign(&keys, &id);
-    assert_eq!(code(env.client.append(huge).await), Code::ResourceExhausted);
+    assert_eq!(
+        failure(env.client.append(huge).await),
+        (Code::ResourceExhausted, ErrorKind::TooLarge)
+    );
     unchanged("oversized").await;
 
     // Wrong RPC for the event type.
@@ -466,12 +496,9 @@ async fn an_endorsement_by_an_unknown_operator_leaves_no_name_claim_behind() {
         })
         .await
         .expect_err("the endorser is not a registered operator");
-    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
-    assert!(
-        err.message().contains(&fake_operator.identity_id()),
-        "{}",
-        err.message()
-    );
+    let err = ClientError::from(err);
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    assert_eq!(err.kind(), ErrorKind::UnknownKey, "{err}");
     assert_eq!(
         env.head_seq(&Aggregate::new(AggregateKind::Name, "svc-fake").expect("name"))
             .await,

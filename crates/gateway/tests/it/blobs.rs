@@ -1,7 +1,8 @@
 //! BlobService: signed uploads, verified reads, and actions that reference blobs.
 
 use amai_bus::proto::{self, payload::Kind};
-use amai_client::PUT_BLOB_METHOD;
+use amai_client::error::status_kind;
+use amai_client::{ErrorKind, PUT_BLOB_METHOD};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
@@ -54,15 +55,15 @@ async fn bad_blob_requests_get_precise_errors() {
         .await
         .expect_err("unsigned");
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert_eq!(status_kind(&err), ErrorKind::SignatureMissing);
 
     // Signed over other content.
     let sig = alice.sign_request(PUT_BLOB_METHOD, &proto::PutBlobRequest { data: vec![1] }).await.expect("sign");
     let mut r = tonic::Request::new(proto::PutBlobRequest { data: vec![2] });
     amai_client::request_auth::apply(&sig, r.metadata_mut());
-    assert_eq!(
-        svc.put_blob(r).await.expect_err("tampered").code(),
-        Code::Unauthenticated
-    );
+    let err = svc.put_blob(r).await.expect_err("tampered");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(status_kind(&err), ErrorKind::BadRequestSignature);
 
     // Over the limit.
     let err = alice
@@ -70,10 +71,12 @@ async fn bad_blob_requests_get_precise_errors() {
         .await
         .expect_err("too large");
     assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
 
     // Unknown digest, malformed digest.
     let err = env.client.get_blob(&[7u8; 32]).await.expect_err("unknown");
     assert_eq!(err.code(), Some(Code::NotFound));
+    assert_eq!(err.kind(), ErrorKind::NotFound);
     let err = svc
         .get_blob(proto::GetBlobRequest { sha256: vec![1, 2] })
         .await

@@ -1,14 +1,19 @@
-//! A nats-server, the streams and a gateway on 127.0.0.1:0, plus an SDK client.
+//! A nats-server, the streams and a gateway on 127.0.0.1:0, plus an SDK client;
+//! optionally an identity worker (so queries are answered).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use amai_bus::proto::{self, IdentityKind};
 use amai_bus::streams::{ensure_streams, StreamSettings};
+use amai_bus::subjects::AggregateKind;
 use amai_bus::{Aggregate, EventStore, EventStoreConfig, IdentityKeys};
 use amai_client::{Agent, AmaiClient};
 use amai_gateway::{serve, GatewayConfig};
 use amai_testkit::NatsServer;
+use amai_workers::bootstrap::{ensure_operator, ensure_service};
+use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
+use amai_workers::reactor::ServiceSigner;
 
 /// Event size limit used by the tests (small, to test the limit cheaply).
 pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024;
@@ -23,13 +28,25 @@ pub(crate) struct Env {
     pub(crate) operator: IdentityKeys,
     pub(crate) url: String,
     pub(crate) metrics: std::sync::Arc<amai_gateway::metrics::GatewayMetrics>,
+    pub(crate) js: async_nats::jetstream::Context,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>>,
+    role: Option<(IdentityRole, tempfile::TempDir)>,
     _nats: NatsServer,
 }
 
 impl Env {
+    /// Gateway only (queries are unavailable), small event limit.
     pub(crate) async fn start() -> Env {
+        Self::start_with(MAX_EVENT_BYTES, false).await
+    }
+
+    /// Gateway and an identity worker, events up to `max_event_bytes`.
+    pub(crate) async fn with_worker(max_event_bytes: usize) -> Env {
+        Self::start_with(max_event_bytes, true).await
+    }
+
+    async fn start_with(max_event_bytes: usize, worker: bool) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
         let js = async_nats::jetstream::new(nc.clone());
@@ -37,19 +54,51 @@ impl Env {
             .await
             .expect("streams");
         let operator = IdentityKeys::generate();
-        let store = EventStore::new(
-            js,
-            EventStoreConfig::default()
-                .max_event_bytes(MAX_EVENT_BYTES)
-                .trust_root(operator.public_key()),
-        );
+        let store_config = EventStoreConfig::default()
+            .max_event_bytes(max_event_bytes)
+            .trust_root(operator.public_key());
+        let store = EventStore::new(js.clone(), store_config);
+        let role = if worker {
+            let now = amai_bus::envelope::now_timestamp();
+            ensure_operator(&store, &operator, "operator", now)
+                .await
+                .expect("operator");
+            let service = IdentityKeys::generate();
+            let id = ensure_service(
+                &store,
+                &operator,
+                &service,
+                "svc-identity",
+                &[AggregateKind::Trust, AggregateKind::Failure],
+                now,
+            )
+                .await
+                .expect("service");
+            let dir = tempfile::tempdir().expect("dir");
+            let role = IdentityRole::start(IdentityRoleConfig::new(
+                nc.clone(),
+                store.clone(),
+                dir.path(),
+                ServiceSigner { keys: service, id },
+            ))
+            .await
+            .expect("identity role");
+            Some((role, dir))
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let config = GatewayConfig::new(nc, store)
-            .query_timeout(Duration::from_millis(500))
+            .query_timeout(if worker {
+                // A bound, never reached when the worker runs.
+                Duration::from_secs(5)
+            } else {
+                Duration::from_millis(500)
+            })
             .max_blob_bytes(MAX_BLOB_BYTES);
         let metrics = config.get_metrics();
         let server = tokio::spawn(serve(config, listener, async move {
@@ -59,13 +108,26 @@ impl Env {
         let client = AmaiClient::connect(url.clone())
             .await
             .expect("connect gateway");
+        // The listener accepts before `serve` has created its buckets; the first
+        // answer means the gateway is fully up (tests compare stream states).
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("gateway serving");
         Env {
             client,
             operator,
             url,
             metrics,
+            js,
             shutdown: Some(tx),
             server: Some(server),
+            role,
             _nats: nats,
         }
     }
@@ -88,7 +150,28 @@ impl Env {
             .aggregate_seq
     }
 
+    /// Last sequence of every stream (JetStream KV buckets included).
+    pub(crate) async fn stream_positions(&self) -> std::collections::BTreeMap<String, u64> {
+        use futures::TryStreamExt;
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .expect("stream names");
+        let mut out = std::collections::BTreeMap::new();
+        for name in names {
+            let mut stream = self.js.get_stream(&name).await.expect("stream");
+            let last = stream.info().await.expect("info").state.last_sequence;
+            out.insert(name, last);
+        }
+        out
+    }
+
     pub(crate) async fn stop(mut self) {
+        if let Some((mut role, _dir)) = self.role.take() {
+            role.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -5,3 +5,5 @@ mod auth;
 mod blobs;
 mod common;
 mod flow;
+mod garbage;
+mod queries;
