@@ -13,7 +13,8 @@
 //!   caused (same id, same causation) and skips it.
 //! - The input is acknowledged only after every output is stored.
 //! - Poison is decided by the error's kind ([`ReactError::Poison`]), never by
-//!   the delivery count. Transient failures are nak'ed with backoff, forever:
+//!   the delivery count. Transient failures are nak'ed and retried on the
+//!   consumer's redelivery schedule ([`DEFAULT_REDELIVERY`]), forever:
 //!   reactor consumers have no `max_deliver` cap (an existing capped durable is
 //!   uncapped at start), because JetStream silently stops redelivering past it.
 //! - A poison input is terminated only after its `reactor.failed` record on
@@ -147,7 +148,10 @@ pub enum FaultPoint {
 /// the store were unavailable. Production code passes none.
 pub type FaultHook = Arc<dyn Fn(FaultPoint, &str) -> Result<(), String> + Send + Sync>;
 
-/// Exponential delay of transient retries: `base * 2^(delivery-1)`, at most `max`.
+/// Exponential delay asked for with each nak: `base * 2^(delivery-1)`, at
+/// most `max`. When the consumer has a redelivery schedule
+/// ([`ReactorOptions::redelivery`]), JetStream spaces redeliveries by that
+/// schedule instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Delay after the first failed delivery.
@@ -174,17 +178,39 @@ impl Backoff {
 }
 
 /// How a reactor runs (builder style).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReactorOptions {
     backoff: Backoff,
+    redelivery: Vec<Duration>,
     writes: Option<&'static [AggregateKind]>,
     faults: Option<FaultHook>,
 }
+
+impl Default for ReactorOptions {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            redelivery: DEFAULT_REDELIVERY.to_vec(),
+            writes: None,
+            faults: None,
+        }
+    }
+}
+
+/// When JetStream redelivers an input nobody acknowledged (an instance crashed
+/// or hung): after the first delay, then the next, ...; the last one repeats.
+pub const DEFAULT_REDELIVERY: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+];
 
 impl std::fmt::Debug for ReactorOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReactorOptions")
             .field("backoff", &self.backoff)
+            .field("redelivery", &self.redelivery)
             .field("writes", &self.writes)
             .field("faults", &self.faults.is_some())
             .finish()
@@ -195,6 +221,13 @@ impl ReactorOptions {
     /// Delays of transient retries (default 200 ms doubling up to 10 s).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// When unacknowledged inputs are redelivered (the consumer's backoff; the
+    /// first delay is its ack wait). Empty: the subscription's ack wait.
+    pub fn redelivery(mut self, delays: Vec<Duration>) -> Self {
+        self.redelivery = delays;
         self
     }
 
@@ -268,7 +301,7 @@ pub async fn run_reactor_with<R: Reactor + ?Sized>(
     let consumer = consumer::work_consumer(store.jetstream(), &cfg)
         .await
         .map_err(|e| err(e.to_string()))?;
-    let consumer = uncap_deliveries(store.jetstream(), &cfg, consumer)
+    let consumer = configure_consumer(store.jetstream(), &cfg, consumer, &options)
         .await
         .map_err(err)?;
     let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
@@ -356,22 +389,26 @@ pub async fn run_reactor_with<R: Reactor + ?Sized>(
     }
 }
 
-/// A durable created before reactors ran uncapped (or by hand) may still have a
-/// `max_deliver` cap: lift it, so no input is ever dropped by the server.
-async fn uncap_deliveries(
+/// Makes the reactor's durable uncapped (`max_deliver` -1: JetStream silently
+/// stops redelivering past a cap) with the redelivery schedule of `options`
+/// (after a crash, unacked inputs come back after these delays), updating a
+/// durable created otherwise (e.g. capped, before this release).
+async fn configure_consumer(
     js: &async_nats::jetstream::Context,
     cfg: &WorkConsumerConfig,
     consumer: PullConsumer,
+    options: &ReactorOptions,
 ) -> Result<PullConsumer, String> {
     let current = consumer.cached_info().config.clone();
-    if current.max_deliver <= 0 {
+    let backoff = options.redelivery.clone();
+    if current.max_deliver == -1 && current.backoff == backoff {
         return Ok(consumer);
     }
     tracing::info!(
         stream = cfg.stream(),
         consumer = current.durable_name.as_deref().unwrap_or_default(),
         max_deliver = current.max_deliver,
-        "lifting the delivery cap of a reactor consumer"
+        "setting the reactor consumer's redelivery: no delivery cap, backoff schedule"
     );
     let stream = js
         .get_stream_no_info(cfg.stream())
@@ -384,17 +421,17 @@ async fn uncap_deliveries(
         filter_subject: current.filter_subject.clone(),
         filter_subjects: current.filter_subjects.clone(),
         ack_policy: current.ack_policy,
-        ack_wait: current.ack_wait,
+        ack_wait: backoff.first().copied().unwrap_or(current.ack_wait),
         max_ack_pending: current.max_ack_pending,
         deliver_policy: current.deliver_policy,
         max_deliver: -1,
-        backoff: Vec::new(),
+        backoff,
         ..Default::default()
     };
     stream
         .update_consumer(config)
         .await
-        .map_err(|e| format!("cannot lift the delivery cap of the reactor consumer: {e}"))
+        .map_err(|e| format!("cannot configure the reactor consumer's redelivery: {e}"))
 }
 
 /// The delivery being processed.

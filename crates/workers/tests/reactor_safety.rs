@@ -17,7 +17,7 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventStore, VerifiedEvent};
 use amai_workers::reactor::{
     run_reactor_with, Backoff, FaultHook, FaultPoint, PlannedOutput, ReactError, ReactFuture,
-    Reactor, ReactorOptions, ReactorStats,
+    Reactor, ReactorOptions, ReactorStats, DEFAULT_REDELIVERY,
 };
 use common::{deploy, deploy_with, genesis_id, register, trust_seq, wait_until};
 
@@ -133,11 +133,15 @@ fn failing(point: FaultPoint, input_id: String, times: u32) -> (FaultHook, Arc<A
     (hook, calls)
 }
 
+/// Quick retries: JetStream spaces naks by the consumer's redelivery schedule
+/// when it has one, so the tests use a short one.
 fn fast_retries() -> ReactorOptions {
-    ReactorOptions::default().backoff(Backoff {
-        base: Duration::from_millis(1),
-        max: Duration::from_millis(5),
-    })
+    ReactorOptions::default()
+        .backoff(Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        })
+        .redelivery(vec![Duration::from_millis(50)])
 }
 
 struct Running {
@@ -300,7 +304,11 @@ async fn a_redelivery_after_the_dedup_window_does_not_apply_twice() {
     reactor.ack_wait = Duration::from_secs(1);
     reactor.gate = Some((input_id.clone(), go_rx));
     let reactor = Arc::new(reactor);
-    let r = start(&d, reactor.clone(), fast_retries().fault_hook(hook));
+    let r = start(
+        &d,
+        reactor.clone(),
+        fast_retries().redelivery(Vec::new()).fault_hook(hook),
+    );
 
     wait_until("the first output", || async {
         trust_seq(&d.store, &id).await == 1
@@ -350,7 +358,7 @@ async fn a_redelivery_after_the_dedup_window_does_not_apply_twice() {
 }
 
 /// A reactor durable created with a delivery cap (as before this release) is
-/// uncapped when a reactor binds to it.
+/// uncapped, with the redelivery schedule, when a reactor binds to it.
 #[tokio::test]
 async fn an_existing_capped_durable_is_uncapped() {
     let d = deploy().await;
@@ -367,7 +375,7 @@ async fn an_existing_capped_durable_is_uncapped() {
     let r = start(
         &d,
         Arc::new(TestReactor::new("capped-test", "capped-test", "none")),
-        fast_retries(),
+        ReactorOptions::default(),
     );
     let max_deliver = || async {
         let stream = d
@@ -378,8 +386,12 @@ async fn an_existing_capped_durable_is_uncapped() {
             .expect("stream");
         let mut c: async_nats::jetstream::consumer::PullConsumer =
             stream.get_consumer("capped-test").await.expect("consumer");
-        c.info().await.expect("info").config.max_deliver
+        let config = c.info().await.expect("info").config.clone();
+        (config.max_deliver, config.backoff)
     };
-    wait_until("the cap is lifted", || async { max_deliver().await == -1 }).await;
+    wait_until("the cap is lifted", || async {
+        max_deliver().await == (-1, DEFAULT_REDELIVERY.to_vec())
+    })
+    .await;
     r.stop().await;
 }
