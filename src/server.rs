@@ -54,6 +54,46 @@ pub(crate) enum ProjectionsCommand {
     },
 }
 
+/// `amai streams ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum StreamsCommand {
+    /// Create every Amai stream, or update it to its spec (idempotent). With
+    /// NATS accounts, only the admin user may: pass its credentials in
+    /// --nats-url (`nats://admin:<password>@host:4222`).
+    Ensure,
+}
+
+/// `amai streams ensure`.
+pub(crate) async fn run_streams(
+    settings: &Settings,
+    cmd: StreamsCommand,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        StreamsCommand::Ensure => {
+            let url = settings
+                .nats_url
+                .clone()
+                .context("amai streams ensure needs --nats-url (or AMAI_NATS_URL)")?;
+            let client = connect_nats(&url, "amai-streams").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            ensure_streams(
+                &js,
+                &StreamSettings {
+                    replicas: settings.stream_replicas,
+                    dedup_window: settings.dedup_window(),
+                },
+            )
+            .await?;
+            let _ = client.flush().await;
+            eprintln!(
+                "streams ensured ({} replicas, dedup window {} s)",
+                settings.stream_replicas, settings.dedup_window_secs
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// Name of the operator identity `amai up` registers.
 pub(crate) const OPERATOR_NAME: &str = "operator";
 
