@@ -38,8 +38,9 @@ use amai_bus::{
 };
 use amai_client::AmaiClient;
 use amai_projections::{IdentityProjection, ProjectionHandle, ProjectionRunner};
-use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
 use amai_workers::reactor::ServiceSigner;
+use amai_workers::roles::identity::IdentityRole;
+use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -208,8 +209,8 @@ struct Platform {
     store_config: EventStoreConfig,
     /// Started after the append throughput phases, so they measure the append
     /// path alone (see [`Platform::start_role`]).
-    role: Option<IdentityRole>,
-    role_config: IdentityRoleConfig,
+    role: Option<RoleRuntime>,
+    role_config: RoleRuntimeConfig,
     gateway_url: String,
     stop_gateway: Option<tokio::sync::oneshot::Sender<()>>,
     gateway: tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>,
@@ -254,13 +255,9 @@ impl Platform {
             id: service.identity_id(),
             keys: service,
         };
-        let role_config = IdentityRoleConfig::new(
-            client.clone(),
-            store.clone(),
-            scratch.join("identity"),
-            signer,
-        )
-        .min_position_timeout(settings.query_timeout());
+        let role_config =
+            RoleRuntimeConfig::new(client.clone(), store.clone(), scratch.join("state"), signer)
+                .min_position_timeout(settings.query_timeout());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot listen on 127.0.0.1:0")?;
@@ -295,12 +292,15 @@ impl Platform {
 
     /// Starts the identity role (projection, reactor, queries) and waits until it
     /// has caught up with everything appended so far.
-    async fn start_role(&mut self) -> anyhow::Result<&IdentityRole> {
-        let role = IdentityRole::start(self.role_config.clone())
+    async fn start_role(&mut self) -> anyhow::Result<&RoleRuntime> {
+        let role = RoleRuntime::start(Arc::new(IdentityRole), self.role_config.clone())
             .await
             .context("cannot start the identity role")?;
         let ends = stream_ends(&self.js).await?;
-        wait_positions(&role.projection, &ends)
+        let projection = role
+            .projection("identity")
+            .context("the identity role has no identity projection")?;
+        wait_positions(projection, &ends)
             .await
             .context("the identity role did not catch up")?;
         Ok(self.role.insert(role))
@@ -493,7 +493,12 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> anyhow::Res
 
     // 4. A fresh projection replaying everything (after the role has caught up,
     // so the two do not compete).
-    let projection = p.start_role().await?.projection.clone();
+    let projection = p
+        .start_role()
+        .await?
+        .projection("identity")
+        .context("the identity role has no identity projection")?
+        .clone();
     progress("identity role started and caught up");
     let ends = stream_ends(&p.js).await?;
     let (events, secs) = fresh_projection(p, &ends, &scratch.join("fresh-projection")).await?;

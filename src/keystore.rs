@@ -2,8 +2,8 @@
 //! (directory mode 0700, files mode 0600):
 //!
 //! - `operator.json` — the deployment's first operator, its trust root;
-//! - `service-<role>.json` — one service identity per worker role
-//!   ([`SERVICE_ROLES`]), endorsed by the operator.
+//! - `service-<key>.json` — one service identity per worker role (the key
+//!   name each role declares, see [`service_key_names`]), endorsed by the operator.
 //!
 //! Keys are generated on first use and loaded afterwards. If two processes race to
 //! create the same key, the loser loads the winner's file.
@@ -15,9 +15,13 @@ use amai_bus::keys::KeyFileError;
 use amai_bus::IdentityKeys;
 use anyhow::{bail, Context as _};
 
-/// The worker roles that get a service key.
-pub(crate) const SERVICE_ROLES: [&str; 6] =
-    ["identity", "trust", "llm", "jail", "lifecycle", "gateway"];
+/// The service keys a deployment may hold: the one each registered role
+/// declares, and the gateway's.
+pub(crate) fn service_key_names() -> Vec<&'static str> {
+    let mut names = amai_workers::roles::service_keys();
+    names.push("gateway");
+    names
+}
 
 /// The key directory of a data dir.
 #[derive(Debug, Clone)]
@@ -55,12 +59,13 @@ impl Keystore {
         operator_path(&self.dir)
     }
 
-    /// Path of a role's service key file; fails for a role not in [`SERVICE_ROLES`].
+    /// Path of a role's service key file; fails for a name not in [`service_key_names`].
     pub(crate) fn service_path(&self, role: &str) -> anyhow::Result<PathBuf> {
-        if !SERVICE_ROLES.contains(&role) {
+        let known = service_key_names();
+        if !known.contains(&role) {
             bail!(
                 "unknown service role {role:?} (expected one of {})",
-                SERVICE_ROLES.join(", ")
+                known.join(", ")
             );
         }
         Ok(self.dir.join(format!("service-{role}.json")))
@@ -171,13 +176,14 @@ mod tests {
         let ks = Keystore::open(data.path()).expect("open");
         assert_eq!(mode(&data.path().join("keys")), 0o700);
         let operator = ks.operator().expect("operator");
-        let services: Vec<_> = SERVICE_ROLES
+        let names = service_key_names();
+        let services: Vec<_> = names
             .iter()
             .map(|r| ks.service(r).expect("service"))
             .collect();
 
         assert_eq!(mode(&ks.operator_path()), 0o600);
-        for role in SERVICE_ROLES {
+        for role in names.iter().copied() {
             let path = data
                 .path()
                 .join("keys")
@@ -191,7 +197,7 @@ mod tests {
             again.operator().expect("operator").public_key(),
             operator.public_key()
         );
-        for (role, keys) in SERVICE_ROLES.iter().zip(&services) {
+        for (role, keys) in names.iter().zip(&services) {
             assert_eq!(
                 again.service(role).expect("service").public_key(),
                 keys.public_key(),
@@ -200,11 +206,7 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> =
             services.iter().map(|k| k.public_key().to_bytes()).collect();
-        assert_eq!(
-            distinct.len(),
-            SERVICE_ROLES.len(),
-            "every role has its own key"
-        );
+        assert_eq!(distinct.len(), names.len(), "every role has its own key");
     }
 
     #[test]

@@ -42,6 +42,9 @@ enum Command {
     /// Projection maintenance.
     #[command(subcommand)]
     Projections(server::ProjectionsCommand),
+    /// Stream administration (run with the NATS admin user).
+    #[command(subcommand)]
+    Streams(server::StreamsCommand),
     /// Key files.
     #[command(subcommand)]
     Keys(client_cmd::KeysCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Gateway => server::run_gateway(&settings).await,
             Command::Worker(args) => server::run_worker(&settings, &args).await,
             Command::Projections(cmd) => server::run_projections(&settings, cmd).await,
+            Command::Streams(cmd) => server::run_streams(&settings, cmd).await,
             Command::Keys(cmd) => client_cmd::keys(cmd),
             Command::Agent(cmd) => client_cmd::agent(&settings, cmd).await,
             Command::Message(cmd) => client_cmd::message(&settings, cmd).await,

@@ -7,26 +7,48 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use amai_projections::ProjectionHandle;
-use amai_workers::reactor::ReactorStats;
+use amai_workers::runtime::RoleMetrics;
 
 /// What one process exposes.
 #[derive(Clone)]
 pub(crate) struct MetricsSources {
     /// JetStream, for stream heads.
     pub(crate) js: async_nats::jetstream::Context,
-    /// `(role, reactor counters)`.
-    pub(crate) reactors: Vec<(&'static str, Arc<ReactorStats>)>,
-    /// Projections of this process.
-    pub(crate) projections: Vec<ProjectionHandle>,
+    /// The roles this process runs (counters, projections, health), labelled
+    /// by role name: no per-role code here.
+    pub(crate) roles: Vec<RoleMetrics>,
     /// The gateway's request counters and latencies, when this process runs one.
     pub(crate) gateway: Option<Arc<amai_gateway::metrics::GatewayMetrics>>,
 }
 
 async fn render(src: &MetricsSources) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# TYPE amai_role_live gauge\n# TYPE amai_role_ready gauge"
+    );
+    for r in &src.roles {
+        let health = r.health.health();
+        let _ = writeln!(
+            out,
+            "amai_role_live{{role=\"{}\"}} {}",
+            r.role,
+            u8::from(health.live)
+        );
+        let _ = writeln!(
+            out,
+            "amai_role_ready{{role=\"{}\"}} {}",
+            r.role,
+            u8::from(health.ready)
+        );
+    }
+    let reactors: Vec<_> = src
+        .roles
+        .iter()
+        .map(|r| (r.role, r.reactors.clone()))
+        .collect();
     let _ = writeln!(out, "# TYPE amai_reactor_inputs_acked_total counter");
-    for (role, s) in &src.reactors {
+    for (role, s) in &reactors {
         let _ = writeln!(
             out,
             "amai_reactor_inputs_acked_total{{role=\"{role}\"}} {}",
@@ -34,7 +56,7 @@ async fn render(src: &MetricsSources) -> String {
         );
     }
     let _ = writeln!(out, "# TYPE amai_reactor_outputs_appended_total counter");
-    for (role, s) in &src.reactors {
+    for (role, s) in &reactors {
         let _ = writeln!(
             out,
             "amai_reactor_outputs_appended_total{{role=\"{role}\"}} {}",
@@ -42,15 +64,39 @@ async fn render(src: &MetricsSources) -> String {
         );
     }
     let _ = writeln!(out, "# TYPE amai_reactor_inputs_poisoned_total counter");
-    for (role, s) in &src.reactors {
+    for (role, s) in &reactors {
         let _ = writeln!(
             out,
             "amai_reactor_inputs_poisoned_total{{role=\"{role}\"}} {}",
             s.poisoned.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(out, "# TYPE amai_reactor_inputs_retried_total counter");
+    for (role, s) in &reactors {
+        let _ = writeln!(
+            out,
+            "amai_reactor_inputs_retried_total{{role=\"{role}\"}} {}",
+            s.retried.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE amai_reactor_outputs_already_applied_total counter"
+    );
+    for (role, s) in &reactors {
+        let _ = writeln!(
+            out,
+            "amai_reactor_outputs_already_applied_total{{role=\"{role}\"}} {}",
+            s.already_applied.load(Ordering::Relaxed)
+        );
+    }
+    let projections: Vec<_> = src
+        .roles
+        .iter()
+        .flat_map(|r| r.projections.iter().map(move |p| (r.role, p)))
+        .collect();
     let _ = writeln!(out, "# TYPE amai_projection_position gauge\n# TYPE amai_projection_lag gauge\n# TYPE amai_stream_last_seq gauge");
-    for p in &src.projections {
+    for (role, p) in &projections {
         for pos in p.positions() {
             let last = match src.js.get_stream(&pos.stream).await {
                 Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).ok(),
@@ -58,7 +104,7 @@ async fn render(src: &MetricsSources) -> String {
             };
             let _ = writeln!(
                 out,
-                "amai_projection_position{{projection=\"{}\",stream=\"{}\"}} {}",
+                "amai_projection_position{{role=\"{role}\",projection=\"{}\",stream=\"{}\"}} {}",
                 p.name(),
                 pos.stream,
                 pos.seq
@@ -71,7 +117,7 @@ async fn render(src: &MetricsSources) -> String {
                 );
                 let _ = writeln!(
                     out,
-                    "amai_projection_lag{{projection=\"{}\",stream=\"{}\"}} {}",
+                    "amai_projection_lag{{role=\"{role}\",projection=\"{}\",stream=\"{}\"}} {}",
                     p.name(),
                     pos.stream,
                     last.saturating_sub(pos.seq)
@@ -80,10 +126,10 @@ async fn render(src: &MetricsSources) -> String {
         }
     }
     let _ = writeln!(out, "# TYPE amai_projection_integrity_violations gauge");
-    for p in &src.projections {
+    for (role, p) in &projections {
         let _ = writeln!(
             out,
-            "amai_projection_integrity_violations{{projection=\"{}\"}} {}",
+            "amai_projection_integrity_violations{{role=\"{role}\",projection=\"{}\"}} {}",
             p.name(),
             p.violation_count()
         );

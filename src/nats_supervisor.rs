@@ -38,9 +38,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const LOG_TAIL: usize = 20;
 const POLL: Duration = Duration::from_millis(50);
 
-const NOT_FOUND_HINT: &str = "nats-server not found: run `make up` (it installs it via scripts/ensure-deps.sh), \
-                              or set AMAI_NATS_SERVER, or pass --nats-url to use an existing server";
-
 /// How to run the managed server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ManagedNatsConfig {
@@ -164,50 +161,12 @@ impl ManagedNats {
     }
 }
 
-/// Finds the nats-server binary: `explicit` (from `--nats-server`), else the
-/// `AMAI_NATS_SERVER` env var, else `nats-server` on `PATH`, else
-/// `$HOME/.cache/amai/tools/nats-server`, else `/usr/sbin/nats-server`.
+/// Finds the nats-server binary with the resolution shared with the test kit
+/// ([`amai_nats_launcher::locate`]): `explicit` (from `--nats-server`), else
+/// `AMAI_NATS_SERVER`, else `PATH`, else `~/.cache/amai/tools`, else `/usr/sbin`.
 pub(crate) fn locate_nats_server(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let named = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("AMAI_NATS_SERVER").map(PathBuf::from));
-    if let Some(path) = named.filter(|p| !p.as_os_str().is_empty()) {
-        if is_executable(&path) {
-            return Ok(path);
-        }
-        bail!(
-            "nats-server {} is not an executable file; {NOT_FOUND_HINT}",
-            path.display()
-        );
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("nats-server"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let cached = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/amai/tools/nats-server"));
-    on_path
-        .into_iter()
-        .chain(cached)
-        .chain([PathBuf::from("/usr/sbin/nats-server")])
-        .find(|p| is_executable(p))
-        .ok_or_else(|| anyhow::anyhow!(NOT_FOUND_HINT))
-}
-
-fn is_executable(path: &Path) -> bool {
-    match std::fs::metadata(path) {
-        #[cfg(unix)]
-        Ok(meta) => {
-            use std::os::unix::fs::PermissionsExt as _;
-            meta.is_file() && meta.permissions().mode() & 0o111 != 0
-        }
-        #[cfg(not(unix))]
-        Ok(meta) => meta.is_file(),
-        Err(_) => false,
-    }
+    amai_nats_launcher::locate_from_process(explicit)
+        .map_err(|e| anyhow::anyhow!("{e}; or pass --nats-url to use an existing server"))
 }
 
 fn port_in_use_message(port: u16) -> String {
@@ -658,6 +617,14 @@ mod tests {
         assert!(
             msg.contains(&format!("port {port} is in use")) && msg.contains("--nats-port 0"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn amai_up_and_the_test_kit_resolve_the_same_binary() {
+        assert_eq!(
+            locate_nats_server(None).expect("nats-server"),
+            amai_testkit::nats_server_bin()
         );
     }
 

@@ -3,14 +3,17 @@
 //! bootstrapping the operator and service identities, running roles and the
 //! gateway until shutdown.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
-use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
 use amai_workers::reactor::ServiceSigner;
+use amai_workers::role::Role;
+use amai_workers::runtime::{RoleMetrics, RoleRuntime, RoleRuntimeConfig};
 use anyhow::Context;
 
 use crate::config::Settings;
@@ -21,16 +24,9 @@ use crate::shutdown::Shutdown;
 /// `amai worker` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
-    /// The role to run.
-    #[arg(long, value_enum)]
-    role: WorkerRole,
-}
-
-/// Worker roles that exist today.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum WorkerRole {
-    /// Registration, keys, soulchains, messaging, trust initialisation.
-    Identity,
+    /// The role to run (one of the registry: `amai worker --role help` lists them).
+    #[arg(long)]
+    role: String,
 }
 
 /// `amai projections ...`
@@ -56,6 +52,46 @@ pub(crate) enum ProjectionsCommand {
         #[arg(long, default_value = "identity")]
         state: String,
     },
+}
+
+/// `amai streams ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum StreamsCommand {
+    /// Create every Amai stream, or update it to its spec (idempotent). With
+    /// NATS accounts, only the admin user may: pass its credentials in
+    /// --nats-url (`nats://admin:<password>@host:4222`).
+    Ensure,
+}
+
+/// `amai streams ensure`.
+pub(crate) async fn run_streams(
+    settings: &Settings,
+    cmd: StreamsCommand,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        StreamsCommand::Ensure => {
+            let url = settings
+                .nats_url
+                .clone()
+                .context("amai streams ensure needs --nats-url (or AMAI_NATS_URL)")?;
+            let client = connect_nats(&url, "amai-streams").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            ensure_streams(
+                &js,
+                &StreamSettings {
+                    replicas: settings.stream_replicas,
+                    dedup_window: settings.dedup_window(),
+                },
+            )
+            .await?;
+            let _ = client.flush().await;
+            eprintln!(
+                "streams ensured ({} replicas, dedup window {} s)",
+                settings.stream_replicas, settings.dedup_window_secs
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Name of the operator identity `amai up` registers.
@@ -90,12 +126,34 @@ pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_
     ))
 }
 
-/// The trust root: `--trust-root`, else the operator key in the data dir.
-fn trust_root(settings: &Settings, keystore: &Keystore) -> anyhow::Result<IdentityKeysOrKey> {
+/// Whether a missing trust root may be generated (only `amai up`, the dev mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrustRootSource {
+    /// `--trust-root`, else the operator key file, else generate that file.
+    GenerateIfMissing,
+    /// `--trust-root`, else the operator key file; neither is an error.
+    Required,
+}
+
+/// The trust root: `--trust-root`, else the operator key in the data dir; only
+/// `amai up` may generate one ([`TrustRootSource::GenerateIfMissing`]).
+fn trust_root(
+    settings: &Settings,
+    keystore: &Keystore,
+    source: TrustRootSource,
+) -> anyhow::Result<IdentityKeysOrKey> {
     if let Some(bytes) = settings.trust_root_bytes()? {
         let key = amai_bus::keys::verifying_key(&bytes)
             .context("--trust-root is not an Ed25519 public key")?;
         return Ok(IdentityKeysOrKey::Key(key));
+    }
+    if source == TrustRootSource::Required && !keystore.operator_path().exists() {
+        anyhow::bail!(
+            "no trust root: pass --trust-root <hex> (or set AMAI_TRUST_ROOT) with the deployment's \
+             operator public key, or put the operator key file at {} \
+             (only `amai up` generates a new trust root)",
+            keystore.operator_path().display()
+        );
     }
     Ok(IdentityKeysOrKey::Keys(keystore.operator()?))
 }
@@ -154,12 +212,24 @@ fn key_time(path: &Path) -> prost_types::Timestamp {
     }
 }
 
-/// Registers the operator (when its key is here) and the role's service identity.
+/// The aggregate kinds a role's service key is endorsed for: what the role
+/// declares, plus `failure` (every reactor records the inputs it gives up on).
+fn scopes(writes: &[amai_bus::subjects::AggregateKind]) -> Vec<amai_bus::subjects::AggregateKind> {
+    let mut out = writes.to_vec();
+    if !out.contains(&amai_bus::subjects::AggregateKind::Failure) {
+        out.push(amai_bus::subjects::AggregateKind::Failure);
+    }
+    out
+}
+
+/// Registers the operator (when its key is here) and the role's service identity,
+/// endorsed to write the aggregates the role declares (and its failure records).
 async fn bootstrap_service(
     store: &EventStore,
     keystore: &Keystore,
     root: &IdentityKeysOrKey,
     role: &str,
+    writes: &[amai_bus::subjects::AggregateKind],
 ) -> anyhow::Result<ServiceSigner> {
     let service = keystore.service(role)?;
     let name = format!("svc-{role}");
@@ -177,10 +247,7 @@ async fn bootstrap_service(
                 operator,
                 &service,
                 &name,
-                &[
-                    amai_bus::subjects::AggregateKind::Trust,
-                    amai_bus::subjects::AggregateKind::Failure,
-                ],
+                &scopes(writes),
                 key_time(&keystore.service_path(role)?),
             )
             .await?;
@@ -198,13 +265,59 @@ async fn bootstrap_service(
     })
 }
 
-fn state_dir(settings: &Settings, role: &str, explicit_instance: bool) -> PathBuf {
-    let dir = if explicit_instance {
-        format!("{role}-{}", settings.instance)
-    } else {
-        role.to_string()
-    };
-    settings.data_dir.join("state").join(dir)
+/// Starts one instance of `role`: its service identity, then every component.
+async fn start_role(
+    settings: &Settings,
+    client: &async_nats::Client,
+    store: &EventStore,
+    keystore: &Keystore,
+    root: &IdentityKeysOrKey,
+    role: Arc<dyn Role>,
+    instance: Option<&str>,
+) -> anyhow::Result<RoleRuntime> {
+    let signer =
+        bootstrap_service(store, keystore, root, role.service_key(), role.writes()).await?;
+    let mut config = RoleRuntimeConfig::new(
+        client.clone(),
+        store.clone(),
+        settings.data_dir.join("state"),
+        signer,
+    )
+    .min_position_timeout(settings.query_timeout());
+    if let Some(instance) = instance {
+        config = config.instance(instance);
+    }
+    let name = role.name();
+    RoleRuntime::start(role, config)
+        .await
+        .with_context(|| format!("cannot start the {name} role"))
+}
+
+/// Runs every role until `shutdown`, then stops them all; the first failure wins.
+async fn run_roles(
+    roles: Vec<RoleRuntime>,
+    shutdown: &Shutdown,
+) -> Result<(), amai_workers::role::RoleError> {
+    let mut set = tokio::task::JoinSet::new();
+    for role in roles {
+        let stop = shutdown.wait_owned();
+        set.spawn(role.run_until(stop));
+    }
+    let mut first = Ok(());
+    while let Some(done) = set.join_next().await {
+        // One role stopping (cleanly or not) stops the others.
+        shutdown.trigger();
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "role task failed"),
+        }
+    }
+    first
 }
 
 /// `amai up`.
@@ -227,20 +340,12 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| managed.as_ref().map(|m| m.url().to_string()))
         .context("no NATS url")?;
-    let root = trust_root(settings, &keystore)?;
+    let root = trust_root(settings, &keystore, TrustRootSource::GenerateIfMissing)?;
     let (client, store) = open_store(settings, &url, "amai-up", root.public()).await?;
-    let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
-    let role = IdentityRole::start(
-        IdentityRoleConfig::new(
-            client.clone(),
-            store.clone(),
-            state_dir(settings, "identity", false),
-            signer,
-        )
-        .min_position_timeout(settings.query_timeout()),
-    )
-    .await
-    .context("cannot start the identity role")?;
+    let mut roles = Vec::new();
+    for role in amai_workers::roles::registry() {
+        roles.push(start_role(settings, &client, &store, &keystore, &root, role, None).await?);
+    }
     let listener = tokio::net::TcpListener::bind(settings.gateway_addr)
         .await
         .with_context(|| {
@@ -261,22 +366,24 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         listener,
         shutdown.wait_owned(),
     ));
+    let names: Vec<_> = roles.iter().map(|r| r.name()).collect();
     eprintln!(
-        "amai up: gateway on {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
+        "amai up: gateway on {} | roles {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
         settings.gateway_addr,
+        names.join(", "),
         url,
         settings.data_dir.display(),
         hex::encode(root.public().as_bytes())
     );
-    tracing::info!(gateway = %settings.gateway_addr, nats = %url, "amai is up");
+    tracing::info!(gateway = %settings.gateway_addr, nats = %url, roles = ?names, "amai is up");
     spawn_metrics(
         settings,
         &store,
-        Some(&role),
+        roles.iter().map(RoleRuntime::metrics).collect(),
         Some(gateway_metrics),
         &shutdown,
     );
-    let role_result = role.run_until(shutdown.wait()).await;
+    let role_result = run_roles(roles, &shutdown).await;
     shutdown.trigger();
     let gateway_result = gateway.await;
     let _ = client.flush().await;
@@ -307,17 +414,13 @@ fn gateway_config(
 fn spawn_metrics(
     settings: &Settings,
     store: &EventStore,
-    role: Option<&IdentityRole>,
+    roles: Vec<RoleMetrics>,
     gateway: Option<std::sync::Arc<amai_gateway::metrics::GatewayMetrics>>,
     shutdown: &Shutdown,
 ) {
     let sources = crate::metrics::MetricsSources {
         js: store.jetstream().clone(),
-        reactors: role
-            .map(|r| ("identity", r.reactor_stats.clone()))
-            .into_iter()
-            .collect(),
-        projections: role.map(|r| r.projection.clone()).into_iter().collect(),
+        roles,
         gateway,
     };
     tokio::spawn(crate::metrics::serve(
@@ -335,7 +438,7 @@ pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode>
         .clone()
         .context("amai gateway needs --nats-url (or AMAI_NATS_URL)")?;
     let keystore = Keystore::open(&settings.data_dir)?;
-    let root = trust_root(settings, &keystore)?;
+    let root = trust_root(settings, &keystore, TrustRootSource::Required)?;
     let (client, store) = open_store(
         settings,
         &url,
@@ -349,43 +452,46 @@ pub(crate) async fn run_gateway(settings: &Settings) -> anyhow::Result<ExitCode>
     let addr = listener.local_addr()?;
     eprintln!("amai gateway: listening on {addr}");
     let cfg = gateway_config(settings, client, store.clone(), addr);
-    spawn_metrics(settings, &store, None, Some(cfg.get_metrics()), &shutdown);
+    spawn_metrics(
+        settings,
+        &store,
+        Vec::new(),
+        Some(cfg.get_metrics()),
+        &shutdown,
+    );
     amai_gateway::serve(cfg, listener, shutdown.wait_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `amai worker --role <role>`.
+/// `amai worker --role <role>`: any role of the registry.
 pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let role = amai_workers::roles::find(&args.role)?;
     let shutdown = Shutdown::with_signals();
     let url = settings
         .nats_url
         .clone()
         .context("amai worker needs --nats-url (or AMAI_NATS_URL)")?;
     let keystore = Keystore::open(&settings.data_dir)?;
-    let root = trust_root(settings, &keystore)?;
-    match args.role {
-        WorkerRole::Identity => {
-            let (client, store) = open_store(
-                settings,
-                &url,
-                &format!("amai-identity-{}", settings.instance),
-                root.public(),
-            )
-            .await?;
-            let signer = bootstrap_service(&store, &keystore, &root, "identity").await?;
-            let dir = state_dir(settings, "identity", settings.instance_given);
-            let store_for_metrics = store.clone();
-            let role = IdentityRole::start(
-                IdentityRoleConfig::new(client.clone(), store, &dir, signer)
-                    .min_position_timeout(settings.query_timeout()),
-            )
-            .await?;
-            eprintln!("amai worker: identity role up (state in {})", dir.display());
-            spawn_metrics(settings, &store_for_metrics, Some(&role), None, &shutdown);
-            role.run_until(shutdown.wait()).await?;
-            let _ = client.flush().await;
-        }
-    }
+    let root = trust_root(settings, &keystore, TrustRootSource::Required)?;
+    let (client, store) = open_store(
+        settings,
+        &url,
+        &format!("amai-{}-{}", role.name(), settings.instance),
+        root.public(),
+    )
+    .await?;
+    let instance = settings
+        .instance_given
+        .then_some(settings.instance.as_str());
+    let runtime = start_role(settings, &client, &store, &keystore, &root, role, instance).await?;
+    eprintln!(
+        "amai worker: {} role up (state in {})",
+        runtime.name(),
+        runtime.state_dir().display()
+    );
+    spawn_metrics(settings, &store, vec![runtime.metrics()], None, &shutdown);
+    run_roles(vec![runtime], &shutdown).await?;
+    let _ = client.flush().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -399,11 +505,25 @@ pub(crate) async fn run_projections(
             crate::client_cmd::violations(settings, limit, json).await
         }
         ProjectionsCommand::Rebuild { name, state } => {
-            let path = settings
-                .data_dir
-                .join("state")
-                .join(&state)
-                .join(format!("{name}.sled"));
+            // The role whose sled holds this projection.
+            let role = amai_workers::roles::registry()
+                .into_iter()
+                .find(|r| r.projections().iter().any(|p| p.name() == name))
+                .with_context(|| {
+                    let known: Vec<_> = amai_workers::roles::registry()
+                        .iter()
+                        .flat_map(|r| r.projections())
+                        .map(|p| p.name())
+                        .collect();
+                    format!(
+                        "no role has a projection named {name:?}; projections: {}",
+                        known.join(", ")
+                    )
+                })?;
+            let path = amai_workers::runtime::sled_path(
+                &settings.data_dir.join("state").join(&state),
+                role.name(),
+            );
             if !path.exists() {
                 anyhow::bail!(
                     "no projection store at {}: check --data-dir and --state",
@@ -421,5 +541,71 @@ pub(crate) async fn run_projections(
             eprintln!("projection {name} cleared in {}; it rebuilds from sequence 1 when the worker starts", path.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Environment, GlobalArgs};
+
+    fn settings(data_dir: &Path, trust_root: Option<String>) -> Settings {
+        let args = GlobalArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+            trust_root,
+            ..Default::default()
+        };
+        Settings::resolve_with(&args, None, &Environment::default()).expect("settings")
+    }
+
+    #[test]
+    fn gateway_and_worker_refuse_to_invent_a_trust_root() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let s = settings(data.path(), None);
+        let keystore = Keystore::open(data.path()).expect("keystore");
+        let err = trust_root(&s, &keystore, TrustRootSource::Required)
+            .err()
+            .expect("no trust root is an error outside `amai up`");
+        let msg = err.to_string();
+        for needle in [
+            "--trust-root <hex>",
+            "AMAI_TRUST_ROOT",
+            &keystore.operator_path().display().to_string(),
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+        }
+        assert!(
+            !keystore.operator_path().exists(),
+            "no operator key was generated"
+        );
+    }
+
+    #[test]
+    fn gateway_and_worker_take_the_trust_root_from_the_flag_or_the_key_file() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let keystore = Keystore::open(data.path()).expect("keystore");
+        let key = IdentityKeys::generate().public_key();
+        let flag = settings(data.path(), Some(hex::encode(key.as_bytes())));
+        let root = trust_root(&flag, &keystore, TrustRootSource::Required).expect("flag");
+        assert_eq!(root.public(), key);
+        assert!(!keystore.operator_path().exists());
+
+        let operator = keystore.operator().expect("operator file");
+        let file = settings(data.path(), None);
+        let root = trust_root(&file, &keystore, TrustRootSource::Required).expect("file");
+        assert_eq!(root.public(), operator.public_key());
+    }
+
+    #[test]
+    fn amai_up_generates_the_trust_root_when_missing() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let keystore = Keystore::open(data.path()).expect("keystore");
+        let s = settings(data.path(), None);
+        let root = trust_root(&s, &keystore, TrustRootSource::GenerateIfMissing).expect("up");
+        assert!(keystore.operator_path().exists());
+        assert_eq!(
+            root.public(),
+            keystore.operator().expect("operator").public_key()
+        );
     }
 }

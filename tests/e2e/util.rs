@@ -281,6 +281,11 @@ impl World {
             .tempdir()
             .expect("temp dir");
         let gateway_addr = format!("127.0.0.1:{}", amai_testkit::free_port());
+        // The operator provisions the deployment's trust root (only `amai up`
+        // generates one): its key file in the shared data dir.
+        amai_bus::IdentityKeys::generate()
+            .save(&dir.path().join("data/keys/operator.json"))
+            .expect("operator key");
         World {
             nats,
             dir,

@@ -250,7 +250,9 @@ async fn walkthrough_cli() {
     })
     .await;
     assert!(
-        text.contains("amai_projection_lag{projection=\"identity\",stream=\"AMAI_AGENTS\"}"),
+        text.contains(
+            "amai_projection_lag{role=\"identity\",projection=\"identity\",stream=\"AMAI_AGENTS\"}"
+        ),
         "{text}"
     );
     assert!(
@@ -469,8 +471,8 @@ async fn walkthrough_grpc() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.events_checked, 1);
 
-    // With the deployment's trust root (the operator key the first worker
-    // created in the data dir), the operator's and the service's chains verify.
+    // With the deployment's trust root (the operator key provisioned in the
+    // data dir), the operator's and the service's chains verify.
     let operator_keys =
         IdentityKeys::load(&world.data_dir().join("keys/operator.json")).expect("operator key");
     let audited = client.clone().with_trust_root(operator_keys.public_key());

@@ -3,6 +3,11 @@
 //! Every Amai stream uses file storage, forbids deleting and purging messages
 //! (the history is the source of truth), deduplicates on `Nats-Msg-Id` within a
 //! window, and has a configurable replica count (1 in dev, 3 on a cluster).
+//!
+//! [`ensure_streams`] only *reads* a stream that already matches its spec, so
+//! processes whose NATS user holds no stream admin rights (see
+//! `deploy/nats/accounts.conf`) start once an admin has created the streams
+//! (`amai streams ensure` with the admin user).
 
 use std::time::Duration;
 
@@ -58,7 +63,8 @@ pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::
 
 /// Why the streams could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create or update stream {stream}: {detail}. Is nats-server running with JetStream enabled (-js)?")]
+#[error("cannot create or update stream {stream}: {detail}. Is nats-server running with JetStream enabled (-js)? \
+With NATS accounts, streams are created by the admin user: run `amai streams ensure` with its credentials")]
 pub struct EnsureStreamsError {
     /// The stream that failed.
     pub stream: String,
@@ -66,13 +72,35 @@ pub struct EnsureStreamsError {
     pub detail: String,
 }
 
-/// Creates every Amai stream, or updates it to the spec if it exists.
+/// Whether a stream's current config already has everything `spec` sets.
+pub fn matches_spec(current: &stream::Config, spec: &stream::Config) -> bool {
+    current.subjects == spec.subjects
+        && current.storage == spec.storage
+        && current.retention == spec.retention
+        && current.deny_delete == spec.deny_delete
+        && current.deny_purge == spec.deny_purge
+        && current.duplicate_window == spec.duplicate_window
+        && current.num_replicas == spec.num_replicas
+        && current.max_message_size == spec.max_message_size
+        && current.max_messages == spec.max_messages
+        && current.max_bytes == spec.max_bytes
+        && current.max_consumers == spec.max_consumers
+        && current.description == spec.description
+}
+
+/// Creates every Amai stream, or updates it to the spec if it differs. A stream
+/// that already matches is only read (`STREAM.INFO`), never written.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: &StreamSettings,
 ) -> Result<(), EnsureStreamsError> {
     for kind in AggregateKind::ALL {
         let config = stream_config(kind, settings);
+        if let Ok(existing) = js.get_stream(&config.name).await {
+            if matches_spec(&existing.cached_info().config, &config) {
+                continue;
+            }
+        }
         js.create_or_update_stream(config)
             .await
             .map_err(|e| EnsureStreamsError {

@@ -12,8 +12,9 @@
 //! - [`free_port`] and [`temp_data_dir`]: small helpers for tests that run other
 //!   processes or need scratch space.
 //!
-//! The `nats-server` binary is resolved by [`nats_server_bin`]: the
-//! `AMAI_NATS_SERVER` environment variable, then `nats-server` on `PATH`, then
+//! The `nats-server` binary is resolved by [`nats_server_bin`], with the same
+//! function `amai up` uses (`amai_nats_launcher::locate`): `AMAI_NATS_SERVER`,
+//! then `nats-server` on `PATH`, then `~/.cache/amai/tools/nats-server`, then
 //! `/usr/sbin/nats-server` (where Debian installs it). A missing server is a hard
 //! failure (panic), never a silently skipped test: run `scripts/ensure-deps.sh`
 //! (or `make test`) to install it.
@@ -31,10 +32,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// Environment variable naming the `nats-server` binary to use.
-pub const NATS_SERVER_ENV: &str = "AMAI_NATS_SERVER";
-
-/// Fallback location of `nats-server` on Debian (often not on a non-root `PATH`).
-const DEBIAN_NATS_SERVER: &str = "/usr/sbin/nats-server";
+pub const NATS_SERVER_ENV: &str = amai_nats_launcher::NATS_SERVER_ENV;
 
 /// How long a single server may take to report that it is ready.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,49 +44,18 @@ const LISTENING_MARKER: &str = "Listening for client connections on ";
 const READY_MARKER: &str = "Server is ready";
 const META_LEADER_MARKER: &str = "metadata leader";
 
-/// Returns the path of the `nats-server` binary to run.
-///
-/// Resolution order: `$AMAI_NATS_SERVER` (must point at an existing file),
-/// `nats-server` on `PATH`, then `/usr/sbin/nats-server`.
+/// Returns the path of the `nats-server` binary to run, resolved exactly as
+/// `amai up` resolves it ([`amai_nats_launcher::locate`]).
 ///
 /// # Panics
 ///
 /// Panics with an actionable message when no binary can be found: tests that need
 /// NATS must fail loudly, not skip.
 pub fn nats_server_bin() -> PathBuf {
-    if let Some(value) = std::env::var_os(NATS_SERVER_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(value);
-        assert!(
-            path.is_file(),
-            "{NATS_SERVER_ENV}={} does not exist: point it at a nats-server (>= 2.10) binary, \
-             or run scripts/ensure-deps.sh (or `make test`)",
-            path.display()
-        );
-        return path;
+    match amai_nats_launcher::locate_from_process(None) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
     }
-    // Where scripts/ensure-deps.sh puts the official build when the system one is old.
-    if let Some(home) = std::env::var_os("HOME") {
-        let fetched = PathBuf::from(home).join(".cache/amai/tools/nats-server");
-        if fetched.is_file() {
-            return fetched;
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-    {
-        return path;
-    }
-    let debian = PathBuf::from(DEBIAN_NATS_SERVER);
-    if debian.is_file() {
-        return debian;
-    }
-    panic!(
-        "nats-server not found: run scripts/ensure-deps.sh (or `make test`), \
-         or set {NATS_SERVER_ENV}=/path/to/nats-server"
-    );
 }
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -1,18 +1,31 @@
 //! The reactor runtime: a role's reaction to events, on a **shared durable pull
 //! consumer** so every instance of the role takes a share of the work.
 //!
-//! Rules (design contract §5): outputs get ids derived from the input (UUIDv5 of
-//! the input id and the output index) and byte-identical content on every
-//! instance (they carry the input's `occurred_at` and correlation), so a
-//! redelivery after a crash, or two instances racing, are deduplicated by
-//! JetStream; the input is acknowledged only after every output is stored;
-//! transient failures are nak'ed with backoff; poison inputs are terminated after
-//! a `reactor.failed` event on `failure/<role>` says why. Decisions that depend on
-//! state are re-made on a fresh head after any conflict, so N instances never
-//! double-apply.
+//! Rules (design contract §5), and how they are kept:
+//! - Outputs get ids derived from the input (UUIDv5 of the input id and the
+//!   output index), carry `causation_id` = the input id, and have byte-identical
+//!   content on every instance (the input's `occurred_at` and correlation), so a
+//!   redelivery after a crash, or two instances racing, are deduplicated by
+//!   JetStream within its dedup window.
+//! - Beyond that window, a redelivered input would be decided again on a head
+//!   that has moved on: before appending an output on a non-empty head, the
+//!   reactor looks in the target aggregate for the output this input already
+//!   caused (same id, same causation) and skips it.
+//! - The input is acknowledged only after every output is stored.
+//! - Poison is decided by the error's kind ([`ReactError::Poison`]), never by
+//!   the delivery count. Transient failures are nak'ed and retried on the
+//!   consumer's redelivery schedule ([`DEFAULT_REDELIVERY`]), forever:
+//!   reactor consumers have no `max_deliver` cap (an existing capped durable is
+//!   uncapped at start), because JetStream silently stops redelivering past it.
+//! - A poison input is terminated only after its `reactor.failed` record on
+//!   `failure/<role>` is stored; if storing it fails, the input is nak'ed and
+//!   comes back. No input is ever dropped without that record.
+//! - Decisions that depend on state are re-made on a fresh head after any
+//!   conflict, so N instances never double-apply.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +34,10 @@ use amai_bus::proto::{self, payload::Kind};
 use amai_bus::store::AppendErrorKind;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventHash, EventStore, IdentityKeys, VerifiedEvent};
+use async_nats::jetstream::consumer::{pull, PullConsumer};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use prost::Message as _;
 use tracing::Instrument;
 
 /// Namespace of deterministic output ids.
@@ -102,8 +117,13 @@ pub struct ReactorStats {
     pub acked: std::sync::atomic::AtomicU64,
     /// Outputs appended (new, not duplicates).
     pub appended: std::sync::atomic::AtomicU64,
-    /// Inputs terminated as poison.
+    /// Outputs found already applied (by causation id) and not appended again.
+    pub already_applied: std::sync::atomic::AtomicU64,
+    /// Inputs terminated as poison (each after its `reactor.failed` was stored).
     pub poisoned: std::sync::atomic::AtomicU64,
+    /// Deliveries nak'ed for a later retry (transient failures, or a poison
+    /// input whose failure record could not be stored yet).
+    pub retried: std::sync::atomic::AtomicU64,
 }
 
 /// Why the reactor loop stopped.
@@ -116,14 +136,168 @@ pub struct ReactorError {
     pub detail: String,
 }
 
+/// A write the reactor is about to make, for [`FaultHook`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Appending output `index` of the reaction to an input.
+    AppendOutput {
+        /// The output index.
+        index: u32,
+    },
+    /// Appending the `reactor.failed` record of a poison input.
+    RecordFailure,
+    /// Acknowledging a processed input: an error loses the ack, as a crash
+    /// between storing the outputs and acking would (JetStream redelivers the
+    /// input after the consumer's ack wait).
+    Ack,
+}
+
+/// Fault injection (tests and failure drills): called with the write about to be
+/// made and the input event's id; an `Err(reason)` makes that write fail as if
+/// the store were unavailable. Production code passes none.
+pub type FaultHook = Arc<dyn Fn(FaultPoint, &str) -> Result<(), String> + Send + Sync>;
+
+/// Exponential delay asked for with each nak: `base * 2^(delivery-1)`, at
+/// most `max`. When the consumer has a redelivery schedule
+/// ([`ReactorOptions::redelivery`]), JetStream spaces redeliveries by that
+/// schedule instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first failed delivery.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before redelivering an input delivered `delivered` times.
+    pub fn delay(&self, delivered: i64) -> Duration {
+        let exp = delivered.saturating_sub(1).clamp(0, 16) as u32;
+        self.base.saturating_mul(1u32 << exp).min(self.max)
+    }
+}
+
+/// How a reactor runs (builder style).
+#[derive(Clone)]
+pub struct ReactorOptions {
+    backoff: Backoff,
+    redelivery: Vec<Duration>,
+    writes: Option<&'static [AggregateKind]>,
+    faults: Option<FaultHook>,
+}
+
+impl Default for ReactorOptions {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            redelivery: DEFAULT_REDELIVERY.to_vec(),
+            writes: None,
+            faults: None,
+        }
+    }
+}
+
+/// When JetStream redelivers an input nobody acknowledged (an instance crashed
+/// or hung): after the first delay, then the next, ...; the last one repeats.
+pub const DEFAULT_REDELIVERY: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+];
+
+impl std::fmt::Debug for ReactorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorOptions")
+            .field("backoff", &self.backoff)
+            .field("redelivery", &self.redelivery)
+            .field("writes", &self.writes)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+impl ReactorOptions {
+    /// Delays of transient retries (default 200 ms doubling up to 10 s).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// When unacknowledged inputs are redelivered (the consumer's backoff; the
+    /// first delay is its ack wait). Empty: the subscription's ack wait.
+    pub fn redelivery(mut self, delays: Vec<Duration>) -> Self {
+        self.redelivery = delays;
+        self
+    }
+
+    /// The aggregate kinds outputs may target (the role's declaration); an
+    /// output elsewhere is refused and the input recorded as poison. Unset: any.
+    /// `reactor.failed` records on `failure/<role>` are always allowed.
+    pub fn writes(mut self, kinds: &'static [AggregateKind]) -> Self {
+        self.writes = Some(kinds);
+        self
+    }
+
+    /// Installs a fault-injection hook (tests and failure drills only).
+    pub fn fault_hook(mut self, hook: FaultHook) -> Self {
+        self.faults = Some(hook);
+        self
+    }
+
+    fn inject(&self, point: FaultPoint, input_id: &str) -> Result<(), String> {
+        match &self.faults {
+            Some(hook) => hook(point, input_id),
+            None => Ok(()),
+        }
+    }
+}
+
 const MAX_DECISION_ATTEMPTS: u32 = 8;
 
-/// Runs `reactor` until `shutdown` resolves. In-flight work finishes before return.
-pub async fn run_reactor<R: Reactor>(
+/// Runs `reactor` with default [`ReactorOptions`] until `shutdown` resolves.
+pub async fn run_reactor<R: Reactor + ?Sized>(
     reactor: Arc<R>,
     store: EventStore,
     signer: ServiceSigner,
     stats: Arc<ReactorStats>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ReactorError> {
+    run_reactor_with(
+        reactor,
+        store,
+        signer,
+        stats,
+        ReactorOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Runs `reactor` until `shutdown` resolves. In-flight work finishes before return.
+///
+/// What happens to each delivery:
+/// - processed (outputs stored, or found already applied): ack;
+/// - transient failure: nak with [`Backoff`] delay, whatever the delivery count
+///   (the consumer has no delivery cap, so retrying never drops the input);
+/// - poison (decided by the error's kind, never by the delivery count): the
+///   `reactor.failed` record is stored first, then the input is terminated; if
+///   the record cannot be stored the input is nak'ed and comes back.
+pub async fn run_reactor_with<R: Reactor + ?Sized>(
+    reactor: Arc<R>,
+    store: EventStore,
+    signer: ServiceSigner,
+    stats: Arc<ReactorStats>,
+    options: ReactorOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ReactorError> {
     let role = reactor.role();
@@ -131,11 +305,14 @@ pub async fn run_reactor<R: Reactor>(
         role: role.to_string(),
         detail: d,
     };
-    let cfg = reactor.subscription();
-    let max_deliver = cfg.get_max_deliver();
+    // No delivery cap: JetStream would silently stop redelivering past it.
+    let cfg = reactor.subscription().max_deliver(-1);
     let consumer = consumer::work_consumer(store.jetstream(), &cfg)
         .await
         .map_err(|e| err(e.to_string()))?;
+    let consumer = configure_consumer(store.jetstream(), &cfg, consumer, &options)
+        .await
+        .map_err(err)?;
     let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
     tokio::pin!(shutdown);
     loop {
@@ -164,84 +341,142 @@ pub async fn run_reactor<R: Reactor>(
         let span = tracing::info_span!("react", role, stream_seq, delivered);
         amai_bus::trace::set_parent_from(&span, msg.headers.as_ref());
         let subject = msg.subject.to_string();
-        let result = process(
-            reactor.as_ref(),
-            &store,
-            &signer,
-            &msg.payload,
-            &subject,
+        let input = Input {
+            payload: &msg.payload,
+            subject: &subject,
             stream_seq,
-            &stats,
-        )
-        .instrument(span)
-        .await;
+        };
+        let result = process(reactor.as_ref(), &store, &signer, &options, &input, &stats)
+            .instrument(span.clone())
+            .await;
         let ack = match result {
             Ok(()) => AckKind::Ack,
-            Err(ReactError::Transient(reason)) if delivered < max_deliver => {
-                tracing::warn!(role, stream_seq, delivered, %reason, "transient failure; will retry");
-                AckKind::Nak(Some(backoff(delivered)))
+            Err(ReactError::Transient(reason)) => {
+                tracing::warn!(parent: &span, %reason, "transient failure; will retry");
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                AckKind::Nak(Some(options.backoff.delay(delivered)))
             }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!(role, stream_seq, delivered, %reason, "poison input; recording reactor.failed");
+            Err(ReactError::Poison(reason)) => {
+                tracing::error!(parent: &span, %reason, "poison input; recording reactor.failed");
                 match record_failure(
-                    reactor.as_ref(),
+                    role,
                     &store,
                     &signer,
-                    &msg.payload,
-                    &subject,
-                    stream_seq,
-                    delivered as u64,
+                    &options,
+                    &input,
+                    delivered.max(0) as u64,
                     &reason,
                 )
                 .await
                 {
                     Ok(()) => {
-                        stats
-                            .poisoned
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        stats.poisoned.fetch_add(1, Ordering::Relaxed);
                         AckKind::Term
                     }
                     Err(e) => {
-                        tracing::warn!(role, error = %e, "could not record the failure; will retry");
-                        AckKind::Nak(Some(backoff(delivered)))
+                        // Never terminate an input whose failure is not on record.
+                        tracing::warn!(parent: &span, error = %e, "could not record the failure; the input will be redelivered");
+                        stats.retried.fetch_add(1, Ordering::Relaxed);
+                        AckKind::Nak(Some(options.backoff.delay(delivered)))
                     }
                 }
             }
         };
+        if matches!(ack, AckKind::Ack) {
+            if let Err(reason) = options.inject(FaultPoint::Ack, &input_id_of(&input)) {
+                tracing::warn!(parent: &span, %reason, "ack lost (injected); the input will be redelivered");
+                continue;
+            }
+        }
         let acked = matches!(ack, AckKind::Ack | AckKind::Term);
         if let Err(e) = msg.double_ack_with(ack).await {
             // Not acknowledged: the input will be redelivered, and its outputs deduplicated.
             tracing::warn!(role, stream_seq, error = %e, "ack failed; the input will be redelivered");
         } else if acked {
-            stats
-                .acked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn backoff(delivered: i64) -> Duration {
-    Duration::from_millis((100u64 << delivered.clamp(0, 7) as u32).min(10_000))
+/// Makes the reactor's durable uncapped (`max_deliver` -1: JetStream silently
+/// stops redelivering past a cap) with the redelivery schedule of `options`
+/// (after a crash, unacked inputs come back after these delays), updating a
+/// durable created otherwise (e.g. capped, before this release).
+async fn configure_consumer(
+    js: &async_nats::jetstream::Context,
+    cfg: &WorkConsumerConfig,
+    consumer: PullConsumer,
+    options: &ReactorOptions,
+) -> Result<PullConsumer, String> {
+    let current = consumer.cached_info().config.clone();
+    let backoff = options.redelivery.clone();
+    if current.max_deliver == -1 && current.backoff == backoff {
+        return Ok(consumer);
+    }
+    tracing::info!(
+        stream = cfg.stream(),
+        consumer = current.durable_name.as_deref().unwrap_or_default(),
+        max_deliver = current.max_deliver,
+        "setting the reactor consumer's redelivery: no delivery cap, backoff schedule"
+    );
+    let stream = js
+        .get_stream_no_info(cfg.stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = pull::Config {
+        durable_name: current.durable_name.clone(),
+        name: current.name.clone(),
+        description: current.description.clone(),
+        filter_subject: current.filter_subject.clone(),
+        filter_subjects: current.filter_subjects.clone(),
+        ack_policy: current.ack_policy,
+        ack_wait: backoff.first().copied().unwrap_or(current.ack_wait),
+        max_ack_pending: current.max_ack_pending,
+        deliver_policy: current.deliver_policy,
+        max_deliver: -1,
+        backoff,
+        ..Default::default()
+    };
+    stream
+        .update_consumer(config)
+        .await
+        .map_err(|e| format!("cannot configure the reactor consumer's redelivery: {e}"))
+}
+
+/// The delivery being processed.
+struct Input<'a> {
+    payload: &'a [u8],
+    subject: &'a str,
+    stream_seq: u64,
 }
 
 async fn process<R: Reactor + ?Sized>(
     reactor: &R,
     store: &EventStore,
     signer: &ServiceSigner,
-    payload: &[u8],
-    subject: &str,
-    stream_seq: u64,
+    options: &ReactorOptions,
+    delivery: &Input<'_>,
     stats: &ReactorStats,
 ) -> Result<(), ReactError> {
-    let input = VerifiedEvent::decode(payload).map_err(|e| {
+    let input = VerifiedEvent::decode(delivery.payload).map_err(|e| {
         ReactError::Poison(format!(
-            "input {subject}#{stream_seq} is not a valid event: {e}"
+            "input {}#{} is not a valid event: {e}",
+            delivery.subject, delivery.stream_seq
         ))
     })?;
     for attempt in 0..MAX_DECISION_ATTEMPTS {
         let outputs = reactor.react(store, &input).await?;
-        match append_outputs(store, signer, &input, outputs, stats).await {
+        match append_outputs(
+            reactor.role(),
+            store,
+            signer,
+            options,
+            &input,
+            outputs,
+            stats,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(OutputError::Redecide(reason)) => {
                 tracing::debug!(attempt, %reason, "state moved under the decision; deciding again");
@@ -263,8 +498,10 @@ enum OutputError {
 }
 
 async fn append_outputs(
+    role: &str,
     store: &EventStore,
     signer: &ServiceSigner,
+    options: &ReactorOptions,
     input: &VerifiedEvent,
     outputs: Vec<PlannedOutput>,
     stats: &ReactorStats,
@@ -273,10 +510,41 @@ async fn append_outputs(
         .await
         .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
     for (index, out) in outputs.into_iter().enumerate() {
+        let index = index as u32;
+        if let Some(kinds) = options.writes {
+            if !kinds.contains(&out.aggregate.kind) {
+                return Err(OutputError::Fail(ReactError::Poison(format!(
+                    "role {role} may not write {} aggregates (it declares {})",
+                    out.aggregate.kind.as_str(),
+                    kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))));
+            }
+        }
+        let id = output_id(&input.body.id, index);
+        // Beyond JetStream's dedup window a redelivered input would be decided
+        // again on a head that has moved on: look for the output it caused.
+        // An empty head cannot hold it.
+        if out.head_seq > 0 {
+            let found = already_caused(store, &out.aggregate, &input.body.id, &id)
+                .await
+                .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
+            if found {
+                tracing::debug!(aggregate = %out.aggregate, %id, "output already applied; not appending it again");
+                stats.already_applied.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        }
+        options
+            .inject(FaultPoint::AppendOutput { index }, &input.body.id)
+            .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
         let signed = EventDraft::new(out.aggregate, out.payload)
             .after(out.head_seq, out.head_hash)
             .signer_seq(signer_seq)
-            .id(output_id(&input.body.id, index as u32))
+            .id(id)
             .causation(input.body.id.clone())
             .correlation(input.body.correlation_id.clone())
             .occurred_at(input.body.occurred_at.unwrap_or_default())
@@ -284,9 +552,7 @@ async fn append_outputs(
         match store.append(signed).await {
             Ok(o) => {
                 if !o.duplicate {
-                    stats
-                        .appended
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats.appended.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => match e.kind() {
@@ -308,23 +574,66 @@ async fn append_outputs(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record_failure<R: Reactor + ?Sized>(
-    reactor: &R,
+/// Whether `aggregate` already holds the event `id` caused by `input_id`.
+///
+/// Reads the aggregate's events (a linear scan of its subject, without
+/// verifying signatures: only ids are compared, and the store verified every
+/// event it appended). Runs only when the planned head is not empty.
+async fn already_caused(
+    store: &EventStore,
+    aggregate: &Aggregate,
+    input_id: &str,
+    id: &uuid::Uuid,
+) -> Result<bool, String> {
+    let head = store
+        .chain_head(aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    if head.aggregate_seq == 0 {
+        return Ok(false);
+    }
+    let id = id.to_string();
+    let events = store
+        .read_subject(aggregate, 1, head.stream_seq)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(events.iter().any(|stored| {
+        proto::SignedEvent::decode(stored.payload.as_ref())
+            .ok()
+            .and_then(|s| proto::EventBody::decode(s.body.as_slice()).ok())
+            .is_some_and(|b| b.id == id && b.causation_id == input_id)
+    }))
+}
+
+/// The input's event id, or `<subject>#<stream seq>` for an undecodable input.
+fn input_id_of(delivery: &Input<'_>) -> String {
+    proto::SignedEvent::decode(delivery.payload)
+        .ok()
+        .and_then(|s| proto::EventBody::decode(s.body.as_slice()).ok())
+        .map(|b| b.id)
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("{}#{}", delivery.subject, delivery.stream_seq))
+}
+
+/// Stores the `reactor.failed` record of a poison input on `failure/<role>`.
+/// Idempotent: the record's id is derived from the input, it is caused by the
+/// input, and a record already present (also beyond the dedup window) is found.
+async fn record_failure(
+    role: &str,
     store: &EventStore,
     signer: &ServiceSigner,
-    payload: &[u8],
-    subject: &str,
-    stream_seq: u64,
+    options: &ReactorOptions,
+    delivery: &Input<'_>,
     deliveries: u64,
     reason: &str,
 ) -> Result<(), String> {
-    let role = reactor.role();
     let aggregate = Aggregate::new(AggregateKind::Failure, role).map_err(|e| e.to_string())?;
-    let input_id = VerifiedEvent::decode(payload)
-        .map(|e| e.body.id)
-        .unwrap_or_else(|_| format!("{subject}#{stream_seq}"));
+    let input_id = input_id_of(delivery);
     let id = output_id(&input_id, u32::MAX);
+    if already_caused(store, &aggregate, &input_id, &id).await? {
+        return Ok(());
+    }
+    options.inject(FaultPoint::RecordFailure, &input_id)?;
     for _ in 0..MAX_DECISION_ATTEMPTS {
         let head = store
             .chain_head(&aggregate)
@@ -335,8 +644,8 @@ async fn record_failure<R: Reactor + ?Sized>(
             Kind::ReactorFailed(proto::ReactorFailed {
                 role: role.to_string(),
                 input_event_id: input_id.clone(),
-                input_subject: subject.to_string(),
-                input_stream_seq: stream_seq,
+                input_subject: delivery.subject.to_string(),
+                input_stream_seq: delivery.stream_seq,
                 reason: reason.to_string(),
                 deliveries,
             }),
@@ -344,6 +653,7 @@ async fn record_failure<R: Reactor + ?Sized>(
         .after(head.aggregate_seq, head.hash)
         .signer_seq(signer_seq(store, signer).await?)
         .id(id)
+        .causation(input_id.clone())
         .sign(&signer.keys, &signer.id);
         match store.append(signed).await {
             Ok(_) => return Ok(()),

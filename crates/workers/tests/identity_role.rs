@@ -2,6 +2,10 @@
 //! initialisation with several instances and redeliveries, poison inputs, and
 //! `min_position` queries.
 
+mod common;
+
+use common::{deploy, register, trust_seq, wait_until};
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,93 +13,12 @@ use std::time::Duration;
 use amai_bus::consumer::WorkConsumerConfig;
 use amai_bus::proto::{self, payload::Kind, IdentityKind};
 use amai_bus::query::{self, QueryCode};
-use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::subjects::{Aggregate, AggregateKind};
-use amai_bus::{EventStore, EventStoreConfig, IdentityKeys, Position, VerifiedEvent};
-use amai_testkit::NatsServer;
-use amai_workers::bootstrap::{ensure_identity, ensure_operator, ensure_service};
-use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
-use amai_workers::reactor::{
-    run_reactor, ReactError, ReactFuture, Reactor, ReactorStats, ServiceSigner,
-};
-use amai_workers::trust_init::TrustInitializer;
-
-struct Deployment {
-    server: NatsServer,
-    client: async_nats::Client,
-    store: EventStore,
-    signer: ServiceSigner,
-}
-
-async fn deploy() -> Deployment {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client.clone());
-    ensure_streams(&js, &StreamSettings::default())
-        .await
-        .expect("streams");
-    let operator = IdentityKeys::generate();
-    let store = EventStore::new(
-        js,
-        EventStoreConfig::default().trust_root(operator.public_key()),
-    );
-    let now = amai_bus::envelope::now_timestamp();
-    ensure_operator(&store, &operator, "operator", now)
-        .await
-        .expect("operator");
-    let service = IdentityKeys::generate();
-    let id = ensure_service(&store, &operator, &service, "svc-identity", &[amai_bus::subjects::AggregateKind::Trust, amai_bus::subjects::AggregateKind::Failure], now)
-        .await
-        .expect("service");
-    Deployment {
-        server,
-        client,
-        store,
-        signer: ServiceSigner { keys: service, id },
-    }
-}
-
-async fn register(store: &EventStore, name: &str) -> (String, Position) {
-    let keys = IdentityKeys::generate();
-    let id = ensure_identity(
-        store,
-        &keys,
-        name,
-        IdentityKind::Agent,
-        None,
-        amai_bus::envelope::now_timestamp(),
-    )
-    .await
-    .expect("register");
-    let head = store
-        .chain_head(&Aggregate::agent(&id).expect("agg"))
-        .await
-        .expect("head");
-    (id, Position::new("AMAI_AGENTS", head.stream_seq))
-}
-
-async fn trust_seq(store: &EventStore, id: &str) -> u64 {
-    store
-        .chain_head(&Aggregate::new(AggregateKind::Trust, id).expect("agg"))
-        .await
-        .expect("head")
-        .aggregate_seq
-}
-
-async fn wait_until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use amai_bus::{EventStore, IdentityKeys, Position, VerifiedEvent};
+use amai_workers::bootstrap::ensure_identity;
+use amai_workers::reactor::{run_reactor, ReactError, ReactFuture, Reactor, ReactorStats};
+use amai_workers::roles::identity::{self, IdentityRole, TrustInitializer};
+use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 
 #[tokio::test]
 async fn two_instances_initialise_trust_exactly_once_per_identity() {
@@ -107,12 +30,15 @@ async fn two_instances_initialise_trust_exactly_once_per_identity() {
     let mut roles = Vec::new();
     for dir in &dirs {
         roles.push(
-            IdentityRole::start(IdentityRoleConfig::new(
-                d.client.clone(),
-                d.store.clone(),
-                dir.path(),
-                d.signer.clone(),
-            ))
+            RoleRuntime::start(
+                Arc::new(IdentityRole),
+                RoleRuntimeConfig::new(
+                    d.client.clone(),
+                    d.store.clone(),
+                    dir.path(),
+                    d.signer.clone(),
+                ),
+            )
             .await
             .expect("role"),
         );
@@ -138,7 +64,7 @@ async fn two_instances_initialise_trust_exactly_once_per_identity() {
     }
     let appended: u64 = roles
         .iter()
-        .map(|r| r.reactor_stats.appended.load(Ordering::Relaxed))
+        .map(|r| r.reactor_stats().appended.load(Ordering::Relaxed))
         .sum();
     assert_eq!(
         appended, 32,
@@ -152,7 +78,8 @@ async fn two_instances_initialise_trust_exactly_once_per_identity() {
                 min_position: None,
             };
             wait_until("projection copy", || async {
-                role.read_model
+                identity::read_model(role)
+                    .expect("model")
                     .get_identity(&req)
                     .expect("read")
                     .and_then(|i| i.trust_score)
@@ -186,12 +113,15 @@ impl Reactor for Redelivered {
 async fn redelivered_inputs_produce_no_second_output() {
     let d = deploy().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut role = IdentityRole::start(IdentityRoleConfig::new(
-        d.client.clone(),
-        d.store.clone(),
-        dir.path(),
-        d.signer.clone(),
-    ))
+    let mut role = RoleRuntime::start(
+        Arc::new(IdentityRole),
+        RoleRuntimeConfig::new(
+            d.client.clone(),
+            d.store.clone(),
+            dir.path(),
+            d.signer.clone(),
+        ),
+    )
     .await
     .expect("role");
     let mut ids = Vec::new();
@@ -290,20 +220,12 @@ async fn poison_inputs_are_recorded_and_terminated() {
     assert!(f.reason.contains("never be processed"), "{}", f.reason);
     assert!(f.input_subject.ends_with(&poison_id));
     // Terminated, not redelivered: nothing stays pending on the consumer.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("consumer drained", || {
+        common::consumer_drained(&d.store, "AMAI_AGENTS", "poison-test")
+    })
+    .await;
     let _ = tx.send(true);
     task.await.expect("join").expect("reactor");
-    let js = d.store.jetstream();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("AMAI_AGENTS")
-        .await
-        .expect("stream")
-        .get_consumer("poison-test")
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("info");
-    assert_eq!(info.num_ack_pending, 0);
-    assert_eq!(info.num_pending, 0);
     assert_eq!(stats.poisoned.load(Ordering::Relaxed), 1);
 }
 
@@ -311,8 +233,9 @@ async fn poison_inputs_are_recorded_and_terminated() {
 async fn queries_wait_for_min_position_and_refuse_tokens_they_cannot_honour() {
     let d = deploy().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut role = IdentityRole::start(
-        IdentityRoleConfig::new(
+    let mut role = RoleRuntime::start(
+        Arc::new(IdentityRole),
+        RoleRuntimeConfig::new(
             d.client.clone(),
             d.store.clone(),
             dir.path(),
@@ -434,12 +357,15 @@ async fn deterministic_bootstrap_is_idempotent_across_racing_instances() {
 async fn the_role_survives_a_nats_server_restart() {
     let mut d = deploy().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut role = IdentityRole::start(IdentityRoleConfig::new(
-        d.client.clone(),
-        d.store.clone(),
-        dir.path(),
-        d.signer.clone(),
-    ))
+    let mut role = RoleRuntime::start(
+        Arc::new(IdentityRole),
+        RoleRuntimeConfig::new(
+            d.client.clone(),
+            d.store.clone(),
+            dir.path(),
+            d.signer.clone(),
+        ),
+    )
     .await
     .expect("role");
     let (before, _) = register(&d.store, "before-restart").await;
@@ -507,7 +433,10 @@ async fn the_role_survives_a_nats_server_restart() {
         1,
         "nothing was applied twice"
     );
-    let stats = role.read_model.stats().expect("stats");
+    let stats = identity::read_model(&role)
+        .expect("model")
+        .stats()
+        .expect("stats");
     assert_eq!(
         stats.identities, 4,
         "operator, service and the two agents, each once"

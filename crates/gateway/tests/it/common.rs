@@ -12,7 +12,8 @@ use amai_client::{Agent, AmaiClient};
 use amai_gateway::{serve, GatewayConfig};
 use amai_testkit::NatsServer;
 use amai_workers::bootstrap::{ensure_operator, ensure_service};
-use amai_workers::identity::{IdentityRole, IdentityRoleConfig};
+use amai_workers::roles::identity::IdentityRole;
+use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use amai_workers::reactor::ServiceSigner;
 
 /// Event size limit used by the tests (small, to test the limit cheaply).
@@ -31,7 +32,7 @@ pub(crate) struct Env {
     pub(crate) js: async_nats::jetstream::Context,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>>,
-    role: Option<(IdentityRole, tempfile::TempDir)>,
+    role: Option<(RoleRuntime, tempfile::TempDir)>,
     _nats: NatsServer,
 }
 
@@ -75,12 +76,15 @@ impl Env {
                 .await
                 .expect("service");
             let dir = tempfile::tempdir().expect("dir");
-            let role = IdentityRole::start(IdentityRoleConfig::new(
-                nc.clone(),
-                store.clone(),
-                dir.path(),
-                ServiceSigner { keys: service, id },
-            ))
+            let role = RoleRuntime::start(
+                std::sync::Arc::new(IdentityRole),
+                RoleRuntimeConfig::new(
+                    nc.clone(),
+                    store.clone(),
+                    dir.path(),
+                    ServiceSigner { keys: service, id },
+                ),
+            )
             .await
             .expect("identity role");
             Some((role, dir))

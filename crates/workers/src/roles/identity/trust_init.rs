@@ -22,7 +22,7 @@ pub struct TrustInitializer;
 
 impl Reactor for TrustInitializer {
     fn role(&self) -> &'static str {
-        "identity"
+        super::NAME
     }
 
     fn subscription(&self) -> WorkConsumerConfig {
