@@ -61,7 +61,10 @@ type FoldFuture<'a> = Pin<Box<dyn Future<Output = Result<CachedChain, ReadError>
 impl EventStore {
     /// The folded chain of `aggregate`: the cached fold brought up to the head
     /// read fresh from JetStream.
-    pub(crate) async fn fresh_chain(&self, aggregate: &Aggregate) -> Result<CachedChain, ReadError> {
+    pub(crate) async fn fresh_chain(
+        &self,
+        aggregate: &Aggregate,
+    ) -> Result<CachedChain, ReadError> {
         self.fold_chain(aggregate.clone(), 0).await
     }
 
@@ -162,7 +165,11 @@ impl EventStore {
             return Ok(verify::resolve(req, None, SignerCheck::AtPosition));
         };
         let state = self.signer_identity(id, depth + 1).await?;
-        Ok(verify::resolve(req, state.as_ref(), SignerCheck::AtPosition))
+        Ok(verify::resolve(
+            req,
+            state.as_ref(),
+            SignerCheck::AtPosition,
+        ))
     }
 
     /// A foreign-signer requirement judged for an append: the signer's chain is
@@ -180,7 +187,11 @@ impl EventStore {
 
     /// The identity folded from `id`'s chain (its valid prefix), `None` when it
     /// has no chain or no valid genesis.
-    async fn signer_identity(&self, id: &str, depth: u8) -> Result<Option<IdentityState>, ReadError> {
+    async fn signer_identity(
+        &self,
+        id: &str,
+        depth: u8,
+    ) -> Result<Option<IdentityState>, ReadError> {
         if depth > MAX_SIGNER_DEPTH {
             return Err(ReadError::Invalid(format!(
                 "resolving signer {id}: foreign signers nest deeper than {MAX_SIGNER_DEPTH}"
@@ -198,16 +209,13 @@ impl EventStore {
     pub async fn identity_state(&self, id: &str) -> Result<IdentityState, ReadError> {
         let aggregate = Aggregate::agent(id).map_err(|e| ReadError::Invalid(e.to_string()))?;
         let chain = self.fresh_chain(&aggregate).await?;
-        chain
-            .state
-            .identity
-            .ok_or_else(|| match chain.corrupted {
-                Some(c) => ReadError::Invalid(format!(
-                    "identity {id} has no valid genesis: {} at {}",
-                    c.failure, c.position
-                )),
-                None => ReadError::NotFound(format!("identity {id} is not registered")),
-            })
+        chain.state.identity.ok_or_else(|| match chain.corrupted {
+            Some(c) => ReadError::Invalid(format!(
+                "identity {id} has no valid genesis: {} at {}",
+                c.failure, c.position
+            )),
+            None => ReadError::NotFound(format!("identity {id} is not registered")),
+        })
     }
 
     /// The first invalid event of an aggregate's chain, if any (fresh read).

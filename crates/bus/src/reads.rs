@@ -277,7 +277,6 @@ impl EventStore {
         }
         Ok(self.read_chain(aggregate, seq, 1).await?.into_iter().next())
     }
-
 }
 
 /// Whether a `STREAM.MSG.GET` failed only because there is no such message.

@@ -499,7 +499,11 @@ impl EventStore {
         }
     }
 
-    async fn check_against(&self, ev: &VerifiedEvent, chain: &CachedChain) -> Result<Pending, Refusal> {
+    async fn check_against(
+        &self,
+        ev: &VerifiedEvent,
+        chain: &CachedChain,
+    ) -> Result<Pending, Refusal> {
         if chain.corrupted.is_some()
             || chain.folded_to != chain.head.stream_seq
             || verify::check_position(&chain.state, ev).is_err()

@@ -61,7 +61,14 @@ async fn register(store: &EventStore, keys: &IdentityKeys, name: &str) -> Aggreg
     Aggregate::agent(keys.identity_id()).expect("agg")
 }
 
-fn rotation(agg: &Aggregate, seq: u64, hash: [u8; 32], old: &IdentityKeys, new: &IdentityKeys, prover: &IdentityKeys) -> SignedEvent {
+fn rotation(
+    agg: &Aggregate,
+    seq: u64,
+    hash: [u8; 32],
+    old: &IdentityKeys,
+    new: &IdentityKeys,
+    prover: &IdentityKeys,
+) -> SignedEvent {
     EventDraft::new(
         agg.clone(),
         Kind::AgentKeyRotated(proto::AgentKeyRotated {
@@ -106,7 +113,14 @@ async fn a_forged_rotation_published_raw_never_changes_key_state() {
     let mallory = IdentityKeys::generate();
     let head = store.chain_head(&agg).await.expect("head");
     // Signed by mallory (not alice's key) with a valid proof by mallory.
-    let forged = rotation(&agg, head.aggregate_seq, head.hash, &mallory, &mallory, &mallory);
+    let forged = rotation(
+        &agg,
+        head.aggregate_seq,
+        head.hash,
+        &mallory,
+        &mallory,
+        &mallory,
+    );
     publish_raw(&store, &agg, &forged).await;
 
     // A second store (cold cache) and the first (warm cache) agree.
@@ -149,8 +163,15 @@ async fn a_raw_revocation_with_a_skipped_seq_does_not_revoke() {
     publish_raw(&store, &agg, &revocation).await;
     let cold = setup(&server, EventStoreConfig::default()).await;
     let state = cold.identity_state(&agg.id).await.expect("state");
-    assert!(state.revoked.is_none(), "an invalid event never changes state");
-    let c = cold.corruption(&agg).await.expect("read").expect("corrupted");
+    assert!(
+        state.revoked.is_none(),
+        "an invalid event never changes state"
+    );
+    let c = cold
+        .corruption(&agg)
+        .await
+        .expect("read")
+        .expect("corrupted");
     assert_eq!(c.failure.kind, amai_bus::verify::FailureKind::Gap);
 }
 
@@ -194,8 +215,14 @@ async fn a_claim_appended_alone_completes_its_registration() {
     let store = setup(&server, EventStoreConfig::default()).await;
     let keys = IdentityKeys::generate();
     let g = genesis_with(&keys, "solo", IdentityKind::Agent, None);
-    store.append(claim_of(&keys, "solo", &g)).await.expect("claim");
-    let state = store.identity_state(&keys.identity_id()).await.expect("registered");
+    store
+        .append(claim_of(&keys, "solo", &g))
+        .await
+        .expect("claim");
+    let state = store
+        .identity_state(&keys.identity_id())
+        .await
+        .expect("registered");
     assert_eq!(state.name, "solo");
     // The genesis sent afterwards is an idempotent duplicate.
     assert!(store.append(g).await.expect("genesis").duplicate);
@@ -214,7 +241,11 @@ async fn a_rotation_without_proof_of_possession_is_refused() {
     let rot = rotation(&agg, head.aggregate_seq, head.hash, &alice, &victim, &alice);
     let err = store.append(rot).await.expect_err("no proof");
     assert_eq!(err.kind(), AppendErrorKind::Invalid);
-    assert_eq!(store.chain_head(&agg).await.expect("head"), head, "nothing appended");
+    assert_eq!(
+        store.chain_head(&agg).await.expect("head"),
+        head,
+        "nothing appended"
+    );
     // With the new key's proof, it goes through.
     let next = IdentityKeys::generate();
     let rot = rotation(&agg, head.aggregate_seq, head.hash, &alice, &next, &next);
@@ -237,7 +268,11 @@ async fn a_signed_body_with_unknown_fields_is_malformed() {
     assert_eq!(err.kind(), AppendErrorKind::Malformed);
 }
 
-fn endorsement(operator: &IdentityKeys, service: &IdentityKeys, scopes: &[&str]) -> proto::Endorsement {
+fn endorsement(
+    operator: &IdentityKeys,
+    service: &IdentityKeys,
+    scopes: &[&str],
+) -> proto::Endorsement {
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     proto::Endorsement {
         operator_id: operator.identity_id(),
@@ -250,9 +285,23 @@ fn endorsement(operator: &IdentityKeys, service: &IdentityKeys, scopes: &[&str])
     }
 }
 
-async fn register_service(store: &EventStore, operator: &IdentityKeys, service: &IdentityKeys, name: &str, scopes: &[&str]) {
-    let g = genesis_with(service, name, IdentityKind::Service, Some(endorsement(operator, service, scopes)));
-    store.append(claim_of(service, name, &g)).await.expect("claim");
+async fn register_service(
+    store: &EventStore,
+    operator: &IdentityKeys,
+    service: &IdentityKeys,
+    name: &str,
+    scopes: &[&str],
+) {
+    let g = genesis_with(
+        service,
+        name,
+        IdentityKind::Service,
+        Some(endorsement(operator, service, scopes)),
+    );
+    store
+        .append(claim_of(service, name, &g))
+        .await
+        .expect("claim");
     store.append(g).await.expect("genesis");
 }
 
@@ -281,7 +330,10 @@ async fn a_rotated_out_service_key_stops_signing_at_once() {
     let service = IdentityKeys::generate();
     register_service(&store, &operator, &service, "svc-trust", &["trust"]).await;
     // The warm store accepts a result citing the service's head (seq 1).
-    store.append(trust_event(&service, "a1", 1)).await.expect("valid");
+    store
+        .append(trust_event(&service, "a1", 1))
+        .await
+        .expect("valid");
 
     // The service rotates through another store instance.
     let other = setup(&server, config).await;
@@ -289,14 +341,24 @@ async fn a_rotated_out_service_key_stops_signing_at_once() {
     let head = other.chain_head(&sagg).await.expect("head");
     let next = IdentityKeys::generate();
     other
-        .append(rotation(&sagg, head.aggregate_seq, head.hash, &service, &next, &next))
+        .append(rotation(
+            &sagg,
+            head.aggregate_seq,
+            head.hash,
+            &service,
+            &next,
+            &next,
+        ))
         .await
         .expect("rotate");
 
     // The warm store refuses the old key immediately: citing the position
     // where it was current, it is rotated out at the head; citing the head, it
     // was never current there.
-    for (cited, kind) in [(1, AppendErrorKind::RevokedKey), (2, AppendErrorKind::UnknownKey)] {
+    for (cited, kind) in [
+        (1, AppendErrorKind::RevokedKey),
+        (2, AppendErrorKind::UnknownKey),
+    ] {
         let err = store
             .append(trust_event(&service, "a2", cited))
             .await
@@ -314,7 +376,11 @@ async fn a_rotated_out_service_key_stops_signing_at_once() {
     store.append(by_new).await.expect("the new key signs");
     // A citation beyond the signer's head is refused too.
     assert_eq!(
-        store.append(trust_event(&service, "a3", 9)).await.expect_err("future").kind(),
+        store
+            .append(trust_event(&service, "a3", 9))
+            .await
+            .expect_err("future")
+            .kind(),
         AppendErrorKind::UnknownKey
     );
 }
@@ -324,7 +390,11 @@ async fn a_rotated_out_service_key_stops_signing_at_once() {
 async fn a_service_writes_only_its_scopes() {
     let server = NatsServer::start();
     let operator = IdentityKeys::generate();
-    let store = setup(&server, EventStoreConfig::default().trust_root(operator.public_key())).await;
+    let store = setup(
+        &server,
+        EventStoreConfig::default().trust_root(operator.public_key()),
+    )
+    .await;
     register(&store, &operator, "root").await;
     let service = IdentityKeys::generate();
     register_service(&store, &operator, &service, "svc-llm", &["llm"]).await;

@@ -366,7 +366,9 @@ impl Agent {
             },
             b"",
         )
-        .map_err(|e| ClientError::Integrity(format!("recipient {to} has an unusable X25519 key: {e}")))?;
+        .map_err(|e| {
+            ClientError::Integrity(format!("recipient {to} has an unusable X25519 key: {e}"))
+        })?;
         let aggregate = self.aggregate()?;
         let (me, id, to_id) = (self.keys.clone(), self.id.clone(), recipient.id.clone());
         let plaintext = plaintext.to_vec();

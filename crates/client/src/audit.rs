@@ -113,7 +113,8 @@ fn identity_state_depth(
                 if signer == id {
                     continue;
                 }
-                if let Some(state) = identity_state_depth(client, signer.clone(), depth + 1).await? {
+                if let Some(state) = identity_state_depth(client, signer.clone(), depth + 1).await?
+                {
                     signers.insert(signer, state);
                 }
             }

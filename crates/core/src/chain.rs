@@ -10,9 +10,9 @@ use ed25519_dalek::VerifyingKey;
 use crate::envelope::{EventHash, ZERO_HASH};
 use crate::identity::{IdentityState, SignerCheck};
 use crate::proto;
-use crate::verify::{self, ChainState, FailureKind};
 use crate::stored::StoredEvent;
 use crate::subjects::{Aggregate, AggregateKind};
+use crate::verify::{self, ChainState, FailureKind};
 use crate::Position;
 
 /// The first thing wrong with a chain.
@@ -358,10 +358,7 @@ mod tests {
         let ev = c.action(&keys);
         c.push(ev);
         let r = c.verify();
-        assert_eq!(
-            r.failure.expect("failure").kind,
-            FailureKind::Malformed
-        );
+        assert_eq!(r.failure.expect("failure").kind, FailureKind::Malformed);
         assert_eq!(r.events_checked, 2, "the walk stops at the first failure");
     }
 

@@ -541,7 +541,9 @@ fn check_name_claim(
         ));
     }
     if ev.body.signer_seq != 0 {
-        return Err(RuleError::Invalid("a name claim carries no signer_seq".into()));
+        return Err(RuleError::Invalid(
+            "a name claim carries no signer_seq".into(),
+        ));
     }
     let genesis_hash: EventHash = claim
         .genesis_hash
@@ -623,7 +625,9 @@ pub fn check_requirement(
             at_seq,
         } => {
             let state = state.ok_or_else(|| {
-                RuleError::UnknownKey(format!("endorser {operator_id} is not a registered identity"))
+                RuleError::UnknownKey(format!(
+                    "endorser {operator_id} is not a registered identity"
+                ))
             })?;
             check_signer(state, key, &[IdentityKind::Operator], *at_seq, mode)
         }

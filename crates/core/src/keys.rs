@@ -232,7 +232,12 @@ impl IdentityKeys {
     /// Signs an endorsement of `endorsed_key` for an identity of kind `kind_name`
     /// (`operator` or `service`) that may write the aggregate kinds `scopes`
     /// (services; empty for operators).
-    pub fn endorse(&self, endorsed_key: &VerifyingKey, kind_name: &str, scopes: &[String]) -> [u8; 64] {
+    pub fn endorse(
+        &self,
+        endorsed_key: &VerifyingKey,
+        kind_name: &str,
+        scopes: &[String],
+    ) -> [u8; 64] {
         self.sign(
             pae::ENDORSEMENT_DOMAIN,
             &endorsement_body(endorsed_key, kind_name, scopes),
@@ -241,17 +246,32 @@ impl IdentityKeys {
 
     /// The proof of possession a key rotation carries: this (new) key signs the
     /// rotation of `aggregate` at `aggregate_seq` from `old_key` to itself.
-    pub fn rotation_proof(&self, aggregate: &str, aggregate_seq: u64, old_key: &VerifyingKey) -> [u8; 64] {
+    pub fn rotation_proof(
+        &self,
+        aggregate: &str,
+        aggregate_seq: u64,
+        old_key: &VerifyingKey,
+    ) -> [u8; 64] {
         self.sign(
             pae::ROTATION_DOMAIN,
-            &rotation_body(aggregate, aggregate_seq, old_key, &self.public_key(), &self.x25519_public()),
+            &rotation_body(
+                aggregate,
+                aggregate_seq,
+                old_key,
+                &self.public_key(),
+                &self.x25519_public(),
+            ),
         )
     }
 }
 
 /// The bytes an operator signs to endorse a key: the key, the kind, a newline and
 /// the scopes joined by commas.
-pub fn endorsement_body(endorsed_key: &VerifyingKey, kind_name: &str, scopes: &[String]) -> Vec<u8> {
+pub fn endorsement_body(
+    endorsed_key: &VerifyingKey,
+    kind_name: &str,
+    scopes: &[String],
+) -> Vec<u8> {
     let mut b = endorsed_key.as_bytes().to_vec();
     b.extend_from_slice(kind_name.as_bytes());
     b.push(b'\n');

@@ -92,7 +92,15 @@ pub fn sign_request<M: Message>(
     method: &str,
     message: &M,
 ) -> RequestSignature {
-    sign_request_at(keys, actor, deployment, method, message, now_ms(), new_nonce())
+    sign_request_at(
+        keys,
+        actor,
+        deployment,
+        method,
+        message,
+        now_ms(),
+        new_nonce(),
+    )
 }
 
 /// Signs with an explicit timestamp and nonce (tests, clock-skewed callers).
@@ -134,9 +142,7 @@ impl RequestSignature {
     }
 
     /// Reads the four headers through `header` (name -> value when present).
-    pub fn from_headers(
-        header: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, RequestAuthError> {
+    pub fn from_headers(header: impl Fn(&str) -> Option<String>) -> Result<Self, RequestAuthError> {
         let get = |k: &str| -> Result<String, RequestAuthError> {
             header(k).ok_or_else(|| RequestAuthError::Missing(format!("{k} is missing")))
         };
@@ -233,7 +239,10 @@ mod tests {
         let sig = sign_request(&keys, &keys.identity_id(), DEPLOYMENT, METHOD, &req);
         let headers = sig.headers();
         let read = RequestSignature::from_headers(|k| {
-            headers.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+            headers
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
         })
         .expect("headers");
         assert_eq!(read, sig);
@@ -249,22 +258,60 @@ mod tests {
         let bad = |r: Result<(), RequestAuthError>| {
             assert!(matches!(r, Err(RequestAuthError::BadSignature(_))))
         };
-        bad(verify_request(&sig, DEPLOYMENT, "/amai.v1.IdentityService/GetStats", &req, &keys.public_key()));
-        let other = ListInboxRequest { after_seq: 1, ..req.clone() };
-        bad(verify_request(&sig, DEPLOYMENT, METHOD, &other, &keys.public_key()));
-        bad(verify_request(&sig, DEPLOYMENT, METHOD, &req, &IdentityKeys::generate().public_key()));
+        bad(verify_request(
+            &sig,
+            DEPLOYMENT,
+            "/amai.v1.IdentityService/GetStats",
+            &req,
+            &keys.public_key(),
+        ));
+        let other = ListInboxRequest {
+            after_seq: 1,
+            ..req.clone()
+        };
+        bad(verify_request(
+            &sig,
+            DEPLOYMENT,
+            METHOD,
+            &other,
+            &keys.public_key(),
+        ));
+        bad(verify_request(
+            &sig,
+            DEPLOYMENT,
+            METHOD,
+            &req,
+            &IdentityKeys::generate().public_key(),
+        ));
         // Another deployment refuses a request signed for this one.
         bad(verify_request(&sig, "d2", METHOD, &req, &keys.public_key()));
         // The actor is signed: presenting the signature as another identity fails.
-        let relabelled = RequestSignature { actor: "someone-else".into(), ..sig.clone() };
-        bad(verify_request(&relabelled, DEPLOYMENT, METHOD, &req, &keys.public_key()));
+        let relabelled = RequestSignature {
+            actor: "someone-else".into(),
+            ..sig.clone()
+        };
+        bad(verify_request(
+            &relabelled,
+            DEPLOYMENT,
+            METHOD,
+            &req,
+            &keys.public_key(),
+        ));
     }
 
     #[test]
     fn stale_and_missing_are_reported() {
         let keys = IdentityKeys::generate();
         let req = ListInboxRequest::default();
-        let sig = sign_request_at(&keys, "a", DEPLOYMENT, METHOD, &req, now_ms() - 60_000, new_nonce());
+        let sig = sign_request_at(
+            &keys,
+            "a",
+            DEPLOYMENT,
+            METHOD,
+            &req,
+            now_ms() - 60_000,
+            new_nonce(),
+        );
         assert!(matches!(
             check_freshness(&sig, now_ms(), 30_000),
             Err(RequestAuthError::Expired { .. })

@@ -8,8 +8,8 @@
 //! Layout of `sealed`: the 32-byte encapsulated key, then the ciphertext.
 
 use hpke::{
-    aead::ChaCha20Poly1305, kdf::HkdfSha256, kem::X25519HkdfSha256, Deserializable, Kem,
-    OpModeR, OpModeS, Serializable,
+    aead::ChaCha20Poly1305, kdf::HkdfSha256, kem::X25519HkdfSha256, Deserializable, Kem, OpModeR,
+    OpModeS, Serializable,
 };
 
 use crate::pae;
@@ -145,7 +145,12 @@ mod tests {
         )
         .expect("seal");
         let open_as = |secret: &IdentityKeys, sender: &IdentityKeys, b| {
-            open(&secret.x25519_secret_bytes(), &sender.x25519_public(), b, &boxed)
+            open(
+                &secret.x25519_secret_bytes(),
+                &sender.x25519_public(),
+                b,
+                &boxed,
+            )
         };
         assert_eq!(open_as(&bob, &alice, b).expect("open"), b"hi bob");
         // Another recipient key.

@@ -118,7 +118,6 @@ pub fn millis(t: time::OffsetDateTime) -> Millis {
     (t.unix_timestamp_nanos() / 1_000_000) as Millis
 }
 
-
 /// The aggregate sequence of a stored event: from the header when present, else
 /// from the decoded body.
 pub fn aggregate_seq_of(stored: &StoredEvent) -> Option<u64> {
@@ -126,4 +125,3 @@ pub fn aggregate_seq_of(stored: &StoredEvent) -> Option<u64> {
     let body = proto::EventBody::decode(signed.body.as_slice()).ok()?;
     Some(body.aggregate_seq)
 }
-

@@ -185,8 +185,7 @@ pub struct Pending {
 /// subject and stream its aggregate maps to. Stateless; run it in parallel.
 pub fn verify_stored(stored: &StoredEvent) -> Result<VerifiedEvent, Failure> {
     let ev = VerifiedEvent::decode(&stored.payload)?;
-    if stored.subject != ev.aggregate.subject() || stored.position.stream != ev.aggregate.stream()
-    {
+    if stored.subject != ev.aggregate.subject() || stored.position.stream != ev.aggregate.stream() {
         return Err(Failure::new(
             FailureKind::WrongAggregate,
             format!(
@@ -334,7 +333,10 @@ mod tests {
     fn no_foreign(req: &SignerRequirement) -> Result<(), Failure> {
         match req {
             SignerRequirement::None => Ok(()),
-            _ => Err(Failure::new(FailureKind::UnknownKey, "no foreign signers here")),
+            _ => Err(Failure::new(
+                FailureKind::UnknownKey,
+                "no foreign signers here",
+            )),
         }
     }
 

@@ -9,8 +9,8 @@ use async_nats::jetstream::kv;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
-use amai_bus::EventStore;
 use amai_bus::request::{self as request_auth, RequestSignature};
+use amai_bus::EventStore;
 
 use crate::status::ApiError;
 use crate::GatewayError;

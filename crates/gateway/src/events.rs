@@ -269,12 +269,9 @@ impl EventService for EventSvc {
         &self,
         _request: Request<proto::GetDeploymentRequest>,
     ) -> Result<Response<proto::Deployment>, Status> {
-        let root = self
-            .shared
-            .store
-            .config()
-            .get_trust_root()
-            .ok_or_else(|| ApiError::Unavailable("this gateway has no trust root configured".into()))?;
+        let root = self.shared.store.config().get_trust_root().ok_or_else(|| {
+            ApiError::Unavailable("this gateway has no trust root configured".into())
+        })?;
         Ok(Response::new(proto::Deployment {
             deployment_id: hex::encode(root.as_bytes()),
             trust_root: root.as_bytes().to_vec(),

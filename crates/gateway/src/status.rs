@@ -44,8 +44,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 use amai_bus::query::{QueryCode, QueryError};
-use amai_bus::store::{AppendError, AppendErrorKind, ReadError};
 use amai_bus::request::RequestAuthError;
+use amai_bus::store::{AppendError, AppendErrorKind, ReadError};
 use amai_client::error::error_details;
 use amai_client::{ErrorKind, CHAIN_HEAD_METADATA};
 use tonic_types::StatusExt;

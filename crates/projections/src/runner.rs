@@ -1106,7 +1106,12 @@ impl Ctx {
         overlay: &Overlay,
     ) -> Result<Verdict, Transient> {
         let invalid = |ev: Option<&VerifiedEvent>, f: Failure| {
-            Ok(Verdict::Invalid(violation(stored, ev, f.kind.into(), f.detail)))
+            Ok(Verdict::Invalid(violation(
+                stored,
+                ev,
+                f.kind.into(),
+                f.detail,
+            )))
         };
         let ev = match sig {
             Ok(ev) => ev,
@@ -1156,14 +1161,19 @@ impl Ctx {
             return Ok(verify::resolve(req, None, SignerCheck::AtPosition));
         };
         let cited = match req {
-            SignerRequirement::Identity { at_seq, .. } | SignerRequirement::Endorser { at_seq, .. } => *at_seq,
+            SignerRequirement::Identity { at_seq, .. }
+            | SignerRequirement::Endorser { at_seq, .. } => *at_seq,
             _ => u64::MAX,
         };
         {
             let cache = self.lock_signers();
             if let Some(c) = cache.get(actor) {
                 if cited <= c.state.head_seq {
-                    return Ok(verify::resolve(req, Some(&c.state), SignerCheck::AtPosition));
+                    return Ok(verify::resolve(
+                        req,
+                        Some(&c.state),
+                        SignerCheck::AtPosition,
+                    ));
                 }
             }
         }

@@ -52,7 +52,10 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
     assert_eq!(status_kind(&err), ErrorKind::RequestExpired);
 
     // Signed over another body (tampered request).
-    let sig = alice.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
+    let sig = alice
+        .sign_request(LIST_INBOX_METHOD, &req)
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(proto::ListInboxRequest {
         after_seq: 5,
         ..req.clone()
@@ -64,7 +67,10 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 
     // A valid signature passes authentication (no identity worker runs here, so
     // the query itself is Unavailable)...
-    let sig = alice.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
+    let sig = alice
+        .sign_request(LIST_INBOX_METHOD, &req)
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(req.clone());
     amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("no worker");
@@ -78,7 +84,10 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
     assert_eq!(status_kind(&err), ErrorKind::RequestReplayed);
 
     // Bob, validly signed, asking for alice's inbox.
-    let sig = bob.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
+    let sig = bob
+        .sign_request(LIST_INBOX_METHOD, &req)
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(req.clone());
     amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("not the recipient");
@@ -87,7 +96,10 @@ async fn list_inbox_demands_a_fresh_unreplayed_signature_by_the_recipient() {
 
     // An unregistered signer.
     let stranger = env.client.agent(amai_bus::IdentityKeys::generate());
-    let sig = stranger.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
+    let sig = stranger
+        .sign_request(LIST_INBOX_METHOD, &req)
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(req);
     amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.list_inbox(r).await.expect_err("stranger");
@@ -102,7 +114,10 @@ async fn a_revoked_identity_can_no_longer_sign_requests() {
     let carol = env.agent("carol").await;
     carol.revoke("lost laptop").await.expect("revoke");
     let req = inbox_request(carol.id());
-    let sig = carol.sign_request(LIST_INBOX_METHOD, &req).await.expect("sign");
+    let sig = carol
+        .sign_request(LIST_INBOX_METHOD, &req)
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(req);
     amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = env

@@ -58,7 +58,10 @@ async fn bad_blob_requests_get_precise_errors() {
     assert_eq!(status_kind(&err), ErrorKind::SignatureMissing);
 
     // Signed over other content.
-    let sig = alice.sign_request(PUT_BLOB_METHOD, &proto::PutBlobRequest { data: vec![1] }).await.expect("sign");
+    let sig = alice
+        .sign_request(PUT_BLOB_METHOD, &proto::PutBlobRequest { data: vec![1] })
+        .await
+        .expect("sign");
     let mut r = tonic::Request::new(proto::PutBlobRequest { data: vec![2] });
     amai_client::request_auth::apply(&sig, r.metadata_mut());
     let err = svc.put_blob(r).await.expect_err("tampered");

@@ -12,9 +12,9 @@ use amai_client::{Agent, AmaiClient};
 use amai_gateway::{serve, GatewayConfig};
 use amai_testkit::NatsServer;
 use amai_workers::bootstrap::{ensure_operator, ensure_service};
+use amai_workers::reactor::ServiceSigner;
 use amai_workers::roles::identity::IdentityRole;
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
-use amai_workers::reactor::ServiceSigner;
 
 /// Event size limit used by the tests (small, to test the limit cheaply).
 pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024;
@@ -73,8 +73,8 @@ impl Env {
                 &[AggregateKind::Trust, AggregateKind::Failure],
                 now,
             )
-                .await
-                .expect("service");
+            .await
+            .expect("service");
             let dir = tempfile::tempdir().expect("dir");
             let role = RoleRuntime::start(
                 std::sync::Arc::new(IdentityRole),

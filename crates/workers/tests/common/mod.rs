@@ -66,8 +66,8 @@ pub async fn bootstrap(
         ],
         now,
     )
-        .await
-        .expect("service");
+    .await
+    .expect("service");
     (store, operator, ServiceSigner { keys: service, id })
 }
 
