@@ -231,6 +231,16 @@ impl EventStore {
             return Ok(page);
         }
         let mut next = scan_from_stream_seq.max(1);
+        if next == 1 && from > 1 {
+            // No continuation: find where `from` sits (O(log n)) instead of
+            // scanning the subject from its start.
+            if let Some(start) = self
+                .search_aggregate_seq(aggregate, from, head.stream_seq)
+                .await?
+            {
+                next = start.position.seq;
+            }
+        }
         // Aggregate sequence of the last decodable event seen.
         let mut last_seq = 0u64;
         while next <= head.stream_seq && page.events.len() < limit {
@@ -275,7 +285,40 @@ impl EventStore {
                 event_type: None,
             }));
         }
-        Ok(self.read_chain(aggregate, seq, 1).await?.into_iter().next())
+        self.search_aggregate_seq(aggregate, seq, head.stream_seq)
+            .await
+    }
+
+    /// The event of `aggregate` at aggregate sequence `seq`, found by binary
+    /// search over stream sequences (aggregate sequences grow with stream
+    /// sequences on a subject): O(log n) reads, never a scan of the chain. An
+    /// undecodable message in the way ends the search (`None`).
+    pub async fn search_aggregate_seq(
+        &self,
+        aggregate: &Aggregate,
+        seq: u64,
+        last_stream_seq: u64,
+    ) -> Result<Option<StoredEvent>, ReadError> {
+        let (mut lo, mut hi) = (1u64, last_stream_seq);
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(found) = self.next_on_subject(aggregate, mid).await? else {
+                // Nothing at or after `mid`: the target is before it.
+                hi = mid - 1;
+                continue;
+            };
+            if found.position.seq > hi {
+                hi = mid - 1;
+                continue;
+            }
+            match aggregate_seq_of(&found) {
+                Some(a) if a == seq => return Ok(Some(found)),
+                Some(a) if a < seq => lo = found.position.seq + 1,
+                Some(_) => hi = mid - 1,
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 }
 
