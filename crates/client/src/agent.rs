@@ -35,8 +35,21 @@ enum Rpc {
 pub struct InboxPage {
     /// The messages, oldest first.
     pub messages: Vec<InboxMessage>,
+    /// Entries that did not check out (not openable as from their sender, for
+    /// this recipient, in that event: a copied or forged box), with why. They
+    /// never stop the page: a sender cannot break someone's inbox.
+    pub refused: Vec<RefusedMessage>,
     /// When more may follow: pass as `after_seq` for the next page.
     pub next_after_seq: Option<u64>,
+}
+
+/// An inbox entry the SDK refused to show.
+#[derive(Clone, Debug)]
+pub struct RefusedMessage {
+    /// Where it is (`AMAI_AGENTS`).
+    pub position: Position,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 /// A decoded, opened inbox message.
@@ -455,11 +468,27 @@ impl Agent {
         let mut senders: std::collections::HashMap<String, amai_bus::identity::IdentityState> =
             std::collections::HashMap::new();
         let mut messages = Vec::with_capacity(resp.messages.len());
+        let mut refused = Vec::new();
         for m in &resp.messages {
-            messages.push(self.open(m, &mut senders).await?);
+            match self.open(m, &mut senders).await {
+                Ok(opened) => messages.push(opened),
+                Err(ClientError::Integrity(reason)) => {
+                    tracing::warn!(%reason, "refused an inbox entry");
+                    refused.push(RefusedMessage {
+                        position: m
+                            .position
+                            .clone()
+                            .map(Position::from)
+                            .unwrap_or_else(|| Position::new("", 0)),
+                        reason,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(InboxPage {
             messages,
+            refused,
             next_after_seq: (resp.next_after_seq != 0).then_some(resp.next_after_seq),
         })
     }

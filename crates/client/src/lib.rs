@@ -30,7 +30,7 @@ use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
 use sha2::Digest;
 
-pub use agent::{Agent, InboxMessage, InboxPage};
+pub use agent::{Agent, InboxMessage, InboxPage, RefusedMessage};
 pub use amai_bus::chain::ChainReport;
 pub use error::{ClientError, ErrorKind};
 

@@ -6,4 +6,5 @@ mod blobs;
 mod common;
 mod flow;
 mod garbage;
+mod holes;
 mod queries;
