@@ -158,18 +158,8 @@ impl EventStore {
         from_stream_seq: u64,
         to_stream_seq: u64,
     ) -> Result<Vec<StoredEvent>, ReadError> {
-        let mut out = Vec::new();
-        let mut next = from_stream_seq.max(1);
-        while next <= to_stream_seq {
-            match self.next_on_subject(aggregate, next).await? {
-                Some(stored) if stored.position.seq <= to_stream_seq => {
-                    next = stored.position.seq + 1;
-                    out.push(stored);
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.read_subject_page(aggregate, from_stream_seq, to_stream_seq, usize::MAX)
+            .await
     }
 
     /// The first event of `aggregate` at or after stream sequence `seq`.

@@ -50,7 +50,11 @@ async fn a_forged_rotation_published_raw_does_not_authenticate_its_key() {
             new_x25519_key: k2.x25519_public().to_vec(),
             reason: "forged".into(),
             new_key_proof: k2
-                .rotation_proof(&aggregate.to_string(), head.aggregate_seq + 1, &k2.public_key())
+                .rotation_proof(
+                    &aggregate.to_string(),
+                    head.aggregate_seq + 1,
+                    &k2.public_key(),
+                )
                 .to_vec(),
         }),
     )
@@ -71,7 +75,13 @@ async fn a_forged_rotation_published_raw_does_not_authenticate_its_key() {
     assert_eq!(status_kind(&err), ErrorKind::BadRequestSignature);
 
     // alice's own key still authenticates (the query itself then finds no worker).
-    let sig = sign_request(alice.keys(), alice.id(), &deployment, LIST_INBOX_METHOD, &req);
+    let sig = sign_request(
+        alice.keys(),
+        alice.id(),
+        &deployment,
+        LIST_INBOX_METHOD,
+        &req,
+    );
     let err = list_inbox_as(&env, &sig, req).await;
     assert_eq!(status_kind(&err), ErrorKind::WorkerUnavailable);
     env.stop().await;
