@@ -23,6 +23,9 @@ use crate::store::{AppendError, AppendErrorKind, ChainHeadInfo, EventStore, Read
 /// operator revoked by an operator endorsed by ...); deeper is refused.
 const MAX_SIGNER_DEPTH: u8 = 4;
 
+/// Folds of more events than this check signatures on all cores.
+const PARALLEL_FROM: usize = 8;
+
 /// The first invalid event of a chain.
 #[derive(Clone, Debug)]
 pub struct Corruption {
@@ -121,8 +124,20 @@ impl EventStore {
         depth: u8,
     ) -> Result<(), ReadError> {
         let trust_root = self.config().get_trust_root().copied();
-        for stored in events {
-            let pending = verify::verify_stored(stored).and_then(|ev| {
+        // Phase 1 for the whole range: inline for a few events (the usual
+        // incremental fold), else on all cores, off the async runtime.
+        let checked = if events.len() <= PARALLEL_FROM {
+            events.iter().map(verify::verify_stored).collect::<Vec<_>>()
+        } else {
+            let owned = events.to_vec();
+            tokio::task::spawn_blocking(move || verify::verify_all(&owned))
+                .await
+                .map_err(|e| {
+                    ReadError::Unavailable(format!("signature checks failed to run: {e}"))
+                })?
+        };
+        for (stored, checked) in events.iter().zip(checked) {
+            let pending = checked.and_then(|ev| {
                 verify::step(&chain.state, &ev, stored.published_ms, trust_root.as_ref())
             });
             let result = match pending {

@@ -197,6 +197,13 @@ pub fn verify_stored(stored: &StoredEvent) -> Result<VerifiedEvent, Failure> {
     Ok(ev)
 }
 
+/// Phase 1 for many events at once, on all cores (rayon): signature checks do
+/// not depend on chain state, so they run ahead of the sequential fold.
+pub fn verify_all(events: &[StoredEvent]) -> Vec<Result<VerifiedEvent, Failure>> {
+    use rayon::prelude::*;
+    events.par_iter().map(verify_stored).collect()
+}
+
 /// Phase 2: checks `ev` against its aggregate's state: position, link and rules.
 /// `published_ms` is recorded in key history for display only; it decides nothing.
 pub fn step(
@@ -268,8 +275,9 @@ pub fn resolve(
     Ok(identity::check_requirement(requirement, signer, mode)?)
 }
 
-/// Folds the events of one aggregate in order through phases 1 and 2 and a
-/// resolver for phase 3, stopping at the first failure. Returns the state of
+/// Folds the events of one aggregate in order through phases 1 (all events at
+/// once, on all cores) and 2 and a resolver for phase 3, stopping at the first
+/// failure. Returns the state of
 /// the valid prefix and, if any, the index and failure of the first bad event.
 pub fn fold<'a, I, R>(
     start: ChainState,
@@ -281,9 +289,14 @@ where
     I: IntoIterator<Item = &'a StoredEvent>,
     R: FnMut(&SignerRequirement) -> Result<(), Failure>,
 {
+    let events: Vec<&StoredEvent> = events.into_iter().collect();
+    let verified: Vec<Result<VerifiedEvent, Failure>> = {
+        use rayon::prelude::*;
+        events.par_iter().map(|s| verify_stored(s)).collect()
+    };
     let mut state = start;
-    for (index, stored) in events.into_iter().enumerate() {
-        let result = verify_stored(stored)
+    for (index, (stored, checked)) in events.iter().zip(verified).enumerate() {
+        let result = checked
             .and_then(|ev| step(&state, &ev, stored.published_ms, trust_root))
             .and_then(|p| resolver(&p.requirement).map(|()| p));
         match result {
