@@ -483,7 +483,10 @@ impl EventStore {
         };
         loop {
             match self.check_against(ev, &chain).await {
-                Ok(pending) => return Ok(Admission::Append(Box::new((chain, pending)))),
+                Ok(pending) => {
+                    self.check_claimed_genesis(ev).await?;
+                    return Ok(Admission::Append(Box::new((chain, pending))));
+                }
                 Err(_) if !refreshed => {
                     chain = self.fresh_chain(&ev.aggregate).await.map_err(unavailable)?;
                     refreshed = true;
@@ -497,6 +500,18 @@ impl EventStore {
                 Err(Refusal::Rule(e)) => return Err(e),
             }
         }
+    }
+
+    /// A name claim is only admitted if the genesis it carries would itself be
+    /// admitted (or is already the identity's genesis): every check, foreign
+    /// endorsers included, so a claim never stands for a registration that
+    /// cannot complete.
+    async fn check_claimed_genesis(&self, ev: &VerifiedEvent) -> Result<(), AppendError> {
+        let Kind::NameClaimed(claim) = &ev.payload else {
+            return Ok(());
+        };
+        let genesis = VerifiedEvent::decode(&claim.genesis)?;
+        Box::pin(self.validate(&genesis)).await.map(|_| ())
     }
 
     async fn check_against(

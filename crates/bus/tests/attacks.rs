@@ -207,6 +207,40 @@ async fn a_bare_name_claim_is_refused_and_the_name_stays_free() {
     register(&store, &owner, "popular").await;
 }
 
+/// Hole 2: a claim whose genesis could not be appended (a service endorsed by an
+/// operator nobody registered) is refused before anything is written.
+#[tokio::test]
+async fn a_claim_carrying_an_unappendable_genesis_is_refused() {
+    let server = NatsServer::start();
+    let root = IdentityKeys::generate();
+    let store = setup(
+        &server,
+        EventStoreConfig::default().trust_root(root.public_key()),
+    )
+    .await;
+    let fake_operator = IdentityKeys::generate();
+    let service = IdentityKeys::generate();
+    let g = genesis_with(
+        &service,
+        "svc-squat",
+        IdentityKind::Service,
+        Some(proto::Endorsement {
+            operator_seq: 1,
+            ..endorsement(&fake_operator, &service, &["trust"])
+        }),
+    );
+    let err = store
+        .append(claim_of(&service, "svc-squat", &g))
+        .await
+        .expect_err("the endorser is not a registered operator");
+    assert_eq!(err.kind(), AppendErrorKind::UnknownKey);
+    let name = Aggregate::new(AggregateKind::Name, "svc-squat").expect("name");
+    assert_eq!(
+        store.chain_head(&name).await.expect("head").aggregate_seq,
+        0
+    );
+}
+
 /// Hole 2: a claim carries its genesis, and appending the claim alone completes
 /// the registration it names: no claim ever stands without its identity.
 #[tokio::test]

@@ -26,7 +26,10 @@ async fn a_squatted_service_name_is_a_start_error() {
     assert_eq!(err.name, "svc-llm");
     // Nothing was registered for the service key.
     let agg = amai_bus::Aggregate::agent(service.identity_id()).expect("agg");
-    assert_eq!(d.store.chain_head(&agg).await.expect("head").aggregate_seq, 0);
+    assert_eq!(
+        d.store.chain_head(&agg).await.expect("head").aggregate_seq,
+        0
+    );
 }
 
 #[tokio::test]
