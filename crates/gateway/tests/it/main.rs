@@ -7,3 +7,4 @@ mod common;
 mod flow;
 mod garbage;
 mod queries;
+mod reads;
