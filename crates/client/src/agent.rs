@@ -311,7 +311,10 @@ impl Agent {
                     .sign(&keys, &id)
             })
             .await?;
-        self.client = self.client.clone().with_signer(self.id.clone(), new_keys.clone());
+        self.client = self
+            .client
+            .clone()
+            .with_signer(self.id.clone(), new_keys.clone());
         self.keys = new_keys;
         Ok(resp)
     }

@@ -200,11 +200,12 @@ async fn key_state_depth(
             break;
         }
         let (next, requirement) = match &state {
-            None => match IdentityState::from_genesis(&ev, stored.published_ms, trust_root.as_ref())
-            {
-                Ok(r) => r,
-                Err(_) => break,
-            },
+            None => {
+                match IdentityState::from_genesis(&ev, stored.published_ms, trust_root.as_ref()) {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            }
             Some(s) => {
                 if ev.aggregate_seq() <= s.head_seq {
                     break;

@@ -243,7 +243,11 @@ mod tests {
     fn the_table_decides_per_stream() {
         let bob = reader(BOB, false, &[]);
         let op = reader("cccccccccccccccccccccccccccccccc", true, &[]);
-        let auditor = reader("dddddddddddddddddddddddddddddddd", false, &["AMAI_LLM", BLOBS]);
+        let auditor = reader(
+            "dddddddddddddddddddddddddddddddd",
+            false,
+            &["AMAI_LLM", BLOBS],
+        );
         // (stream, bob reads any, bob reads all, operator all, auditor all)
         let table = [
             ("AMAI_AGENTS", true, false, true, false),

@@ -67,7 +67,9 @@ pub enum GatewayError {
     #[error("cannot open the blob store: {0}; is JetStream enabled?")]
     Blobs(#[from] amai_bus::blob::BlobError),
     /// The blob uploader bucket could not be opened or created.
-    #[error("cannot open the blob uploader bucket (AMAI_BLOB_UPLOADERS): {0}; is JetStream enabled?")]
+    #[error(
+        "cannot open the blob uploader bucket (AMAI_BLOB_UPLOADERS): {0}; is JetStream enabled?"
+    )]
     Uploaders(String),
     /// The event store has no trust root: request signatures cover the
     /// deployment id, which is derived from it.
@@ -260,9 +262,9 @@ impl Shared {
                 s.kind,
                 IdentityKind::Operator | IdentityKind::Service
             )),
-            Err(amai_bus::store::ReadError::Unavailable(m)) => Err(ApiError::Unavailable(
-                format!("cannot read {id}'s chain: {m}"),
-            )),
+            Err(amai_bus::store::ReadError::Unavailable(m)) => Err(ApiError::Unavailable(format!(
+                "cannot read {id}'s chain: {m}"
+            ))),
             Err(_) => Ok(false),
         }
     }

@@ -85,7 +85,10 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
     // the signed commands, and every read (access is decided after it).
     ("/amai.v1.IdentityService/ListInbox", Code::Unauthenticated),
     ("/amai.v1.BlobService/PutBlob", Code::Unauthenticated),
-    ("/amai.v1.IdentityService/VerifyChain", Code::Unauthenticated),
+    (
+        "/amai.v1.IdentityService/VerifyChain",
+        Code::Unauthenticated,
+    ),
     ("/amai.v1.EventService/GetChainHead", Code::Unauthenticated),
     ("/amai.v1.EventService/GetEvent", Code::Unauthenticated),
     ("/amai.v1.EventService/ReadChain", Code::Unauthenticated),

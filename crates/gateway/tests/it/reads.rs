@@ -35,7 +35,12 @@ fn body(ev: &proto::StoredEvent) -> proto::EventBody {
 }
 
 /// Registers a reader identity whose genesis carries `grant` metadata.
-async fn reader(env: &Env, name: &str, grant: BTreeMap<String, String>, keys: IdentityKeys) -> Agent {
+async fn reader(
+    env: &Env,
+    name: &str,
+    grant: BTreeMap<String, String>,
+    keys: IdentityKeys,
+) -> Agent {
     let agent = env.anonymous.agent(keys);
     agent
         .register(name, IdentityKind::Agent, grant)
@@ -134,9 +139,13 @@ async fn a_stranger_reads_nothing_private_of_another_agent() {
     denied(b.verify_chain_on_server(&a).await.expect_err("verify"));
     // Nor alice's trust aggregate, nor streams only operators read.
     denied(
-        b.read_chain(&Aggregate::new(AggregateKind::Trust, alice.id()).expect("agg"), 1, 10)
-            .await
-            .expect_err("trust"),
+        b.read_chain(
+            &Aggregate::new(AggregateKind::Trust, alice.id()).expect("agg"),
+            1,
+            10,
+        )
+        .await
+        .expect_err("trust"),
     );
     for stream in ["AMAI_LLM", "AMAI_JAILS", "AMAI_AUDIT", "AMAI_FAILURES"] {
         denied(
@@ -157,7 +166,9 @@ async fn a_stranger_reads_nothing_private_of_another_agent() {
     b.get_event(genesis).await.expect("a key event by position");
     // ...the operator's chain (infrastructure), and bob's own data.
     let operator = Aggregate::agent(env.operator.identity_id()).expect("agg");
-    b.read_chain(&operator, 1, 10).await.expect("operator chain");
+    b.read_chain(&operator, 1, 10)
+        .await
+        .expect("operator chain");
     b.chain_head(&agg(&bob)).await.expect("own head");
     b.read_chain(&agg(&bob), 1, 10).await.expect("own chain");
     env.stop().await;
@@ -174,10 +185,21 @@ async fn subscribing_to_everything_delivers_only_what_the_subscriber_may_read() 
         .append_action("task.secret", "{}")
         .await
         .expect("alice action");
-    alice.send_message(carol.id(), b"to carol").await.expect("to carol");
-    let to_bob = alice.send_message(bob.id(), b"to bob").await.expect("to bob");
-    carol.append_action("task.other", "{}").await.expect("carol");
-    bob.append_action("test.marker", "{}").await.expect("marker");
+    alice
+        .send_message(carol.id(), b"to carol")
+        .await
+        .expect("to carol");
+    let to_bob = alice
+        .send_message(bob.id(), b"to bob")
+        .await
+        .expect("to bob");
+    carol
+        .append_action("task.other", "{}")
+        .await
+        .expect("carol");
+    bob.append_action("test.marker", "{}")
+        .await
+        .expect("marker");
 
     let mut sub = bob
         .client()
@@ -253,9 +275,13 @@ async fn a_granted_reader_reads_its_streams_only_and_a_forged_or_revoked_one_not
     assert!(c.verify_chain(&a).await.expect("audit").ok());
     // Not granted: trust aggregates, failures, blobs.
     denied(
-        c.read_chain(&Aggregate::new(AggregateKind::Trust, alice.id()).expect("agg"), 1, 10)
-            .await
-            .expect_err("trust"),
+        c.read_chain(
+            &Aggregate::new(AggregateKind::Trust, alice.id()).expect("agg"),
+            1,
+            10,
+        )
+        .await
+        .expect_err("trust"),
     );
     denied(
         c.subscribe(proto::SubscribeRequest {
@@ -269,9 +295,19 @@ async fn a_granted_reader_reads_its_streams_only_and_a_forged_or_revoked_one_not
 
     // Granted blobs only.
     let keys = IdentityKeys::generate();
-    let blob_reader = reader(&env, "blob-reader", grant(&env, &keys, &["AMAI_BLOBS"]), keys).await;
+    let blob_reader = reader(
+        &env,
+        "blob-reader",
+        grant(&env, &keys, &["AMAI_BLOBS"]),
+        keys,
+    )
+    .await;
     assert_eq!(
-        blob_reader.client().get_blob(&digest).await.expect("granted blob"),
+        blob_reader
+            .client()
+            .get_blob(&digest)
+            .await
+            .expect("granted blob"),
         vec![5u8; 1000]
     );
     denied(
@@ -292,7 +328,13 @@ async fn a_granted_reader_reads_its_streams_only_and_a_forged_or_revoked_one_not
         &["AMAI_AGENTS".to_string()],
     );
     let mallory = reader(&env, "mallory", forged, keys).await;
-    denied(mallory.client().read_chain(&a, 1, 10).await.expect_err("forged"));
+    denied(
+        mallory
+            .client()
+            .read_chain(&a, 1, 10)
+            .await
+            .expect_err("forged"),
+    );
     // Nor does a grant naming an agent as the operator.
     let keys = IdentityKeys::generate();
     let by_agent = read_grant::grant(
@@ -302,7 +344,12 @@ async fn a_granted_reader_reads_its_streams_only_and_a_forged_or_revoked_one_not
         &["AMAI_AGENTS".to_string()],
     );
     let eve = reader(&env, "eve", by_agent, keys).await;
-    denied(eve.client().read_chain(&a, 1, 10).await.expect_err("agent grant"));
+    denied(
+        eve.client()
+            .read_chain(&a, 1, 10)
+            .await
+            .expect_err("agent grant"),
+    );
 
     // A revoked reader is refused.
     auditor.revoke("retired").await.expect("revoke");
@@ -346,7 +393,10 @@ async fn a_blob_is_read_by_its_uploaders_and_operators_not_by_strangers() {
     let alice = env.agent("alice").await;
     let bob = env.agent("bob").await;
     let carol = env.agent("carol").await;
-    let blob = alice.put_blob(b"alice's jail log".to_vec()).await.expect("put");
+    let blob = alice
+        .put_blob(b"alice's jail log".to_vec())
+        .await
+        .expect("put");
     let digest: [u8; 32] = blob.sha256.as_slice().try_into().expect("32");
 
     assert_eq!(
@@ -356,14 +406,28 @@ async fn a_blob_is_read_by_its_uploaders_and_operators_not_by_strangers() {
     env.client.get_blob(&digest).await.expect("operator");
     denied(bob.client().get_blob(&digest).await.expect_err("stranger"));
     // An unknown digest answers the same as someone else's blob.
-    denied(bob.client().get_blob(&[9u8; 32]).await.expect_err("unknown"));
+    denied(
+        bob.client()
+            .get_blob(&[9u8; 32])
+            .await
+            .expect_err("unknown"),
+    );
     // Uploading the same content makes carol an uploader too.
     carol
         .put_blob(b"alice's jail log".to_vec())
         .await
         .expect("same content");
-    carol.client().get_blob(&digest).await.expect("second uploader");
-    denied(bob.client().get_blob(&digest).await.expect_err("still a stranger"));
+    carol
+        .client()
+        .get_blob(&digest)
+        .await
+        .expect("second uploader");
+    denied(
+        bob.client()
+            .get_blob(&digest)
+            .await
+            .expect_err("still a stranger"),
+    );
     env.stop().await;
 }
 
