@@ -148,13 +148,30 @@ impl RequestAuthenticator {
             }
             Err(_) => return Err(ApiError::UnknownSigner(sig.actor.clone())),
         };
-        request_auth::verify_request(
+        if let Err(e) = request_auth::verify_request(
             &sig,
             &self.deployment,
             method,
             message,
             &state.current_key().signing_key,
-        )?;
+        ) {
+            // Say so when the signer used the key it rotated out last (one more
+            // verification, bounded: never the whole key history).
+            let previous = state.keys.len().checked_sub(2).map(|i| &state.keys[i]);
+            if previous.is_some_and(|k| {
+                request_auth::verify_request(
+                    &sig,
+                    &self.deployment,
+                    method,
+                    message,
+                    &k.signing_key,
+                )
+                .is_ok()
+            }) {
+                return Err(ApiError::RotatedOutSigner(sig.actor.clone()));
+            }
+            return Err(e.into());
+        }
         if state.revoked.is_some() {
             return Err(ApiError::RevokedSigner(sig.actor.clone()));
         }

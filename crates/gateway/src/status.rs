@@ -27,6 +27,7 @@
 //! | request signature missing / bad / expired / replayed | `UNAUTHENTICATED` | `SIGNATURE_MISSING`, `BAD_REQUEST_SIGNATURE`, `REQUEST_EXPIRED`, `REQUEST_REPLAYED` |
 //! | request signer unknown | `UNAUTHENTICATED` | `UNKNOWN_SIGNER` |
 //! | request signer revoked / not the data's owner | `PERMISSION_DENIED` | `REVOKED_SIGNER`, `NOT_OWNER` |
+//! | request signed with the key the signer rotated out last | `PERMISSION_DENIED` | `REVOKED_KEY` |
 //! | authenticated, but the read access rule does not allow this read (`access`) | `PERMISSION_DENIED` | `READ_NOT_PERMITTED` (`what`) |
 //! | anything unexpected | `INTERNAL` | `INTERNAL` |
 //!
@@ -78,6 +79,9 @@ pub enum ApiError {
     /// The signer is revoked.
     #[error("request signer {0} is revoked")]
     RevokedSigner(String),
+    /// The request was signed with a key the signer rotated out.
+    #[error("the request is signed with a key of {0} that was rotated out; sign with its current key (and pass the identity id, e.g. --id)")]
+    RotatedOutSigner(String),
     /// An authenticated caller acted for someone else.
     #[error(
         "{actor} may not do this for {owner}; only {owner} may (sign the request with its key)"
@@ -213,6 +217,7 @@ fn classify(err: ApiError) -> Classified {
         ApiError::Replayed(_) => plain(Code::Unauthenticated, ErrorKind::RequestReplayed),
         ApiError::UnknownSigner(_) => plain(Code::Unauthenticated, ErrorKind::UnknownSigner),
         ApiError::RevokedSigner(_) => plain(Code::PermissionDenied, ErrorKind::RevokedSigner),
+        ApiError::RotatedOutSigner(_) => plain(Code::PermissionDenied, ErrorKind::RevokedKey),
         ApiError::NotOwner { .. } => plain(Code::PermissionDenied, ErrorKind::NotOwner),
         ApiError::ReadNotPermitted { what, .. } => (
             Code::PermissionDenied,

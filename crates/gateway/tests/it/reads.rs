@@ -458,3 +458,28 @@ async fn messages_still_seal_and_open_with_keys_from_key_events() {
     assert_eq!(messages[0].from, alice.id());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_signed_with_a_rotated_out_key_is_refused_saying_so() {
+    let env = Env::start().await;
+    let mut alice = env.agent("alice").await;
+    let old = alice.keys().clone();
+    alice
+        .rotate_key(IdentityKeys::generate(), "routine")
+        .await
+        .expect("rotate");
+    let stale = env.anonymous.clone().with_signer(alice.id(), old);
+    let err = stale
+        .read_chain(&agg(&alice), 1, 10)
+        .await
+        .expect_err("stale key");
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+    assert_eq!(err.kind(), ErrorKind::RevokedKey, "{err}");
+    // The handle signs with the new key.
+    alice
+        .client()
+        .read_chain(&agg(&alice), 1, 10)
+        .await
+        .expect("current key");
+    env.stop().await;
+}
