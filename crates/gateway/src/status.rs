@@ -77,7 +77,7 @@ pub enum ApiError {
     #[error("request signer {0} is not a registered identity; register it first")]
     UnknownSigner(String),
     /// The signer is revoked.
-    #[error("request signer {0} is revoked")]
+    #[error("request signer {0} was revoked: a revoked identity can no longer sign requests")]
     RevokedSigner(String),
     /// The request was signed with a key the signer rotated out.
     #[error("the request is signed with a key of {0} that was rotated out; sign with its current key (and pass the identity id, e.g. --id)")]
