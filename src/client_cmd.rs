@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use amai_bus::proto::{self, IdentityKind};
 use amai_bus::{Aggregate, IdentityKeys};
-use amai_client::{Agent, AmaiClient};
+use amai_client::{Agent, AmaiClient, ErrorKind};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
@@ -48,6 +48,57 @@ impl Acting {
             Some(id) => client.agent_with_id(id.clone(), keys),
             None => client.agent(keys),
         })
+    }
+}
+
+/// Which identity signs a read (reads are signed requests; see
+/// docs/architecture.md, "Read access").
+#[derive(Debug, clap::Args)]
+pub(crate) struct Reading {
+    /// Key file of the identity that reads: it reads its own chains and the
+    /// messages addressed to it; an operator key (`<data-dir>/keys/operator.json`)
+    /// reads everything; a reader identity reads the streams granted to it.
+    #[arg(long, env = "AMAI_KEYS")]
+    keys: Option<PathBuf>,
+    /// The identity id (needed after a key rotation).
+    #[arg(long = "id", env = "AMAI_ID")]
+    id: Option<String>,
+}
+
+impl Reading {
+    /// The client, signing reads as this identity.
+    fn sign(&self, client: AmaiClient, settings: &Settings) -> anyhow::Result<AmaiClient> {
+        let Some(path) = &self.keys else {
+            anyhow::bail!(
+                "reads are signed requests: pass --keys FILE (or AMAI_KEYS) with the key file of the identity that reads \
+                 (an identity reads its own chains and the messages addressed to it; the operator key {} reads everything)",
+                crate::keystore::operator_key_path(&settings.data_dir).display()
+            );
+        };
+        let keys = IdentityKeys::load(path).with_context(|| {
+            format!(
+                "cannot load the reading identity's keys from {}",
+                path.display()
+            )
+        })?;
+        let id = self.id.clone().unwrap_or_else(|| keys.identity_id());
+        Ok(client.with_signer(id, keys))
+    }
+}
+
+/// Adds what to do to a refused read.
+fn read_hint(e: amai_client::ClientError) -> anyhow::Error {
+    let hint = match e.kind() {
+        ErrorKind::ReadNotPermitted => Some(
+            "this identity may not read that: read with the key of its owner, an operator key, or a reader identity granted the stream",
+        ),
+        ErrorKind::SignatureMissing => Some("pass --keys FILE (or AMAI_KEYS) to sign the read"),
+        ErrorKind::UnknownSigner => Some("the --keys identity is not registered on this deployment"),
+        _ => None,
+    };
+    match hint {
+        Some(h) => anyhow::Error::new(e).context(h.to_string()),
+        None => anyhow::Error::new(e),
     }
 }
 
@@ -137,6 +188,8 @@ pub(crate) enum EventsCommand {
         /// Stream name.
         #[arg(long, default_value = "AMAI_AGENTS")]
         stream: String,
+        #[command(flatten)]
+        reading: Reading,
         /// Only this aggregate (e.g. agent/<id>).
         #[arg(long)]
         aggregate: Option<String>,
@@ -171,6 +224,8 @@ pub(crate) enum ChainCommand {
     Verify {
         /// Agent id or name, or an aggregate like trust/<id>.
         who: String,
+        #[command(flatten)]
+        reading: Reading,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -386,8 +441,8 @@ pub(crate) async fn message(settings: &Settings, cmd: MessageCommand) -> anyhow:
 
 /// `amai events`.
 pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
-    let client = connect(settings).await?;
     let EventsCommand::Tail {
+        reading,
         stream,
         aggregate,
         types,
@@ -398,6 +453,7 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
         count,
         json,
     } = cmd;
+    let client = reading.sign(connect(settings).await?, settings)?;
     let start = if let Some(s) = from_seq {
         Some(proto::subscribe_request::Start::StartSeq(s))
     } else if let Some(t) = since {
@@ -424,7 +480,7 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
         start,
     };
     let stream_name = req.stream.clone();
-    let mut events = client.subscribe(req).await?;
+    let mut events = client.subscribe(req).await.map_err(read_hint)?;
     eprintln!("amai: following {stream_name} (Ctrl-C to stop)");
     let mut seen = 0u64;
     while let Some(item) = events.next().await {
@@ -458,15 +514,15 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
 
 /// `amai chain`.
 pub(crate) async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Result<ExitCode> {
-    let client = connect(settings).await?;
-    let ChainCommand::Verify { who, json } = cmd;
+    let ChainCommand::Verify { who, reading, json } = cmd;
+    let client = reading.sign(connect(settings).await?, settings)?;
     let aggregate: Aggregate = if who.contains('/') {
         who.parse()?
     } else {
         let identity = client.get_identity(&who).await?;
         Aggregate::agent(identity.id)?
     };
-    let report = client.verify_chain(&aggregate).await?;
+    let report = client.verify_chain(&aggregate).await.map_err(read_hint)?;
     let failure = report.failure.as_ref();
     print(
         json,

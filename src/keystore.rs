@@ -97,6 +97,11 @@ fn operator_path(keys_dir: &Path) -> PathBuf {
     keys_dir.join("operator.json")
 }
 
+/// Where `amai up` keeps the operator key of `data_dir` (for messages).
+pub(crate) fn operator_key_path(data_dir: &Path) -> PathBuf {
+    operator_path(&data_dir.join("keys"))
+}
+
 /// The operator's public key if `data_dir` holds it, without creating anything
 /// (for client commands run next to `amai up`).
 pub(crate) fn existing_operator_key(

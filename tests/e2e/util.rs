@@ -293,6 +293,14 @@ impl World {
         }
     }
 
+    /// The operator key file (reads everything: signs the tests' reads).
+    pub(crate) fn operator_key_file(&self) -> String {
+        self.data_dir()
+            .join("keys/operator.json")
+            .display()
+            .to_string()
+    }
+
     /// The data dir shared by all processes of this world (keys, state).
     pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -343,7 +351,12 @@ impl World {
         a.extend(args(&["gateway", "--instance", "gw"]));
         let mut p = Proc::spawn("gateway", self.path(), &a);
         p.wait_for_log("listening on", DEADLINE).await;
-        let client = wait_gateway(&self.gateway_addr).await;
+        // Reads are signed: the tests' client reads as the operator.
+        let operator = amai_bus::IdentityKeys::load(&self.data_dir().join("keys/operator.json"))
+            .expect("operator key");
+        let client = wait_gateway(&self.gateway_addr)
+            .await
+            .with_signer(operator.identity_id(), operator);
         wait_until("a worker answers queries", DEADLINE, || {
             stats_at(&client, None)
         })

@@ -24,6 +24,12 @@ async fn walkthrough_cli() {
         .tempdir()
         .expect("temp dir");
     let data = dir.path().join("data").display().to_string();
+    // Reads are signed: the CLI reads with the operator key `amai up` generated.
+    let op_key = dir
+        .path()
+        .join("data/keys/operator.json")
+        .display()
+        .to_string();
     let gw = format!("127.0.0.1:{}", amai_testkit::free_port());
     let metrics = format!("127.0.0.1:{}", amai_testkit::free_port());
     let nats_bin = amai_testkit::nats_server_bin().display().to_string();
@@ -133,7 +139,13 @@ async fn walkthrough_cli() {
     let mut tail = Proc::spawn(
         "tail",
         dir.path(),
-        &client(&data, &gw, &["events", "tail", "--count", "1", "--json"]),
+        &client(
+            &data,
+            &gw,
+            &[
+                "events", "tail", "--keys", &op_key, "--count", "1", "--json",
+            ],
+        ),
     );
     tail.wait_for_log("amai: following AMAI_AGENTS", DEADLINE)
         .await;
@@ -182,6 +194,8 @@ async fn walkthrough_cli() {
     let out = run(vec![
         "events",
         "tail",
+        "--keys",
+        &op_key,
         "--from-seq",
         "1",
         "--count",
@@ -221,7 +235,11 @@ async fn walkthrough_cli() {
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
 
     // Chain verification, client-side.
-    let report = run(vec!["chain", "verify", "alice", "--json"]).await.json();
+    let report = run(vec![
+        "chain", "verify", "alice", "--keys", &alice_key, "--json",
+    ])
+    .await
+    .json();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["events_checked"], 2, "genesis + message: {report}");
     assert_eq!(
@@ -231,7 +249,9 @@ async fn walkthrough_cli() {
     // The operator (trust root) and the endorsed service verify too: the CLI takes
     // the trust root from the data dir of the local `amai up`.
     for who in ["operator", "svc-identity"] {
-        let report = run(vec!["chain", "verify", who, "--json"]).await.json();
+        let report = run(vec!["chain", "verify", who, "--keys", &bob_key, "--json"])
+            .await
+            .json();
         assert_eq!(report["ok"], true, "{who}: {report}");
     }
 
@@ -356,9 +376,11 @@ async fn walkthrough_cli() {
     );
     assert!(refused.stderr.contains("was revoked"), "{}", refused.stderr);
     // The whole chain, across the rotation, still verifies.
-    let report = run(vec!["chain", "verify", &alice_id, "--json"])
-        .await
-        .json();
+    let report = run(vec![
+        "chain", "verify", &alice_id, "--keys", &op_key, "--json",
+    ])
+    .await
+    .json();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["events_checked"], 4, "{report}");
     let stats = run(vec!["stats", "--json"]).await.json();
@@ -526,6 +548,12 @@ async fn up_restart_keeps_state() {
         .tempdir()
         .expect("temp dir");
     let data = dir.path().join("data").display().to_string();
+    // Reads are signed: the CLI reads with the operator key `amai up` generated.
+    let op_key = dir
+        .path()
+        .join("data/keys/operator.json")
+        .display()
+        .to_string();
     let gw = format!("127.0.0.1:{}", amai_testkit::free_port());
     let run = |rest: Vec<&str>| {
         let a = client(&data, &gw, &rest);
@@ -590,7 +618,11 @@ async fn up_restart_keeps_state() {
         operator_key,
         "the operator key is reused"
     );
-    let report = run(vec!["chain", "verify", "carol", "--json"]).await.json();
+    let report = run(vec![
+        "chain", "verify", "carol", "--keys", &op_key, "--json",
+    ])
+    .await
+    .json();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["events_checked"], 1, "{report}");
     up.sigterm();
@@ -655,7 +687,14 @@ async fn chain_verify_cli_reports_a_forged_event() {
     let head = client.chain_head(&agg).await.expect("head");
 
     let ok = world
-        .cli(&["chain", "verify", "mallory", "--json"])
+        .cli(&[
+            "chain",
+            "verify",
+            "mallory",
+            "--keys",
+            &world.operator_key_file(),
+            "--json",
+        ])
         .await
         .json();
     assert_eq!(ok["ok"], true, "{ok}");
@@ -671,7 +710,16 @@ async fn chain_verify_cli_reports_a_forged_event() {
         .await
         .expect("ack");
 
-    let out = world.cli(&["chain", "verify", "mallory", "--json"]).await;
+    let out = world
+        .cli(&[
+            "chain",
+            "verify",
+            "mallory",
+            "--keys",
+            &world.operator_key_file(),
+            "--json",
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
     let report: Value = serde_json::from_str(out.stdout.trim()).expect("json report");
     assert_eq!(report["ok"], false);

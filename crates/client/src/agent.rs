@@ -83,7 +83,8 @@ pub struct Agent {
 impl Agent {
     pub(crate) fn new(client: AmaiClient, id: IdentityId, keys: IdentityKeys) -> Self {
         Self {
-            client,
+            // The agent's reads (its chain head, chains it folds) are signed as it.
+            client: client.with_signer(id.clone(), keys.clone()),
             id,
             keys,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -106,7 +107,7 @@ impl Agent {
         &self.keys
     }
 
-    /// The client.
+    /// The client (its reads are signed as this identity).
     pub fn client(&self) -> &AmaiClient {
         &self.client
     }
@@ -323,6 +324,10 @@ impl Agent {
                     .sign(&keys, &id)
             })
             .await?;
+        self.client = self
+            .client
+            .clone()
+            .with_signer(self.id.clone(), new_keys.clone());
         self.keys = new_keys;
         Ok(resp)
     }

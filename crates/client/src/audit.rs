@@ -19,7 +19,10 @@ use amai_bus::store::StoredEvent;
 use amai_bus::subjects::Aggregate;
 use amai_bus::Position;
 
-use crate::{AmaiClient, ClientError};
+use amai_bus::identity::{check_requirement, SignerCheck, SignerRequirement};
+use amai_bus::proto::payload::Kind;
+
+use crate::{AmaiClient, ClientError, ErrorKind};
 
 /// Foreign signers of foreign signers are resolved this deep at most.
 const MAX_SIGNER_DEPTH: u8 = 3;
@@ -103,7 +106,14 @@ fn identity_state_depth(
         let Ok(aggregate) = Aggregate::agent(&id) else {
             return Ok(None);
         };
-        let events = read_all(client, &aggregate).await?;
+        let events = match read_all(client, &aggregate).await {
+            Ok(events) => events,
+            // Someone else's agent chain: only its key events are readable.
+            Err(e) if e.kind() == ErrorKind::ReadNotPermitted => {
+                return key_state_depth(client, &aggregate, depth).await
+            }
+            Err(e) => return Err(e),
+        };
         if events.is_empty() {
             return Ok(None);
         }
@@ -124,6 +134,107 @@ fn identity_state_depth(
         verifier.feed(&events, trust_root.as_ref(), &signers);
         Ok(verifier.state().identity.clone())
     })
+}
+
+/// Every key event (`agent.registered`, `agent.key_rotated`, `agent.revoked`)
+/// of `aggregate`, page by page (`ReadChain` with `key_events_only`).
+pub async fn read_key_events(
+    client: &AmaiClient,
+    aggregate: &Aggregate,
+) -> Result<Vec<StoredEvent>, ClientError> {
+    let mut out = Vec::new();
+    let (mut from, mut scan_from) = (1, 0);
+    loop {
+        let page = client
+            .read_key_events(aggregate, from, PAGE, scan_from)
+            .await?;
+        out.extend(page.events.iter().map(stored_from_proto));
+        if page.next_aggregate_seq == 0 {
+            return Ok(out);
+        }
+        if page.next_aggregate_seq <= from {
+            return Err(ClientError::Integrity(format!(
+                "ReadChain of {aggregate} did not advance past seq {from}"
+            )));
+        }
+        from = page.next_aggregate_seq;
+        scan_from = page.next_stream_seq;
+    }
+}
+
+/// The keys and revocation of agent `id`, folded client-side from its key
+/// events alone: what an identity may read of another agent's chain. Each
+/// event's signature, the genesis rules, every rotation's signature by the key
+/// current before it and its proof of possession, and an operator's revocation
+/// are checked with the core rules (`IdentityState::from_genesis`, `check`,
+/// `apply`); hash links are not (the events between are not readable), so an
+/// omitted rotation in the middle shows as a signature by an unknown key and
+/// ends the fold. As with full reads, a server can withhold the newest events.
+/// `None` when there is no valid genesis; the valid prefix otherwise.
+pub async fn key_state(
+    client: &AmaiClient,
+    id: &str,
+) -> Result<Option<IdentityState>, ClientError> {
+    let aggregate = Aggregate::agent(id).map_err(|e| ClientError::Input(e.to_string()))?;
+    key_state_depth(client, &aggregate, 0).await
+}
+
+async fn key_state_depth(
+    client: &AmaiClient,
+    aggregate: &Aggregate,
+    depth: u8,
+) -> Result<Option<IdentityState>, ClientError> {
+    let events = read_key_events(client, aggregate).await?;
+    let trust_root = client.trust_root().await?;
+    let mut state: Option<IdentityState> = None;
+    for stored in &events {
+        let Ok(ev) = amai_bus::verify::verify_stored(stored) else {
+            break;
+        };
+        if ev.aggregate != *aggregate
+            || !matches!(
+                ev.payload,
+                Kind::AgentRegistered(_) | Kind::AgentKeyRotated(_) | Kind::AgentRevoked(_)
+            )
+        {
+            break;
+        }
+        let (next, requirement) = match &state {
+            None => {
+                match IdentityState::from_genesis(&ev, stored.published_ms, trust_root.as_ref()) {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            }
+            Some(s) => {
+                if ev.aggregate_seq() <= s.head_seq {
+                    break;
+                }
+                let Ok(req) = s.check(&ev) else {
+                    break;
+                };
+                let mut next = s.clone();
+                next.apply(&ev, stored.published_ms);
+                (next, req)
+            }
+        };
+        if let Some(signer) = requirement.identity().map(str::to_string) {
+            if depth >= MAX_SIGNER_DEPTH {
+                break;
+            }
+            // Operators (endorsers, revokers) have fully readable chains.
+            let signer_state = identity_state_depth(client, signer, depth + 1).await?;
+            if check_requirement(&requirement, signer_state.as_ref(), SignerCheck::AtPosition)
+                .is_err()
+            {
+                break;
+            }
+        } else if requirement != SignerRequirement::None {
+            break;
+        }
+        state = Some(next);
+    }
+    Ok(state)
 }
 
 /// See [`AmaiClient::verify_chain`].

@@ -104,6 +104,10 @@ error_kinds! {
     RevokedSigner => "REVOKED_SIGNER",
     /// The signer may not act on someone else's data.
     NotOwner => "NOT_OWNER",
+    /// The signer is authenticated but may not read this (someone else's
+    /// aggregate, a stream it was not granted, a blob it did not upload); see
+    /// docs/architecture.md, "Read access" (metadata: `what`).
+    ReadNotPermitted => "READ_NOT_PERMITTED",
     /// A stored blob does not match its digest.
     DigestMismatch => "DIGEST_MISMATCH",
     // Queries (`min_position` and pages).

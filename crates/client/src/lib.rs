@@ -9,12 +9,18 @@
 //! - [`request_auth`] — request signatures, shared with the gateway;
 //! - [`error`] — [`ClientError`];
 //! - [`agent`] — [`Agent`];
-//! - [`audit`] — client-side chain verification.
+//! - [`audit`] — client-side chain verification;
+//! - [`read_grant`] — operator grants that let a reader identity read streams.
+//!
+//! Reads (`ReadChain`, `GetEvent`, `GetChainHead`, `Subscribe`, `GetBlob`,
+//! `VerifyChain`) are signed requests: give the client a signer with
+//! [`AmaiClient::with_signer`] (an [`Agent`]'s client signs as that agent).
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod audit;
 pub mod error;
+pub mod read_grant;
 pub mod request_auth;
 
 use ed25519_dalek::VerifyingKey;
@@ -44,6 +50,19 @@ pub const LIST_INBOX_METHOD: &str = "/amai.v1.IdentityService/ListInbox";
 /// Full gRPC method name of `PutBlob` (what its request signature covers).
 pub const PUT_BLOB_METHOD: &str = "/amai.v1.BlobService/PutBlob";
 
+/// gRPC method path of `EventService.GetChainHead` (signed read).
+pub const GET_CHAIN_HEAD_METHOD: &str = "/amai.v1.EventService/GetChainHead";
+/// gRPC method path of `EventService.GetEvent` (signed read).
+pub const GET_EVENT_METHOD: &str = "/amai.v1.EventService/GetEvent";
+/// gRPC method path of `EventService.ReadChain` (signed read).
+pub const READ_CHAIN_METHOD: &str = "/amai.v1.EventService/ReadChain";
+/// gRPC method path of `EventService.Subscribe` (signed read).
+pub const SUBSCRIBE_METHOD: &str = "/amai.v1.EventService/Subscribe";
+/// gRPC method path of `BlobService.GetBlob` (signed read).
+pub const GET_BLOB_METHOD: &str = "/amai.v1.BlobService/GetBlob";
+/// gRPC method path of `IdentityService.VerifyChain` (signed read).
+pub const VERIFY_CHAIN_METHOD: &str = "/amai.v1.IdentityService/VerifyChain";
+
 /// Largest gRPC message the SDK decodes (ReadChain pages of up to 1000 events).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
@@ -55,6 +74,14 @@ pub struct AmaiClient {
     blobs: BlobServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
+    signer: Option<Signer>,
+}
+
+/// Who signs the client's read requests.
+#[derive(Clone, Debug)]
+struct Signer {
+    id: IdentityId,
+    keys: IdentityKeys,
 }
 
 impl AmaiClient {
@@ -83,7 +110,46 @@ impl AmaiClient {
             blobs: BlobServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
             deployment: Default::default(),
+            signer: None,
         }
+    }
+
+    /// Signs read requests as identity `id` with its current `keys`. Without a
+    /// signer, reads are sent unsigned and the gateway refuses them
+    /// (`UNAUTHENTICATED`, `SIGNATURE_MISSING`).
+    pub fn with_signer(mut self, id: impl Into<IdentityId>, keys: IdentityKeys) -> Self {
+        self.signer = Some(Signer {
+            id: id.into(),
+            keys,
+        });
+        self
+    }
+
+    /// The identity that signs this client's reads, if any.
+    pub fn signer_id(&self) -> Option<&str> {
+        self.signer.as_ref().map(|s| s.id.as_str())
+    }
+
+    /// `message` as a request for `method`, carrying a request signature when
+    /// the client has a signer.
+    pub async fn signed_request<M: Message>(
+        &self,
+        method: &str,
+        message: M,
+    ) -> Result<tonic::Request<M>, ClientError> {
+        let mut request = tonic::Request::new(message);
+        if let Some(signer) = &self.signer {
+            let deployment = self.deployment_id().await?;
+            let sig = request_auth::sign_request(
+                &signer.keys,
+                &signer.id,
+                &deployment,
+                method,
+                request.get_ref(),
+            );
+            request_auth::apply(&sig, request.metadata_mut());
+        }
+        Ok(request)
     }
 
     /// The deployment id request signatures cover: from the trust root when one
@@ -149,14 +215,15 @@ impl AmaiClient {
 
     /// The current head of `aggregate` (from JetStream, via the gateway).
     pub async fn chain_head(&self, aggregate: &Aggregate) -> Result<ChainHeadInfo, ClientError> {
-        let head = self
-            .events
-            .clone()
-            .get_chain_head(proto::GetChainHeadRequest {
-                aggregate: aggregate.to_string(),
-            })
-            .await?
-            .into_inner();
+        let req = self
+            .signed_request(
+                GET_CHAIN_HEAD_METHOD,
+                proto::GetChainHeadRequest {
+                    aggregate: aggregate.to_string(),
+                },
+            )
+            .await?;
+        let head = self.events.clone().get_chain_head(req).await?.into_inner();
         head_from_proto(&head)
     }
 
@@ -192,12 +259,42 @@ impl AmaiClient {
         limit: u32,
         scan_from_stream_seq: u64,
     ) -> Result<proto::ReadChainResponse, ClientError> {
-        let req = proto::ReadChainRequest {
+        self.read_chain_request(proto::ReadChainRequest {
             aggregate: aggregate.to_string(),
             from_aggregate_seq: from,
             limit,
             scan_from_stream_seq,
-        };
+            key_events_only: false,
+        })
+        .await
+    }
+
+    /// A page of the key events only (`agent.registered`, `agent.key_rotated`,
+    /// `agent.revoked`) of an agent chain: what any authenticated identity may
+    /// read of someone else's chain. A page may be empty while
+    /// `next_aggregate_seq` is not 0.
+    pub async fn read_key_events(
+        &self,
+        aggregate: &Aggregate,
+        from: u64,
+        limit: u32,
+        scan_from_stream_seq: u64,
+    ) -> Result<proto::ReadChainResponse, ClientError> {
+        self.read_chain_request(proto::ReadChainRequest {
+            aggregate: aggregate.to_string(),
+            from_aggregate_seq: from,
+            limit,
+            scan_from_stream_seq,
+            key_events_only: true,
+        })
+        .await
+    }
+
+    async fn read_chain_request(
+        &self,
+        req: proto::ReadChainRequest,
+    ) -> Result<proto::ReadChainResponse, ClientError> {
+        let req = self.signed_request(READ_CHAIN_METHOD, req).await?;
         Ok(self.events.clone().read_chain(req).await?.into_inner())
     }
 
@@ -206,21 +303,24 @@ impl AmaiClient {
         &self,
         position: amai_bus::Position,
     ) -> Result<proto::StoredEvent, ClientError> {
-        Ok(self
-            .events
-            .clone()
-            .get_event(proto::GetEventRequest {
-                position: Some(position.into()),
-            })
-            .await?
-            .into_inner())
+        let req = self
+            .signed_request(
+                GET_EVENT_METHOD,
+                proto::GetEventRequest {
+                    position: Some(position.into()),
+                },
+            )
+            .await?;
+        Ok(self.events.clone().get_event(req).await?.into_inner())
     }
 
-    /// Live and historical events (`EventService.Subscribe`).
+    /// Live and historical events (`EventService.Subscribe`). Events the
+    /// signer may not read are not delivered (see docs/architecture.md).
     pub async fn subscribe(
         &self,
         req: proto::SubscribeRequest,
     ) -> Result<tonic::Streaming<proto::StoredEvent>, ClientError> {
+        let req = self.signed_request(SUBSCRIBE_METHOD, req).await?;
         Ok(self.events.clone().subscribe(req).await?.into_inner())
     }
 
@@ -273,15 +373,15 @@ impl AmaiClient {
 
     /// A blob by digest, verified against it here (the server is not trusted).
     pub async fn get_blob(&self, sha256: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
-        let data = self
-            .blobs
-            .clone()
-            .get_blob(proto::GetBlobRequest {
-                sha256: sha256.to_vec(),
-            })
-            .await?
-            .into_inner()
-            .data;
+        let req = self
+            .signed_request(
+                GET_BLOB_METHOD,
+                proto::GetBlobRequest {
+                    sha256: sha256.to_vec(),
+                },
+            )
+            .await?;
+        let data = self.blobs.clone().get_blob(req).await?.into_inner().data;
         let got: [u8; 32] = sha2::Sha256::digest(&data).into();
         if &got != sha256 {
             return Err(ClientError::Integrity(format!(
@@ -303,14 +403,15 @@ impl AmaiClient {
         &self,
         aggregate: &Aggregate,
     ) -> Result<proto::ChainReport, ClientError> {
-        Ok(self
-            .identity
-            .clone()
-            .verify_chain(proto::VerifyChainRequest {
-                aggregate: aggregate.to_string(),
-            })
-            .await?
-            .into_inner())
+        let req = self
+            .signed_request(
+                VERIFY_CHAIN_METHOD,
+                proto::VerifyChainRequest {
+                    aggregate: aggregate.to_string(),
+                },
+            )
+            .await?;
+        Ok(self.identity.clone().verify_chain(req).await?.into_inner())
     }
 
     /// Verifies `aggregate` locally, auditor-style: reads every event through

@@ -12,6 +12,10 @@ use tonic::metadata::MetadataMap;
 use amai_bus::request::{self as request_auth, RequestSignature};
 use amai_bus::EventStore;
 
+use amai_bus::identity::IdentityState;
+use amai_client::read_grant::Grant;
+
+use crate::access::Reader;
 use crate::status::ApiError;
 use crate::GatewayError;
 
@@ -81,6 +85,46 @@ impl RequestAuthenticator {
         metadata: &MetadataMap,
         message: &M,
     ) -> Result<String, ApiError> {
+        Ok(self.authenticate_state(method, metadata, message).await?.id)
+    }
+
+    /// Authenticates a read and returns who reads ([`Reader`]): the signer,
+    /// whether it is an operator, and the streams granted to it by an operator
+    /// (a grant in its genesis metadata, checked against the granting
+    /// operator's chain; see [`amai_client::read_grant`]).
+    pub async fn authenticate_reader<M: Message>(
+        &self,
+        method: &str,
+        metadata: &MetadataMap,
+        message: &M,
+    ) -> Result<Reader, ApiError> {
+        let state = self.authenticate_state(method, metadata, message).await?;
+        let mut granted = std::collections::BTreeSet::new();
+        if let Some(grant) = Grant::of(&state) {
+            match self.store.identity_state(&grant.operator_id).await {
+                Ok(operator) if grant.holds(&state, &operator) => {
+                    granted.extend(grant.streams.iter().cloned())
+                }
+                Ok(_) | Err(amai_bus::store::ReadError::NotFound(_)) => {
+                    tracing::debug!(reader = %state.id, "read grant does not hold; ignored")
+                }
+                Err(e) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "cannot read the granting operator's chain: {e}; retry shortly"
+                    )))
+                }
+            }
+        }
+        Ok(Reader::new(&state, granted))
+    }
+
+    /// Authenticates and returns the signer's folded state.
+    async fn authenticate_state<M: Message>(
+        &self,
+        method: &str,
+        metadata: &MetadataMap,
+        message: &M,
+    ) -> Result<IdentityState, ApiError> {
         // Cheap checks first: shape and freshness, then one bounded read of the
         // signer's folded chain (cached, brought up to its head), then the
         // signature, and only then the replay cache write.
@@ -104,13 +148,30 @@ impl RequestAuthenticator {
             }
             Err(_) => return Err(ApiError::UnknownSigner(sig.actor.clone())),
         };
-        request_auth::verify_request(
+        if let Err(e) = request_auth::verify_request(
             &sig,
             &self.deployment,
             method,
             message,
             &state.current_key().signing_key,
-        )?;
+        ) {
+            // Say so when the signer used the key it rotated out last (one more
+            // verification, bounded: never the whole key history).
+            let previous = state.keys.len().checked_sub(2).map(|i| &state.keys[i]);
+            if previous.is_some_and(|k| {
+                request_auth::verify_request(
+                    &sig,
+                    &self.deployment,
+                    method,
+                    message,
+                    &k.signing_key,
+                )
+                .is_ok()
+            }) {
+                return Err(ApiError::RotatedOutSigner(sig.actor.clone()));
+            }
+            return Err(e.into());
+        }
         if state.revoked.is_some() {
             return Err(ApiError::RevokedSigner(sig.actor.clone()));
         }
@@ -120,7 +181,7 @@ impl RequestAuthenticator {
             .create(&key, bytes::Bytes::from(sig.timestamp_ms.to_string()))
             .await
         {
-            Ok(_) => Ok(sig.actor),
+            Ok(_) => Ok(state),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(ApiError::Replayed(sig.nonce))
             }

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -14,6 +13,9 @@ use amai_bus::proto::{self, event_service_server::EventService, subscribe_reques
 use amai_bus::store::StoredEvent;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 
+use amai_client::{GET_CHAIN_HEAD_METHOD, GET_EVENT_METHOD, READ_CHAIN_METHOD, SUBSCRIBE_METHOD};
+
+use crate::access::{body_of, is_key_event, Reader};
 use crate::identity::append_response;
 use crate::status::ApiError;
 use crate::Shared;
@@ -41,10 +43,17 @@ fn parse_aggregate(s: &str) -> Result<Aggregate, ApiError> {
 struct Filter {
     types: Vec<String>,
     actor: Option<String>,
+    /// When the subscriber may not read the whole stream: only what it sees.
+    visible_to: Option<Reader>,
 }
 
 impl Filter {
     fn matches(&self, stored: &StoredEvent) -> bool {
+        if let Some(reader) = &self.visible_to {
+            if !reader.sees(stored) {
+                return false;
+            }
+        }
         if !self.types.is_empty() {
             let ty = stored
                 .event_type
@@ -63,11 +72,6 @@ impl Filter {
     }
 }
 
-fn body_of(stored: &StoredEvent) -> Option<proto::EventBody> {
-    let signed = proto::SignedEvent::decode(stored.payload.as_ref()).ok()?;
-    proto::EventBody::decode(signed.body.as_slice()).ok()
-}
-
 impl EventSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
@@ -75,9 +79,18 @@ impl EventSvc {
 
     async fn read_chain_inner(
         &self,
-        req: proto::ReadChainRequest,
+        request: Request<proto::ReadChainRequest>,
     ) -> Result<proto::ReadChainResponse, ApiError> {
+        let reader = self
+            .shared
+            .auth
+            .authenticate_reader(READ_CHAIN_METHOD, request.metadata(), request.get_ref())
+            .await?;
+        let req = request.into_inner();
         let aggregate = parse_aggregate(&req.aggregate)?;
+        self.shared
+            .check_aggregate(&reader, &aggregate, req.key_events_only)
+            .await?;
         let limit = if req.limit == 0 {
             DEFAULT_PAGE
         } else {
@@ -90,7 +103,12 @@ impl EventSvc {
             .read_chain_page(&aggregate, from, limit as usize, req.scan_from_stream_seq)
             .await?;
         Ok(proto::ReadChainResponse {
-            events: page.events.iter().map(StoredEvent::to_proto).collect(),
+            events: page
+                .events
+                .iter()
+                .filter(|e| !req.key_events_only || is_key_event(e))
+                .map(StoredEvent::to_proto)
+                .collect(),
             next_aggregate_seq: page.next_aggregate_seq,
             next_stream_seq: page.next_stream_seq,
         })
@@ -98,8 +116,14 @@ impl EventSvc {
 
     async fn subscribe_inner(
         &self,
-        req: proto::SubscribeRequest,
+        request: Request<proto::SubscribeRequest>,
     ) -> Result<ReceiverStream<Result<proto::StoredEvent, Status>>, ApiError> {
+        let reader = self
+            .shared
+            .auth
+            .authenticate_reader(SUBSCRIBE_METHOD, request.metadata(), request.get_ref())
+            .await?;
+        let req = request.into_inner();
         let aggregate = if req.aggregate.is_empty() {
             None
         } else {
@@ -123,6 +147,22 @@ impl EventSvc {
         if AggregateKind::for_stream(&stream).is_none() {
             return Err(ApiError::InvalidArgument(format!("unknown stream {stream:?}; amai streams are AMAI_AGENTS, AMAI_NAMES, AMAI_TRUST, ...")));
         }
+        // Access is decided before the replay opens: a named aggregate must be
+        // readable whole; a whole stream is filtered to what the reader sees.
+        let visible_to = match &aggregate {
+            Some(a) => {
+                self.shared.check_aggregate(&reader, a, false).await?;
+                None
+            }
+            None if reader.reads_all_of(&stream) => None,
+            None if reader.reads_any_of(&stream) => Some(reader),
+            None => {
+                return Err(ApiError::ReadNotPermitted {
+                    actor: reader.id,
+                    what: stream,
+                })
+            }
+        };
         let start = match req.start {
             Some(Start::StartSeq(s)) => StartAt::Sequence(s),
             Some(Start::StartTime(t)) => {
@@ -139,6 +179,7 @@ impl EventSvc {
         let filter = Filter {
             types: req.types,
             actor: (!req.actor.is_empty()).then_some(req.actor),
+            visible_to,
         };
         let replay = consumer::replay(
             self.shared.store.jetstream(),
@@ -225,7 +266,15 @@ impl EventService for EventSvc {
         &self,
         request: Request<proto::GetChainHeadRequest>,
     ) -> Result<Response<proto::ChainHead>, Status> {
+        let reader = self
+            .shared
+            .auth
+            .authenticate_reader(GET_CHAIN_HEAD_METHOD, request.metadata(), request.get_ref())
+            .await?;
         let aggregate = parse_aggregate(&request.get_ref().aggregate)?;
+        self.shared
+            .check_aggregate(&reader, &aggregate, false)
+            .await?;
         let head = self
             .shared
             .store
@@ -240,16 +289,42 @@ impl EventService for EventSvc {
         &self,
         request: Request<proto::GetEventRequest>,
     ) -> Result<Response<proto::StoredEvent>, Status> {
+        let reader = self
+            .shared
+            .auth
+            .authenticate_reader(GET_EVENT_METHOD, request.metadata(), request.get_ref())
+            .await?;
         let position = request
             .into_inner()
             .position
             .ok_or_else(|| ApiError::InvalidArgument("position is required".into()))?;
+        let denied = |what: String| ApiError::ReadNotPermitted {
+            actor: reader.id.clone(),
+            what,
+        };
+        // A stream the reader sees nothing of is refused before the read; in
+        // the others, the event's aggregate is only known once it is read.
+        if !reader.reads_any_of(&position.stream) {
+            return Err(denied(position.stream).into());
+        }
+        let what = format!("{}#{}", position.stream, position.seq);
         let stored = self
             .shared
             .store
             .get_event(&position.into())
             .await
             .map_err(ApiError::from)?;
+        if !reader.sees(&stored) {
+            let infrastructure = match Aggregate::from_subject(&stored.subject) {
+                Ok(a) if a.kind == AggregateKind::Agent => {
+                    self.shared.is_infrastructure(&a.id).await?
+                }
+                _ => false,
+            };
+            if !infrastructure {
+                return Err(denied(what).into());
+            }
+        }
         Ok(Response::new(stored.to_proto()))
     }
 
@@ -258,9 +333,7 @@ impl EventService for EventSvc {
         &self,
         request: Request<proto::ReadChainRequest>,
     ) -> Result<Response<proto::ReadChainResponse>, Status> {
-        Ok(Response::new(
-            self.read_chain_inner(request.into_inner()).await?,
-        ))
+        Ok(Response::new(self.read_chain_inner(request).await?))
     }
 
     type SubscribeStream = SubscribeStream;
@@ -283,7 +356,7 @@ impl EventService for EventSvc {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let rx = self.subscribe_inner(request.into_inner()).await?;
+        let rx = self.subscribe_inner(request).await?;
         Ok(Response::new(Box::pin(rx)))
     }
 }

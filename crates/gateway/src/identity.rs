@@ -14,7 +14,7 @@ use amai_bus::query::{
 };
 use amai_bus::store::AppendError;
 use amai_bus::subjects::{Aggregate, AggregateKind};
-use amai_client::LIST_INBOX_METHOD;
+use amai_client::{LIST_INBOX_METHOD, VERIFY_CHAIN_METHOD};
 
 use crate::status::ApiError;
 use crate::Shared;
@@ -275,11 +275,19 @@ impl IdentityService for IdentitySvc {
         &self,
         request: Request<proto::VerifyChainRequest>,
     ) -> Result<Response<proto::ChainReport>, Status> {
+        let reader = self
+            .shared
+            .auth
+            .authenticate_reader(VERIFY_CHAIN_METHOD, request.metadata(), request.get_ref())
+            .await?;
         let aggregate: Aggregate = request
             .get_ref()
             .aggregate
             .parse()
             .map_err(|e| ApiError::InvalidArgument(format!("{e}")))?;
+        self.shared
+            .check_aggregate(&reader, &aggregate, false)
+            .await?;
         let report = amai_bus::chain::verify_chain(&self.shared.store, &aggregate)
             .await
             .map_err(ApiError::from)?;

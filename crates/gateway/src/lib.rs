@@ -11,10 +11,12 @@
 //!
 //! - [`status`] — the one mapping of domain errors to gRPC codes;
 //! - [`auth`] — request-signature checks and the nonce cache;
+//! - [`access`] — the read access rule (who reads which events and blobs);
 //! - [`identity`] — `IdentityService`;
 //! - [`events`] — `EventService`.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod auth;
 pub mod blobs;
 pub mod events;
@@ -64,6 +66,11 @@ pub enum GatewayError {
     /// The blob bucket could not be opened or created.
     #[error("cannot open the blob store: {0}; is JetStream enabled?")]
     Blobs(#[from] amai_bus::blob::BlobError),
+    /// The blob uploader bucket could not be opened or created.
+    #[error(
+        "cannot open the blob uploader bucket (AMAI_BLOB_UPLOADERS): {0}; is JetStream enabled?"
+    )]
+    Uploaders(String),
     /// The event store has no trust root: request signatures cover the
     /// deployment id, which is derived from it.
     #[error("the event store has no trust root; configure the deployment's trust root (--trust-root / AMAI_TRUST_ROOT)")]
@@ -218,6 +225,50 @@ impl Shared {
         Ok(())
     }
 
+    /// Decides a read of `aggregate` by `reader` before anything is read (see
+    /// [`access`]): someone else's agent chain is readable whole only when its
+    /// owner is an operator or service identity (one cached fold of the owner's
+    /// chain), else only its key events (`key_events_only`).
+    pub(crate) async fn check_aggregate(
+        &self,
+        reader: &access::Reader,
+        aggregate: &amai_bus::Aggregate,
+        key_events_only: bool,
+    ) -> Result<(), ApiError> {
+        let denied = || ApiError::ReadNotPermitted {
+            actor: reader.id.clone(),
+            what: aggregate.to_string(),
+        };
+        match reader.aggregate_access(aggregate) {
+            access::AggregateAccess::All => Ok(()),
+            access::AggregateAccess::Denied => Err(denied()),
+            access::AggregateAccess::ForeignAgent if key_events_only => Ok(()),
+            access::AggregateAccess::ForeignAgent => {
+                if self.is_infrastructure(&aggregate.id).await? {
+                    Ok(())
+                } else {
+                    Err(denied())
+                }
+            }
+        }
+    }
+
+    /// Whether `id` is an operator or service identity (whose chains everyone
+    /// authenticated reads).
+    pub(crate) async fn is_infrastructure(&self, id: &str) -> Result<bool, ApiError> {
+        use amai_bus::proto::IdentityKind;
+        match self.store.identity_state(id).await {
+            Ok(s) => Ok(matches!(
+                s.kind,
+                IdentityKind::Operator | IdentityKind::Service
+            )),
+            Err(amai_bus::store::ReadError::Unavailable(m)) => Err(ApiError::Unavailable(format!(
+                "cannot read {id}'s chain: {m}"
+            ))),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Sends a query to a worker role.
     pub(crate) async fn query<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
@@ -282,9 +333,11 @@ pub async fn serve(
         config.max_event_bytes,
     )
     .await?;
+    let uploaders = blobs::open_uploaders(shared.store.jetstream(), config.replicas).await?;
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
+        uploaders,
         config.max_blob_bytes,
     ))
     .max_decoding_message_size(config.max_blob_bytes + DECODING_HEADROOM);

@@ -27,6 +27,8 @@
 //! | request signature missing / bad / expired / replayed | `UNAUTHENTICATED` | `SIGNATURE_MISSING`, `BAD_REQUEST_SIGNATURE`, `REQUEST_EXPIRED`, `REQUEST_REPLAYED` |
 //! | request signer unknown | `UNAUTHENTICATED` | `UNKNOWN_SIGNER` |
 //! | request signer revoked / not the data's owner | `PERMISSION_DENIED` | `REVOKED_SIGNER`, `NOT_OWNER` |
+//! | request signed with the key the signer rotated out last | `PERMISSION_DENIED` | `REVOKED_KEY` |
+//! | authenticated, but the read access rule does not allow this read (`access`) | `PERMISSION_DENIED` | `READ_NOT_PERMITTED` (`what`) |
 //! | anything unexpected | `INTERNAL` | `INTERNAL` |
 //!
 //! Unauthenticated means "we cannot tell who you are" (the signature or key does
@@ -75,8 +77,11 @@ pub enum ApiError {
     #[error("request signer {0} is not a registered identity; register it first")]
     UnknownSigner(String),
     /// The signer is revoked.
-    #[error("request signer {0} is revoked")]
+    #[error("request signer {0} was revoked: a revoked identity can no longer sign requests")]
     RevokedSigner(String),
+    /// The request was signed with a key the signer rotated out.
+    #[error("the request is signed with a key of {0} that was rotated out; sign with its current key (and pass the identity id, e.g. --id)")]
+    RotatedOutSigner(String),
     /// An authenticated caller acted for someone else.
     #[error(
         "{actor} may not do this for {owner}; only {owner} may (sign the request with its key)"
@@ -86,6 +91,14 @@ pub enum ApiError {
         actor: String,
         /// Whose data it is.
         owner: String,
+    },
+    /// An authenticated caller may not read this (see [`crate::access`]).
+    #[error("{actor} may not read {what}: an identity reads its own aggregates, messages addressed to it and the key events of agent chains; operators read everything; other streams need a read grant from an operator (docs/architecture.md, \"Read access\")")]
+    ReadNotPermitted {
+        /// Who signed.
+        actor: String,
+        /// What it asked for (an aggregate, a stream, a position, a blob).
+        what: String,
     },
     /// The request itself is not valid.
     #[error("{0}")]
@@ -204,7 +217,14 @@ fn classify(err: ApiError) -> Classified {
         ApiError::Replayed(_) => plain(Code::Unauthenticated, ErrorKind::RequestReplayed),
         ApiError::UnknownSigner(_) => plain(Code::Unauthenticated, ErrorKind::UnknownSigner),
         ApiError::RevokedSigner(_) => plain(Code::PermissionDenied, ErrorKind::RevokedSigner),
+        ApiError::RotatedOutSigner(_) => plain(Code::PermissionDenied, ErrorKind::RevokedKey),
         ApiError::NotOwner { .. } => plain(Code::PermissionDenied, ErrorKind::NotOwner),
+        ApiError::ReadNotPermitted { what, .. } => (
+            Code::PermissionDenied,
+            ErrorKind::ReadNotPermitted,
+            HashMap::from([("what".to_string(), what)]),
+            None,
+        ),
         ApiError::InvalidArgument(_) => plain(Code::InvalidArgument, ErrorKind::InvalidArgument),
         ApiError::AlreadyExists(_) => plain(Code::AlreadyExists, ErrorKind::AlreadyExists),
         ApiError::TooLarge(_) => plain(Code::ResourceExhausted, ErrorKind::TooLarge),
@@ -273,6 +293,13 @@ mod tests {
                 owner: "b".into()
             })),
             (Code::PermissionDenied, ErrorKind::NotOwner)
+        );
+        assert_eq!(
+            kind_of(to_status(ApiError::ReadNotPermitted {
+                actor: "a".into(),
+                what: "agent/b".into()
+            })),
+            (Code::PermissionDenied, ErrorKind::ReadNotPermitted)
         );
         assert_eq!(
             kind_of(to_status(ApiError::Read(ReadError::NotFound("x".into())))),

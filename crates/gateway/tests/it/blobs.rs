@@ -80,10 +80,15 @@ async fn bad_blob_requests_get_precise_errors() {
     let err = env.client.get_blob(&[7u8; 32]).await.expect_err("unknown");
     assert_eq!(err.code(), Some(Code::NotFound));
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    let err = svc
-        .get_blob(proto::GetBlobRequest { sha256: vec![1, 2] })
+    let req = env
+        .client
+        .signed_request(
+            amai_client::GET_BLOB_METHOD,
+            proto::GetBlobRequest { sha256: vec![1, 2] },
+        )
         .await
-        .expect_err("short digest");
+        .expect("sign");
+    let err = svc.get_blob(req).await.expect_err("short digest");
     assert_eq!(err.code(), Code::InvalidArgument);
     env.stop().await;
 }

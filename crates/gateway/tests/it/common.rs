@@ -23,7 +23,11 @@ pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024;
 pub(crate) const MAX_BLOB_BYTES: usize = 256 * 1024;
 
 pub(crate) struct Env {
+    /// Reads as the operator (the trust root).
     pub(crate) client: AmaiClient,
+    /// Signs nothing.
+    #[allow(dead_code)]
+    pub(crate) anonymous: AmaiClient,
     /// The deployment's trust root.
     #[allow(dead_code)]
     pub(crate) operator: IdentityKeys,
@@ -59,11 +63,13 @@ impl Env {
             .max_event_bytes(max_event_bytes)
             .trust_root(operator.public_key());
         let store = EventStore::new(js.clone(), store_config);
+        let now = amai_bus::envelope::now_timestamp();
+        // The trust root is registered: reads are signed, and the tests'
+        // client reads as the operator (who reads everything).
+        ensure_operator(&store, &operator, "operator", now)
+            .await
+            .expect("operator");
         let role = if worker {
-            let now = amai_bus::envelope::now_timestamp();
-            ensure_operator(&store, &operator, "operator", now)
-                .await
-                .expect("operator");
             let service = IdentityKeys::generate();
             let id = ensure_service(
                 &store,
@@ -109,9 +115,12 @@ impl Env {
             let _ = rx.await;
         }));
         let url = format!("http://{addr}");
-        let client = AmaiClient::connect(url.clone())
+        let anonymous = AmaiClient::connect(url.clone())
             .await
             .expect("connect gateway");
+        let client = anonymous
+            .clone()
+            .with_signer(operator.identity_id(), operator.clone());
         // The listener accepts before `serve` has created its buckets; the first
         // answer means the gateway is fully up (tests compare stream states).
         let channel = tonic::transport::Endpoint::from_shared(url.clone())
@@ -125,6 +134,7 @@ impl Env {
             .expect("gateway serving");
         Env {
             client,
+            anonymous,
             operator,
             url,
             metrics,

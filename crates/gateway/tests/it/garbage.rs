@@ -81,25 +81,25 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
         Code::InvalidArgument,
     ),
     ("/amai.v1.EventService/Append", Code::InvalidArgument),
-    // The request signature is checked first (it also covers the fields).
+    // The request signature is checked first (it also covers the fields):
+    // the signed commands, and every read (access is decided after it).
     ("/amai.v1.IdentityService/ListInbox", Code::Unauthenticated),
     ("/amai.v1.BlobService/PutBlob", Code::Unauthenticated),
+    (
+        "/amai.v1.IdentityService/VerifyChain",
+        Code::Unauthenticated,
+    ),
+    ("/amai.v1.EventService/GetChainHead", Code::Unauthenticated),
+    ("/amai.v1.EventService/GetEvent", Code::Unauthenticated),
+    ("/amai.v1.EventService/ReadChain", Code::Unauthenticated),
+    ("/amai.v1.EventService/Subscribe", Code::Unauthenticated),
+    ("/amai.v1.BlobService/GetBlob", Code::Unauthenticated),
     // A valid request: the query runs (no worker here, so UNAVAILABLE).
     ("/amai.v1.IdentityService/GetStats", Code::Unavailable),
     (
         "/amai.v1.IdentityService/ListIntegrityViolations",
         Code::Unavailable,
     ),
-    // The aggregate / position / stream / digest is required.
-    (
-        "/amai.v1.IdentityService/VerifyChain",
-        Code::InvalidArgument,
-    ),
-    ("/amai.v1.EventService/GetChainHead", Code::InvalidArgument),
-    ("/amai.v1.EventService/GetEvent", Code::InvalidArgument),
-    ("/amai.v1.EventService/ReadChain", Code::InvalidArgument),
-    ("/amai.v1.EventService/Subscribe", Code::InvalidArgument),
-    ("/amai.v1.BlobService/GetBlob", Code::InvalidArgument),
     // Has no fields: an empty message is the valid request (OK = it succeeds).
     ("/amai.v1.EventService/GetDeployment", Code::Ok),
 ];

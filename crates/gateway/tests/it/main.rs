@@ -8,3 +8,4 @@ mod flow;
 mod garbage;
 mod holes;
 mod queries;
+mod reads;
