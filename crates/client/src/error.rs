@@ -10,144 +10,9 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 
-pub use amai_proto::codec::ERROR_DOMAIN;
-
-macro_rules! error_kinds {
-    ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
-        /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
-        /// in the [`ERROR_DOMAIN`] domain). Match on this, never on messages.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[non_exhaustive]
-        pub enum ErrorKind {
-            $( $(#[$doc])* $variant, )*
-            /// No `ErrorInfo` (or one from another domain, or a reason this SDK
-            /// does not know, e.g. from a newer gateway).
-            Unknown,
-        }
-
-        impl ErrorKind {
-            /// Every known kind (without `Unknown`).
-            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant,)*];
-
-            /// The reason string (SCREAMING_SNAKE), `UNKNOWN` for `Unknown`.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $( ErrorKind::$variant => $reason, )*
-                    ErrorKind::Unknown => "UNKNOWN",
-                }
-            }
-
-            /// Parses a reason; `Unknown` for anything else.
-            pub fn from_reason(reason: &str) -> ErrorKind {
-                match reason {
-                    $( $reason => ErrorKind::$variant, )*
-                    _ => ErrorKind::Unknown,
-                }
-            }
-        }
-    };
-}
-
-error_kinds! {
-    // Events (append checks; `amai_bus::store::AppendErrorKind`).
-    /// Not a decodable or well-formed event.
-    Malformed => "MALFORMED",
-    /// The event signature does not verify.
-    BadSignature => "BAD_SIGNATURE",
-    /// The event's key is not the actor's current key.
-    UnknownKey => "UNKNOWN_KEY",
-    /// The key was rotated out or the identity revoked.
-    RevokedKey => "REVOKED_KEY",
-    /// The actor may not append this to this aggregate.
-    NotPermitted => "NOT_PERMITTED",
-    /// The payload breaks a domain rule.
-    Invalid => "INVALID",
-    /// The chain holds an event that fails verification (published around the
-    /// store); nothing can be appended after it.
-    Corrupted => "CORRUPTED",
-    /// The chain moved on (metadata: `aggregate`, `aggregate_seq`, `hash`, `stream_seq` of the current head).
-    Conflict => "CONFLICT",
-    /// `prev_hash` does not match the previous event.
-    ChainBroken => "CHAIN_BROKEN",
-    /// `aggregate_seq` skips ahead of the head.
-    Gap => "GAP",
-    /// Another event with the same id but different content exists.
-    Duplicate => "DUPLICATE",
-    /// The name is already claimed.
-    NameTaken => "NAME_TAKEN",
-    /// The identity is already registered.
-    AlreadyRegistered => "ALREADY_REGISTERED",
-    /// The event (or blob) is over the size limit.
-    TooLarge => "TOO_LARGE",
-    // Requests.
-    /// The request message is not a valid protobuf encoding of its type.
-    UndecodableMessage => "UNDECODABLE_MESSAGE",
-    /// A request field is missing or invalid.
-    InvalidArgument => "INVALID_ARGUMENT",
-    /// Something already exists.
-    AlreadyExists => "ALREADY_EXISTS",
-    /// No such event, aggregate, identity or blob.
-    NotFound => "NOT_FOUND",
-    /// A request signature header is missing or unreadable.
-    SignatureMissing => "SIGNATURE_MISSING",
-    /// The request signature does not verify.
-    BadRequestSignature => "BAD_REQUEST_SIGNATURE",
-    /// The request timestamp is outside the freshness window.
-    RequestExpired => "REQUEST_EXPIRED",
-    /// The request nonce was already used.
-    RequestReplayed => "REQUEST_REPLAYED",
-    /// The request signer is not a registered identity.
-    UnknownSigner => "UNKNOWN_SIGNER",
-    /// The request signer is revoked.
-    RevokedSigner => "REVOKED_SIGNER",
-    /// The signer may not act on someone else's data.
-    NotOwner => "NOT_OWNER",
-    /// The signer is authenticated but may not read this (someone else's
-    /// aggregate, a stream it was not granted, a blob it did not upload); see
-    /// docs/architecture.md, "Read access" (metadata: `what`).
-    ReadNotPermitted => "READ_NOT_PERMITTED",
-    /// A stored blob does not match its digest.
-    DigestMismatch => "DIGEST_MISMATCH",
-    // Queries (`min_position` and pages).
-    /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
-    StalePosition => "STALE_POSITION",
-    /// `min_position` names a stream the answering projection does not consume (metadata: `stream`, `consumed`).
-    StreamNotConsumed => "STREAM_NOT_CONSUMED",
-    /// `min_position` is beyond the stream's last sequence (metadata: `stream`, `wanted`, `last_seq`).
-    PositionBeyondEnd => "POSITION_BEYOND_END",
-    /// One item of a page is larger than a reply may be (metadata: `seq`, `size`, `max`).
-    ItemTooLarge => "ITEM_TOO_LARGE",
-    /// A query's whole reply is larger than NATS carries (metadata: `size`, `max`).
-    ReplyTooLarge => "REPLY_TOO_LARGE",
-    // Infrastructure.
-    /// No worker of the role answered (retry; start one).
-    WorkerUnavailable => "WORKER_UNAVAILABLE",
-    /// NATS or another dependency is unavailable; retry.
-    Unavailable => "UNAVAILABLE",
-    /// A server-side bug or unexpected failure.
-    Internal => "INTERNAL",
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Builds the `ErrorInfo` details of a status (what the gateway attaches).
-pub fn error_details(kind: ErrorKind, metadata: HashMap<String, String>) -> ErrorDetails {
-    ErrorDetails::with_error_info(kind.as_str(), ERROR_DOMAIN, metadata)
-}
-
-/// The kind a status carries (`Unknown` without an Amai `ErrorInfo`).
-pub fn status_kind(status: &Status) -> ErrorKind {
-    match status.get_details_error_info() {
-        Some(info) if info.domain == ERROR_DOMAIN => ErrorKind::from_reason(&info.reason),
-        _ => ErrorKind::Unknown,
-    }
-}
+pub use amai_proto::wire::{error_details, status_kind, ErrorKind, ERROR_DOMAIN};
 
 /// A failed SDK call.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +147,7 @@ impl ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::ErrorDetails;
 
     #[test]
     fn statuses_map_to_kinds_and_retryability() {

@@ -20,7 +20,7 @@
 pub mod agent;
 pub mod audit;
 pub mod error;
-pub mod read_grant;
+pub use amai_bus::read_grant;
 pub mod request_auth;
 
 use ed25519_dalek::VerifyingKey;
@@ -40,28 +40,10 @@ pub use agent::{Agent, InboxMessage, InboxPage, RefusedMessage};
 pub use amai_bus::chain::ChainReport;
 pub use error::{ClientError, ErrorKind};
 
-/// Binary metadata key of a `FAILED_PRECONDITION` conflict: the encoded
-/// `amai.v1.ChainHead` the event must follow now, so a retry needs no extra read.
-pub const CHAIN_HEAD_METADATA: &str = "amai-chain-head-bin";
-
-/// gRPC method path of `IdentityService.ListInbox` (what its request signature covers).
-pub const LIST_INBOX_METHOD: &str = "/amai.v1.IdentityService/ListInbox";
-
-/// Full gRPC method name of `PutBlob` (what its request signature covers).
-pub const PUT_BLOB_METHOD: &str = "/amai.v1.BlobService/PutBlob";
-
-/// gRPC method path of `EventService.GetChainHead` (signed read).
-pub const GET_CHAIN_HEAD_METHOD: &str = "/amai.v1.EventService/GetChainHead";
-/// gRPC method path of `EventService.GetEvent` (signed read).
-pub const GET_EVENT_METHOD: &str = "/amai.v1.EventService/GetEvent";
-/// gRPC method path of `EventService.ReadChain` (signed read).
-pub const READ_CHAIN_METHOD: &str = "/amai.v1.EventService/ReadChain";
-/// gRPC method path of `EventService.Subscribe` (signed read).
-pub const SUBSCRIBE_METHOD: &str = "/amai.v1.EventService/Subscribe";
-/// gRPC method path of `BlobService.GetBlob` (signed read).
-pub const GET_BLOB_METHOD: &str = "/amai.v1.BlobService/GetBlob";
-/// gRPC method path of `IdentityService.VerifyChain` (signed read).
-pub const VERIFY_CHAIN_METHOD: &str = "/amai.v1.IdentityService/VerifyChain";
+pub use amai_proto::wire::{
+    CHAIN_HEAD_METADATA, GET_BLOB_METHOD, GET_CHAIN_HEAD_METHOD, GET_EVENT_METHOD,
+    LIST_INBOX_METHOD, PUT_BLOB_METHOD, READ_CHAIN_METHOD, SUBSCRIBE_METHOD, VERIFY_CHAIN_METHOD,
+};
 
 /// Largest gRPC message the SDK decodes (ReadChain pages of up to 1000 events).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;

@@ -14,7 +14,8 @@
 //! - [`verify`]: THE per-event verification step and its one failure-kind enum;
 //! - [`chain`]: whole-chain verification reports built on that step;
 //! - [`stored`]: [`StoredEvent`] (an event exactly as stored) and [`Position`];
-//! - [`request`]: the gateway request-signature format.
+//! - [`request`]: the gateway request-signature format;
+//! - [`read_grant`]: operator grants that let a reader identity read streams.
 #![warn(missing_docs)]
 
 pub mod chain;
@@ -22,6 +23,7 @@ pub mod envelope;
 pub mod identity;
 pub mod keys;
 pub mod pae;
+pub mod read_grant;
 pub mod request;
 pub mod seal;
 pub mod stored;

@@ -7,7 +7,7 @@
 //!
 //! - **operators** (identity kind `operator`, unrevoked) read everything;
 //! - **granted readers** read the streams an operator granted them
-//!   ([`amai_client::read_grant`]: signed grant in the reader's genesis metadata),
+//!   ([`amai_bus::read_grant`]: signed grant in the reader's genesis metadata),
 //!   and nothing else beyond what any identity reads;
 //! - **every identity** reads, per stream ([`RULES`]): its own aggregates
 //!   (`agent/<self>`, `trust/<self>`, `lifecycle/<self>`), the messages

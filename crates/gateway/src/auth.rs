@@ -13,7 +13,7 @@ use amai_bus::request::{self as request_auth, RequestSignature};
 use amai_bus::EventStore;
 
 use amai_bus::identity::IdentityState;
-use amai_client::read_grant::Grant;
+use amai_bus::read_grant::Grant;
 
 use crate::access::Reader;
 use crate::status::ApiError;
@@ -91,7 +91,7 @@ impl RequestAuthenticator {
     /// Authenticates a read and returns who reads ([`Reader`]): the signer,
     /// whether it is an operator, and the streams granted to it by an operator
     /// (a grant in its genesis metadata, checked against the granting
-    /// operator's chain; see [`amai_client::read_grant`]).
+    /// operator's chain; see [`amai_bus::read_grant`]).
     pub async fn authenticate_reader<M: Message>(
         &self,
         method: &str,

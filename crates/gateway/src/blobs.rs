@@ -17,7 +17,7 @@ use amai_bus::proto;
 use amai_proto::v1::blob_service_server::BlobService;
 use tonic::{Request, Response, Status};
 
-use amai_client::{GET_BLOB_METHOD, PUT_BLOB_METHOD};
+use amai_proto::wire::{GET_BLOB_METHOD, PUT_BLOB_METHOD};
 use async_nats::jetstream::kv;
 
 use crate::access::BLOBS;

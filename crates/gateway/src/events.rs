@@ -13,7 +13,9 @@ use amai_bus::proto::{self, event_service_server::EventService, subscribe_reques
 use amai_bus::store::StoredEvent;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 
-use amai_client::{GET_CHAIN_HEAD_METHOD, GET_EVENT_METHOD, READ_CHAIN_METHOD, SUBSCRIBE_METHOD};
+use amai_proto::wire::{
+    GET_CHAIN_HEAD_METHOD, GET_EVENT_METHOD, READ_CHAIN_METHOD, SUBSCRIBE_METHOD,
+};
 
 use crate::access::{body_of, is_key_event, Reader};
 use crate::identity::append_response;

@@ -14,7 +14,7 @@ use amai_bus::query::{
 };
 use amai_bus::store::AppendError;
 use amai_bus::subjects::{Aggregate, AggregateKind};
-use amai_client::{LIST_INBOX_METHOD, VERIFY_CHAIN_METHOD};
+use amai_proto::wire::{LIST_INBOX_METHOD, VERIFY_CHAIN_METHOD};
 
 use crate::status::ApiError;
 use crate::Shared;

@@ -3,7 +3,7 @@
 //! Amai's stateless gRPC gateway. Command RPCs validate signed events and append
 //! them through [`amai_bus::EventStore`]; query RPCs ask the worker roles over NATS
 //! ([`amai_bus::query`]); `Subscribe` streams events with flow control. Requests
-//! that read private data carry a request signature ([`amai_client::request_auth`])
+//! that read private data carry a request signature ([`amai_bus::request`])
 //! checked against the signer's current key, a freshness window and a replay cache
 //! shared by every gateway instance (the JetStream KV bucket `AMAI_NONCES`).
 //! Serves `grpc.health.v1` and server reflection (`grpc.reflection.v1` and

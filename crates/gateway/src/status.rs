@@ -1,7 +1,7 @@
 //! The one place domain errors become gRPC statuses.
 //!
 //! Every status carries a `google.rpc.ErrorInfo` (domain `amai.dev`) whose
-//! reason is the failure's kind in SCREAMING_SNAKE ([`amai_client::ErrorKind`],
+//! reason is the failure's kind in SCREAMING_SNAKE ([`amai_proto::wire::ErrorKind`],
 //! which the SDK parses back); the message says what to fix.
 //!
 //! | failure | code | reason (metadata) |
@@ -48,8 +48,8 @@ use tonic::{Code, Status};
 use amai_bus::query::{QueryCode, QueryError};
 use amai_bus::request::RequestAuthError;
 use amai_bus::store::{AppendError, AppendErrorKind, ReadError};
-use amai_client::error::error_details;
-use amai_client::{ErrorKind, CHAIN_HEAD_METADATA};
+use amai_proto::wire::error_details;
+use amai_proto::wire::{ErrorKind, CHAIN_HEAD_METADATA};
 use tonic_types::StatusExt;
 
 /// Everything a gateway handler can fail with.

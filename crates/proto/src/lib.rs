@@ -4,6 +4,8 @@
 
 #[cfg(feature = "grpc")]
 pub mod codec;
+#[cfg(feature = "grpc")]
+pub mod wire;
 
 /// `amai.v1`: every message and service.
 pub mod v1 {

@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use amai_bus::identity::IdentityState;
-use amai_bus::keys::IdentityKeys;
-use amai_bus::pae;
-use amai_bus::proto::IdentityKind;
+use crate::identity::IdentityState;
+use crate::keys::IdentityKeys;
+use crate::pae;
+use crate::proto::IdentityKind;
 
 /// Domain separation tag of grant signatures.
 pub const READ_GRANT_DOMAIN: &str = "amai.read-grant.v1";
