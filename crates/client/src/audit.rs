@@ -242,22 +242,43 @@ pub async fn verify_chain(
     client: &AmaiClient,
     aggregate: &Aggregate,
 ) -> Result<ChainReport, ClientError> {
-    let events = read_all(client, aggregate).await?;
-    if events.is_empty() {
+    // Page by page through the verifier: memory stays bounded by the page size.
+    let trust_root = client.trust_root().await?;
+    let mut verifier = ChainVerifier::new(aggregate);
+    let mut signers = HashMap::new();
+    let (mut from, mut scan_from, mut seen) = (1, 0, 0usize);
+    loop {
+        let page = client
+            .read_chain_from(aggregate, from, PAGE, scan_from)
+            .await?;
+        let events: Vec<StoredEvent> = page.events.iter().map(stored_from_proto).collect();
+        seen += events.len();
+        for id in chain::foreign_signers(aggregate, &events) {
+            if signers.contains_key(&id) {
+                continue;
+            }
+            if let Some(state) = identity_state(client, &id).await? {
+                signers.insert(id, state);
+            }
+        }
+        if !verifier.feed(&events, trust_root.as_ref(), &signers)
+            || page.next_aggregate_seq == 0
+            || events.is_empty()
+        {
+            break;
+        }
+        if page.next_aggregate_seq <= from {
+            return Err(ClientError::Integrity(format!(
+                "ReadChain of {aggregate} did not advance past seq {from}"
+            )));
+        }
+        from = page.next_aggregate_seq;
+        scan_from = page.next_stream_seq;
+    }
+    if seen == 0 {
         return Err(ClientError::Input(format!(
             "{aggregate} has no events to verify"
         )));
     }
-    let mut signers = HashMap::new();
-    for id in chain::foreign_signers(aggregate, &events) {
-        if let Some(state) = identity_state(client, &id).await? {
-            signers.insert(id, state);
-        }
-    }
-    Ok(chain::verify_events(
-        aggregate,
-        &events,
-        client.trust_root().await?.as_ref(),
-        &signers,
-    ))
+    Ok(verifier.finish())
 }
