@@ -11,7 +11,7 @@ use std::sync::Arc;
 use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::{EventStore, IdentityKeys};
 use amai_workers::deploy;
-use amai_workers::reactor::ServiceSigner;
+use amai_workers::reactor::{ReactorOptions, ServiceSigner};
 use amai_workers::role::Role;
 use amai_workers::runtime::{RoleMetrics, RoleRuntime, RoleRuntimeConfig};
 use anyhow::Context;
@@ -244,6 +244,9 @@ async fn start_role(
     .min_position_timeout(settings.query_timeout());
     if let Some(instance) = instance {
         config = config.instance(instance);
+    }
+    if let Some(hook) = crate::fault::reactor_hook_from_env()? {
+        config = config.reactor_options(ReactorOptions::default().fault_hook(hook));
     }
     let name = role.name();
     RoleRuntime::start(role, config)
