@@ -37,6 +37,19 @@ pub(crate) struct Platform {
     progress: Progress,
 }
 
+/// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
+/// so runs against a shared NATS do not collide.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:08x}",
+        (nanos as u32) ^ std::process::id().rotate_left(16)
+    )
+}
+
 impl Platform {
     pub(crate) async fn start(
         config: &BenchConfig,
@@ -50,11 +63,7 @@ impl Platform {
         let store = deploy::open_store(&client, &config.store, operator.public_key()).await?;
         let js = store.jetstream().clone();
         let store_config = store.config().clone();
-        let dir_name = scratch
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("run");
-        let run_id = dir_name[dir_name.len().saturating_sub(8)..].to_string();
+        let run_id = run_id();
         let role_def = amai_workers::roles::find(ROLE)?;
         let now = amai_bus::envelope::now_timestamp();
         let service = IdentityKeys::generate();

@@ -386,3 +386,32 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_carries_both_verify_ratios_and_their_goals() {
+        let report = Report {
+            bus_append_per_s: 30.0,
+            projection_apply_per_s: 40.0,
+            raw_verify_per_s: 20.0,
+            raw_publish_per_s: 100.0,
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["bus_vs_raw_verify"], 1.5);
+        assert_eq!(json["projection_vs_raw_verify"], 2.0);
+        assert_eq!(json["goal_bus_vs_raw_verify_min"], GOAL_BUS_VS_VERIFY);
+        assert_eq!(json["goal_bus_vs_raw_verify_met"], true);
+        assert_eq!(
+            json["goal_projection_vs_raw_verify_min"],
+            GOAL_PROJECTION_VS_VERIFY
+        );
+        assert_eq!(json["goal_projection_vs_raw_verify_met"], true);
+        let table = report.table();
+        assert!(table.contains("1.50x raw verify"), "{table}");
+        assert!(table.contains("2.00x raw verify"), "{table}");
+    }
+}
