@@ -5,6 +5,7 @@
 mod bench;
 mod client_cmd;
 mod config;
+mod fault;
 mod keystore;
 mod metrics;
 mod nats_supervisor;

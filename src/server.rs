@@ -5,13 +5,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use std::sync::Arc;
 
 use amai_bus::streams::{ensure_streams, StreamSettings};
-use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
-use amai_workers::reactor::ServiceSigner;
+use amai_bus::{EventStore, IdentityKeys};
+use amai_workers::deploy;
+use amai_workers::reactor::{ReactorOptions, ServiceSigner};
 use amai_workers::role::Role;
 use amai_workers::runtime::{RoleMetrics, RoleRuntime, RoleRuntimeConfig};
 use anyhow::Context;
@@ -100,30 +100,7 @@ pub(crate) const OPERATOR_NAME: &str = "operator";
 /// Connects to NATS (a url or a comma-separated list of cluster urls), retrying
 /// for a few seconds at start so processes can be started in any order.
 pub(crate) async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let addrs = url
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| {
-            format!("--nats-url {url:?} is not a NATS url (or a comma-separated list of them)")
-        })?;
-    let mut last = None;
-    for _ in 0..10 {
-        match async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(2))
-            .connect(addrs.clone())
-            .await
-        {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(anyhow::anyhow!(
-        "cannot connect to NATS at {url}: {}. Is nats-server running? Pass --nats-url, or run `amai up` to start one.",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    Ok(deploy::connect_nats(url, name).await?)
 }
 
 /// Whether a missing trust root may be generated (only `amai up`, the dev mode).
@@ -172,30 +149,26 @@ impl IdentityKeysOrKey {
     }
 }
 
-/// Connects, creates streams, and builds the store.
+/// Connects, creates streams, and builds the store (the wiring every process
+/// shares: [`deploy::open_store`]).
 pub(crate) async fn open_store(
     settings: &Settings,
     url: &str,
     name: &str,
     trust_root: ed25519_dalek::VerifyingKey,
 ) -> anyhow::Result<(async_nats::Client, EventStore)> {
-    let client = connect_nats(url, name).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    ensure_streams(
-        &js,
-        &StreamSettings {
-            replicas: settings.stream_replicas,
-            dedup_window: settings.dedup_window(),
-        },
-    )
-    .await?;
-    let store = EventStore::new(
-        js,
-        EventStoreConfig::default()
-            .trust_root(trust_root)
-            .max_event_bytes(settings.max_event_bytes),
-    );
+    let client = deploy::connect_nats(url, name).await?;
+    let store = deploy::open_store(&client, &store_settings(settings), trust_root).await?;
     Ok((client, store))
+}
+
+/// The store settings of [`deploy::open_store`] from the configuration.
+pub(crate) fn store_settings(settings: &Settings) -> deploy::StoreSettings {
+    deploy::StoreSettings {
+        replicas: settings.stream_replicas,
+        dedup_window: settings.dedup_window(),
+        max_event_bytes: settings.max_event_bytes,
+    }
 }
 
 /// Creation time of a key file, as the deterministic `occurred_at` of bootstrap events.
@@ -212,57 +185,43 @@ fn key_time(path: &Path) -> prost_types::Timestamp {
     }
 }
 
-/// The aggregate kinds a role's service key is endorsed for: what the role
-/// declares, plus `failure` (every reactor records the inputs it gives up on).
-fn scopes(writes: &[amai_bus::subjects::AggregateKind]) -> Vec<amai_bus::subjects::AggregateKind> {
-    let mut out = writes.to_vec();
-    if !out.contains(&amai_bus::subjects::AggregateKind::Failure) {
-        out.push(amai_bus::subjects::AggregateKind::Failure);
-    }
-    out
-}
-
 /// Registers the operator (when its key is here) and the role's service identity,
 /// endorsed to write the aggregates the role declares (and its failure records).
 async fn bootstrap_service(
     store: &EventStore,
     keystore: &Keystore,
     root: &IdentityKeysOrKey,
-    role: &str,
-    writes: &[amai_bus::subjects::AggregateKind],
+    role: &dyn Role,
 ) -> anyhow::Result<ServiceSigner> {
-    let service = keystore.service(role)?;
-    let name = format!("svc-{role}");
+    let key = role.service_key();
+    let service = keystore.service(key)?;
     match root {
-        IdentityKeysOrKey::Keys(operator) => {
-            amai_workers::bootstrap::ensure_operator(
-                store,
-                operator,
-                OPERATOR_NAME,
-                key_time(&keystore.operator_path()),
-            )
-            .await?;
-            amai_workers::bootstrap::ensure_service(
-                store,
-                operator,
-                &service,
-                &name,
-                &scopes(writes),
-                key_time(&keystore.service_path(role)?),
-            )
-            .await?;
-        }
+        IdentityKeysOrKey::Keys(operator) => Ok(deploy::register_service(
+            store,
+            deploy::Operator {
+                keys: operator,
+                name: OPERATOR_NAME,
+                registered_at: key_time(&keystore.operator_path()),
+            },
+            deploy::Service {
+                keys: &service,
+                name: &format!("svc-{key}"),
+                registered_at: key_time(&keystore.service_path(key)?),
+            },
+            role,
+        )
+        .await?),
         IdentityKeysOrKey::Key(_) => {
             let agg = amai_bus::Aggregate::agent(service.identity_id())?;
             if store.chain_head(&agg).await?.aggregate_seq == 0 {
-                anyhow::bail!("the {role} service identity {} is not registered and the operator key is not in {}: register it once with the operator key (`amai up` does) or copy keys/operator.json", service.identity_id(), keystore.operator_path().display());
+                anyhow::bail!("the {key} service identity {} is not registered and the operator key is not in {}: register it once with the operator key (`amai up` does) or copy keys/operator.json", service.identity_id(), keystore.operator_path().display());
             }
+            Ok(ServiceSigner {
+                id: service.identity_id(),
+                keys: service,
+            })
         }
     }
-    Ok(ServiceSigner {
-        id: service.identity_id(),
-        keys: service,
-    })
 }
 
 /// Starts one instance of `role`: its service identity, then every component.
@@ -275,8 +234,7 @@ async fn start_role(
     role: Arc<dyn Role>,
     instance: Option<&str>,
 ) -> anyhow::Result<RoleRuntime> {
-    let signer =
-        bootstrap_service(store, keystore, root, role.service_key(), role.writes()).await?;
+    let signer = bootstrap_service(store, keystore, root, role.as_ref()).await?;
     let mut config = RoleRuntimeConfig::new(
         client.clone(),
         store.clone(),
@@ -286,6 +244,9 @@ async fn start_role(
     .min_position_timeout(settings.query_timeout());
     if let Some(instance) = instance {
         config = config.instance(instance);
+    }
+    if let Some(hook) = crate::fault::reactor_hook_from_env()? {
+        config = config.reactor_options(ReactorOptions::default().fault_hook(hook));
     }
     let name = role.name();
     RoleRuntime::start(role, config)

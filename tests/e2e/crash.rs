@@ -195,52 +195,99 @@ async fn crash_between_publish_and_ack_is_deduplicated() {
         Some(&2)
     );
 
-    // (b) Reactor side: the worker is killed three times while registrations
-    // pour in; the redelivered inputs never produce a second trust.initialized.
-    let progress = Arc::new(AtomicUsize::new(0));
-    let traffic = {
-        let (client, progress) = (client.clone(), progress.clone());
-        tokio::spawn(async move {
-            let mut agents = Vec::new();
-            for i in 0..30 {
-                agents.push(register_one(&client, &format!("agent-{i}")).await);
-                progress.fetch_add(1, Ordering::SeqCst);
-            }
-            agents
-        })
-    };
-    for threshold in [5, 13, 21] {
-        wait_until("registrations progress", DEADLINE, || async {
-            let p = progress.load(Ordering::SeqCst);
-            if p >= threshold {
-                Ok(())
-            } else {
-                Err(p)
-            }
-        })
+    // (b) Reactor side, the window itself: a worker told by AMAI_FAULT to die
+    // right after storing the outputs of its first input and before acking it.
+    // Restarted, it gets the input again; its outputs are not stored twice.
+    wait_until("the trust reactor has acked everything", DEADLINE, || {
+        trust_durable(&js)
+    })
+    .await;
+    worker.sigterm();
+    assert!(worker.wait_exit(DEADLINE).await.success(), "clean stop");
+    let mut worker = world
+        .worker_with_env("w1", &[("AMAI_FAULT", "crash-after-publish:1")])
         .await;
-        worker.kill9();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        worker = world.worker("w1").await;
-    }
-    let agents = tokio::time::timeout(Duration::from_secs(60), traffic)
-        .await
-        .expect("registrations finish")
-        .expect("traffic task");
-    let mut ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
-    ids.push(alice.id.clone());
-    wait_one_trust_init_each(&js, &ids).await;
-    // operator + svc-identity + alice + 30.
-    assert_eq!(stream_messages(&js, "AMAI_TRUST").await, 33);
+    let victim = register_one(&client, "victim").await;
+    let status = worker.wait_exit(DEADLINE).await;
+    assert_eq!(
+        status.code(),
+        Some(FAULT_EXIT_CODE),
+        "the worker died in the injected window: {status:?}; log:\n{}",
+        worker.log()
+    );
+    assert!(worker
+        .log()
+        .contains("injected crash after publish, before ack"));
+    // In the window: the output is stored, the input is not acknowledged.
+    let trust_subject = format!("amai.trust.{}", victim.id);
+    assert_eq!(
+        subject_counts(&js, "AMAI_TRUST", &trust_subject)
+            .await
+            .get(&trust_subject),
+        Some(&1),
+        "the output was stored before the crash"
+    );
+    let ack_floor = trust_durable_info(&js).await.ack_floor.stream_sequence;
+    assert!(
+        ack_floor < victim.position.seq,
+        "the input (AMAI_AGENTS seq {}) was not acked (ack floor {ack_floor})",
+        victim.position.seq
+    );
+
+    // Restarted without the fault: the input comes back and is acked; the
+    // redelivered decision finds its output already there.
+    let mut worker = world.worker("w1").await;
+    wait_until("the redelivered input is acked", DEADLINE, || async {
+        let info = trust_durable_info(&js).await;
+        if info.ack_floor.stream_sequence >= victim.position.seq && info.num_ack_pending == 0 {
+            Ok(())
+        } else {
+            Err(format!("ack floor {}", info.ack_floor.stream_sequence))
+        }
+    })
+    .await;
+    assert_one_trust_init_each(&js, &[alice.id.clone(), victim.id.clone()]).await;
+    // operator + svc-identity + alice + victim: one each.
+    assert_eq!(stream_messages(&js, "AMAI_TRUST").await, 4);
     assert_eq!(
         stream_messages(&js, "AMAI_FAILURES").await,
         0,
         "no reactor.failed"
     );
-    let last = agents.iter().map(|a| a.position.seq).max().expect("agents");
-    let last_seq = last.max(first.position.as_ref().expect("pos").seq);
-    let mut all = agents.clone();
-    all.push(alice);
-    assert_stats_exact(&client, &js, &all, last_seq, 0).await;
+    let last_seq = victim
+        .position
+        .seq
+        .max(first.position.as_ref().expect("pos").seq);
+    assert_stats_exact(&client, &js, &[alice, victim], last_seq, 0).await;
     assert!(worker.is_running());
+}
+
+/// Exit code of a crash injected with `AMAI_FAULT` (`src/fault.rs`).
+const FAULT_EXIT_CODE: i32 = 86;
+
+/// The identity role's trust reactor durable.
+const TRUST_DURABLE: &str = "identity-trust-init";
+
+async fn trust_durable_info(
+    js: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::consumer::Info {
+    let stream = js.get_stream("AMAI_AGENTS").await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(TRUST_DURABLE)
+        .await
+        .expect("the trust reactor's durable");
+    consumer.info().await.expect("consumer info").clone()
+}
+
+/// Ok once the trust reactor's durable has nothing pending or unacked.
+async fn trust_durable(js: &async_nats::jetstream::Context) -> Result<(), String> {
+    let info = trust_durable_info(js).await;
+    if info.num_pending == 0 && info.num_ack_pending == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} pending, {} unacked",
+            info.num_pending, info.num_ack_pending
+        ))
+    }
 }

@@ -49,6 +49,17 @@ impl Proc {
     /// Spawns `amai <args>`, logging to `<log_dir>/<name>.log` (appending, so a
     /// restarted process keeps the earlier log).
     pub(crate) fn spawn(name: &str, log_dir: &Path, args: &[String]) -> Proc {
+        Proc::spawn_with_env(name, log_dir, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables (set after the
+    /// hermetic clean-up).
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        log_dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -60,6 +71,7 @@ impl Proc {
         hermetic(&mut cmd);
         cmd.args(args)
             .env("AMAI_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err));
@@ -330,6 +342,11 @@ impl World {
     /// Starts `amai worker --role identity --instance <instance>` and waits
     /// until its role is up.
     pub(crate) async fn worker(&self, instance: &str) -> Proc {
+        self.worker_with_env(instance, &[]).await
+    }
+
+    /// [`World::worker`] with extra environment variables (e.g. `AMAI_FAULT`).
+    pub(crate) async fn worker_with_env(&self, instance: &str, env: &[(&str, &str)]) -> Proc {
         let mut a = self.globals();
         a.extend(args(&[
             "worker",
@@ -338,7 +355,7 @@ impl World {
             "--instance",
             instance,
         ]));
-        let mut p = Proc::spawn(&format!("worker-{instance}"), self.path(), &a);
+        let mut p = Proc::spawn_with_env(&format!("worker-{instance}"), self.path(), &a, env);
         p.wait_for_log("identity role up", DEADLINE).await;
         p
     }

@@ -364,14 +364,29 @@ async fn replays_start_at_a_sequence_a_time_or_only_new_events() {
         .append(action(&store, &keys, &agg).await)
         .await
         .expect("seq 2");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let cut = time::OffsetDateTime::now_utc();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let js = store.jetstream();
+    let stored_at = |seq| async move {
+        js.get_stream("AMAI_AGENTS")
+            .await
+            .expect("stream")
+            .get_raw_message(seq)
+            .await
+            .expect("message")
+            .time
+    };
+    // The cut is just after seq 2 was stored (server time, nanoseconds); seq 3
+    // is appended once this host's clock (nats-server's too) is past it.
+    let cut = stored_at(2).await + time::Duration::nanoseconds(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while time::OffsetDateTime::now_utc() <= cut {
+        assert!(std::time::Instant::now() < deadline, "the clock is stuck");
+        tokio::task::yield_now().await;
+    }
     store
         .append(action(&store, &keys, &agg).await)
         .await
         .expect("seq 3");
-    let js = store.jetstream();
+    assert!(stored_at(3).await >= cut, "seq 3 stored after the cut");
     let first = |start| async move {
         let mut r = replay(js, "AMAI_AGENTS", Some("amai.agent.*".to_string()), start)
             .await
@@ -386,16 +401,10 @@ async fn replays_start_at_a_sequence_a_time_or_only_new_events() {
     assert_eq!(first(StartAt::All).await, 1);
     assert_eq!(first(StartAt::Sequence(2)).await, 2);
     assert_eq!(first(StartAt::Time(cut)).await, 3);
-    // New only: nothing until the next append.
+    // New only: no history (seqs 1-3 exist), the first event is the next append.
     let mut live = replay(js, "AMAI_AGENTS", None, StartAt::New)
         .await
         .expect("replay");
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), live.next())
-            .await
-            .is_err(),
-        "no history for New"
-    );
     store
         .append(action(&store, &keys, &agg).await)
         .await
@@ -405,7 +414,7 @@ async fn replays_start_at_a_sequence_a_time_or_only_new_events() {
         .expect("live event")
         .expect("open")
         .expect("item");
-    assert_eq!(ev.position.seq, 4);
+    assert_eq!(ev.position.seq, 4, "New delivers no history");
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@
 //!
 //! Roles are declared ([`role::Role`]), registered ([`roles::registry`]) and run
 //! by one runtime ([`runtime::RoleRuntime`]); the binary iterates over the
-//! registry and has no per-role code.
+//! registry and has no per-role code; [`deploy`] holds the wiring they share
+//! (NATS connection, streams and store, service identities).
 //!
 //! Roles: [`roles::identity`] (registration, keys, soulchain, messaging, and
 //! the first reactor, trust initialisation).
@@ -26,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod deploy;
 mod inbox;
 pub mod query_service;
 pub mod reactor;

@@ -20,6 +20,9 @@ use amai_workers::reactor::{run_reactor, ReactError, ReactFuture, Reactor, React
 use amai_workers::roles::identity::{self, IdentityRole, TrustInitializer};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 
+/// The identity role's trust reactor durable (`TrustInitializer::subscription`).
+const TRUST_INIT_DURABLE: &str = "identity-trust-init";
+
 #[tokio::test]
 async fn two_instances_initialise_trust_exactly_once_per_identity() {
     let d = deploy().await;
@@ -53,8 +56,12 @@ async fn two_instances_initialise_trust_exactly_once_per_identity() {
         })
         .await;
     }
-    // Let any straggling duplicate decision land before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every input acked and none pending on the shared durable: outputs are
+    // stored before the ack, so no decision is still on its way when we count.
+    wait_until("the trust reactor's durable drained", || {
+        common::consumer_drained(&d.store, "AMAI_AGENTS", TRUST_INIT_DURABLE)
+    })
+    .await;
     for id in &ids {
         assert_eq!(
             trust_seq(&d.store, id).await,
@@ -374,9 +381,13 @@ async fn the_role_survives_a_nats_server_restart() {
     })
     .await;
 
-    // Kill nats-server hard and bring it back on the same port and store.
+    // Kill nats-server hard and bring it back on the same port and store, once
+    // the role's client has seen the outage (so it must really reconnect).
     d.server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the client to see nats-server gone", || async {
+        d.client.connection_state() != async_nats::connection::State::Connected
+    })
+    .await;
     d.server.restart();
 
     // Appends work again once the client has reconnected.

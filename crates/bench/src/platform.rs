@@ -1,0 +1,159 @@
+//! The platform under test, wired as `amai up` wires it: the store opened by
+//! [`deploy::open_store`], the identity role taken from the registry and run by
+//! [`RoleRuntime`] with its service identity registered by
+//! [`deploy::register_service`], and the gateway on `127.0.0.1:0`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
+use amai_workers::deploy;
+use amai_workers::role::Role;
+use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
+use async_nats::jetstream;
+
+use crate::error::{Context as _, Fail};
+use crate::{stream_ends, wait_positions, BenchConfig, Progress, BENCH_STREAM};
+
+/// The role the bench runs (from the registry, like `amai up`).
+const ROLE: &str = "identity";
+
+/// The running platform: NATS client, store, identity role, gateway.
+pub(crate) struct Platform {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) store: EventStore,
+    pub(crate) store_config: EventStoreConfig,
+    /// Started after the append throughput phases, so they measure the append
+    /// path alone (see [`Platform::start_role`]).
+    role: Option<RoleRuntime>,
+    role_def: Arc<dyn Role>,
+    role_config: RoleRuntimeConfig,
+    pub(crate) gateway_url: String,
+    stop_gateway: Option<tokio::sync::oneshot::Sender<()>>,
+    gateway: tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>,
+    pub(crate) run_id: String,
+    pub(crate) replicas: usize,
+    progress: Progress,
+}
+
+/// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
+/// so runs against a shared NATS do not collide.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:08x}",
+        (nanos as u32) ^ std::process::id().rotate_left(16)
+    )
+}
+
+impl Platform {
+    pub(crate) async fn start(
+        config: &BenchConfig,
+        scratch: &Path,
+        progress: Progress,
+    ) -> Result<Platform, Fail> {
+        let url = &config.nats_url;
+        // A fresh trust root per run: the bench registers its own operator.
+        let operator = IdentityKeys::generate();
+        let client = deploy::connect_nats(url, "amai-bench").await?;
+        let store = deploy::open_store(&client, &config.store, operator.public_key()).await?;
+        let js = store.jetstream().clone();
+        let store_config = store.config().clone();
+        let run_id = run_id();
+        let role_def = amai_workers::roles::find(ROLE)?;
+        let now = amai_bus::envelope::now_timestamp();
+        let service = IdentityKeys::generate();
+        let signer = deploy::register_service(
+            &store,
+            deploy::Operator {
+                keys: &operator,
+                name: &format!("bench-op-{run_id}"),
+                registered_at: now,
+            },
+            deploy::Service {
+                keys: &service,
+                name: &format!("bench-svc-{run_id}"),
+                registered_at: now,
+            },
+            role_def.as_ref(),
+        )
+        .await?;
+        let role_config =
+            RoleRuntimeConfig::new(client.clone(), store.clone(), scratch.join("state"), signer)
+                .min_position_timeout(config.query_timeout);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let cfg = amai_gateway::GatewayConfig::new(client.clone(), store.clone())
+            .listen_addr(addr)
+            .query_timeout(config.query_timeout)
+            .freshness_window(config.request_freshness)
+            .max_event_bytes(config.store.max_event_bytes)
+            .replicas(config.store.replicas);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let gateway = tokio::spawn(amai_gateway::serve(cfg, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        progress.say(&format!(
+            "platform up: nats {url}, gateway {addr}, state in {}",
+            scratch.display()
+        ));
+        Ok(Platform {
+            client,
+            js,
+            store,
+            store_config,
+            role: None,
+            role_def,
+            role_config,
+            gateway_url: format!("http://{addr}"),
+            stop_gateway: Some(stop_tx),
+            gateway,
+            run_id,
+            replicas: config.store.replicas,
+            progress,
+        })
+    }
+
+    /// A progress line.
+    pub(crate) fn say(&self, line: &str) {
+        self.progress.say(line);
+    }
+
+    /// Starts the identity role (projection, reactor, queries) and waits until it
+    /// has caught up with everything appended so far.
+    pub(crate) async fn start_role(&mut self) -> Result<&RoleRuntime, Fail> {
+        let role = RoleRuntime::start(self.role_def.clone(), self.role_config.clone())
+            .await
+            .with_context(|| format!("cannot start the {ROLE} role"))?;
+        let ends = stream_ends(&self.js).await?;
+        let projection = role
+            .projection("identity")
+            .context("the identity role has no identity projection")?;
+        wait_positions(projection, &ends)
+            .await
+            .context("the identity role did not catch up")?;
+        Ok(self.role.insert(role))
+    }
+
+    pub(crate) async fn stop(&mut self) {
+        if let Some(tx) = self.stop_gateway.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.gateway).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.say(&format!("gateway stopped with an error: {e}")),
+            Err(e) => self.say(&format!("gateway task failed: {e}")),
+        }
+        if let Some(role) = self.role.as_mut() {
+            role.stop().await;
+        }
+        let _ = self.js.delete_stream(BENCH_STREAM).await;
+        let _ = self.client.flush().await;
+    }
+}

@@ -1,0 +1,417 @@
+//! What one run measured ([`Report`]) and its two renderings: a table for
+//! people and one JSON object for scripts.
+
+use serde_json::json;
+
+use crate::load::Latency;
+use crate::{Sizes, AGENTS, APPEND_VISIBLE_RPS, GET_IDENTITY_RPS, PUBLISH_WINDOW};
+
+// Goals on a 2-core machine (reported, never asserted).
+/// Bus append rate / raw publish rate.
+const GOAL_BUS_VS_RAW: f64 = 0.3;
+/// Fresh projection replay rate / single-core raw `verify_strict` rate: the
+/// runner checks signatures on all cores ahead of its sequential fold.
+const GOAL_PROJECTION_VS_VERIFY: f64 = 1.5;
+/// Bus append rate ([`amai_bus::EventStore::append`]) / single-core raw
+/// `verify_strict` rate: appends verify on every core.
+const GOAL_BUS_VS_VERIFY: f64 = 1.4;
+const GOAL_GET_IDENTITY_P99_MS: f64 = 2.0;
+const GOAL_APPEND_VISIBLE_P99_MS: f64 = 20.0;
+
+/// Everything one run measured, with the sizes it ran at. Render it with
+/// [`Report::table`] or [`Report::to_json`].
+#[derive(Debug, Default)]
+pub struct Report {
+    pub(crate) sizes: Sizes,
+    pub(crate) payload_bytes: usize,
+    pub(crate) raw_publish_per_s: f64,
+    pub(crate) bus_append_per_s: f64,
+    pub(crate) bus_events: usize,
+    pub(crate) gateway_append_per_s: f64,
+    pub(crate) gateway_events: usize,
+    pub(crate) projection_apply_per_s: f64,
+    pub(crate) projection_events: u64,
+    pub(crate) projection_secs: f64,
+    pub(crate) raw_verify_per_s: f64,
+    pub(crate) raw_sign_per_s: f64,
+    pub(crate) nats_restarts: Option<u64>,
+    pub(crate) get_identity: Latency,
+    pub(crate) identity_query_nats: Latency,
+    pub(crate) append_visible: Latency,
+}
+
+/// `12345.6` -> `12,346`.
+pub(crate) fn fmt_int(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".to_string();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+/// Rounds for JSON (NaN becomes null through serde_json).
+fn round(v: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (v * f).round() / f
+}
+
+impl Report {
+    /// Records how often the managed nats-server restarted during the run
+    /// (`None`: the bench used a NATS it does not manage).
+    pub fn set_nats_restarts(&mut self, restarts: Option<u64>) {
+        self.nats_restarts = restarts;
+    }
+
+    /// How often the managed nats-server restarted during the run.
+    pub fn nats_restarts(&self) -> Option<u64> {
+        self.nats_restarts
+    }
+
+    fn bus_vs_raw(&self) -> f64 {
+        self.bus_append_per_s / self.raw_publish_per_s
+    }
+
+    /// Fresh projection replay rate / single-core raw verify rate.
+    pub fn projection_vs_raw_verify(&self) -> f64 {
+        self.projection_apply_per_s / self.raw_verify_per_s
+    }
+
+    /// Bus append rate / single-core raw verify rate.
+    pub fn bus_vs_raw_verify(&self) -> f64 {
+        self.bus_append_per_s / self.raw_verify_per_s
+    }
+
+    /// One JSON object with every figure, ratio and goal.
+    pub fn to_json(&self) -> serde_json::Value {
+        let sizes = &self.sizes;
+        let fields = [
+            ("raw_publish_per_s", json!(round(self.raw_publish_per_s, 1))),
+            ("bus_append_per_s", json!(round(self.bus_append_per_s, 1))),
+            (
+                "gateway_append_per_s",
+                json!(round(self.gateway_append_per_s, 1)),
+            ),
+            (
+                "projection_apply_per_s",
+                json!(round(self.projection_apply_per_s, 1)),
+            ),
+            ("raw_verify_per_s", json!(round(self.raw_verify_per_s, 1))),
+            (
+                "get_identity_p50_ms",
+                json!(round(self.get_identity.p50(), 3)),
+            ),
+            (
+                "identity_query_nats_p50_ms",
+                json!(round(self.identity_query_nats.p50(), 3)),
+            ),
+            (
+                "identity_query_nats_p99_ms",
+                json!(round(self.identity_query_nats.p99(), 3)),
+            ),
+            (
+                "get_identity_p99_ms",
+                json!(round(self.get_identity.p99(), 3)),
+            ),
+            (
+                "append_visible_p50_ms",
+                json!(round(self.append_visible.p50(), 3)),
+            ),
+            (
+                "append_visible_p99_ms",
+                json!(round(self.append_visible.p99(), 3)),
+            ),
+            ("bus_vs_raw_publish", json!(round(self.bus_vs_raw(), 3))),
+            (
+                "gateway_vs_raw_publish",
+                json!(round(self.gateway_append_per_s / self.raw_publish_per_s, 3)),
+            ),
+            (
+                "gateway_vs_bus",
+                json!(round(self.gateway_append_per_s / self.bus_append_per_s, 3)),
+            ),
+            (
+                "projection_vs_raw_verify",
+                json!(round(self.projection_vs_raw_verify(), 3)),
+            ),
+            (
+                "bus_vs_raw_verify",
+                json!(round(self.bus_vs_raw_verify(), 3)),
+            ),
+            ("raw_sign_per_s", json!(round(self.raw_sign_per_s, 1))),
+            ("payload_bytes", json!(self.payload_bytes)),
+            ("concurrency", json!(AGENTS)),
+            ("publish_window", json!(PUBLISH_WINDOW)),
+            ("raw_publish_messages", json!(sizes.raw_messages)),
+            ("bus_append_events", json!(self.bus_events)),
+            ("gateway_append_events", json!(self.gateway_events)),
+            ("projection_events", json!(self.projection_events)),
+            ("projection_seconds", json!(round(self.projection_secs, 3))),
+            ("get_identity_target_rps", json!(GET_IDENTITY_RPS)),
+            (
+                "get_identity_achieved_rps",
+                json!(round(self.get_identity.rate, 1)),
+            ),
+            ("get_identity_requests", json!(self.get_identity.sent)),
+            ("get_identity_errors", json!(self.get_identity.errors)),
+            (
+                "get_identity_max_ms",
+                json!(round(self.get_identity.max(), 3)),
+            ),
+            ("append_visible_target_rps", json!(APPEND_VISIBLE_RPS)),
+            (
+                "append_visible_achieved_rps",
+                json!(round(self.append_visible.rate, 1)),
+            ),
+            ("append_visible_events", json!(self.append_visible.sent)),
+            ("append_visible_errors", json!(self.append_visible.errors)),
+            (
+                "append_visible_max_ms",
+                json!(round(self.append_visible.max(), 3)),
+            ),
+            ("latency_window_s", json!(sizes.latency_for.as_secs_f64())),
+            ("nats_server_restarts", json!(self.nats_restarts)),
+            (
+                "cpus",
+                json!(std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)),
+            ),
+            (
+                "goal_projection_vs_raw_verify_min",
+                json!(GOAL_PROJECTION_VS_VERIFY),
+            ),
+            (
+                "goal_projection_vs_raw_verify_met",
+                json!(self.projection_vs_raw_verify() >= GOAL_PROJECTION_VS_VERIFY),
+            ),
+            ("goal_bus_vs_raw_verify_min", json!(GOAL_BUS_VS_VERIFY)),
+            (
+                "goal_bus_vs_raw_verify_met",
+                json!(self.bus_vs_raw_verify() >= GOAL_BUS_VS_VERIFY),
+            ),
+            ("goal_bus_vs_raw_publish_min", json!(GOAL_BUS_VS_RAW)),
+            (
+                "goal_bus_vs_raw_publish_met",
+                json!(self.bus_vs_raw() >= GOAL_BUS_VS_RAW),
+            ),
+            (
+                "goal_get_identity_p99_ms_max",
+                json!(GOAL_GET_IDENTITY_P99_MS),
+            ),
+            (
+                "goal_get_identity_p99_met",
+                json!(self.get_identity.meets(GOAL_GET_IDENTITY_P99_MS)),
+            ),
+            (
+                "goal_append_visible_p99_ms_max",
+                json!(GOAL_APPEND_VISIBLE_P99_MS),
+            ),
+            (
+                "goal_append_visible_p99_met",
+                json!(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS)),
+            ),
+        ];
+        serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    /// The human-readable table (and a footnote on the conditions).
+    pub fn table(&self) -> String {
+        let sizes = &self.sizes;
+        let none = String::new;
+        let get_rps = fmt_int(f64::from(GET_IDENTITY_RPS));
+        let vis_rps = fmt_int(f64::from(APPEND_VISIBLE_RPS));
+        let rows: Vec<[String; 5]> = vec![
+            [
+                format!(
+                    "raw publish ({} msgs, window {PUBLISH_WINDOW})",
+                    fmt_int(sizes.raw_messages as f64)
+                ),
+                format!("{}/s", fmt_int(self.raw_publish_per_s)),
+                "1.00x (baseline)".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!(
+                    "bus append ({} events, {AGENTS} agents)",
+                    fmt_int(self.bus_events as f64)
+                ),
+                format!("{}/s", fmt_int(self.bus_append_per_s)),
+                format!("{:.2}x raw publish", self.bus_vs_raw()),
+                format!(">= {GOAL_BUS_VS_RAW:.2}x"),
+                met(self.bus_vs_raw() >= GOAL_BUS_VS_RAW).into(),
+            ],
+            [
+                format!(
+                    "gateway append ({} events, {AGENTS} conc.)",
+                    fmt_int(self.gateway_events as f64)
+                ),
+                format!("{}/s", fmt_int(self.gateway_append_per_s)),
+                format!(
+                    "{:.2}x raw publish",
+                    self.gateway_append_per_s / self.raw_publish_per_s
+                ),
+                none(),
+                none(),
+            ],
+            [
+                "raw ed25519 verify_strict (1 core)".into(),
+                format!("{}/s", fmt_int(self.raw_verify_per_s)),
+                "1.00x (baseline)".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!(
+                    "projection apply ({} events, fresh)",
+                    fmt_int(self.projection_events as f64)
+                ),
+                format!("{}/s", fmt_int(self.projection_apply_per_s)),
+                format!("{:.2}x raw verify", self.projection_vs_raw_verify()),
+                format!(">= {GOAL_PROJECTION_VS_VERIFY:.2}x"),
+                met(self.projection_vs_raw_verify() >= GOAL_PROJECTION_VS_VERIFY).into(),
+            ],
+            [
+                "bus append (above), vs raw verify".into(),
+                format!("{}/s", fmt_int(self.bus_append_per_s)),
+                format!("{:.2}x raw verify", self.bus_vs_raw_verify()),
+                format!(">= {GOAL_BUS_VS_VERIFY:.2}x"),
+                met(self.bus_vs_raw_verify() >= GOAL_BUS_VS_VERIFY).into(),
+            ],
+            [
+                format!("get_identity p50 @ {get_rps} rps"),
+                format!("{:.2} ms", self.get_identity.p50()),
+                none(),
+                none(),
+                none(),
+            ],
+            [
+                format!("get_identity p99 @ {get_rps} rps"),
+                format!("{:.2} ms", self.get_identity.p99()),
+                none(),
+                format!("< {GOAL_GET_IDENTITY_P99_MS} ms"),
+                met(self.get_identity.meets(GOAL_GET_IDENTITY_P99_MS)).into(),
+            ],
+            [
+                "  same query over NATS only, p50/p99".to_string(),
+                format!(
+                    "{:.2}/{:.2} ms",
+                    self.identity_query_nats.p50(),
+                    self.identity_query_nats.p99()
+                ),
+                none(),
+                none(),
+                none(),
+            ],
+            [
+                format!("append->visible p50 @ {vis_rps} ev/s"),
+                format!("{:.2} ms", self.append_visible.p50()),
+                none(),
+                none(),
+                none(),
+            ],
+            [
+                format!("append->visible p99 @ {vis_rps} ev/s"),
+                format!("{:.2} ms", self.append_visible.p99()),
+                none(),
+                format!("< {GOAL_APPEND_VISIBLE_P99_MS} ms"),
+                met(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS)).into(),
+            ],
+        ];
+        let header = ["measurement", "result", "ratio vs baseline", "goal", "met"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: [&str; 5]| {
+            let mut s = format!(
+                "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
+            s.truncate(s.trim_end().len());
+            s.push('\n');
+            s
+        };
+        let mut out = line(header);
+        out.push_str(&line(
+            widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
+        ));
+        for row in &rows {
+            out.push_str(&line(row.each_ref().map(String::as_str)));
+        }
+        out.push_str(&format!(
+            "\n{} bytes per signed event; {} cpus; appends measured before the identity role starts; latencies from each request's scheduled send time (open loop, {} s each): achieved {} and {} rps, {} and {} errors; nats-server restarts: {}\n",
+            self.payload_bytes,
+            std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            sizes.latency_for.as_secs_f64(),
+            fmt_int(self.get_identity.rate),
+            fmt_int(self.append_visible.rate),
+            self.get_identity.errors,
+            self.append_visible.errors,
+            self.nats_restarts.map(|n| n.to_string()).unwrap_or_else(|| "n/a (--nats-url)".into()),
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_carries_both_verify_ratios_and_their_goals() {
+        let report = Report {
+            bus_append_per_s: 30.0,
+            projection_apply_per_s: 40.0,
+            raw_verify_per_s: 20.0,
+            raw_publish_per_s: 100.0,
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["bus_vs_raw_verify"], 1.5);
+        assert_eq!(json["projection_vs_raw_verify"], 2.0);
+        assert_eq!(json["goal_bus_vs_raw_verify_min"], GOAL_BUS_VS_VERIFY);
+        assert_eq!(json["goal_bus_vs_raw_verify_met"], true);
+        assert_eq!(
+            json["goal_projection_vs_raw_verify_min"],
+            GOAL_PROJECTION_VS_VERIFY
+        );
+        assert_eq!(json["goal_projection_vs_raw_verify_met"], true);
+        let table = report.table();
+        assert!(table.contains("1.50x raw verify"), "{table}");
+        assert!(table.contains("2.00x raw verify"), "{table}");
+    }
+}
