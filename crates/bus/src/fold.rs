@@ -179,12 +179,52 @@ impl EventStore {
         let Some(id) = req.identity() else {
             return Ok(verify::resolve(req, None, SignerCheck::AtPosition));
         };
-        let state = self.signer_identity(id, depth + 1).await?;
+        let state = if matches!(req, SignerRequirement::NameOwner { .. }) {
+            // On history a name claim only needs the identity's genesis.
+            self.genesis_state(id).await?
+        } else {
+            self.signer_identity(id, depth + 1).await?
+        };
         Ok(verify::resolve(
             req,
             state.as_ref(),
             SignerCheck::AtPosition,
         ))
+    }
+
+    /// The identity as its genesis alone makes it (one read: the first message on
+    /// its subject, verified as a genesis); `None` when it has none or the first
+    /// message is not a valid genesis. Enough to judge a name claim on history
+    /// (which needs only the genesis hash), without folding the whole chain.
+    pub async fn genesis_state(&self, id: &str) -> Result<Option<IdentityState>, ReadError> {
+        let Ok(aggregate) = Aggregate::agent(id) else {
+            return Ok(None);
+        };
+        if let Some(cached) = self.cached_fold(&aggregate) {
+            if let Some(identity) = cached.state.identity {
+                return Ok(Some(identity));
+            }
+        }
+        let Some(first) = self
+            .read_subject_page(&aggregate, 1, u64::MAX, 1)
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let trust_root = self.config().get_trust_root().copied();
+        Ok(verify::verify_stored(&first)
+            .ok()
+            .and_then(|ev| {
+                verify::step(
+                    &ChainState::EMPTY,
+                    &ev,
+                    first.published_ms,
+                    trust_root.as_ref(),
+                )
+                .ok()
+            })
+            .and_then(|p| p.next.identity))
     }
 
     /// A foreign-signer requirement judged for an append: the signer's chain is

@@ -82,7 +82,6 @@ use crate::projection::Projection;
 use batch::Batch;
 use handle::{Shared, StreamState};
 use keys::META_VERSION;
-use verify::CachedSigner;
 
 pub use handle::{ProjectionHandle, WaitError};
 pub use keys::{checkpoint, RESERVED_PREFIX};
@@ -128,7 +127,7 @@ struct Ctx {
     db: sled::Db,
     store: EventStore,
     projection: Arc<dyn Projection>,
-    signers: Mutex<HashMap<String, CachedSigner>>,
+    signers: quick_cache::sync::Cache<String, amai_bus::identity::IdentityState>,
     dirty: AtomicBool,
 }
 
@@ -192,7 +191,7 @@ impl ProjectionRunner {
             db,
             store,
             projection: projection.clone(),
-            signers: Mutex::default(),
+            signers: quick_cache::sync::Cache::new(verify::MAX_CACHED_SIGNERS),
             dirty: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -9,9 +9,7 @@
 //!   foreign signer resolved with [`verify::resolve`] against that signer's
 //!   chain read from JetStream (cached in memory).
 
-use std::collections::HashMap;
-
-use amai_bus::identity::{IdentityState, SignerCheck, SignerRequirement};
+use amai_bus::identity::{SignerCheck, SignerRequirement};
 use amai_bus::store::{ReadError, StoredEvent};
 use amai_bus::verify::{self, Failure};
 use amai_bus::VerifiedEvent;
@@ -22,13 +20,8 @@ use super::violation::violation;
 use super::{Ctx, Transient};
 use crate::codec::ChainState;
 
-/// Foreign signer states kept in memory (cleared when full).
-const MAX_CACHED_SIGNERS: usize = 10_000;
-
-/// A foreign signer's state, read from its chain.
-pub(super) struct CachedSigner {
-    state: IdentityState,
-}
+/// Foreign signer states kept in memory (a bounded cache: the coldest go first).
+pub(super) const MAX_CACHED_SIGNERS: usize = 10_000;
 
 impl Ctx {
     /// The chain state of `agg`: the batch's own if it wrote one, else the tree's.
@@ -113,28 +106,32 @@ impl Ctx {
         let cited = match req {
             SignerRequirement::Identity { at_seq, .. }
             | SignerRequirement::Endorser { at_seq, .. } => *at_seq,
-            _ => u64::MAX,
-        };
-        {
-            let cache = self.lock_signers();
-            if let Some(c) = cache.get(actor) {
-                if cited <= c.state.head_seq {
-                    return Ok(verify::resolve(
+            SignerRequirement::NameOwner { .. } => {
+                // On history a name claim needs only the identity's genesis:
+                // one read, not a fold of its chain.
+                return match self.store.genesis_state(actor).await {
+                    Ok(state) => Ok(verify::resolve(
                         req,
-                        Some(&c.state),
+                        state.as_ref(),
                         SignerCheck::AtPosition,
-                    ));
-                }
+                    )),
+                    Err(ReadError::Unavailable(m)) => {
+                        Err(Transient(format!("resolving the genesis of {actor}: {m}")))
+                    }
+                    Err(_) => Ok(verify::resolve(req, None, SignerCheck::AtPosition)),
+                };
+            }
+            SignerRequirement::None => u64::MAX,
+        };
+        if let Some(state) = self.signers.get(actor) {
+            if cited <= state.head_seq {
+                return Ok(verify::resolve(req, Some(&state), SignerCheck::AtPosition));
             }
         }
         match self.store.identity_state(actor).await {
             Ok(state) => {
                 let r = verify::resolve(req, Some(&state), SignerCheck::AtPosition);
-                let mut cache = self.lock_signers();
-                if cache.len() >= MAX_CACHED_SIGNERS {
-                    cache.clear();
-                }
-                cache.insert(actor.to_string(), CachedSigner { state });
+                self.signers.insert(actor.to_string(), state);
                 Ok(r)
             }
             Err(ReadError::NotFound(_)) | Err(ReadError::Invalid(_)) => {
@@ -144,11 +141,6 @@ impl Ctx {
                 Err(Transient(format!("resolving signer {actor}: {m}")))
             }
         }
-    }
-
-    fn lock_signers(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedSigner>> {
-        // A poisoned cache is still a valid cache: entries are replaced whole.
-        self.signers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
