@@ -414,7 +414,19 @@ pub(crate) async fn message(settings: &Settings, cmd: MessageCommand) -> anyhow:
             json,
         } => {
             let agent = acting.agent(&client)?;
-            let messages = agent.inbox(after, limit).await?;
+            let page = agent.inbox_page(after, limit).await?;
+            // Entries that do not open as from their sender, to this identity, in
+            // that event (a copied or forged box) are never shown as messages.
+            for r in &page.refused {
+                eprintln!(
+                    "warning: refused inbox entry at {}: {}",
+                    r.position, r.reason
+                );
+            }
+            if let Some(next) = page.next_after_seq {
+                eprintln!("more messages follow: --after {next}");
+            }
+            let messages = page.messages;
             if json {
                 let v: Vec<_> = messages
                     .iter()

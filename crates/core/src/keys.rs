@@ -38,21 +38,16 @@ pub fn did_key(key: &VerifyingKey) -> String {
 /// `VerifyingKey::from_bytes` for the same bytes, so it cannot change an answer.
 pub fn verifying_key(bytes: &[u8]) -> Option<VerifyingKey> {
     let arr: [u8; 32] = bytes.try_into().ok()?;
-    static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifyingKey>>,
-    > = std::sync::OnceLock::new();
+    static CACHE: std::sync::OnceLock<quick_cache::sync::Cache<[u8; 32], VerifyingKey>> =
+        std::sync::OnceLock::new();
     const MAX_CACHED_KEYS: usize = 16_384;
-    let cache = CACHE.get_or_init(Default::default);
-    // A poisoned cache still holds only correctly parsed keys.
-    if let Some(key) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&arr) {
-        return Some(*key);
+    // Bounded: a flood of junk keys evicts the coldest entries, never the lot.
+    let cache = CACHE.get_or_init(|| quick_cache::sync::Cache::new(MAX_CACHED_KEYS));
+    if let Some(key) = cache.get(&arr) {
+        return Some(key);
     }
     let key = VerifyingKey::from_bytes(&arr).ok()?;
-    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= MAX_CACHED_KEYS {
-        map.clear();
-    }
-    map.insert(arr, key);
+    cache.insert(arr, key);
     Some(key)
 }
 
