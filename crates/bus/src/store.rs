@@ -350,6 +350,14 @@ impl EventStore {
 
     /// Appends an already verified event.
     pub async fn append_verified(&self, ev: VerifiedEvent) -> Result<AppendOutcome, AppendError> {
+        let outcome = self.append_one(&ev).await?;
+        // Also on a re-sent claim: a crash between claim and genesis is
+        // completed by sending either again.
+        self.complete_registration(&ev).await?;
+        Ok(outcome)
+    }
+
+    async fn append_one(&self, ev: &VerifiedEvent) -> Result<AppendOutcome, AppendError> {
         let subject = ev.aggregate.subject();
         let (chain, pending) = match self.admit(&ev).await? {
             Admission::Append(admitted) => *admitted,
@@ -420,7 +428,6 @@ impl EventStore {
             aggregate_seq: ev.aggregate_seq(),
             duplicate: false,
         };
-        self.complete_registration(&ev).await?;
         Ok(outcome)
     }
 

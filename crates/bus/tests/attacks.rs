@@ -524,3 +524,27 @@ async fn old_events_are_found_by_search_with_chains_interleaved() {
         .collect();
     assert_eq!(seqs, (25..=31).collect::<Vec<_>>());
 }
+
+/// A crash between the claim and the genesis (the claim stored, the genesis
+/// not): re-sending the claim alone completes the registration.
+#[tokio::test]
+async fn a_resent_claim_completes_a_half_done_registration() {
+    let server = NatsServer::start();
+    let store = setup(&server, EventStoreConfig::default()).await;
+    let keys = IdentityKeys::generate();
+    let g = genesis_with(&keys, "halfway", IdentityKind::Agent, None);
+    let claim = claim_of(&keys, "halfway", &g);
+    let name = Aggregate::new(AggregateKind::Name, "halfway").expect("name");
+    publish_raw(&store, &name, &claim).await;
+    assert!(matches!(
+        store.identity_state(&keys.identity_id()).await,
+        Err(ReadError::NotFound(_))
+    ));
+    let again = store.append(claim).await.expect("re-send");
+    assert!(again.duplicate);
+    let state = store
+        .identity_state(&keys.identity_id())
+        .await
+        .expect("the genesis followed");
+    assert_eq!(state.name, "halfway");
+}
