@@ -84,6 +84,28 @@ async fn a_forged_rotation_published_raw_does_not_authenticate_its_key() {
     );
     let err = list_inbox_as(&env, &sig, req).await;
     assert_eq!(status_kind(&err), ErrorKind::WorkerUnavailable);
+
+    // Appending to the chain now answers precisely (DATA_LOSS, CORRUPTED, naming
+    // the invalid event), not UNAVAILABLE forever, and appends nothing.
+    let forged_head = env.client.chain_head(&aggregate).await.expect("head");
+    let action = EventDraft::action(aggregate.clone(), "task.done", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .sign(alice.keys(), alice.id());
+    let err = env
+        .client
+        .event_service()
+        .append(proto::AppendRequest {
+            event: Some(action),
+        })
+        .await
+        .expect_err("corrupted chain");
+    assert_eq!(err.code(), Code::DataLoss);
+    assert_eq!(status_kind(&err), ErrorKind::Corrupted);
+    assert_eq!(
+        env.client.chain_head(&aggregate).await.expect("head"),
+        forged_head,
+        "nothing appended"
+    );
     env.stop().await;
 }
 
