@@ -359,7 +359,7 @@ impl EventStore {
 
     async fn append_one(&self, ev: &VerifiedEvent) -> Result<AppendOutcome, AppendError> {
         let subject = ev.aggregate.subject();
-        let (chain, pending) = match self.admit(&ev).await? {
+        let (chain, pending) = match self.admit(ev).await? {
             Admission::Append(admitted) => *admitted,
             Admission::AlreadyThere(outcome) => return Ok(outcome),
         };
@@ -385,7 +385,7 @@ impl EventStore {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 let fresh = self.fresh_chain(&ev.aggregate).await.map_err(unavailable)?;
-                return self.dedup_or_reject(&ev, &fresh).await;
+                return self.dedup_or_reject(ev, &fresh).await;
             }
             Err(e) => return Err(publish_error(e)),
         };
