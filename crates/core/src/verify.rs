@@ -49,6 +49,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 9] = [
+        FailureKind::Malformed,
+        FailureKind::BadSignature,
+        FailureKind::WrongAggregate,
+        FailureKind::Gap,
+        FailureKind::ChainBroken,
+        FailureKind::UnknownKey,
+        FailureKind::RevokedKey,
+        FailureKind::NotPermitted,
+        FailureKind::Invalid,
+    ];
+
+    /// The kind named `name` ([`FailureKind::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Stable snake-case name (stored in projections, shown by the CLI).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -9,6 +9,7 @@ use amai_bus::proto::{
 };
 use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::subjects::AggregateKind;
+use amai_bus::verify::FailureKind;
 use amai_bus::{
     Aggregate, AppendOutcome, EventDraft, EventStore, EventStoreConfig, IdentityKeys, Position,
 };
@@ -759,12 +760,12 @@ async fn invalid_events_are_never_applied_and_are_recorded() {
     assert_eq!(
         kinds,
         vec![
-            (p1.seq, ViolationKind::BadSignature),
-            (p2.seq, ViolationKind::UnknownKey),
-            (p3.seq, ViolationKind::WrongAggregate),
-            (p4.seq, ViolationKind::Gap),
-            (p6.seq, ViolationKind::Malformed),
-            (p5.seq, ViolationKind::NotPermitted),
+            (p1.seq, ViolationKind::Failed(FailureKind::BadSignature)),
+            (p2.seq, ViolationKind::Failed(FailureKind::UnknownKey)),
+            (p3.seq, ViolationKind::Failed(FailureKind::WrongAggregate)),
+            (p4.seq, ViolationKind::Failed(FailureKind::Gap)),
+            (p6.seq, ViolationKind::Failed(FailureKind::Malformed)),
+            (p5.seq, ViolationKind::Failed(FailureKind::NotPermitted)),
         ],
         "{violations:#?}"
     );

@@ -17,30 +17,14 @@ use super::ProjectionError;
 use crate::codec;
 use crate::projection::ApplyError;
 
-/// What is wrong with an event that was not applied: a verification failure
-/// (exactly the kinds of [`FailureKind`], the one failure enum, converted with
-/// `From`), or [`ViolationKind::Rejected`] by the projection itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What is wrong with an event that was not applied: it failed THE
+/// verification step (with the one failure enum, [`FailureKind`]), or it was
+/// valid on its chain and the projection itself refused it. Stored and shown as
+/// the failure kind's name, or `rejected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ViolationKind {
-    /// The payload breaks a domain rule.
-    Invalid,
-    /// Not decodable, or breaks a structural or domain rule.
-    Malformed,
-    /// The signature does not verify against the carried key.
-    BadSignature,
-    /// Signed by a key that is not (or was not then) the actor's key.
-    UnknownKey,
-    /// Signed by a rotated-out key, or by / on a revoked identity.
-    RevokedKey,
-    /// The actor may not write this to this aggregate.
-    NotPermitted,
-    /// `prev_hash` does not match the previous valid event of the aggregate.
-    ChainBroken,
-    /// `aggregate_seq` is not the previous valid one + 1.
-    Gap,
-    /// The event names another aggregate than the subject it is stored on.
-    WrongAggregate,
+    /// The event failed verification.
+    Failed(FailureKind),
     /// Valid on its chain, but the projection refused it ([`ApplyError`]).
     Rejected,
 }
@@ -49,48 +33,41 @@ impl ViolationKind {
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
-            ViolationKind::Malformed => "malformed",
-            ViolationKind::BadSignature => "bad_signature",
-            ViolationKind::UnknownKey => "unknown_key",
-            ViolationKind::RevokedKey => "revoked_key",
-            ViolationKind::NotPermitted => "not_permitted",
-            ViolationKind::ChainBroken => "chain_broken",
-            ViolationKind::Gap => "gap",
-            ViolationKind::WrongAggregate => "wrong_aggregate",
+            ViolationKind::Failed(k) => k.as_str(),
             ViolationKind::Rejected => "rejected",
-            ViolationKind::Invalid => "invalid",
         }
     }
 
     /// The chain-report failure kind (a projection's own refusal reports as invalid).
     pub fn to_proto(self) -> ChainFailureKind {
         match self {
-            ViolationKind::Malformed => ChainFailureKind::Malformed,
-            ViolationKind::Invalid | ViolationKind::Rejected => ChainFailureKind::Invalid,
-            ViolationKind::NotPermitted => ChainFailureKind::NotPermitted,
-            ViolationKind::BadSignature => ChainFailureKind::BadSignature,
-            ViolationKind::UnknownKey => ChainFailureKind::UnknownKey,
-            ViolationKind::RevokedKey => ChainFailureKind::RevokedKey,
-            ViolationKind::ChainBroken => ChainFailureKind::ChainBroken,
-            ViolationKind::Gap => ChainFailureKind::Gap,
-            ViolationKind::WrongAggregate => ChainFailureKind::WrongAggregate,
+            ViolationKind::Failed(k) => k.to_proto(),
+            ViolationKind::Rejected => ChainFailureKind::Invalid,
         }
     }
 }
 
 impl From<FailureKind> for ViolationKind {
     fn from(k: FailureKind) -> Self {
-        match k {
-            FailureKind::Malformed => ViolationKind::Malformed,
-            FailureKind::BadSignature => ViolationKind::BadSignature,
-            FailureKind::WrongAggregate => ViolationKind::WrongAggregate,
-            FailureKind::Gap => ViolationKind::Gap,
-            FailureKind::ChainBroken => ViolationKind::ChainBroken,
-            FailureKind::UnknownKey => ViolationKind::UnknownKey,
-            FailureKind::RevokedKey => ViolationKind::RevokedKey,
-            FailureKind::NotPermitted => ViolationKind::NotPermitted,
-            FailureKind::Invalid => ViolationKind::Invalid,
+        ViolationKind::Failed(k)
+    }
+}
+
+impl Serialize for ViolationKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ViolationKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if name == "rejected" {
+            return Ok(ViolationKind::Rejected);
         }
+        FailureKind::parse(&name)
+            .map(ViolationKind::Failed)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown violation kind {name:?}")))
     }
 }
 
@@ -214,4 +191,26 @@ pub(super) fn record_violation(
     let count = codec::read_u64(tx.get(META_VIOLATIONS)?.as_deref());
     tx.insert(META_VIOLATIONS, &codec::u64_bytes(count + 1))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_stored_names() {
+        let all = FailureKind::ALL
+            .into_iter()
+            .map(ViolationKind::Failed)
+            .chain([ViolationKind::Rejected]);
+        for kind in all {
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(
+                serde_json::from_str::<ViolationKind>(&json).expect("deserialize"),
+                kind
+            );
+        }
+        assert!(serde_json::from_str::<ViolationKind>("\"nonsense\"").is_err());
+    }
 }
