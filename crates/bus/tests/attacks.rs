@@ -4,62 +4,13 @@
 
 use amai_bus::proto::{self, payload::Kind, IdentityKind, SignedEvent};
 use amai_bus::store::{AppendErrorKind, ReadError};
-use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventStore, EventStoreConfig, IdentityKeys};
 use amai_testkit::NatsServer;
 use prost::Message;
 
-async fn setup(server: &NatsServer, config: EventStoreConfig) -> EventStore {
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    ensure_streams(&js, &StreamSettings::default())
-        .await
-        .expect("streams");
-    EventStore::new(js, config)
-}
-
-fn genesis_with(
-    keys: &IdentityKeys,
-    name: &str,
-    kind: IdentityKind,
-    endorsement: Option<proto::Endorsement>,
-) -> SignedEvent {
-    let id = keys.identity_id();
-    EventDraft::new(
-        Aggregate::agent(&id).expect("agg"),
-        Kind::AgentRegistered(proto::AgentRegistered {
-            name: name.into(),
-            kind: kind as i32,
-            signing_key: keys.public_key().as_bytes().to_vec(),
-            x25519_key: keys.x25519_public().to_vec(),
-            metadata: Default::default(),
-            endorsement,
-        }),
-    )
-    .sign(keys, &id)
-}
-
-fn claim_of(keys: &IdentityKeys, name: &str, genesis: &SignedEvent) -> SignedEvent {
-    let id = keys.identity_id();
-    EventDraft::new(
-        Aggregate::new(AggregateKind::Name, name).expect("name"),
-        Kind::NameClaimed(proto::NameClaimed {
-            name: name.into(),
-            agent_id: id.clone(),
-            genesis_hash: amai_bus::envelope::hash_bytes(&genesis.encode_to_vec()).to_vec(),
-            genesis: genesis.encode_to_vec(),
-        }),
-    )
-    .sign(keys, &id)
-}
-
-async fn register(store: &EventStore, keys: &IdentityKeys, name: &str) -> Aggregate {
-    let g = genesis_with(keys, name, IdentityKind::Agent, None);
-    store.append(claim_of(keys, name, &g)).await.expect("claim");
-    store.append(g).await.expect("genesis");
-    Aggregate::agent(keys.identity_id()).expect("agg")
-}
+mod common;
+use common::{action, claim, genesis, register, setup};
 
 fn rotation(
     agg: &Aggregate,
@@ -92,13 +43,6 @@ async fn publish_raw(store: &EventStore, agg: &Aggregate, signed: &SignedEvent) 
         .expect("publish")
         .await
         .expect("ack");
-}
-
-async fn action(store: &EventStore, keys: &IdentityKeys, agg: &Aggregate) -> SignedEvent {
-    let head = store.chain_head(agg).await.expect("head");
-    EventDraft::action(agg.clone(), "task.done", "{}")
-        .after(head.aggregate_seq, head.hash)
-        .sign(keys, &agg.id)
 }
 
 /// Hole 1: a forged `agent.key_rotated` to K2, published raw onto alice's chain
@@ -197,8 +141,8 @@ async fn a_bare_name_claim_is_refused_and_the_name_stays_free() {
     assert_eq!(err.kind(), AppendErrorKind::NotPermitted);
 
     // A claim carrying a genesis of another name is refused too.
-    let other = genesis_with(&squatter, "other", IdentityKind::Agent, None);
-    let wrong = claim_of(&squatter, "popular", &other);
+    let other = genesis(&squatter, "other", IdentityKind::Agent, None);
+    let wrong = claim(&squatter, "popular", &other);
     let err = store.append(wrong).await.expect_err("mismatched genesis");
     assert_eq!(err.kind(), AppendErrorKind::Invalid);
 
@@ -220,7 +164,7 @@ async fn a_claim_carrying_an_unappendable_genesis_is_refused() {
     .await;
     let fake_operator = IdentityKeys::generate();
     let service = IdentityKeys::generate();
-    let g = genesis_with(
+    let g = genesis(
         &service,
         "svc-squat",
         IdentityKind::Service,
@@ -230,7 +174,7 @@ async fn a_claim_carrying_an_unappendable_genesis_is_refused() {
         }),
     );
     let err = store
-        .append(claim_of(&service, "svc-squat", &g))
+        .append(claim(&service, "svc-squat", &g))
         .await
         .expect_err("the endorser is not a registered operator");
     assert_eq!(err.kind(), AppendErrorKind::UnknownKey);
@@ -248,11 +192,8 @@ async fn a_claim_appended_alone_completes_its_registration() {
     let server = NatsServer::start();
     let store = setup(&server, EventStoreConfig::default()).await;
     let keys = IdentityKeys::generate();
-    let g = genesis_with(&keys, "solo", IdentityKind::Agent, None);
-    store
-        .append(claim_of(&keys, "solo", &g))
-        .await
-        .expect("claim");
+    let g = genesis(&keys, "solo", IdentityKind::Agent, None);
+    store.append(claim(&keys, "solo", &g)).await.expect("claim");
     let state = store
         .identity_state(&keys.identity_id())
         .await
@@ -326,16 +267,13 @@ async fn register_service(
     name: &str,
     scopes: &[&str],
 ) {
-    let g = genesis_with(
+    let g = genesis(
         service,
         name,
         IdentityKind::Service,
         Some(endorsement(operator, service, scopes)),
     );
-    store
-        .append(claim_of(service, name, &g))
-        .await
-        .expect("claim");
+    store.append(claim(service, name, &g)).await.expect("claim");
     store.append(g).await.expect("genesis");
 }
 
@@ -532,8 +470,8 @@ async fn a_resent_claim_completes_a_half_done_registration() {
     let server = NatsServer::start();
     let store = setup(&server, EventStoreConfig::default()).await;
     let keys = IdentityKeys::generate();
-    let g = genesis_with(&keys, "halfway", IdentityKind::Agent, None);
-    let claim = claim_of(&keys, "halfway", &g);
+    let g = genesis(&keys, "halfway", IdentityKind::Agent, None);
+    let claim = claim(&keys, "halfway", &g);
     let name = Aggregate::new(AggregateKind::Name, "halfway").expect("name");
     publish_raw(&store, &name, &claim).await;
     assert!(matches!(
