@@ -60,29 +60,73 @@ pub fn stored_from_proto(ev: &proto::StoredEvent) -> StoredEvent {
     }
 }
 
+/// Pages of a chain in order (all events, or key events only), continuing
+/// each scan where the last page stopped: the one pager of the SDK.
+struct ChainPager<'a> {
+    client: &'a AmaiClient,
+    aggregate: &'a Aggregate,
+    key_events_only: bool,
+    from: u64,
+    scan_from: u64,
+    done: bool,
+}
+
+impl<'a> ChainPager<'a> {
+    fn new(client: &'a AmaiClient, aggregate: &'a Aggregate, key_events_only: bool) -> Self {
+        Self {
+            client,
+            aggregate,
+            key_events_only,
+            from: 1,
+            scan_from: 0,
+            done: false,
+        }
+    }
+
+    /// The next page (possibly empty for key events), `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<StoredEvent>>, ClientError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = if self.key_events_only {
+            self.client
+                .read_key_events(self.aggregate, self.from, PAGE, self.scan_from)
+                .await?
+        } else {
+            self.client
+                .read_chain_from(self.aggregate, self.from, PAGE, self.scan_from)
+                .await?
+        };
+        let events: Vec<StoredEvent> = page.events.iter().map(stored_from_proto).collect();
+        if page.next_aggregate_seq == 0 || (events.is_empty() && !self.key_events_only) {
+            self.done = true;
+        } else if page.next_aggregate_seq <= self.from {
+            return Err(ClientError::Integrity(format!(
+                "ReadChain of {} did not advance past seq {}",
+                self.aggregate, self.from
+            )));
+        } else {
+            self.from = page.next_aggregate_seq;
+            self.scan_from = page.next_stream_seq;
+        }
+        Ok(Some(events))
+    }
+
+    async fn collect(mut self) -> Result<Vec<StoredEvent>, ClientError> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+}
+
 /// Reads every event of `aggregate`, page by page.
 pub async fn read_all(
     client: &AmaiClient,
     aggregate: &Aggregate,
 ) -> Result<Vec<StoredEvent>, ClientError> {
-    let mut out = Vec::new();
-    let (mut from, mut scan_from) = (1, 0);
-    loop {
-        let page = client
-            .read_chain_from(aggregate, from, PAGE, scan_from)
-            .await?;
-        out.extend(page.events.iter().map(stored_from_proto));
-        if page.next_aggregate_seq == 0 || page.events.is_empty() {
-            return Ok(out);
-        }
-        if page.next_aggregate_seq <= from {
-            return Err(ClientError::Integrity(format!(
-                "ReadChain of {aggregate} did not advance past seq {from}"
-            )));
-        }
-        from = page.next_aggregate_seq;
-        scan_from = page.next_stream_seq;
-    }
+    ChainPager::new(client, aggregate, false).collect().await
 }
 
 /// An identity's state, read through the gateway and folded client-side through
@@ -142,24 +186,7 @@ pub async fn read_key_events(
     client: &AmaiClient,
     aggregate: &Aggregate,
 ) -> Result<Vec<StoredEvent>, ClientError> {
-    let mut out = Vec::new();
-    let (mut from, mut scan_from) = (1, 0);
-    loop {
-        let page = client
-            .read_key_events(aggregate, from, PAGE, scan_from)
-            .await?;
-        out.extend(page.events.iter().map(stored_from_proto));
-        if page.next_aggregate_seq == 0 {
-            return Ok(out);
-        }
-        if page.next_aggregate_seq <= from {
-            return Err(ClientError::Integrity(format!(
-                "ReadChain of {aggregate} did not advance past seq {from}"
-            )));
-        }
-        from = page.next_aggregate_seq;
-        scan_from = page.next_stream_seq;
-    }
+    ChainPager::new(client, aggregate, true).collect().await
 }
 
 /// The keys and revocation of agent `id`, folded client-side from its key
@@ -246,12 +273,9 @@ pub async fn verify_chain(
     let trust_root = client.trust_root().await?;
     let mut verifier = ChainVerifier::new(aggregate);
     let mut signers = HashMap::new();
-    let (mut from, mut scan_from, mut seen) = (1, 0, 0usize);
-    loop {
-        let page = client
-            .read_chain_from(aggregate, from, PAGE, scan_from)
-            .await?;
-        let events: Vec<StoredEvent> = page.events.iter().map(stored_from_proto).collect();
+    let mut pager = ChainPager::new(client, aggregate, false);
+    let mut seen = 0usize;
+    while let Some(events) = pager.next_page().await? {
         seen += events.len();
         for id in chain::foreign_signers(aggregate, &events) {
             if signers.contains_key(&id) {
@@ -261,19 +285,9 @@ pub async fn verify_chain(
                 signers.insert(id, state);
             }
         }
-        if !verifier.feed(&events, trust_root.as_ref(), &signers)
-            || page.next_aggregate_seq == 0
-            || events.is_empty()
-        {
+        if !verifier.feed(&events, trust_root.as_ref(), &signers) {
             break;
         }
-        if page.next_aggregate_seq <= from {
-            return Err(ClientError::Integrity(format!(
-                "ReadChain of {aggregate} did not advance past seq {from}"
-            )));
-        }
-        from = page.next_aggregate_seq;
-        scan_from = page.next_stream_seq;
     }
     if seen == 0 {
         return Err(ClientError::Input(format!(
