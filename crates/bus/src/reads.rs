@@ -72,30 +72,18 @@ impl EventStore {
     /// The head of an aggregate, read from the stream leader. Fails with
     /// `Invalid` when the last message is not a decodable event.
     pub async fn chain_head(&self, aggregate: &Aggregate) -> Result<ChainHeadInfo, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(aggregate.stream())
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        match stream
-            .get_last_raw_message_by_subject(&aggregate.subject())
-            .await
-        {
-            Ok(msg) => {
-                let stored = stored_from_stream_message(aggregate.stream(), msg);
-                let seq = aggregate_seq_of(&stored).ok_or_else(|| {
-                    ReadError::Invalid(format!("the head of {aggregate} is not a valid event"))
-                })?;
-                Ok(ChainHeadInfo {
-                    aggregate: aggregate.clone(),
-                    aggregate_seq: seq,
-                    hash: stored.hash,
-                    stream_seq: stored.position.seq,
-                })
-            }
-            Err(e) if no_message(&e) => Ok(ChainHeadInfo::empty(aggregate.clone())),
-            Err(e) => Err(ReadError::Unavailable(e.to_string())),
-        }
+        let Some(stored) = self.head_message(aggregate).await? else {
+            return Ok(ChainHeadInfo::empty(aggregate.clone()));
+        };
+        let seq = aggregate_seq_of(&stored).ok_or_else(|| {
+            ReadError::Invalid(format!("the head of {aggregate} is not a valid event"))
+        })?;
+        Ok(ChainHeadInfo {
+            aggregate: aggregate.clone(),
+            aggregate_seq: seq,
+            hash: stored.hash,
+            stream_seq: stored.position.seq,
+        })
     }
 
     /// One event by position.
