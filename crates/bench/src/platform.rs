@@ -138,7 +138,43 @@ impl Platform {
         wait_positions(projection, &ends)
             .await
             .context("the identity role did not catch up")?;
+        // The reactors react to the events appended before the role started
+        // (one trust.initialized per agent): let them finish, and the projection
+        // apply their outputs, so later phases do not measure that catch-up.
+        for reactor in self.role_def.reactors() {
+            let sub = reactor.subscription();
+            self.wait_drained(sub.stream(), sub.durable()).await?;
+        }
+        let ends = stream_ends(&self.js).await?;
+        wait_positions(projection, &ends)
+            .await
+            .context("the identity role did not apply its reactors' outputs")?;
         Ok(self.role.insert(role))
+    }
+
+    /// Waits (bounded) until a durable consumer has nothing pending or unacked.
+    async fn wait_drained(&self, stream: &str, durable: &str) -> Result<(), Fail> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let mut consumer = self
+                .js
+                .get_stream(stream)
+                .await?
+                .get_consumer::<jetstream::consumer::pull::Config>(durable)
+                .await
+                .map_err(|e| Fail::msg(format!("reactor consumer {durable}: {e}")))?;
+            let info = consumer.info().await?.clone();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Fail::msg(format!(
+                    "the reactor {durable} did not drain: {} pending, {} unacked",
+                    info.num_pending, info.num_ack_pending
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub(crate) async fn stop(&mut self) {

@@ -251,6 +251,11 @@ impl WorkConsumerConfig {
     pub fn stream(&self) -> &str {
         &self.stream
     }
+
+    /// The durable consumer's name.
+    pub fn durable(&self) -> &str {
+        &self.durable
+    }
 }
 
 /// Creates (or binds to) a shared durable pull consumer: every instance that binds
