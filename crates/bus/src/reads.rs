@@ -48,17 +48,21 @@ pub fn stored_from_stream_message(
 }
 
 impl EventStore {
+    /// A handle on `name` (no info request); NATS failures are `Unavailable`.
+    async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream<()>, ReadError> {
+        self.js
+            .get_stream_no_info(name)
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))
+    }
+
     /// The last message stored on an aggregate's subject, as stored (it may be
     /// an invalid event published around the store; the fold judges it).
     pub(crate) async fn head_message(
         &self,
         aggregate: &Aggregate,
     ) -> Result<Option<StoredEvent>, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(aggregate.stream())
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let stream = self.stream(aggregate.stream()).await?;
         match stream
             .get_last_raw_message_by_subject(&aggregate.subject())
             .await
@@ -94,11 +98,7 @@ impl EventStore {
                 position.stream
             )));
         }
-        let stream = self
-            .js
-            .get_stream_no_info(&position.stream)
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let stream = self.stream(&position.stream).await?;
         match stream.get_raw_message(position.seq).await {
             Ok(msg) => Ok(stored_from_stream_message(&position.stream, msg)),
             Err(e) if no_message(&e) => Err(ReadError::NotFound(format!("no event at {position}"))),
@@ -156,11 +156,7 @@ impl EventStore {
         aggregate: &Aggregate,
         seq: u64,
     ) -> Result<Option<StoredEvent>, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(aggregate.stream())
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let stream = self.stream(aggregate.stream()).await?;
         match stream
             .raw_message_builder()
             .sequence(seq)

@@ -241,14 +241,8 @@ impl AmaiClient {
         limit: u32,
         scan_from_stream_seq: u64,
     ) -> Result<proto::ReadChainResponse, ClientError> {
-        self.read_chain_request(proto::ReadChainRequest {
-            aggregate: aggregate.to_string(),
-            from_aggregate_seq: from,
-            limit,
-            scan_from_stream_seq,
-            key_events_only: false,
-        })
-        .await
+        self.read_page(aggregate, from, limit, scan_from_stream_seq, false)
+            .await
     }
 
     /// A page of the key events only (`agent.registered`, `agent.key_rotated`,
@@ -262,12 +256,24 @@ impl AmaiClient {
         limit: u32,
         scan_from_stream_seq: u64,
     ) -> Result<proto::ReadChainResponse, ClientError> {
+        self.read_page(aggregate, from, limit, scan_from_stream_seq, true)
+            .await
+    }
+
+    async fn read_page(
+        &self,
+        aggregate: &Aggregate,
+        from: u64,
+        limit: u32,
+        scan_from_stream_seq: u64,
+        key_events_only: bool,
+    ) -> Result<proto::ReadChainResponse, ClientError> {
         self.read_chain_request(proto::ReadChainRequest {
             aggregate: aggregate.to_string(),
             from_aggregate_seq: from,
             limit,
             scan_from_stream_seq,
-            key_events_only: true,
+            key_events_only,
         })
         .await
     }

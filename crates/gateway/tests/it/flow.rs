@@ -124,81 +124,53 @@ async fn health_reports_serving() {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn reflection_lists_the_services() {
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
+/// A reflection client of one protocol version lists every Amai service.
+macro_rules! reflection_lists_the_services {
+    ($test:ident, $pb:path) => {
+        #[tokio::test]
+        async fn $test() {
+            use $pb::{
+                server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse, ServerReflectionRequest,
+            };
+            let env = Env::start().await;
+            let channel = tonic::transport::Endpoint::from_shared(env.url.clone())
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client = ServerReflectionClient::new(channel);
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut resp = client
+                .server_reflection_info(futures::stream::iter(vec![req]))
+                .await
+                .expect("reflection is served in this version")
+                .into_inner();
+            let msg = resp.next().await.expect("one answer").expect("ok");
+            let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+                panic!("unexpected answer {msg:?}")
+            };
+            let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+            for service in [
+                "amai.v1.IdentityService",
+                "amai.v1.EventService",
+                "amai.v1.BlobService",
+            ] {
+                assert!(names.contains(&service.to_string()), "{names:?}");
+            }
+            drop(resp);
+            env.stop().await;
+        }
     };
-    let env = Env::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(env.url.clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = client
-        .server_reflection_info(futures::stream::iter(vec![req]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let msg = resp.next().await.expect("one answer").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected answer {msg:?}")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"amai.v1.IdentityService".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"amai.v1.EventService".to_string()),
-        "{names:?}"
-    );
-    drop(resp);
-    env.stop().await;
 }
 
-#[tokio::test]
-async fn reflection_v1alpha_lists_the_services_for_older_tools() {
-    use tonic_reflection::pb::v1alpha::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
-    };
-    let env = Env::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(env.url.clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = client
-        .server_reflection_info(futures::stream::iter(vec![req]))
-        .await
-        .expect("v1alpha reflection is served")
-        .into_inner();
-    let msg = resp.next().await.expect("one answer").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected answer {msg:?}")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for service in [
-        "amai.v1.IdentityService",
-        "amai.v1.EventService",
-        "amai.v1.BlobService",
-    ] {
-        assert!(names.contains(&service.to_string()), "{names:?}");
-    }
-    drop(resp);
-    env.stop().await;
-}
+reflection_lists_the_services!(reflection_lists_the_services, tonic_reflection::pb::v1);
+// Stock tools that only speak v1alpha (Python's grpcio-reflection among them).
+reflection_lists_the_services!(
+    reflection_v1alpha_lists_the_services_for_older_tools,
+    tonic_reflection::pb::v1alpha
+);
