@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "amai/v1/identity.proto",
         "amai/v1/trust.proto",
         "amai/v1/system.proto",
+        "amai/v1/llm.proto",
+        "amai/v1/llm_service.proto",
         "amai/v1/gateway.proto",
     ];
     for f in &files {

@@ -49,11 +49,30 @@ pub fn payload_event_type(kind: &Kind) -> Option<&'static str> {
         Kind::NameClaimed(_) => "name.claimed",
         Kind::TrustInitialized(_) => "trust.initialized",
         Kind::ReactorFailed(_) => "reactor.failed",
+        Kind::LlmSessionOpened(_) => "llm.session_opened",
+        Kind::LlmSessionModeSet(_) => "llm.session_mode_set",
+        Kind::LlmSessionKeyIssued(_) => "llm.session_key_issued",
+        Kind::LlmSessionKeyRevoked(_) => "llm.session_key_revoked",
+        Kind::LlmSessionDeleted(_) => "llm.session_deleted",
+        Kind::LlmInteractionRecorded(_) => "llm.interaction_recorded",
+        Kind::LlmReplayMissed(_) => "llm.replay_missed",
         Kind::AgentAction(_) => return None,
     })
 }
 
-const RESERVED_PREFIXES: [&str; 5] = ["agent.", "name.", "trust.", "reactor.", "amai."];
+/// Type prefixes of Amai's own events: free-form actions may not use them, so no
+/// agent can mint an event that reads like a role's (`llm.session_opened`, ...).
+const RESERVED_PREFIXES: [&str; 9] = [
+    "agent.",
+    "name.",
+    "trust.",
+    "reactor.",
+    "amai.",
+    "llm.",
+    "jail.",
+    "lifecycle.",
+    "audit.",
+];
 
 fn check_type_matches(event_type: &str, kind: &Kind) -> Result<(), EnvelopeError> {
     match payload_event_type(kind) {

@@ -325,13 +325,7 @@ impl IdentityState {
                 "agent.registered is only valid as the first event of a chain".into(),
             ));
         }
-        if !matches!(
-            ev.payload,
-            Kind::AgentKeyRotated(_)
-                | Kind::AgentRevoked(_)
-                | Kind::AgentMessageSent(_)
-                | Kind::AgentAction(_)
-        ) {
+        if !belongs_on_agent_chain(&ev.payload) {
             return Err(RuleError::NotPermitted(format!(
                 "{} events do not belong on an agent chain",
                 ev.event_type()
@@ -457,6 +451,44 @@ impl IdentityState {
     }
 }
 
+/// Whether a payload is an action of an identity on its own chain (genesis
+/// excepted: it is only valid at seq 1).
+fn belongs_on_agent_chain(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::AgentKeyRotated(_)
+            | Kind::AgentRevoked(_)
+            | Kind::AgentMessageSent(_)
+            | Kind::AgentAction(_)
+            | Kind::LlmSessionOpened(_)
+            | Kind::LlmSessionModeSet(_)
+            | Kind::LlmSessionKeyIssued(_)
+            | Kind::LlmSessionKeyRevoked(_)
+            | Kind::LlmSessionDeleted(_)
+    )
+}
+
+/// The aggregate kind a service result belongs on; `None` for payloads that
+/// are not service results (identity actions, name claims).
+fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
+    match kind {
+        Kind::TrustInitialized(_) => Some(AggregateKind::Trust),
+        Kind::ReactorFailed(_) => Some(AggregateKind::Failure),
+        Kind::LlmInteractionRecorded(_) | Kind::LlmReplayMissed(_) => Some(AggregateKind::Llm),
+        Kind::NameClaimed(_)
+        | Kind::AgentRegistered(_)
+        | Kind::AgentKeyRotated(_)
+        | Kind::AgentRevoked(_)
+        | Kind::AgentMessageSent(_)
+        | Kind::AgentAction(_)
+        | Kind::LlmSessionOpened(_)
+        | Kind::LlmSessionModeSet(_)
+        | Kind::LlmSessionKeyIssued(_)
+        | Kind::LlmSessionKeyRevoked(_)
+        | Kind::LlmSessionDeleted(_) => None,
+    }
+}
+
 /// Checks an event appended to a non-agent aggregate (name claims, service results).
 pub fn check_foreign_aggregate_event(
     ev: &VerifiedEvent,
@@ -468,33 +500,21 @@ pub fn check_foreign_aggregate_event(
         )),
         AggregateKind::Name => check_name_claim(ev, trust_root),
         _ => {
-            if matches!(
-                ev.payload,
-                Kind::NameClaimed(_)
-                    | Kind::AgentRegistered(_)
-                    | Kind::AgentKeyRotated(_)
-                    | Kind::AgentRevoked(_)
-                    | Kind::AgentMessageSent(_)
-                    | Kind::AgentAction(_)
-            ) {
-                return Err(RuleError::NotPermitted(format!(
-                    "{} belongs on an agent or name chain",
-                    ev.event_type()
-                )));
-            }
-            if matches!(ev.payload, Kind::TrustInitialized(_))
-                && ev.aggregate.kind != AggregateKind::Trust
-            {
-                return Err(RuleError::NotPermitted(
-                    "trust events belong on trust aggregates".into(),
-                ));
-            }
-            if matches!(ev.payload, Kind::ReactorFailed(_))
-                && ev.aggregate.kind != AggregateKind::Failure
-            {
-                return Err(RuleError::NotPermitted(
-                    "reactor.failed belongs on failure aggregates".into(),
-                ));
+            match service_result_home(&ev.payload) {
+                None => {
+                    return Err(RuleError::NotPermitted(format!(
+                        "{} belongs on an agent or name chain",
+                        ev.event_type()
+                    )))
+                }
+                Some(home) if home != ev.aggregate.kind => {
+                    return Err(RuleError::NotPermitted(format!(
+                        "{} events belong on {} aggregates",
+                        ev.event_type(),
+                        home.as_str()
+                    )))
+                }
+                Some(_) => {}
             }
             if ev.body.signer_seq == 0 {
                 return Err(RuleError::Invalid(

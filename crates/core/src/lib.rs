@@ -15,13 +15,15 @@
 //! - [`chain`]: whole-chain verification reports built on that step;
 //! - [`stored`]: [`StoredEvent`] (an event exactly as stored) and [`Position`];
 //! - [`request`]: the gateway request-signature format;
-//! - [`read_grant`]: operator grants that let a reader identity read streams.
+//! - [`read_grant`]: operator grants that let a reader identity read streams;
+//! - [`llm`]: LLM session ids (derived from the opening action) and session key hashes.
 #![warn(missing_docs)]
 
 pub mod chain;
 pub mod envelope;
 pub mod identity;
 pub mod keys;
+pub mod llm;
 pub mod pae;
 pub mod read_grant;
 pub mod request;
