@@ -31,6 +31,15 @@ pub const IDENTITY_STATS: &str = "amai.query.identity.stats";
 /// `ListIntegrityViolationsRequest` -> `ListIntegrityViolationsResponse`.
 pub const IDENTITY_VIOLATIONS: &str = "amai.query.identity.violations";
 
+/// The llm role's query service name.
+pub const LLM_SERVICE: &str = "amai-llm";
+/// `GetLlmSessionRequest` → `LlmSession` (NOT_FOUND for an unknown session).
+pub const LLM_SESSION: &str = "amai.query.llm.session";
+/// `ListLlmSessionsRequest` → `ListLlmSessionsResponse`.
+pub const LLM_SESSIONS: &str = "amai.query.llm.sessions";
+/// `LlmKeyLookup` → `LlmKeyBinding` (NOT_FOUND when the hash is bound to no session).
+pub const LLM_KEY: &str = "amai.query.llm.key";
+
 /// Header carrying a query error's reason.
 pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
 /// Prefix of the headers carrying a query error's metadata.
