@@ -17,6 +17,9 @@ use crate::Shared;
 /// Delay between stream events for `fake-slow`.
 pub(crate) const SLOW_DELAY: Duration = Duration::from_millis(20);
 
+/// Pause before `fake-cut` aborts the connection, so what came before is flushed.
+const CUT_DELAY: Duration = Duration::from_millis(50);
+
 /// Which API an endpoint belongs to (error format and response headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Api {
@@ -120,10 +123,8 @@ impl Ctx {
             Behaviour::Cut | Behaviour::CutClean => {
                 let text = body.to_string();
                 let half = Bytes::from(text.as_bytes()[..text.len() / 2].to_vec());
-                let abort = behaviour == Behaviour::Cut;
-                let stream = futures::stream::iter([Ok(half)]).chain(futures::stream::iter(
-                    abort.then(|| Err(std::io::Error::other("fake-cut: connection aborted"))),
-                ));
+                let stream = futures::stream::iter([Ok(half)])
+                    .chain(abort_after_flush(behaviour == Behaviour::Cut));
                 let mut response = Response::new(Body::from_stream(stream));
                 response
                     .headers_mut()
@@ -272,7 +273,13 @@ impl Ctx {
                 }
             }
             Api::Anthropic => {
-                let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+                // `x-api-key` as documented; recent SDKs (anthropic 2.x) send the API
+                // key as `Authorization: Bearer` instead, which the API accepts too.
+                let presented = headers
+                    .get("x-api-key")
+                    .or_else(|| headers.get(http::header::AUTHORIZATION))
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
                 match presented {
                     Some(key) if key == shared.anthropic_key => {}
                     Some(_) => {
@@ -426,10 +433,16 @@ impl ErrorKind {
     }
 }
 
+/// True for requests from Anthropic clients (they always send `anthropic-version`;
+/// the API key header does not tell, as recent SDKs send `Authorization: Bearer`).
+pub(crate) fn is_anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version") || headers.contains_key("x-api-key")
+}
+
 /// Unknown routes: 404 in the format of the API the path looks like.
 pub(crate) async fn not_found(request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let anthropic = path.starts_with("/v1/messages") || request.headers().contains_key("x-api-key");
+    let anthropic = path.starts_with("/v1/messages") || is_anthropic_client(request.headers());
     let ctx = Ctx {
         api: if anthropic {
             Api::Anthropic
@@ -488,11 +501,19 @@ pub(crate) fn sse_body(mut events: Vec<Bytes>, behaviour: Behaviour, error_event
         }
         Ok::<Bytes, std::io::Error>(event)
     });
-    let tail = futures::stream::iter(
-        (ending == Ending::Abort)
-            .then(|| Err(std::io::Error::other("fake-cut: connection aborted"))),
-    );
-    Body::from_stream(body.chain(tail))
+    Body::from_stream(body.chain(abort_after_flush(ending == Ending::Abort)))
+}
+
+/// When `abort`, a body error after [`CUT_DELAY`] (so the head and the events
+/// before it reach the client first), which makes hyper drop the connection
+/// without the final chunk; otherwise nothing.
+fn abort_after_flush(
+    abort: bool,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::iter(abort.then_some(())).then(|()| async {
+        tokio::time::sleep(CUT_DELAY).await;
+        Err(std::io::Error::other("fake-cut: connection aborted"))
+    })
 }
 
 /// Frames one SSE event (`event:` line only when `name` is given).

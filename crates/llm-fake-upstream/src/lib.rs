@@ -10,7 +10,7 @@
 //! | OpenAI    | `POST /v1/chat/completions`       | text or `tool_calls`; SSE with `[DONE]` |
 //! | OpenAI    | `POST /v1/responses`              | `message` or `function_call` output     |
 //! | OpenAI    | `POST /v1/embeddings`             | `float` and `base64` encodings          |
-//! | OpenAI    | `GET /v1/models`, `/v1/models/{id}` | Anthropic format when `x-api-key` is sent |
+//! | OpenAI    | `GET /v1/models`, `/v1/models/{id}` | Anthropic format for Anthropic clients |
 //! | Anthropic | `POST /v1/messages`               | `text` / `tool_use` blocks; SSE events  |
 //! | Anthropic | `POST /v1/messages/count_tokens`  | `{"input_tokens": n}`                   |
 //!
@@ -51,7 +51,9 @@
 //! # Realism
 //!
 //! - Auth: OpenAI endpoints require `Authorization: Bearer <openai key>`, Anthropic
-//!   ones `x-api-key: <anthropic key>` and an `anthropic-version` header (keys set
+//!   ones `x-api-key: <anthropic key>` (or `Authorization: Bearer <anthropic key>`,
+//!   which the `anthropic` Python SDK 2.x sends instead) and an
+//!   `anthropic-version` header (keys set
 //!   with [`FakeUpstream::builder`]; defaults [`DEFAULT_OPENAI_KEY`] and
 //!   [`DEFAULT_ANTHROPIC_KEY`]); failures are 401 (400 for the version) in the
 //!   API's error format.

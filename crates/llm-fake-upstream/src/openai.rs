@@ -10,8 +10,9 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use crate::common::{
-    answer_text, base64, content_text, estimate_tokens, fake_arguments, obfuscation, prelude,
-    split_deltas, split_json, sse_body, sse_event, text_tokens, unix_now, Api, Behaviour, Ctx,
+    answer_text, base64, content_text, estimate_tokens, fake_arguments, is_anthropic_client,
+    obfuscation, prelude, split_deltas, split_json, sse_body, sse_event, text_tokens, unix_now,
+    Api, Behaviour, Ctx,
 };
 use crate::Shared;
 
@@ -556,14 +557,9 @@ fn fake_vector(seed: u64, dimensions: usize) -> Vec<f32> {
     vector
 }
 
-/// True when the caller authenticates the Anthropic way (the models path is shared).
-fn anthropic_caller(headers: &HeaderMap) -> bool {
-    headers.contains_key("x-api-key") && !headers.contains_key(http::header::AUTHORIZATION)
-}
-
 /// `GET /v1/models` (OpenAI list, or Anthropic list for `x-api-key` callers).
 pub(crate) async fn list_models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let api = if anthropic_caller(&headers) {
+    let api = if is_anthropic_client(&headers) {
         Api::Anthropic
     } else {
         Api::OpenAi
@@ -593,7 +589,7 @@ pub(crate) async fn get_model(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let api = if anthropic_caller(&headers) {
+    let api = if is_anthropic_client(&headers) {
         Api::Anthropic
     } else {
         Api::OpenAi
