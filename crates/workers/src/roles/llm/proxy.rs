@@ -15,11 +15,9 @@ use std::sync::Arc;
 use amai_bus::blob::BlobStore;
 use amai_bus::proto;
 use amai_bus::subjects::AggregateKind;
-use amai_bus::EventStore;
 use amai_llm::canonical::{self, IgnoredFields};
 use amai_llm::errors::{error_response, ErrorKind};
 use amai_llm::{Api, Endpoint};
-use amai_projections::ProjectionHandle;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -328,16 +326,5 @@ impl Proxy {
             .projection
             .wait_for(&position, self.config.wait_for_projection)
             .await;
-    }
-}
-
-/// The store, for the record and replay paths.
-impl Proxy {
-    pub(crate) fn store(&self) -> &EventStore {
-        &self.queries.store
-    }
-
-    pub(crate) fn projection(&self) -> &ProjectionHandle {
-        &self.queries.projection
     }
 }
