@@ -182,22 +182,22 @@ ensure_docker() {
     log "installed $(docker --version 2>&1)"
 }
 
-# Succeeds when python $1 imports openai and anthropic at exactly the pinned versions.
+# Succeeds when python $1 has openai and anthropic installed at exactly the pinned
+# versions (read from the package metadata: importing the SDKs takes seconds).
 python_sdks_ok() {
     local py="$1"
     [ -x "$py" ] || return 1
     "$py" - "$PY_OPENAI_VERSION" "$PY_ANTHROPIC_VERSION" >/dev/null 2>&1 <<'PY'
 import sys
-import anthropic
-import openai
-sys.exit(0 if (openai.__version__, anthropic.__version__) == (sys.argv[1], sys.argv[2]) else 1)
+from importlib.metadata import version
+sys.exit(0 if (version("openai"), version("anthropic")) == (sys.argv[1], sys.argv[2]) else 1)
 PY
 }
 
 ensure_python_sdks() {
     if [ -n "${AMAI_PYTHON:-}" ]; then
         python_sdks_ok "$AMAI_PYTHON" ||
-            die "AMAI_PYTHON=${AMAI_PYTHON} does not import openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION}. ${PYTHON_HINT}"
+            die "AMAI_PYTHON=${AMAI_PYTHON} does not have openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed. ${PYTHON_HINT}"
         PYTHON_PATH="$AMAI_PYTHON"
         return 0
     fi
@@ -221,7 +221,7 @@ ensure_python_sdks() {
         "openai==${PY_OPENAI_VERSION}" "anthropic==${PY_ANTHROPIC_VERSION}" >&2 ||
         die "pip install of openai==${PY_OPENAI_VERSION} anthropic==${PY_ANTHROPIC_VERSION} into ${PYENV_DIR} failed. ${PYTHON_HINT}"
     python_sdks_ok "$py" ||
-        die "${py} still does not import the pinned openai and anthropic after pip install. ${PYTHON_HINT}"
+        die "${py} still does not have the pinned openai and anthropic after pip install. ${PYTHON_HINT}"
     log "installed openai ${PY_OPENAI_VERSION} and anthropic ${PY_ANTHROPIC_VERSION}: AMAI_PYTHON=${py}"
     PYTHON_PATH="$py"
 }
