@@ -666,6 +666,7 @@ async fn replay_survives_a_restart_and_a_rebuild_from_the_streams() {
     // Restart the instance (same state dir) ...
     let (mut r, _) = env.proxies.remove(0);
     r.stop().await;
+    drop(r);
     let cfg = config(&env.upstream);
     env.add_proxy("a", cfg.clone()).await;
     let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await;
