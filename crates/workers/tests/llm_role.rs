@@ -875,3 +875,64 @@ async fn secrets_never_appear_in_any_event() {
     assert!(format!("{headers:?}").contains(UPSTREAM_OPENAI_KEY));
     env.stop().await;
 }
+
+/// The interpreter with the official SDKs (`scripts/ensure-deps.sh python-sdks`).
+fn python_with_sdks() -> std::path::PathBuf {
+    let path = std::env::var_os("AMAI_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/amai/pyenv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} does not exist: run scripts/ensure-deps.sh python-sdks (make test does) to install the official openai and anthropic SDKs",
+        path.display()
+    );
+    path
+}
+
+fn run_sdks(env: &Env, key: &str, args: &[&str]) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/llm_sdks.py");
+    let out = std::process::Command::new(python_with_sdks())
+        .arg(script)
+        .args(["--openai-base-url", &format!("{}/v1", env.base(0))])
+        .args(["--anthropic-base-url", env.base(0)])
+        .args(["--key", key])
+        .args(args)
+        .output()
+        .expect("run the SDK script");
+    assert!(
+        out.status.success(),
+        "SDK script failed ({:?}): {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_python_sdks_record_and_replay_unchanged() {
+    let env = Env::start().await;
+    let owner = env.owner("llm-sdks").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    let key = s.key.clone();
+    let recorded = {
+        let env = &env;
+        tokio::task::block_in_place(|| run_sdks(env, &key, &["--phase", "record"]))
+    };
+    let calls = recorded["results"].as_array().expect("results").len();
+    assert!(calls >= 14, "{recorded}");
+    let hits = env.upstream.hits();
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    let replayed = tokio::task::block_in_place(|| run_sdks(&env, &key, &["--phase", "replay"]));
+    assert_eq!(replayed["results"], recorded["results"], "the SDKs saw other answers in replay");
+    assert_eq!(env.upstream.hits(), hits, "replay went upstream");
+    // A miss: one HTTP request, no SDK retry, an SDK error naming the session.
+    let miss = tokio::task::block_in_place(|| run_sdks(&env, &key, &["--expect-miss"]));
+    assert_eq!(miss["miss"]["requests"], 1, "{miss}");
+    assert!(miss.to_string().contains(&s.id), "{miss}");
+    assert_eq!(env.upstream.hits(), hits);
+    env.stop().await;
+}
