@@ -241,7 +241,8 @@ async fn start_role(
         settings.data_dir.join("state"),
         signer,
     )
-    .min_position_timeout(settings.query_timeout());
+    .min_position_timeout(settings.query_timeout())
+    .listen_addr(amai_workers::roles::llm::LISTENER, settings.llm_addr);
     if let Some(instance) = instance {
         config = config.instance(instance);
     }
@@ -328,6 +329,14 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         shutdown.wait_owned(),
     ));
     let names: Vec<_> = roles.iter().map(|r| r.name()).collect();
+    if let Some(addr) = roles
+        .iter()
+        .find_map(|r| r.listener_addr(amai_workers::roles::llm::LISTENER))
+    {
+        eprintln!(
+            "amai up: LLM proxy on http://{addr} (OpenAI base_url http://{addr}/v1, Anthropic base_url http://{addr}; key from `amai llm session create`)"
+        );
+    }
     eprintln!(
         "amai up: gateway on {} | roles {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
         settings.gateway_addr,

@@ -149,7 +149,12 @@ impl Env {
             .position
     }
 
-    async fn open(&self, owner: &Owner, mode: proto::LlmMode, options: proto::LlmMatchOptions) -> Session {
+    async fn open(
+        &self,
+        owner: &Owner,
+        mode: proto::LlmMode,
+        options: proto::LlmMatchOptions,
+    ) -> Session {
         self.open_with(owner, mode, options, Vec::new()).await
     }
 
@@ -194,7 +199,8 @@ impl Env {
         )
         .await;
         // The proxy serves the new mode once its projection has the action.
-        let model = amai_workers::roles::llm::LlmReadModel::open(self.proxies[0].0.db()).expect("model");
+        let model =
+            amai_workers::roles::llm::LlmReadModel::open(self.proxies[0].0.db()).expect("model");
         let id = session.id.clone();
         wait_until("mode applied", || {
             let ok = model
@@ -207,7 +213,14 @@ impl Env {
         .await;
     }
 
-    async fn call(&self, i: usize, key: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    async fn call(
+        &self,
+        i: usize,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let url = format!("{}{path}", self.base(i));
         let mut req = match method {
             "GET" => self.http.get(&url),
@@ -295,7 +308,11 @@ impl Answer {
     /// The SSE events of a streamed answer, exactly as sent.
     fn events(&self) -> Vec<Vec<u8>> {
         let mut s = SseSplitter::new();
-        let mut out: Vec<Vec<u8>> = s.push(&self.bytes).into_iter().map(|b| b.to_vec()).collect();
+        let mut out: Vec<Vec<u8>> = s
+            .push(&self.bytes)
+            .into_iter()
+            .map(|b| b.to_vec())
+            .collect();
         if let Some(rest) = s.finish() {
             out.push(rest.to_vec());
         }
@@ -322,17 +339,73 @@ fn every_endpoint() -> Vec<(&'static str, &'static str, Option<Value>)> {
     let anthropic_tools = json!([{"name": "get_weather", "description": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
     vec![
         ("POST", "/v1/chat/completions", Some(chat("hello"))),
-        ("POST", "/v1/chat/completions", Some(json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "stream please"}], "stream": true, "stream_options": {"include_usage": true}}))),
-        ("POST", "/v1/chat/completions", Some(json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "weather?"}], "tools": tools}))),
-        ("POST", "/v1/chat/completions", Some(json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "weather? stream"}], "tools": tools, "stream": true}))),
-        ("POST", "/v1/responses", Some(json!({"model": "gpt-4o-mini", "input": "hi there"}))),
-        ("POST", "/v1/responses", Some(json!({"model": "gpt-4o-mini", "input": "stream it", "stream": true}))),
-        ("POST", "/v1/embeddings", Some(json!({"model": "text-embedding-3-small", "input": "embed me", "encoding_format": "float"}))),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "stream please"}], "stream": true, "stream_options": {"include_usage": true}}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "weather?"}], "tools": tools}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "weather? stream"}], "tools": tools, "stream": true}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "gpt-4o-mini", "input": "hi there"})),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "gpt-4o-mini", "input": "stream it", "stream": true})),
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some(
+                json!({"model": "text-embedding-3-small", "input": "embed me", "encoding_format": "float"}),
+            ),
+        ),
         ("GET", "/v1/models", None),
-        ("POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "bonjour"}]}))),
-        ("POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "stream bonjour"}], "stream": true}))),
-        ("POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "tool?"}], "tools": anthropic_tools, "stream": true}))),
-        ("POST", "/v1/messages/count_tokens", Some(json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "count me"}]}))),
+        (
+            "POST",
+            "/v1/messages",
+            Some(
+                json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "bonjour"}]}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            Some(
+                json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "stream bonjour"}], "stream": true}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            Some(
+                json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "tool?"}], "tools": anthropic_tools, "stream": true}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/messages/count_tokens",
+            Some(
+                json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "count me"}]}),
+            ),
+        ),
     ]
 }
 
@@ -352,19 +425,31 @@ async fn record_then_replay_every_endpoint_byte_for_byte() {
     // The upstream got the server-side key, never the session key.
     for r in env.upstream.requests() {
         let all = format!("{:?}", r.headers);
-        assert!(!all.contains(&s.key), "session key forwarded upstream: {all}");
+        assert!(
+            !all.contains(&s.key),
+            "session key forwarded upstream: {all}"
+        );
     }
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs.len(), recorded.len());
-    assert!(recs.iter().all(|r| r.outcome == proto::LlmOutcome::Completed as i32));
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome == proto::LlmOutcome::Completed as i32));
     assert!(recs.iter().filter(|r| r.streamed).count() >= 5);
 
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     for ((method, path, body), rec) in every_endpoint().into_iter().zip(&recorded) {
         let a = env.call(0, &s.key, method, path, body).await;
         assert_eq!(a.status, 200, "{method} {path}: {}", a.text());
-        assert_eq!(a.bytes, rec.bytes, "{method} {path}: replay differs from the recording");
-        assert_eq!(a.events(), rec.events(), "{method} {path}: event boundaries differ");
+        assert_eq!(
+            a.bytes, rec.bytes,
+            "{method} {path}: replay differs from the recording"
+        );
+        assert_eq!(
+            a.events(),
+            rec.events(),
+            "{method} {path}: event boundaries differ"
+        );
         assert_eq!(a.header("content-type"), rec.header("content-type"));
         assert_eq!(a.header("x-request-id"), rec.header("x-request-id"));
     }
@@ -379,18 +464,53 @@ async fn the_nth_identical_request_gets_the_nth_answer() {
     let s = env.open(&owner, record(), Default::default()).await;
     let mut answers = Vec::new();
     for _ in 0..3 {
-        answers.push(env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("same"))).await.bytes);
+        answers.push(
+            env.call(
+                0,
+                &s.key,
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("same")),
+            )
+            .await
+            .bytes,
+        );
     }
-    assert_eq!(answers.iter().collect::<BTreeSet<_>>().len(), 3, "the upstream answers differ per call");
-    let occ: Vec<u32> = env.recordings(&s.id).await.iter().map(|r| r.occurrence).collect();
+    assert_eq!(
+        answers.iter().collect::<BTreeSet<_>>().len(),
+        3,
+        "the upstream answers differ per call"
+    );
+    let occ: Vec<u32> = env
+        .recordings(&s.id)
+        .await
+        .iter()
+        .map(|r| r.occurrence)
+        .collect();
     assert_eq!(occ, vec![0, 1, 2]);
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     for expected in &answers {
-        let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("same"))).await;
+        let a = env
+            .call(
+                0,
+                &s.key,
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("same")),
+            )
+            .await;
         assert_eq!(&a.bytes, expected);
     }
     // A fourth has nothing recorded: a miss (repeats are not allowed by default).
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("same"))).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("same")),
+        )
+        .await;
     assert_eq!(a.status, 404, "{}", a.text());
     env.stop().await;
 }
@@ -403,15 +523,31 @@ async fn a_miss_never_reaches_the_upstream_and_names_the_difference() {
     let body = json!({"model": "gpt-4o-mini", "messages": [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "what is the capital of France?"}]}]});
-    assert_eq!(env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await.status, 200);
+    assert_eq!(
+        env.call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.clone())
+        )
+        .await
+        .status,
+        200
+    );
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     let hits = env.upstream.hits();
     let mut changed = body.clone();
     changed["messages"][1]["content"][0]["text"] = json!("what is the capital of Spain?");
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(changed)).await;
+    let a = env
+        .call(0, &s.key, "POST", "/v1/chat/completions", Some(changed))
+        .await;
     assert_eq!(a.status, 404, "{}", a.text());
     assert_eq!(a.header("x-should-retry"), Some("false"));
-    let message = a.json()["error"]["message"].as_str().expect("openai error format").to_string();
+    let message = a.json()["error"]["message"]
+        .as_str()
+        .expect("openai error format")
+        .to_string();
     assert!(message.contains(&s.id), "{message}");
     assert!(message.contains("step 0"), "{message}");
     assert!(message.contains("seq 1"), "{message}");
@@ -430,7 +566,14 @@ async fn a_miss_never_reaches_the_upstream_and_names_the_difference() {
     let misses = env.misses(&s.id).await;
     assert_eq!(misses.len(), 2);
     assert_eq!(misses[0].nearest_seq, 1);
-    assert!(misses[0].diff.iter().any(|d| d.starts_with("messages[1].content[0].text")), "{:?}", misses[0].diff);
+    assert!(
+        misses[0]
+            .diff
+            .iter()
+            .any(|d| d.starts_with("messages[1].content[0].text")),
+        "{:?}",
+        misses[0].diff
+    );
     env.stop().await;
 }
 
@@ -444,16 +587,27 @@ async fn a_recorded_429_is_replayed_at_the_same_step() {
     let steps = [ok("one"), limited.clone(), ok("two")];
     let mut recorded = Vec::new();
     for b in &steps {
-        recorded.push(env.call(0, &s.key, "POST", "/v1/chat/completions", Some(b.clone())).await);
+        recorded.push(
+            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(b.clone()))
+                .await,
+        );
     }
-    assert_eq!(recorded.iter().map(|a| a.status).collect::<Vec<_>>(), vec![200, 429, 200]);
+    assert_eq!(
+        recorded.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![200, 429, 200]
+    );
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs[1].status, 429);
     assert_eq!(recs[1].outcome, proto::LlmOutcome::UpstreamError as i32);
-    assert_eq!(recs[1].headers.get("retry-after").map(String::as_str), Some("1"));
+    assert_eq!(
+        recs[1].headers.get("retry-after").map(String::as_str),
+        Some("1")
+    );
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     for (b, r) in steps.iter().zip(&recorded) {
-        let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(b.clone())).await;
+        let a = env
+            .call(0, &s.key, "POST", "/v1/chat/completions", Some(b.clone()))
+            .await;
         assert_eq!(a.status, r.status);
         assert_eq!(a.bytes, r.bytes);
         assert_eq!(a.header("retry-after"), r.header("retry-after"));
@@ -467,23 +621,45 @@ async fn a_cut_stream_is_recorded_as_truncated_and_replayed_cut() {
     let owner = env.owner("llm-cut").await;
     let s = env.open(&owner, record(), Default::default()).await;
     let body = json!({"model": "fake-cut-clean", "stream": true, "messages": [{"role": "user", "content": "cut me"}]});
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.clone()),
+        )
+        .await;
     assert!(!a.text().contains("[DONE]"));
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0].outcome, proto::LlmOutcome::Truncated as i32, "{:?}", recs[0].detail);
+    assert_eq!(
+        recs[0].outcome,
+        proto::LlmOutcome::Truncated as i32,
+        "{:?}",
+        recs[0].detail
+    );
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
-    let b = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body)).await;
+    let b = env
+        .call(0, &s.key, "POST", "/v1/chat/completions", Some(body))
+        .await;
     assert_eq!(b.events(), a.events());
     assert!(!b.text().contains("[DONE]"));
     // A mid-stream error event is an upstream error, replayed as it came.
     let s2 = env.open(&owner, record(), Default::default()).await;
     let body = json!({"model": "fake-midstream-error", "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "err"}]});
-    let a = env.call(0, &s2.key, "POST", "/v1/messages", Some(body.clone())).await;
+    let a = env
+        .call(0, &s2.key, "POST", "/v1/messages", Some(body.clone()))
+        .await;
     assert!(a.text().contains("event: error"), "{}", a.text());
-    assert_eq!(env.recordings(&s2.id).await[0].outcome, proto::LlmOutcome::UpstreamError as i32);
+    assert_eq!(
+        env.recordings(&s2.id).await[0].outcome,
+        proto::LlmOutcome::UpstreamError as i32
+    );
     env.set_mode(&owner, &s2, proto::LlmMode::Replay).await;
-    let b = env.call(0, &s2.key, "POST", "/v1/messages", Some(body)).await;
+    let b = env
+        .call(0, &s2.key, "POST", "/v1/messages", Some(body))
+        .await;
     assert_eq!(b.bytes, a.bytes);
     env.stop().await;
 }
@@ -499,7 +675,8 @@ async fn a_hundred_concurrent_requests_are_each_recorded_exactly_once() {
         // Two request shapes, 50 identical requests each.
         let text = if i % 2 == 0 { "even" } else { "odd" };
         tasks.push(tokio::spawn(async move {
-            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat(text))).await
+            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat(text)))
+                .await
         }));
     }
     let mut bodies = BTreeSet::new();
@@ -511,8 +688,16 @@ async fn a_hundred_concurrent_requests_are_each_recorded_exactly_once() {
     assert_eq!(bodies.len(), 100);
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs.len(), 100);
-    for hash in recs.iter().map(|r| r.request_hash.clone()).collect::<BTreeSet<_>>() {
-        let occ: BTreeSet<u32> = recs.iter().filter(|r| r.request_hash == hash).map(|r| r.occurrence).collect();
+    for hash in recs
+        .iter()
+        .map(|r| r.request_hash.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        let occ: BTreeSet<u32> = recs
+            .iter()
+            .filter(|r| r.request_hash == hash)
+            .map(|r| r.occurrence)
+            .collect();
         assert_eq!(occ, (0..50).collect::<BTreeSet<u32>>());
     }
     let env = Arc::into_inner(env).expect("one owner");
@@ -531,7 +716,14 @@ async fn two_proxy_instances_record_one_session_without_losing_or_merging() {
     for i in 0..40 {
         let (env, s) = (env.clone(), s.clone());
         tasks.push(tokio::spawn(async move {
-            env.call(i % 2, &s.key, "POST", "/v1/chat/completions", Some(chat("shared"))).await
+            env.call(
+                i % 2,
+                &s.key,
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("shared")),
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -540,7 +732,11 @@ async fn two_proxy_instances_record_one_session_without_losing_or_merging() {
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs.len(), 40);
     let occ: Vec<u32> = recs.iter().map(|r| r.occurrence).collect();
-    assert_eq!(occ, (0..40).collect::<Vec<u32>>(), "occurrences follow the chain order");
+    assert_eq!(
+        occ,
+        (0..40).collect::<Vec<u32>>(),
+        "occurrences follow the chain order"
+    );
     let env = Arc::into_inner(env).expect("one owner");
     env.stop().await;
 }
@@ -549,19 +745,50 @@ async fn two_proxy_instances_record_one_session_without_losing_or_merging() {
 async fn keys_are_refused_in_the_apis_own_format() {
     let env = Env::start().await;
     let owner = env.owner("llm-keys").await;
-    let s = env.open_with(&owner, record(), Default::default(), vec![proto::LlmUpstream::Openai as i32]).await;
+    let s = env
+        .open_with(
+            &owner,
+            record(),
+            Default::default(),
+            vec![proto::LlmUpstream::Openai as i32],
+        )
+        .await;
     let other = env.open(&owner, record(), Default::default()).await;
     let hits = env.upstream.hits();
     // Unknown key: 401, OpenAI and Anthropic formats.
-    let a = env.call(0, "amai-sk-not-a-key", "POST", "/v1/chat/completions", Some(chat("x"))).await;
+    let a = env
+        .call(
+            0,
+            "amai-sk-not-a-key",
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("x")),
+        )
+        .await;
     assert_eq!(a.status, 401);
     assert_eq!(a.json()["error"]["code"], "invalid_api_key");
     assert_eq!(a.header("x-should-retry"), Some("false"));
-    let a = env.call(0, "amai-sk-not-a-key", "POST", "/v1/messages", Some(json!({"model": "m", "max_tokens": 1, "messages": []}))).await;
+    let a = env
+        .call(
+            0,
+            "amai-sk-not-a-key",
+            "POST",
+            "/v1/messages",
+            Some(json!({"model": "m", "max_tokens": 1, "messages": []})),
+        )
+        .await;
     assert_eq!(a.status, 401);
     assert_eq!(a.json()["error"]["type"], "authentication_error");
     // An upstream the session does not allow.
-    let a = env.call(0, &s.key, "POST", "/v1/messages", Some(json!({"model": "m", "max_tokens": 1, "messages": []}))).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/messages",
+            Some(json!({"model": "m", "max_tokens": 1, "messages": []})),
+        )
+        .await;
     assert_eq!(a.status, 403, "{}", a.text());
     // A key used against another session.
     let a = env
@@ -590,12 +817,23 @@ async fn keys_are_refused_in_the_apis_own_format() {
         }),
     )
     .await;
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("mine"))).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("mine")),
+        )
+        .await;
     assert_eq!(a.status, 200);
     assert_eq!(env.recordings(&s.id).await.len(), 1);
     assert!(env.recordings(&stolen).await.is_empty());
     let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
-    assert!(model.session(&stolen).expect("read").is_none(), "the thief's session was opened");
+    assert!(
+        model.session(&stolen).expect("read").is_none(),
+        "the thief's session was opened"
+    );
     // A revoked key.
     env.act(
         &owner,
@@ -608,11 +846,17 @@ async fn keys_are_refused_in_the_apis_own_format() {
     .await;
     let key = s.key.clone();
     wait_until("key revoked", || {
-        let revoked = model.key(&amai_bus::llm::key_sha256(&key)).ok().flatten().is_some_and(|b| b.revoked);
+        let revoked = model
+            .key(&amai_bus::llm::key_sha256(&key))
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.revoked);
         async move { revoked }
     })
     .await;
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("x"))).await;
+    let a = env
+        .call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("x")))
+        .await;
     assert_eq!(a.status, 401, "{}", a.text());
     assert!(a.text().contains("revoked"));
     // A deleted session.
@@ -631,7 +875,15 @@ async fn keys_are_refused_in_the_apis_own_format() {
         async move { d }
     })
     .await;
-    let a = env.call(0, &other.key, "POST", "/v1/chat/completions", Some(chat("x"))).await;
+    let a = env
+        .call(
+            0,
+            &other.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("x")),
+        )
+        .await;
     assert_eq!(a.status, 403);
     // A revoked owner: every key stops.
     let third = env.open(&owner, record(), Default::default()).await;
@@ -649,9 +901,21 @@ async fn keys_are_refused_in_the_apis_own_format() {
         async move { r }
     })
     .await;
-    let a = env.call(0, &third.key, "POST", "/v1/chat/completions", Some(chat("x"))).await;
+    let a = env
+        .call(
+            0,
+            &third.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("x")),
+        )
+        .await;
     assert_eq!(a.status, 401);
-    assert_eq!(env.upstream.hits(), hits + 1, "only the one valid call went upstream");
+    assert_eq!(
+        env.upstream.hits(),
+        hits + 1,
+        "only the one valid call went upstream"
+    );
     env.stop().await;
 }
 
@@ -661,7 +925,15 @@ async fn replay_survives_a_restart_and_a_rebuild_from_the_streams() {
     let owner = env.owner("llm-restart").await;
     let s = env.open(&owner, record(), Default::default()).await;
     let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "persist"}]});
-    let recorded = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await;
+    let recorded = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.clone()),
+        )
+        .await;
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     // Restart the instance (same state dir) ...
     let (mut r, _) = env.proxies.remove(0);
@@ -669,11 +941,21 @@ async fn replay_survives_a_restart_and_a_rebuild_from_the_streams() {
     drop(r);
     let cfg = config(&env.upstream);
     env.add_proxy("a", cfg.clone()).await;
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(a.bytes, recorded.bytes);
     // ... and a fresh instance that rebuilds everything from the streams.
     env.add_proxy("fresh", cfg).await;
-    let b = env.call(1, &s.key, "POST", "/v1/chat/completions", Some(body)).await;
+    let b = env
+        .call(1, &s.key, "POST", "/v1/chat/completions", Some(body))
+        .await;
     assert_eq!(b.bytes, recorded.bytes);
     env.stop().await;
 }
@@ -685,11 +967,28 @@ async fn large_bodies_go_to_the_blob_store_and_replay_intact() {
     let s = env.open(&owner, record(), Default::default()).await;
     let big = "x".repeat(4000);
     let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": big}]});
-    let recorded = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body.clone())).await;
+    let recorded = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.clone()),
+        )
+        .await;
     let recs = env.recordings(&s.id).await;
-    assert!(recs[0].request.as_ref().and_then(|b| b.blob.as_ref()).is_some(), "request not offloaded");
+    assert!(
+        recs[0]
+            .request
+            .as_ref()
+            .and_then(|b| b.blob.as_ref())
+            .is_some(),
+        "request not offloaded"
+    );
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(body)).await;
+    let a = env
+        .call(0, &s.key, "POST", "/v1/chat/completions", Some(body))
+        .await;
     assert_eq!(a.bytes, recorded.bytes);
     env.stop().await;
 }
@@ -720,12 +1019,40 @@ async fn strict_order_refuses_a_reordered_run_and_any_order_accepts_it() {
     let env = Env::start().await;
     let owner = env.owner("llm-order").await;
     let s = env.open(&owner, record(), Default::default()).await;
-    let first = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("first"))).await;
-    let second = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("second"))).await;
+    let first = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("first")),
+        )
+        .await;
+    let second = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("second")),
+        )
+        .await;
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
-    let a = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("second"))).await;
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("second")),
+        )
+        .await;
     assert_eq!(a.status, 404, "strict order must refuse step 0 = second");
-    assert!(a.text().contains("\\\"first\\\" != \\\"second\\\"") || a.text().contains("first"), "{}", a.text());
+    assert!(
+        a.text().contains("\\\"first\\\" != \\\"second\\\"") || a.text().contains("first"),
+        "{}",
+        a.text()
+    );
     // Any order.
     env.act(
         &owner,
@@ -743,13 +1070,34 @@ async fn strict_order_refuses_a_reordered_run_and_any_order_accepts_it() {
     let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
     let id = s.id.clone();
     wait_until("any order applied", || {
-        let ok = model.session(&id).ok().flatten().and_then(|s| s.options).is_some_and(|o| o.order == proto::LlmReplayOrder::Any as i32);
+        let ok = model
+            .session(&id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.options)
+            .is_some_and(|o| o.order == proto::LlmReplayOrder::Any as i32);
         async move { ok }
     })
     .await;
-    let b = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("second"))).await;
+    let b = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("second")),
+        )
+        .await;
     assert_eq!(b.bytes, second.bytes);
-    let c = env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("first"))).await;
+    let c = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("first")),
+        )
+        .await;
     assert_eq!(c.bytes, first.bytes);
     env.stop().await;
 }
@@ -774,39 +1122,50 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
     };
     let mut cassette = amai_llm::cassette::Cassette::new("2026-12-03T00:00:00Z".into(), session);
     for (i, r) in recs.iter().enumerate() {
-        cassette.interactions.push(amai_llm::cassette::CassetteInteraction {
-            seq: i as u64 + 1,
-            event_id: format!("e{i}"),
-            event_hash: amai_llm::cassette::Sha256Hex([0; 32]),
-            request_hash: amai_llm::cassette::Sha256Hex(r.request_hash.clone().try_into().expect("32")),
-            occurrence: r.occurrence,
-            upstream: amai_llm::cassette::CassetteUpstream::from_proto(r.upstream()).expect("upstream"),
-            method: r.method.clone(),
-            path: r.path.clone(),
-            request: amai_llm::cassette::Body(r.request.clone().expect("req").inline.into()),
-            status: r.status as u16,
-            headers: r.headers.clone(),
-            streamed: r.streamed,
-            response: r.response.clone().map(|b| amai_llm::cassette::Body(b.inline.into())),
-            events: r.streamed.then(|| {
-                r.events
-                    .iter()
-                    .map(|e| amai_llm::cassette::CassetteSseEvent {
-                        offset_us: e.offset_us,
-                        data: amai_llm::cassette::Body(e.raw.clone().into()),
-                    })
-                    .collect()
-            }),
-            outcome: amai_llm::cassette::CassetteOutcome::from_proto(r.outcome()).expect("outcome"),
-            usage: Default::default(),
-            latency_us: r.latency_us,
-            upstream_model: r.upstream_model.clone(),
-            detail: r.detail.clone(),
-            event_b64: amai_llm::cassette::Base64Bytes(Default::default()),
-        });
+        cassette
+            .interactions
+            .push(amai_llm::cassette::CassetteInteraction {
+                seq: i as u64 + 1,
+                event_id: format!("e{i}"),
+                event_hash: amai_llm::cassette::Sha256Hex([0; 32]),
+                request_hash: amai_llm::cassette::Sha256Hex(
+                    r.request_hash.clone().try_into().expect("32"),
+                ),
+                occurrence: r.occurrence,
+                upstream: amai_llm::cassette::CassetteUpstream::from_proto(r.upstream())
+                    .expect("upstream"),
+                method: r.method.clone(),
+                path: r.path.clone(),
+                request: amai_llm::cassette::Body(r.request.clone().expect("req").inline.into()),
+                status: r.status as u16,
+                headers: r.headers.clone(),
+                streamed: r.streamed,
+                response: r
+                    .response
+                    .clone()
+                    .map(|b| amai_llm::cassette::Body(b.inline.into())),
+                events: r.streamed.then(|| {
+                    r.events
+                        .iter()
+                        .map(|e| amai_llm::cassette::CassetteSseEvent {
+                            offset_us: e.offset_us,
+                            data: amai_llm::cassette::Body(e.raw.clone().into()),
+                        })
+                        .collect()
+                }),
+                outcome: amai_llm::cassette::CassetteOutcome::from_proto(r.outcome())
+                    .expect("outcome"),
+                usage: Default::default(),
+                latency_us: r.latency_us,
+                upstream_model: r.upstream_model.clone(),
+                detail: r.detail.clone(),
+                event_b64: amai_llm::cassette::Base64Bytes(Default::default()),
+            });
     }
     let json = cassette.to_json_pretty().expect("json");
-    let blobs = amai_bus::blob::BlobStore::open(env.store().jetstream(), 1, 1024).await.expect("blobs");
+    let blobs = amai_bus::blob::BlobStore::open(env.store().jetstream(), 1, 1024)
+        .await
+        .expect("blobs");
     let blob = blobs.put(json.as_bytes()).await.expect("put");
     let importer = env.owner("llm-import").await;
     let event_id = uuid::Uuid::now_v7();
@@ -837,7 +1196,9 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
     let imported_recs = env.recordings(&imported).await;
     assert_eq!(imported_recs[0].imported_from, "e0");
     let hits = env.upstream.hits();
-    let a = env.call(0, &key, "POST", "/v1/chat/completions", Some(chat("one"))).await;
+    let a = env
+        .call(0, &key, "POST", "/v1/chat/completions", Some(chat("one")))
+        .await;
     assert_eq!(a.bytes, answers[0].bytes);
     let b = env.call(0, &key, "POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "two"}]}))).await;
     assert_eq!(b.bytes, answers[1].bytes);
@@ -853,14 +1214,29 @@ async fn secrets_never_appear_in_any_event() {
     for (method, path, body) in every_endpoint() {
         env.call(0, &s.key, method, path, body).await;
     }
-    env.call(0, &s.key, "POST", "/v1/chat/completions", Some(json!({"model": "fake-429", "messages": []}))).await;
+    env.call(
+        0,
+        &s.key,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": "fake-429", "messages": []})),
+    )
+    .await;
     // Every message of every stream, raw.
     let js = env.store().jetstream();
-    for stream in ["AMAI_AGENTS", "AMAI_LLM", "AMAI_FAILURES", "AMAI_NAMES", "AMAI_TRUST"] {
+    for stream in [
+        "AMAI_AGENTS",
+        "AMAI_LLM",
+        "AMAI_FAILURES",
+        "AMAI_NAMES",
+        "AMAI_TRUST",
+    ] {
         let mut st = js.get_stream(stream).await.expect("stream");
         let last = st.info().await.expect("info").state.last_sequence;
         for seq in 1..=last {
-            let Ok(m) = st.get_raw_message(seq).await else { continue };
+            let Ok(m) = st.get_raw_message(seq).await else {
+                continue;
+            };
             let bytes = m.payload.to_vec();
             for secret in [UPSTREAM_OPENAI_KEY, UPSTREAM_ANTHROPIC_KEY, s.key.as_str()] {
                 assert!(
@@ -893,7 +1269,8 @@ fn python_with_sdks() -> std::path::PathBuf {
 }
 
 fn run_sdks(env: &Env, key: &str, args: &[&str]) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/llm_sdks.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/llm_sdks.py");
     let out = std::process::Command::new(python_with_sdks())
         .arg(script)
         .args(["--openai-base-url", &format!("{}/v1", env.base(0))])
@@ -927,7 +1304,10 @@ async fn the_official_python_sdks_record_and_replay_unchanged() {
     let hits = env.upstream.hits();
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     let replayed = tokio::task::block_in_place(|| run_sdks(&env, &key, &["--phase", "replay"]));
-    assert_eq!(replayed["results"], recorded["results"], "the SDKs saw other answers in replay");
+    assert_eq!(
+        replayed["results"], recorded["results"],
+        "the SDKs saw other answers in replay"
+    );
     assert_eq!(env.upstream.hits(), hits, "replay went upstream");
     // A miss: one HTTP request, no SDK retry, an SDK error naming the session.
     let miss = tokio::task::block_in_place(|| run_sdks(&env, &key, &["--expect-miss"]));

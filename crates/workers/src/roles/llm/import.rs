@@ -76,7 +76,10 @@ impl Reactor for CassetteImporter {
                 .map_err(|_| poison("the cassette reference is not a SHA-256".into()))?;
             let data = blobs.get(&digest).await.map_err(|e| {
                 // A missing blob never appears later for this action: poison.
-                poison(format!("cannot read cassette blob {}: {e}", hex::encode(digest)))
+                poison(format!(
+                    "cannot read cassette blob {}: {e}",
+                    hex::encode(digest)
+                ))
             })?;
             let cassette = Cassette::from_json(&data).map_err(|e| poison(e.to_string()))?;
             let options = open.options.clone().unwrap_or_default();
@@ -90,7 +93,9 @@ impl Reactor for CassetteImporter {
                 } else {
                     Some(
                         serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
-                            poison(format!("interaction {index}: request body is not JSON: {e}"))
+                            poison(format!(
+                                "interaction {index}: request body is not JSON: {e}"
+                            ))
                         })?,
                     )
                 };

@@ -106,15 +106,15 @@ fn not_an_endpoint(api: Api, message: String) -> Response {
 
 /// The router of the HTTP API.
 pub(crate) fn router(proxy: Proxy) -> axum::Router {
-    axum::Router::new()
-        .fallback(handle)
-        .with_state(proxy)
+    axum::Router::new().fallback(handle).with_state(proxy)
 }
 
 fn session_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
         return Some(token.trim().to_string());
     }
     headers
@@ -164,7 +164,11 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) if v.is_object() => Some(v),
             Ok(_) => {
-                return refuse(api, ErrorKind::BadRequest, "the request body must be a JSON object")
+                return refuse(
+                    api,
+                    ErrorKind::BadRequest,
+                    "the request body must be a JSON object",
+                )
             }
             Err(e) => {
                 return refuse(
@@ -227,7 +231,11 @@ impl Proxy {
         let api = endpoint.api();
         let internal = |e: super::model::ReadModelError| {
             tracing::error!(error = %e, "llm read model");
-            refuse(api, ErrorKind::Internal, "the llm read model failed; see the role's log")
+            refuse(
+                api,
+                ErrorKind::Internal,
+                "the llm read model failed; see the role's log",
+            )
         };
         let Some(key) = session_key(headers) else {
             return Err(refuse(
@@ -273,7 +281,11 @@ impl Proxy {
             .session(&binding.session_id)
             .map_err(internal)?
             .ok_or_else(|| {
-                refuse(api, ErrorKind::Internal, "the key's session is not in the read model")
+                refuse(
+                    api,
+                    ErrorKind::Internal,
+                    "the key's session is not in the read model",
+                )
             })?;
         if session.owner_revoked {
             return Err(refuse(

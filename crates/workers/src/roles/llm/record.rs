@@ -78,7 +78,11 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
                 usage: proto::LlmUsage::default(),
             };
             return match store(proxy, &call, answer, started).await {
-                Ok(()) => build_response(status, &headers_of(&recorded_headers(&headers)), Body::from(body)),
+                Ok(()) => build_response(
+                    status,
+                    &headers_of(&recorded_headers(&headers)),
+                    Body::from(body),
+                ),
                 Err(resp) => resp,
             };
         }
@@ -109,7 +113,9 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
                     usage: proto::LlmUsage::default(),
                 };
                 return match store(proxy, &call, answer, started).await {
-                    Ok(()) => build_response(status, &headers_of(&recorded_headers(&h)), Body::from(body)),
+                    Ok(()) => {
+                        build_response(status, &headers_of(&recorded_headers(&h)), Body::from(body))
+                    }
                     Err(resp) => resp,
                 };
             }
@@ -250,7 +256,12 @@ struct Answer {
 }
 
 /// Stores the recording; on failure, the answer to give instead.
-async fn store(proxy: &Proxy, call: &Call, answer: Answer, started: Instant) -> Result<(), Response> {
+async fn store(
+    proxy: &Proxy,
+    call: &Call,
+    answer: Answer,
+    started: Instant,
+) -> Result<(), Response> {
     let api = call.api();
     let fail = |e: String| {
         tracing::error!(session = %call.session_id(), error = %e, "llm recording not stored");
