@@ -84,9 +84,14 @@ pub(crate) async fn run_streams(
                 },
             )
             .await?;
+            // The blob bucket too, with the same replicas (whoever opens it
+            // first creates it: better here than by a role with defaults).
+            amai_bus::blob::BlobStore::open(&js, settings.stream_replicas, usize::MAX)
+                .await
+                .context("cannot create the blob bucket AMAI_BLOBS")?;
             let _ = client.flush().await;
             eprintln!(
-                "streams ensured ({} replicas, dedup window {} s)",
+                "streams and the blob bucket ensured ({} replicas, dedup window {} s)",
                 settings.stream_replicas, settings.dedup_window_secs
             );
             Ok(ExitCode::SUCCESS)

@@ -1316,3 +1316,49 @@ async fn the_official_python_sdks_record_and_replay_unchanged() {
     assert_eq!(env.upstream.hits(), hits);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_repeats_serves_the_last_occurrence_again() {
+    let env = Env::start().await;
+    let owner = env.owner("llm-repeat").await;
+    let options = proto::LlmMatchOptions {
+        allow_repeats: true,
+        ..Default::default()
+    };
+    let s = env.open(&owner, record(), options).await;
+    let first = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("poll")),
+        )
+        .await;
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    for _ in 0..3 {
+        let a = env
+            .call(
+                0,
+                &s.key,
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("poll")),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.bytes, first.bytes);
+    }
+    // Something else is still a miss.
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("other")),
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    env.stop().await;
+}
