@@ -1362,3 +1362,212 @@ async fn allow_repeats_serves_the_last_occurrence_again() {
     assert_eq!(a.status, 404);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_cannot_steer_or_replay_someone_elses_session() {
+    let env = Env::start().await;
+    let victim = env.owner("llm-victim").await;
+    let s = env.open(&victim, record(), Default::default()).await;
+    let recorded = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("private")),
+        )
+        .await;
+    assert_eq!(recorded.status, 200);
+    let stranger = env.owner("llm-stranger").await;
+    // Actions on the stranger's own chain naming the victim's session, appended
+    // straight to the store (around the gateway's checks).
+    let stranger_key = "amai-sk-stranger-key-000001".to_string();
+    for payload in [
+        Kind::LlmSessionModeSet(proto::LlmSessionModeSet {
+            session_id: s.id.clone(),
+            mode: proto::LlmMode::Replay as i32,
+            options: None,
+        }),
+        Kind::LlmSessionKeyIssued(proto::LlmSessionKeyIssued {
+            session_id: s.id.clone(),
+            key_sha256: amai_bus::llm::key_sha256(&stranger_key).to_vec(),
+        }),
+        Kind::LlmSessionKeyRevoked(proto::LlmSessionKeyRevoked {
+            session_id: s.id.clone(),
+            key_sha256: amai_bus::llm::key_sha256(&s.key).to_vec(),
+        }),
+        Kind::LlmSessionDeleted(proto::LlmSessionDeleted {
+            session_id: s.id.clone(),
+            reason: "mine now".into(),
+        }),
+    ] {
+        env.act(&stranger, uuid::Uuid::now_v7(), payload).await;
+    }
+    // A session of the stranger replaying the victim's recordings.
+    let event_id = uuid::Uuid::now_v7();
+    let copy = amai_bus::llm::session_id(&stranger.id, &event_id.to_string());
+    let copy_key = "amai-sk-stranger-copy-00001".to_string();
+    env.act(
+        &stranger,
+        event_id,
+        Kind::LlmSessionOpened(proto::LlmSessionOpened {
+            session_id: copy.clone(),
+            mode: proto::LlmMode::Replay as i32,
+            key_sha256: amai_bus::llm::key_sha256(&copy_key).to_vec(),
+            replay_from: s.id.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    // Wait until the projection has seen all of it (the stranger's last action).
+    let runtime = &env.proxies[0].0;
+    let projection = runtime.projection("llm").expect("projection");
+    let agents = env
+        .store()
+        .chain_head(&Aggregate::agent(&stranger.id).expect("agg"))
+        .await
+        .expect("head");
+    projection
+        .wait_for(
+            &amai_bus::Position::new("AMAI_AGENTS", agents.stream_seq),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("applied");
+    let model = amai_workers::roles::llm::LlmReadModel::open(runtime.db()).expect("model");
+    let session = model.session(&s.id).expect("read").expect("session");
+    assert_eq!(session.mode, proto::LlmMode::Record as i32);
+    assert!(!session.deleted);
+    assert_eq!(session.keys.len(), 1);
+    assert!(!session.keys[0].revoked);
+    assert!(model
+        .key(&amai_bus::llm::key_sha256(&stranger_key))
+        .expect("read")
+        .is_none());
+    assert!(
+        model.session(&copy).expect("read").is_none(),
+        "a session replaying another owner's was opened"
+    );
+    // Every one of them is an integrity violation (refused), none applied.
+    assert!(
+        projection.violation_count() >= 5,
+        "{}",
+        projection.violation_count()
+    );
+    // The victim's key still records into the victim's session.
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("still mine")),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(env.recordings(&s.id).await.len(), 2);
+    let a = env
+        .call(
+            0,
+            &copy_key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("private")),
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_recording_published_raw_is_never_replayed() {
+    let env = Env::start().await;
+    let owner = env.owner("llm-forged").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    let real = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("truth")),
+        )
+        .await;
+    let recs = env.recordings(&s.id).await;
+    // A rogue publisher (raw NATS rights, no service key) appends a recording
+    // of another request, signed by a key of its own, right after the real one.
+    let rogue = IdentityKeys::generate();
+    let agg = Aggregate::new(AggregateKind::Llm, &s.id).expect("agg");
+    let head = env.store().chain_head(&agg).await.expect("head");
+    let ignored = amai_llm::canonical::IgnoredFields::from_options(&Default::default());
+    let lie = chat("lie");
+    let hash =
+        amai_llm::canonical::request_hash("POST", "/v1/chat/completions", Some(&lie), &ignored)
+            .expect("hash");
+    let forged = EventDraft::new(
+        agg.clone(),
+        Kind::LlmInteractionRecorded(proto::LlmInteractionRecorded {
+            session_id: s.id.clone(),
+            request_hash: hash.to_vec(),
+            occurrence: 0,
+            status: 200,
+            response: Some(proto::LlmBody {
+                inline: b"{\"forged\":true}".to_vec(),
+                blob: None,
+            }),
+            ..recs[0].clone()
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .signer_seq(1)
+    .sign(&rogue, &env.llm.id);
+    let js = env.store().jetstream();
+    js.publish(
+        format!("amai.llm.{}", s.id),
+        prost::Message::encode_to_vec(&forged).into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    let runtime = &env.proxies[0].0;
+    let projection = runtime.projection("llm").expect("projection");
+    let last = js
+        .get_stream("AMAI_LLM")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence;
+    projection
+        .wait_for(
+            &amai_bus::Position::new("AMAI_LLM", last),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("applied");
+    assert!(projection.violation_count() >= 1);
+    let a = env
+        .call(
+            0,
+            &s.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("truth")),
+        )
+        .await;
+    assert_eq!(a.bytes, real.bytes);
+    let b = env
+        .call(0, &s.key, "POST", "/v1/chat/completions", Some(lie))
+        .await;
+    assert_eq!(
+        b.status,
+        404,
+        "the forged recording was served: {}",
+        b.text()
+    );
+    env.stop().await;
+}

@@ -136,7 +136,14 @@ impl Reactor for CassetteImporter {
                     path: entry.path.clone(),
                     request: Some(request),
                     status: u32::from(entry.status),
-                    headers: entry.headers.clone(),
+                    // Only headers a recording may hold: a cassette cannot make
+                    // the proxy answer `set-cookie`, `location`, ...
+                    headers: entry
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| amai_llm::headers::is_recorded_response_header(n))
+                        .map(|(n, v)| (n.clone(), v.clone()))
+                        .collect(),
                     streamed: entry.streamed,
                     response,
                     events,

@@ -338,10 +338,14 @@ pub(crate) fn recorded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
-/// Recorded headers back into a header map.
+/// Recorded headers back into a header map (only headers a recording may
+/// hold; values that are not valid header values are dropped).
 pub(crate) fn headers_of(pairs: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (n, v) in pairs {
+        if !amai_llm::headers::is_recorded_response_header(n) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),
