@@ -1111,57 +1111,7 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
         env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("one"))).await,
         env.call(0, &s.key, "POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "two"}]}))).await,
     ];
-    // Build the cassette from the stored records the way an export does.
-    let recs = env.recordings(&s.id).await;
-    let session = amai_llm::cassette::CassetteSession {
-        session_id: s.id.clone(),
-        owner: owner.id.clone(),
-        mode: amai_llm::cassette::CassetteMode::Record,
-        upstreams: Vec::new(),
-        options: (&proto::LlmMatchOptions::default()).into(),
-    };
-    let mut cassette = amai_llm::cassette::Cassette::new("2026-12-03T00:00:00Z".into(), session);
-    for (i, r) in recs.iter().enumerate() {
-        cassette
-            .interactions
-            .push(amai_llm::cassette::CassetteInteraction {
-                seq: i as u64 + 1,
-                event_id: format!("e{i}"),
-                event_hash: amai_llm::cassette::Sha256Hex([0; 32]),
-                request_hash: amai_llm::cassette::Sha256Hex(
-                    r.request_hash.clone().try_into().expect("32"),
-                ),
-                occurrence: r.occurrence,
-                upstream: amai_llm::cassette::CassetteUpstream::from_proto(r.upstream())
-                    .expect("upstream"),
-                method: r.method.clone(),
-                path: r.path.clone(),
-                request: amai_llm::cassette::Body(r.request.clone().expect("req").inline.into()),
-                status: r.status as u16,
-                headers: r.headers.clone(),
-                streamed: r.streamed,
-                response: r
-                    .response
-                    .clone()
-                    .map(|b| amai_llm::cassette::Body(b.inline.into())),
-                events: r.streamed.then(|| {
-                    r.events
-                        .iter()
-                        .map(|e| amai_llm::cassette::CassetteSseEvent {
-                            offset_us: e.offset_us,
-                            data: amai_llm::cassette::Body(e.raw.clone().into()),
-                        })
-                        .collect()
-                }),
-                outcome: amai_llm::cassette::CassetteOutcome::from_proto(r.outcome())
-                    .expect("outcome"),
-                usage: Default::default(),
-                latency_us: r.latency_us,
-                upstream_model: r.upstream_model.clone(),
-                detail: r.detail.clone(),
-                event_b64: amai_llm::cassette::Base64Bytes(Default::default()),
-            });
-    }
+    let cassette = cassette_of(&env, &s.id, &owner.id).await;
     let json = cassette.to_json_pretty().expect("json");
     let blobs = amai_bus::blob::BlobStore::open(env.store().jetstream(), 1, 1024)
         .await
@@ -1569,5 +1519,152 @@ async fn a_forged_recording_published_raw_is_never_replayed() {
         "the forged recording was served: {}",
         b.text()
     );
+    env.stop().await;
+}
+
+/// The cassette of a session, built from its stored records the way an export
+/// does (bodies inline).
+async fn cassette_of(env: &Env, session_id: &str, owner_id: &str) -> amai_llm::cassette::Cassette {
+    let recs = env.recordings(session_id).await;
+    let session = amai_llm::cassette::CassetteSession {
+        session_id: session_id.to_string(),
+        owner: owner_id.to_string(),
+        mode: amai_llm::cassette::CassetteMode::Record,
+        upstreams: Vec::new(),
+        options: (&proto::LlmMatchOptions::default()).into(),
+    };
+    let mut cassette = amai_llm::cassette::Cassette::new("2026-12-03T00:00:00Z".into(), session);
+    for (i, r) in recs.iter().enumerate() {
+        cassette
+            .interactions
+            .push(amai_llm::cassette::CassetteInteraction {
+                seq: i as u64 + 1,
+                event_id: format!("e{i}"),
+                event_hash: amai_llm::cassette::Sha256Hex([0; 32]),
+                request_hash: amai_llm::cassette::Sha256Hex(
+                    r.request_hash.clone().try_into().expect("32"),
+                ),
+                occurrence: r.occurrence,
+                upstream: amai_llm::cassette::CassetteUpstream::from_proto(r.upstream())
+                    .expect("upstream"),
+                method: r.method.clone(),
+                path: r.path.clone(),
+                request: amai_llm::cassette::Body(r.request.clone().expect("req").inline.into()),
+                status: r.status as u16,
+                headers: r.headers.clone(),
+                streamed: r.streamed,
+                response: r
+                    .response
+                    .clone()
+                    .map(|b| amai_llm::cassette::Body(b.inline.into())),
+                events: r.streamed.then(|| {
+                    r.events
+                        .iter()
+                        .map(|e| amai_llm::cassette::CassetteSseEvent {
+                            offset_us: e.offset_us,
+                            data: amai_llm::cassette::Body(e.raw.clone().into()),
+                        })
+                        .collect()
+                }),
+                outcome: amai_llm::cassette::CassetteOutcome::from_proto(r.outcome())
+                    .expect("outcome"),
+                usage: Default::default(),
+                latency_us: r.latency_us,
+                upstream_model: r.upstream_model.clone(),
+                detail: r.detail.clone(),
+                event_b64: amai_llm::cassette::Base64Bytes(Default::default()),
+            });
+    }
+    cassette
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_interrupted_midway_completes_without_duplicates() {
+    let mut env = Env::start().await;
+    let owner = env.owner("llm-crash-import").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    for t in ["a", "b", "c", "d"] {
+        assert_eq!(
+            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat(t)))
+                .await
+                .status,
+            200
+        );
+    }
+    let cassette = cassette_of(&env, &s.id, &owner.id).await;
+    // A second instance whose importer fails output 2 of its first delivery
+    // (as a crash between two appends would); the first instance is stopped so
+    // the second one gets the input.
+    let (mut first, _) = env.proxies.remove(0);
+    first.stop().await;
+    drop(first);
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = failed.clone();
+    let hook: amai_workers::reactor::FaultHook = Arc::new(move |point, _input| match point {
+        amai_workers::reactor::FaultPoint::AppendOutput { index: 2 }
+            if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+        {
+            Err("injected: crash between outputs 1 and 2".into())
+        }
+        _ => Ok(()),
+    });
+    let runtime = RoleRuntime::start(
+        Arc::new(LlmRole::with_config(config(&env.upstream))),
+        RoleRuntimeConfig::new(
+            env.dep.client.clone(),
+            env.dep.store.clone(),
+            env.state.path(),
+            env.llm.clone(),
+        )
+        .instance("faulty")
+        .listen_addr(
+            amai_workers::roles::llm::LISTENER,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .reactor_options(amai_workers::reactor::ReactorOptions::default().fault_hook(hook)),
+    )
+    .await
+    .expect("llm role");
+    let blobs = amai_bus::blob::BlobStore::open(env.store().jetstream(), 1, 1024)
+        .await
+        .expect("blobs");
+    let blob = blobs
+        .put(cassette.to_json_pretty().expect("json").as_bytes())
+        .await
+        .expect("put");
+    let event_id = uuid::Uuid::now_v7();
+    let imported = amai_bus::llm::session_id(&owner.id, &event_id.to_string());
+    env.act(
+        &owner,
+        event_id,
+        Kind::LlmSessionOpened(proto::LlmSessionOpened {
+            session_id: imported.clone(),
+            mode: proto::LlmMode::Replay as i32,
+            key_sha256: amai_bus::llm::key_sha256("amai-sk-import-crash-0001").to_vec(),
+            cassette: Some(proto::BlobRef {
+                sha256: blob.sha256.to_vec(),
+                size: blob.size,
+            }),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let model = amai_workers::roles::llm::LlmReadModel::open(runtime.db()).expect("model");
+    let id = imported.clone();
+    wait_until("import completed after the injected failure", || {
+        let n = model.counters(&id).map(|c| c.recordings).unwrap_or(0);
+        async move { n == 4 }
+    })
+    .await;
+    assert!(
+        failed.load(std::sync::atomic::Ordering::SeqCst),
+        "the fault was never hit"
+    );
+    let recs = env.recordings(&imported).await;
+    assert_eq!(recs.len(), 4, "an interaction was imported twice or lost");
+    let origins: Vec<&str> = recs.iter().map(|r| r.imported_from.as_str()).collect();
+    assert_eq!(origins, vec!["e0", "e1", "e2", "e3"]);
+    let mut runtime = runtime;
+    runtime.stop().await;
     env.stop().await;
 }
