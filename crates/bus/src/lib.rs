@@ -25,7 +25,9 @@ pub mod store;
 pub mod streams;
 pub mod trace;
 
-pub use amai_core::{envelope, identity, keys, pae, read_grant, request, seal, subjects, verify};
+pub use amai_core::{
+    envelope, identity, keys, llm, pae, read_grant, request, seal, subjects, verify,
+};
 pub use amai_core::{
     proto, Aggregate, EventDraft, EventHash, IdentityId, IdentityKeys, Position, StoredEvent,
     VerifiedEvent, ZERO_HASH,
