@@ -63,6 +63,35 @@ pub struct PlannedOutput {
     pub head_seq: u64,
     /// Hash of that head.
     pub head_hash: EventHash,
+    /// Positioned right after the previous output of the same reaction
+    /// (`head_seq`/`head_hash` are ignored): a reaction appending several
+    /// events to one aggregate (an import) chains them, since it cannot know
+    /// the hashes of outputs not signed yet.
+    pub after_previous: bool,
+}
+
+impl PlannedOutput {
+    /// An output positioned after the head the decision was based on.
+    pub fn at(aggregate: Aggregate, payload: Kind, head_seq: u64, head_hash: EventHash) -> Self {
+        Self {
+            aggregate,
+            payload,
+            head_seq,
+            head_hash,
+            after_previous: false,
+        }
+    }
+
+    /// An output positioned right after the previous output of the reaction.
+    pub fn after_previous(aggregate: Aggregate, payload: Kind) -> Self {
+        Self {
+            aggregate,
+            payload,
+            head_seq: 0,
+            head_hash: amai_bus::ZERO_HASH,
+            after_previous: true,
+        }
+    }
 }
 
 /// Why a reaction failed.
@@ -509,8 +538,22 @@ async fn append_outputs(
     let signer_seq = signer_seq(store, signer)
         .await
         .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
+    let mut previous: Option<(Aggregate, u64, EventHash)> = None;
     for (index, out) in outputs.into_iter().enumerate() {
         let index = index as u32;
+        let (head_seq, head_hash) = if out.after_previous {
+            match &previous {
+                Some((agg, seq, hash)) if *agg == out.aggregate => (*seq, *hash),
+                _ => {
+                    return Err(OutputError::Fail(ReactError::Poison(format!(
+                        "output {index} follows a previous output on {} that does not exist",
+                        out.aggregate
+                    ))))
+                }
+            }
+        } else {
+            (out.head_seq, out.head_hash)
+        };
         if let Some(kinds) = options.writes {
             if !kinds.contains(&out.aggregate.kind) {
                 return Err(OutputError::Fail(ReactError::Poison(format!(
@@ -528,7 +571,7 @@ async fn append_outputs(
         // Beyond JetStream's dedup window a redelivered input would be decided
         // again on a head that has moved on: look for the output it caused.
         // An empty head cannot hold it.
-        if out.head_seq > 0 {
+        if !out.after_previous && head_seq > 0 {
             let found = already_caused(store, &out.aggregate, &input.body.id, &id)
                 .await
                 .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
@@ -541,8 +584,9 @@ async fn append_outputs(
         options
             .inject(FaultPoint::AppendOutput { index }, &input.body.id)
             .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
+        let aggregate = out.aggregate.clone();
         let signed = EventDraft::new(out.aggregate, out.payload)
-            .after(out.head_seq, out.head_hash)
+            .after(head_seq, head_hash)
             .signer_seq(signer_seq)
             .id(id)
             .causation(input.body.id.clone())
@@ -554,12 +598,26 @@ async fn append_outputs(
                 if !o.duplicate {
                     stats.appended.fetch_add(1, Ordering::Relaxed);
                 }
+                previous = Some((aggregate, o.aggregate_seq, o.hash));
             }
             Err(e) => match e.kind() {
                 AppendErrorKind::Conflict
                 | AppendErrorKind::Duplicate
                 | AppendErrorKind::Gap
-                | AppendErrorKind::ChainBroken => return Err(OutputError::Redecide(e.to_string())),
+                | AppendErrorKind::ChainBroken => {
+                    // The slot may already hold exactly this output (another
+                    // instance, or a delivery before a crash, appended it).
+                    let held = slot_holds(store, &aggregate, head_seq + 1, &id)
+                        .await
+                        .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
+                    match held {
+                        Some(hash) => {
+                            stats.already_applied.fetch_add(1, Ordering::Relaxed);
+                            previous = Some((aggregate, head_seq + 1, hash));
+                        }
+                        None => return Err(OutputError::Redecide(e.to_string())),
+                    }
+                }
                 AppendErrorKind::Unavailable | AppendErrorKind::Other => {
                     return Err(OutputError::Fail(ReactError::Transient(e.to_string())))
                 }
@@ -572,6 +630,26 @@ async fn append_outputs(
         }
     }
     Ok(())
+}
+
+/// The hash of the event at `seq` of `aggregate` when it is the event `id`.
+async fn slot_holds(
+    store: &EventStore,
+    aggregate: &Aggregate,
+    seq: u64,
+    id: &uuid::Uuid,
+) -> Result<Option<EventHash>, String> {
+    let page = store
+        .read_chain(aggregate, seq, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = id.to_string();
+    Ok(page.first().and_then(|stored| {
+        let body = proto::SignedEvent::decode(stored.payload.as_ref())
+            .ok()
+            .and_then(|s| proto::EventBody::decode(s.body.as_slice()).ok())?;
+        (body.aggregate_seq == seq && body.id == id).then_some(stored.hash)
+    }))
 }
 
 /// Whether `aggregate` already holds the event `id` caused by `input_id`.

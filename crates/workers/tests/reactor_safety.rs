@@ -110,6 +110,7 @@ impl Reactor for TestReactor {
                 }),
                 head_seq: head.aggregate_seq,
                 head_hash: head.hash,
+                after_previous: false,
             }])
         })
     }

@@ -9,6 +9,8 @@ use crate::role::{Role, UnknownRole};
 
 #[cfg(feature = "identity")]
 pub mod identity;
+#[cfg(feature = "llm")]
+pub mod llm;
 
 /// Every role compiled into this build, in start order.
 // One `push` per role, each behind its feature: clearer than a `vec![]` of cfg'ed items.
@@ -18,6 +20,8 @@ pub fn registry() -> Vec<Arc<dyn Role>> {
     let mut roles: Vec<Arc<dyn Role>> = Vec::new();
     #[cfg(feature = "identity")]
     roles.push(Arc::new(identity::IdentityRole));
+    #[cfg(feature = "llm")]
+    roles.push(Arc::new(llm::LlmRole::default()));
     roles
 }
 

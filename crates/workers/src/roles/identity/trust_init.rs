@@ -54,6 +54,7 @@ impl Reactor for TrustInitializer {
                 }),
                 head_seq: head.aggregate_seq,
                 head_hash: head.hash,
+                after_previous: false,
             }])
         })
     }
