@@ -1,0 +1,186 @@
+//! `amai llm ...` end to end: the real binary's client commands against
+//! `amai worker --role identity` and `amai gateway` processes, with the llm
+//! role run in this process (its HTTP listener on a free port: the binary's
+//! worker has no flag for that address yet).
+
+use std::sync::Arc;
+
+use amai_bus::subjects::AggregateKind;
+use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
+use amai_workers::bootstrap::ensure_service;
+use amai_workers::reactor::ServiceSigner;
+use amai_workers::role::Role;
+use amai_workers::roles::llm::{LlmConfig, LlmRole};
+use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
+
+use crate::util::*;
+
+/// Starts the llm role against `world`'s NATS, endorsed by its operator.
+async fn llm_role(world: &World) -> (RoleRuntime, tempfile::TempDir) {
+    let nc = async_nats::connect(world.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nc.clone());
+    let operator =
+        IdentityKeys::load(&world.data_dir().join("keys/operator.json")).expect("operator key");
+    let store = EventStore::new(
+        js,
+        EventStoreConfig::default().trust_root(operator.public_key()),
+    );
+    let role = Arc::new(LlmRole::with_config(LlmConfig::default()));
+    let service = IdentityKeys::generate();
+    let mut writes = role.writes().to_vec();
+    writes.push(AggregateKind::Failure);
+    let id = ensure_service(
+        &store,
+        &operator,
+        &service,
+        "svc-llm-e2e",
+        &writes,
+        amai_bus::envelope::now_timestamp(),
+    )
+    .await
+    .expect("llm service identity");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = RoleRuntimeConfig::new(nc, store, dir.path(), ServiceSigner { keys: service, id })
+        .listen_addr("llm", std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let runtime = RoleRuntime::start(role, config).await.expect("llm role");
+    (runtime, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_sessions_through_the_cli() {
+    let world = World::new();
+    let _worker = world.worker("w1").await;
+    let (_gateway, _client) = world.gateway().await;
+    let (mut llm, _llm_dir) = llm_role(&world).await;
+
+    let (alice_key, alice_id) = gen_keys(&world, "alice").await;
+    let (bob_key, _) = gen_keys(&world, "bob").await;
+    for (key, name) in [(&alice_key, "alice"), (&bob_key, "bob")] {
+        world
+            .cli(&["agent", "register", "--keys", key, "--name", name])
+            .await
+            .ok();
+    }
+
+    // Create: the id and the key, once.
+    let created = world
+        .cli(&[
+            "llm",
+            "session",
+            "create",
+            "--keys",
+            &alice_key,
+            "--mode",
+            "record",
+            "--upstream",
+            "openai",
+            "--ignore-field",
+            "temperature",
+            "--order",
+            "any",
+            "--json",
+        ])
+        .await
+        .json();
+    let sid = created["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    let key = created["key"].as_str().expect("key").to_string();
+    assert!(key.starts_with("amai-sk-"), "{key}");
+
+    let shown = world
+        .cli(&[
+            "llm", "session", "show", "--keys", &alice_key, &sid, "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(shown["owner"], alice_id.as_str());
+    assert_eq!(shown["mode"], "record");
+    assert_eq!(shown["upstreams"], serde_json::json!(["openai"]));
+    assert_eq!(
+        shown["options"]["ignore_fields"],
+        serde_json::json!(["temperature"])
+    );
+    assert_eq!(
+        shown["keys"][0]["key_sha256"],
+        hex::encode(amai_bus::llm::key_sha256(&key)).as_str()
+    );
+
+    world
+        .cli(&["llm", "session", "replay", "--keys", &alice_key, &sid])
+        .await
+        .ok();
+    let listed = world
+        .cli(&["llm", "session", "ls", "--keys", &alice_key, "--json"])
+        .await
+        .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["mode"], "replay");
+    let recordings = world
+        .cli(&["llm", "recordings", "--keys", &alice_key, &sid, "--json"])
+        .await
+        .json();
+    assert_eq!(recordings, serde_json::json!([]));
+
+    // Another key, then revoked by the key itself.
+    let issued = world
+        .cli(&["llm", "key", "issue", "--keys", &alice_key, &sid, "--json"])
+        .await
+        .json();
+    let second = issued["key"].as_str().expect("second key").to_string();
+    world
+        .cli(&["llm", "key", "revoke", "--keys", &alice_key, &sid, &second])
+        .await
+        .ok();
+
+    // A stranger is refused, and told why.
+    let denied = world
+        .cli(&["llm", "session", "show", "--keys", &bob_key, &sid])
+        .await;
+    assert!(!denied.status.success());
+    assert!(denied.stderr.contains("owner"), "{}", denied.stderr);
+
+    // Export, then import the cassette as a new session.
+    let cassette = world.path().join("cassette.json");
+    let cassette = cassette.display().to_string();
+    world
+        .cli(&[
+            "llm", "export", "--keys", &alice_key, &sid, "--out", &cassette,
+        ])
+        .await
+        .ok();
+    let text = std::fs::read(&cassette).expect("cassette written");
+    amai_llm::cassette::Cassette::from_json(&text).expect("a valid cassette");
+    let imported = world
+        .cli(&["llm", "import", "--keys", &alice_key, &cassette, "--json"])
+        .await
+        .json();
+    let imported_id = imported["session_id"].as_str().expect("imported id");
+    assert_ne!(imported_id, sid);
+
+    let diff = world
+        .cli(&[
+            "llm",
+            "diff",
+            "--keys",
+            &alice_key,
+            &sid,
+            imported_id,
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(diff["diverged"], false);
+
+    world
+        .cli(&["llm", "session", "rm", "--keys", &alice_key, &sid])
+        .await
+        .ok();
+    let gone = world
+        .cli(&["llm", "session", "record", "--keys", &alice_key, &sid])
+        .await;
+    assert!(!gone.status.success());
+    assert!(gone.stderr.contains("deleted"), "{}", gone.stderr);
+    llm.stop().await;
+}
