@@ -413,3 +413,68 @@ async fn malformed_commands_are_refused_before_anything_is_appended() {
     assert_eq!(created.owner, id);
     env.stop().await;
 }
+
+/// A cassette of one non-streamed interaction whose request body is `content`
+/// inside a chat request (see schemas/llm-cassette.schema.json).
+fn cassette(content: &str) -> Vec<u8> {
+    let request =
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#)
+            .replace('"', "\\\"");
+    let zeros = "0".repeat(64);
+    format!(
+        r#"{{"format":"amai.llm.cassette","version":1,"exported_at":"2026-12-03T00:00:00Z",
+"session":{{"session_id":"s","owner":"o","mode":"record","upstreams":["openai"],
+ "options":{{"ignore_fields":[],"keep_default_fields":false,"order":"strict","allow_repeats":false,"timing":"instant"}}}},
+"interactions":[{{"seq":1,"event_id":"e1","event_hash":"{zeros}","request_hash":"{zeros}","occurrence":0,
+ "upstream":"openai","method":"POST","path":"/v1/chat/completions","request":{{"text":"{request}"}},
+ "status":200,"headers":{{}},"streamed":false,"response":{{"text":"{{}}"}},"events":null,"outcome":"completed",
+ "usage":{{"input_tokens":1,"output_tokens":1}},"latency_us":5,"upstream_model":"m","detail":"","event_b64":""}}],
+"misses":[]}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn an_import_is_exported_with_its_events_and_blobs() {
+    let env = Env::with_llm().await;
+    let alice = env.agent("alice").await;
+    // Over the role's blob threshold: the request body goes to the blob store.
+    let content = "x".repeat(6000);
+    let (session, _key) = alice
+        .import_llm_cassette(cassette(&content))
+        .await
+        .expect("import");
+    assert_eq!(session.mode, LlmMode::Replay as i32);
+    let id = session.session_id.clone();
+    let mut recorded = session;
+    for _ in 0..100 {
+        if recorded.recordings >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        recorded = alice.llm_session(&id).await.expect("session");
+    }
+    assert_eq!(recorded.recordings, 1, "{recorded:?}");
+
+    let page = alice
+        .llm_recordings_page(&id, 0, 10)
+        .await
+        .expect("recordings");
+    assert_eq!(page.events.len(), 1);
+    let one = alice.llm_recording(&id, 1).await.expect("recording 1");
+    assert_eq!(one, page.events[0]);
+    let err = alice.llm_recording(&id, 2).await.expect_err("no seq 2");
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+
+    let export = alice.export_llm_session(&id).await.expect("export");
+    assert_eq!(export.session.session_id, id);
+    assert_eq!(export.events, page.events);
+    assert_eq!(export.blobs.len(), 1, "the request body blob");
+    let blob = export.blobs.values().next().expect("blob");
+    assert!(String::from_utf8_lossy(blob).contains(&content));
+
+    // The stranger's view: nothing.
+    let bob = env.agent("bob").await;
+    read_denied(bob.export_llm_session(&id).await.expect_err("export"));
+    env.stop().await;
+}
