@@ -173,6 +173,53 @@ async fn llm_sessions_through_the_cli() {
         .json();
     assert_eq!(diff["diverged"], false);
 
+    // Two recordings that differ in one request field: diff names the step
+    // and the field.
+    let mut ids = Vec::new();
+    for (name, content) in [("a", "hello"), ("b", "hullo")] {
+        let path = world.path().join(format!("{name}.json"));
+        std::fs::write(&path, one_interaction(content)).expect("write cassette");
+        let out = world
+            .cli(&[
+                "llm",
+                "import",
+                "--keys",
+                &alice_key,
+                &path.display().to_string(),
+                "--json",
+            ])
+            .await
+            .json();
+        let id = out["session_id"].as_str().expect("id").to_string();
+        wait_until("the import is recorded", DEADLINE, || {
+            let (world, key, id) = (&world, &alice_key, id.clone());
+            async move {
+                let shown = world
+                    .cli(&["llm", "session", "show", "--keys", key, &id, "--json"])
+                    .await
+                    .json();
+                if shown["recordings"] == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{shown}"))
+                }
+            }
+        })
+        .await;
+        ids.push(id);
+    }
+    let diff = world
+        .cli(&[
+            "llm", "diff", "--keys", &alice_key, &ids[0], &ids[1], "--json",
+        ])
+        .await;
+    assert!(!diff.status.success(), "a divergence exits 1");
+    let diff: serde_json::Value = serde_json::from_str(diff.stdout.trim()).expect("json");
+    assert_eq!(diff["diverged"], true);
+    assert_eq!(diff["step"], 0);
+    let fields = diff["request_diff"].to_string();
+    assert!(fields.contains("messages[0].content"), "{fields}");
+
     world
         .cli(&["llm", "session", "rm", "--keys", &alice_key, &sid])
         .await
@@ -183,4 +230,23 @@ async fn llm_sessions_through_the_cli() {
     assert!(!gone.status.success());
     assert!(gone.stderr.contains("deleted"), "{}", gone.stderr);
     llm.stop().await;
+}
+
+/// A cassette of one chat completion whose user message is `content`.
+fn one_interaction(content: &str) -> String {
+    let request =
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": content}]});
+    serde_json::json!({
+        "format": "amai.llm.cassette", "version": 1, "exported_at": "2026-12-03T00:00:00Z",
+        "session": {"session_id": "s", "owner": "o", "mode": "record", "upstreams": ["openai"],
+            "options": {"ignore_fields": [], "keep_default_fields": false, "order": "strict", "allow_repeats": false, "timing": "instant"}},
+        "interactions": [{"seq": 1, "event_id": "e1", "event_hash": "0".repeat(64), "request_hash": "0".repeat(64),
+            "occurrence": 0, "upstream": "openai", "method": "POST", "path": "/v1/chat/completions",
+            "request": {"text": request.to_string()}, "status": 200, "headers": {}, "streamed": false,
+            "response": {"text": "{}"}, "events": null, "outcome": "completed",
+            "usage": {"input_tokens": 1, "output_tokens": 1}, "latency_us": 5, "upstream_model": "m",
+            "detail": "", "event_b64": ""}],
+        "misses": []
+    })
+    .to_string()
 }
