@@ -381,6 +381,62 @@ mod tests {
     }
 
     #[test]
+    fn llm_refusals_map_to_their_codes_and_reasons() {
+        let table = [
+            (
+                ApiError::WrongCommand("w".into()),
+                Code::InvalidArgument,
+                ErrorKind::WrongCommand,
+            ),
+            (
+                ApiError::SessionIdMismatch {
+                    got: "a".into(),
+                    want: "b".into(),
+                },
+                Code::InvalidArgument,
+                ErrorKind::SessionIdMismatch,
+            ),
+            (
+                ApiError::SessionNotFound("s".into()),
+                Code::NotFound,
+                ErrorKind::SessionNotFound,
+            ),
+            (
+                ApiError::NotSessionOwner {
+                    actor: "a".into(),
+                    session_id: "s".into(),
+                },
+                Code::PermissionDenied,
+                ErrorKind::NotSessionOwner,
+            ),
+            (
+                ApiError::SessionDeleted("s".into()),
+                Code::FailedPrecondition,
+                ErrorKind::SessionDeleted,
+            ),
+            (ApiError::KeyInUse, Code::AlreadyExists, ErrorKind::KeyInUse),
+            (
+                ApiError::KeyNotFound("s".into()),
+                Code::NotFound,
+                ErrorKind::KeyNotFound,
+            ),
+            (
+                ApiError::KeyRevoked("s".into()),
+                Code::FailedPrecondition,
+                ErrorKind::KeyRevoked,
+            ),
+        ];
+        for (err, code, kind) in table {
+            assert_eq!(kind_of(to_status(err)), (code, kind));
+        }
+        let err = ClientError::from(to_status(ApiError::SessionNotFound("s1".into())));
+        assert_eq!(
+            err.error_metadata().get("session_id").map(String::as_str),
+            Some("s1")
+        );
+    }
+
+    #[test]
     fn query_metadata_reaches_the_error_info() {
         let status = to_status(ApiError::Query(
             QueryError::new(QueryCode::OutOfRange, "beyond")
