@@ -650,11 +650,8 @@ fn to_cassette(export: &LlmExport) -> anyhow::Result<Cassette> {
         let Some((body, kind)) = kind_of(e) else {
             anyhow::bail!("the session stream holds an undecodable event; verify it with `amai chain verify llm/{}`", s.session_id);
         };
-        let raw = e
-            .event
-            .as_ref()
-            .map(|s| s.encode_to_vec())
-            .unwrap_or_default();
+        // The bytes exactly as stored, which `event_hash` covers.
+        let raw = e.raw.clone();
         let event_hash = sha(&e.hash)?;
         match kind {
             Kind::LlmInteractionRecorded(r) => {

@@ -66,7 +66,9 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A whole session as `Export` streams it, blobs verified against their digests.
+/// A whole session as `Export` streams it: each event's stated hash checked
+/// against its stored bytes, blobs against their digests. (Signatures are
+/// checked by verifying `llm/<session>`, e.g. [`AmaiClient::verify_chain`].)
 #[derive(Clone, Debug, Default)]
 pub struct LlmExport {
     /// The session.
@@ -385,7 +387,16 @@ impl AmaiClient {
         while let Some(item) = stream.message().await? {
             match item.item {
                 Some(Item::Session(s)) if first => export.session = s,
-                Some(Item::Event(e)) if !first => export.events.push(e),
+                Some(Item::Event(e)) if !first => {
+                    let digest: [u8; 32] = sha2::Sha256::digest(&e.raw).into();
+                    if e.hash.as_slice() != digest {
+                        return Err(ClientError::Integrity(format!(
+                            "exported event at seq {} does not hash to its stated hash",
+                            e.position.as_ref().map_or(0, |p| p.seq)
+                        )));
+                    }
+                    export.events.push(e)
+                }
                 Some(Item::Blob(b)) if !first => {
                     let digest: [u8; 32] = sha2::Sha256::digest(&b.data).into();
                     if b.sha256.as_slice() != digest {

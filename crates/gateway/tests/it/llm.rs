@@ -473,6 +473,13 @@ async fn an_import_is_exported_with_its_events_and_blobs() {
     let blob = export.blobs.values().next().expect("blob");
     assert!(String::from_utf8_lossy(blob).contains(&content));
 
+    // The owner verifies the session stream client-side (the service's
+    // signatures, hash links and keys).
+    let llm_agg = Aggregate::new(AggregateKind::Llm, &id).expect("aggregate");
+    let report = alice.client().verify_chain(&llm_agg).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events_checked, 1);
+
     // The stranger's view: nothing.
     let bob = env.agent("bob").await;
     read_denied(bob.export_llm_session(&id).await.expect_err("export"));
