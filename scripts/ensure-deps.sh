@@ -3,11 +3,18 @@
 # the Rust toolchain. Idempotent and silent when everything is already present.
 #
 # Usage:
-#   scripts/ensure-deps.sh [COMPONENT...]      components: nats-server (default), docker
+#   scripts/ensure-deps.sh [COMPONENT...]      components: nats-server (default), docker,
+#                                               python-sdks
 #   scripts/ensure-deps.sh --print-nats-server  ensure nats-server, print its path on stdout
+#   scripts/ensure-deps.sh --print-python       ensure python-sdks, print the venv's python
+#
+# python-sdks: a venv at ~/.cache/amai/pyenv with the official `openai` and `anthropic`
+# Python SDKs (pinned versions, from PyPI); tests find it through AMAI_PYTHON.
 #
 # Environment:
 #   AMAI_NATS_SERVER   path of the nats-server binary to use (never installed over)
+#   AMAI_PYTHON        python that already has the pinned SDKs (never installed into)
+#   AMAI_PYENV_DIR     where python-sdks creates its venv (default ~/.cache/amai/pyenv)
 #
 # Missing packages are installed with apt-get when running as root, or through
 # `sudo -n` when that works without a password; otherwise the script exits 1 naming
@@ -17,9 +24,13 @@ set -euo pipefail
 NATS_MIN_MAJOR=2
 NATS_MIN_MINOR=10
 NATS_HINT="nats-server (>= ${NATS_MIN_MAJOR}.${NATS_MIN_MINOR}) is required: install it from your package manager or https://github.com/nats-io/nats-server/releases and put it on PATH, or set AMAI_NATS_SERVER=/path/to/nats-server"
+PY_OPENAI_VERSION=3.57.0
+PY_ANTHROPIC_VERSION=2.16.0
+PYTHON_HINT="the Python SDK tests need python3 (>= 3.9) with the venv module (Debian: apt-get install python3-venv) and access to PyPI, or AMAI_PYTHON=/path/to/python with openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed"
 DOCKER_HINT="docker is required: install docker.io (or Docker Engine from https://docs.docker.com/engine/install/) and put docker on PATH"
 
 TOOLS_DIR="${AMAI_TOOLS_DIR:-${HOME:-/root}/.cache/amai/tools}"
+PYENV_DIR="${AMAI_PYENV_DIR:-${HOME:-/root}/.cache/amai/pyenv}"
 
 log() { printf 'ensure-deps: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -171,19 +182,67 @@ ensure_docker() {
     log "installed $(docker --version 2>&1)"
 }
 
+# Succeeds when python $1 has openai and anthropic installed at exactly the pinned
+# versions (read from the package metadata: importing the SDKs takes seconds).
+python_sdks_ok() {
+    local py="$1"
+    [ -x "$py" ] || return 1
+    "$py" - "$PY_OPENAI_VERSION" "$PY_ANTHROPIC_VERSION" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(0 if (version("openai"), version("anthropic")) == (sys.argv[1], sys.argv[2]) else 1)
+PY
+}
+
+ensure_python_sdks() {
+    if [ -n "${AMAI_PYTHON:-}" ]; then
+        python_sdks_ok "$AMAI_PYTHON" ||
+            die "AMAI_PYTHON=${AMAI_PYTHON} does not have openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed. ${PYTHON_HINT}"
+        PYTHON_PATH="$AMAI_PYTHON"
+        return 0
+    fi
+    local py="$PYENV_DIR/bin/python"
+    if python_sdks_ok "$py"; then
+        PYTHON_PATH="$py"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 not found. ${PYTHON_HINT}"
+    if [ ! -x "$py" ]; then
+        log "creating a venv at ${PYENV_DIR}"
+        if ! python3 -m venv "$PYENV_DIR" >&2; then
+            rm -rf "$PYENV_DIR"
+            can_apt_install || die "python3 -m venv failed. ${PYTHON_HINT}"
+            apt_install python3-venv || die "apt-get install python3-venv failed. ${PYTHON_HINT}"
+            python3 -m venv "$PYENV_DIR" >&2 || { rm -rf "$PYENV_DIR"; die "python3 -m venv failed. ${PYTHON_HINT}"; }
+        fi
+    fi
+    log "installing openai==${PY_OPENAI_VERSION} anthropic==${PY_ANTHROPIC_VERSION} into ${PYENV_DIR} with pip"
+    "$py" -m pip install -q --disable-pip-version-check \
+        "openai==${PY_OPENAI_VERSION}" "anthropic==${PY_ANTHROPIC_VERSION}" >&2 ||
+        die "pip install of openai==${PY_OPENAI_VERSION} anthropic==${PY_ANTHROPIC_VERSION} into ${PYENV_DIR} failed. ${PYTHON_HINT}"
+    python_sdks_ok "$py" ||
+        die "${py} still does not have the pinned openai and anthropic after pip install. ${PYTHON_HINT}"
+    log "installed openai ${PY_OPENAI_VERSION} and anthropic ${PY_ANTHROPIC_VERSION}: AMAI_PYTHON=${py}"
+    PYTHON_PATH="$py"
+}
+
 main() {
-    local print_nats=0 components=() c
+    local print_nats=0 print_python=0 components=() c
     for c in "$@"; do
         case "$c" in
             --print-nats-server) print_nats=1 ;;
+            --print-python) print_python=1 ;;
             -h | --help)
-                sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
                 return 0
                 ;;
-            nats-server | docker) components+=("$c") ;;
-            *) die "unknown component '${c}' (known: nats-server, docker)" ;;
+            nats-server | docker | python-sdks) components+=("$c") ;;
+            *) die "unknown component '${c}' (known: nats-server, docker, python-sdks)" ;;
         esac
     done
+    if [ "$print_python" -eq 1 ]; then
+        case " ${components[*]} " in *" python-sdks "*) ;; *) components+=(python-sdks) ;; esac
+    fi
     if [ "${#components[@]}" -eq 0 ]; then
         components=(nats-server)
     fi
@@ -193,14 +252,19 @@ main() {
 
     ensure_cargo
     NATS_SERVER_PATH=""
+    PYTHON_PATH=""
     for c in "${components[@]}"; do
         case "$c" in
             nats-server) ensure_nats_server ;;
             docker) ensure_docker ;;
+            python-sdks) ensure_python_sdks ;;
         esac
     done
     if [ "$print_nats" -eq 1 ]; then
         printf '%s\n' "$NATS_SERVER_PATH"
+    fi
+    if [ "$print_python" -eq 1 ]; then
+        printf '%s\n' "$PYTHON_PATH"
     fi
 }
 

@@ -43,6 +43,7 @@ pub(crate) mod defaults {
     pub(crate) const NATS_PORT: u16 = 4222;
     /// gRPC gateway listen address.
     pub(crate) const GATEWAY_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 50051);
+    pub(crate) const LLM_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 8088);
     /// Prometheus metrics listen address.
     pub(crate) const METRICS_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 9464);
     /// JetStream replicas per stream (1 in dev, 3 on a cluster).
@@ -95,6 +96,10 @@ pub(crate) struct GlobalArgs {
     /// Prometheus metrics listen address [default: 127.0.0.1:9464]
     #[arg(long, env = "AMAI_METRICS_ADDR", value_name = "ADDR", global = true)]
     pub(crate) metrics_addr: Option<SocketAddr>,
+
+    /// The llm role's OpenAI/Anthropic-compatible HTTP API [default: 127.0.0.1:8088]
+    #[arg(long, env = "AMAI_LLM_ADDR", value_name = "ADDR", global = true)]
+    pub(crate) llm_addr: Option<SocketAddr>,
 
     /// JetStream replicas per stream: 1 in dev, 3 on a cluster [default: 1]
     #[arg(long, env = "AMAI_STREAM_REPLICAS", value_name = "N", global = true)]
@@ -194,6 +199,8 @@ pub(crate) struct Settings {
     pub(crate) gateway_addr: SocketAddr,
     /// Prometheus metrics listen address.
     pub(crate) metrics_addr: SocketAddr,
+    /// The llm role's HTTP API listen address.
+    pub(crate) llm_addr: SocketAddr,
     /// JetStream replicas per stream (1..=5).
     pub(crate) stream_replicas: usize,
     /// JetStream duplicate-detection window, in seconds.
@@ -234,6 +241,7 @@ struct FileConfig {
     nats_server: Option<PathBuf>,
     gateway_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    llm_addr: Option<SocketAddr>,
     stream_replicas: Option<usize>,
     dedup_window_secs: Option<u64>,
     max_event_bytes: Option<usize>,
@@ -317,6 +325,7 @@ impl Settings {
                 file_cfg.metrics_addr,
                 defaults::METRICS_ADDR,
             ),
+            llm_addr: pick(args.llm_addr, file_cfg.llm_addr, defaults::LLM_ADDR),
             stream_replicas: pick(
                 args.stream_replicas,
                 file_cfg.stream_replicas,

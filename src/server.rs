@@ -84,9 +84,14 @@ pub(crate) async fn run_streams(
                 },
             )
             .await?;
+            // The blob bucket too, with the same replicas (whoever opens it
+            // first creates it: better here than by a role with defaults).
+            amai_bus::blob::BlobStore::open(&js, settings.stream_replicas, usize::MAX)
+                .await
+                .context("cannot create the blob bucket AMAI_BLOBS")?;
             let _ = client.flush().await;
             eprintln!(
-                "streams ensured ({} replicas, dedup window {} s)",
+                "streams and the blob bucket ensured ({} replicas, dedup window {} s)",
                 settings.stream_replicas, settings.dedup_window_secs
             );
             Ok(ExitCode::SUCCESS)
@@ -241,7 +246,8 @@ async fn start_role(
         settings.data_dir.join("state"),
         signer,
     )
-    .min_position_timeout(settings.query_timeout());
+    .min_position_timeout(settings.query_timeout())
+    .listen_addr(amai_workers::roles::llm::LISTENER, settings.llm_addr);
     if let Some(instance) = instance {
         config = config.instance(instance);
     }
@@ -328,6 +334,14 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         shutdown.wait_owned(),
     ));
     let names: Vec<_> = roles.iter().map(|r| r.name()).collect();
+    if let Some(addr) = roles
+        .iter()
+        .find_map(|r| r.listener_addr(amai_workers::roles::llm::LISTENER))
+    {
+        eprintln!(
+            "amai up: LLM proxy on http://{addr} (OpenAI base_url http://{addr}/v1, Anthropic base_url http://{addr}; key from `amai llm session create`)"
+        );
+    }
     eprintln!(
         "amai up: gateway on {} | roles {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
         settings.gateway_addr,

@@ -50,6 +50,8 @@ async fn walkthrough_cli() {
             &gw,
             "--metrics-addr",
             &metrics,
+            "--llm-addr",
+            "127.0.0.1:0",
         ]),
     );
     up.wait_for_log("amai up: gateway on", DEADLINE).await;
@@ -534,6 +536,8 @@ async fn start_up(dir: &std::path::Path, data: &str, gw: &str) -> Proc {
             data,
             "--gateway-addr",
             gw,
+            "--llm-addr",
+            "127.0.0.1:0",
         ]),
     );
     up.wait_for_log("amai up: gateway on", DEADLINE).await;

@@ -30,7 +30,9 @@ mod tests {
     fn session_ids_depend_on_owner_and_event() {
         let a = session_id("owner-a", "e1");
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(a, session_id("owner-b", "e1"));
         assert_ne!(a, session_id("owner-a", "e2"));
         assert_eq!(a, session_id("owner-a", "e1"));

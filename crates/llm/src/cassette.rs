@@ -900,6 +900,36 @@ mod tests {
     }
 
     #[test]
+    fn the_json_schema_names_the_same_fields() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../../schemas/llm-cassette.schema.json"))
+                .expect("schema");
+        let document = sample_json();
+        let keys = |value: &Value| -> Vec<String> {
+            let mut keys: Vec<String> =
+                value.as_object().expect("object").keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        for (schema_pointer, instance) in [
+            ("", &document),
+            ("/$defs/session", &document["session"]),
+            ("/$defs/options", &document["session"]["options"]),
+            ("/$defs/interaction", &document["interactions"][0]),
+            ("/$defs/miss", &document["misses"][0]),
+            (
+                "/$defs/sse_event",
+                &document["interactions"][1]["events"][0],
+            ),
+        ] {
+            let properties = schema
+                .pointer(&format!("{schema_pointer}/properties"))
+                .expect("properties");
+            assert_eq!(keys(properties), keys(instance), "{schema_pointer}");
+        }
+    }
+
+    #[test]
     fn options_convert_to_and_from_proto() {
         let options = CassetteMatchOptions {
             ignore_fields: vec!["a.b".to_owned()],

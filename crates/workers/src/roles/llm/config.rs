@@ -38,7 +38,10 @@ impl std::fmt::Debug for LlmConfig {
         f.debug_struct("LlmConfig")
             .field("openai_url", &self.openai_url)
             .field("anthropic_url", &self.anthropic_url)
-            .field("openai_api_key", &self.openai_api_key.as_ref().map(|_| "<set>"))
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| "<set>"),
+            )
             .field(
                 "anthropic_api_key",
                 &self.anthropic_api_key.as_ref().map(|_| "<set>"),

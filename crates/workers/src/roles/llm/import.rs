@@ -76,7 +76,10 @@ impl Reactor for CassetteImporter {
                 .map_err(|_| poison("the cassette reference is not a SHA-256".into()))?;
             let data = blobs.get(&digest).await.map_err(|e| {
                 // A missing blob never appears later for this action: poison.
-                poison(format!("cannot read cassette blob {}: {e}", hex::encode(digest)))
+                poison(format!(
+                    "cannot read cassette blob {}: {e}",
+                    hex::encode(digest)
+                ))
             })?;
             let cassette = Cassette::from_json(&data).map_err(|e| poison(e.to_string()))?;
             let options = open.options.clone().unwrap_or_default();
@@ -90,7 +93,9 @@ impl Reactor for CassetteImporter {
                 } else {
                     Some(
                         serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
-                            poison(format!("interaction {index}: request body is not JSON: {e}"))
+                            poison(format!(
+                                "interaction {index}: request body is not JSON: {e}"
+                            ))
                         })?,
                     )
                 };
@@ -131,7 +136,14 @@ impl Reactor for CassetteImporter {
                     path: entry.path.clone(),
                     request: Some(request),
                     status: u32::from(entry.status),
-                    headers: entry.headers.clone(),
+                    // Only headers a recording may hold: a cassette cannot make
+                    // the proxy answer `set-cookie`, `location`, ...
+                    headers: entry
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| amai_llm::headers::is_recorded_response_header(n))
+                        .map(|(n, v)| (n.clone(), v.clone()))
+                        .collect(),
                     streamed: entry.streamed,
                     response,
                     events,

@@ -89,7 +89,9 @@ impl Role for LlmRole {
     }
 
     fn reactors(&self) -> Vec<Arc<dyn Reactor>> {
-        vec![Arc::new(import::CassetteImporter::new(self.config().blob_threshold))]
+        vec![Arc::new(import::CassetteImporter::new(
+            self.config().blob_threshold,
+        ))]
     }
 
     fn queries(&self, ctx: &RoleContext) -> Result<Option<QueryService>, RoleError> {

@@ -178,11 +178,7 @@ fn store_session(tx: &TransactionalTree, s: &proto::LlmSession) -> TxResult<()> 
 }
 
 /// The session `id`, which must exist, be owned by `owner` and not be deleted.
-fn owned_session(
-    tx: &TransactionalTree,
-    id: &str,
-    owner: &str,
-) -> TxResult<proto::LlmSession> {
+fn owned_session(tx: &TransactionalTree, id: &str, owner: &str) -> TxResult<proto::LlmSession> {
     let s = load_session(tx, id)?.ok_or_else(|| rejected(format!("no llm session {id}")))?;
     if s.owner != owner {
         return Err(rejected(format!(

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use amai_bus::blob::BlobStore;
 use amai_bus::proto;
 use amai_bus::subjects::AggregateKind;
-use amai_bus::EventStore;
 use amai_llm::canonical::{self, IgnoredFields};
 use amai_llm::errors::{error_response, ErrorKind};
 use amai_llm::{Api, Endpoint};
-use amai_projections::ProjectionHandle;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -108,15 +106,15 @@ fn not_an_endpoint(api: Api, message: String) -> Response {
 
 /// The router of the HTTP API.
 pub(crate) fn router(proxy: Proxy) -> axum::Router {
-    axum::Router::new()
-        .fallback(handle)
-        .with_state(proxy)
+    axum::Router::new().fallback(handle).with_state(proxy)
 }
 
 fn session_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
         return Some(token.trim().to_string());
     }
     headers
@@ -166,7 +164,11 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) if v.is_object() => Some(v),
             Ok(_) => {
-                return refuse(api, ErrorKind::BadRequest, "the request body must be a JSON object")
+                return refuse(
+                    api,
+                    ErrorKind::BadRequest,
+                    "the request body must be a JSON object",
+                )
             }
             Err(e) => {
                 return refuse(
@@ -229,7 +231,11 @@ impl Proxy {
         let api = endpoint.api();
         let internal = |e: super::model::ReadModelError| {
             tracing::error!(error = %e, "llm read model");
-            refuse(api, ErrorKind::Internal, "the llm read model failed; see the role's log")
+            refuse(
+                api,
+                ErrorKind::Internal,
+                "the llm read model failed; see the role's log",
+            )
         };
         let Some(key) = session_key(headers) else {
             return Err(refuse(
@@ -275,7 +281,11 @@ impl Proxy {
             .session(&binding.session_id)
             .map_err(internal)?
             .ok_or_else(|| {
-                refuse(api, ErrorKind::Internal, "the key's session is not in the read model")
+                refuse(
+                    api,
+                    ErrorKind::Internal,
+                    "the key's session is not in the read model",
+                )
             })?;
         if session.owner_revoked {
             return Err(refuse(
@@ -328,16 +338,5 @@ impl Proxy {
             .projection
             .wait_for(&position, self.config.wait_for_projection)
             .await;
-    }
-}
-
-/// The store, for the record and replay paths.
-impl Proxy {
-    pub(crate) fn store(&self) -> &EventStore {
-        &self.queries.store
-    }
-
-    pub(crate) fn projection(&self) -> &ProjectionHandle {
-        &self.queries.projection
     }
 }

@@ -81,7 +81,11 @@ impl QueryState {
 
     fn sessions(&self, req: proto::ListLlmSessionsRequest) -> Result<Bytes, QueryError> {
         let owner = (!req.owner.is_empty()).then_some(req.owner.as_str());
-        let limit = if req.limit == 0 { 100 } else { req.limit as usize };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit as usize
+        };
         let (sessions, next) = self
             .model
             .list_sessions(owner, &req.after, limit)

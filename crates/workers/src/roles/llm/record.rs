@@ -78,7 +78,11 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
                 usage: proto::LlmUsage::default(),
             };
             return match store(proxy, &call, answer, started).await {
-                Ok(()) => build_response(status, &headers_of(&recorded_headers(&headers)), Body::from(body)),
+                Ok(()) => build_response(
+                    status,
+                    &headers_of(&recorded_headers(&headers)),
+                    Body::from(body),
+                ),
                 Err(resp) => resp,
             };
         }
@@ -109,7 +113,9 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
                     usage: proto::LlmUsage::default(),
                 };
                 return match store(proxy, &call, answer, started).await {
-                    Ok(()) => build_response(status, &headers_of(&recorded_headers(&h)), Body::from(body)),
+                    Ok(()) => {
+                        build_response(status, &headers_of(&recorded_headers(&h)), Body::from(body))
+                    }
                     Err(resp) => resp,
                 };
             }
@@ -250,7 +256,12 @@ struct Answer {
 }
 
 /// Stores the recording; on failure, the answer to give instead.
-async fn store(proxy: &Proxy, call: &Call, answer: Answer, started: Instant) -> Result<(), Response> {
+async fn store(
+    proxy: &Proxy,
+    call: &Call,
+    answer: Answer,
+    started: Instant,
+) -> Result<(), Response> {
     let api = call.api();
     let fail = |e: String| {
         tracing::error!(session = %call.session_id(), error = %e, "llm recording not stored");
@@ -327,10 +338,14 @@ pub(crate) fn recorded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
-/// Recorded headers back into a header map.
+/// Recorded headers back into a header map (only headers a recording may
+/// hold; values that are not valid header values are dropped).
 pub(crate) fn headers_of(pairs: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (n, v) in pairs {
+        if !amai_llm::headers::is_recorded_response_header(n) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),

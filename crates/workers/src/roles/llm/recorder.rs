@@ -84,10 +84,9 @@ impl SessionWriter {
     }
 
     fn chain(&self, session: &str) -> Arc<Mutex<SessionChain>> {
-        match self
-            .chains
-            .get_or_insert_with(session, || Ok::<_, std::convert::Infallible>(Arc::default()))
-        {
+        match self.chains.get_or_insert_with(session, || {
+            Ok::<_, std::convert::Infallible>(Arc::default())
+        }) {
             Ok(c) => c,
             Err(never) => match never {},
         }
@@ -181,8 +180,8 @@ impl SessionWriter {
 
     /// The service's own chain head (the position its records cite).
     async fn signer_seq(&self) -> Result<u64, RecordError> {
-        let agg = Aggregate::agent(&self.signer.id)
-            .map_err(|e| RecordError::Refused(e.to_string()))?;
+        let agg =
+            Aggregate::agent(&self.signer.id).map_err(|e| RecordError::Refused(e.to_string()))?;
         let head = self
             .store
             .chain_head(&agg)

@@ -81,7 +81,11 @@ pub(crate) async fn replay(proxy: &Proxy, call: Call) -> Response {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(session = %call.session_id(), error = %e, "llm replay");
-            return refuse(api, ErrorKind::Internal, "the llm read model failed; see the role's log");
+            return refuse(
+                api,
+                ErrorKind::Internal,
+                "the llm read model failed; see the role's log",
+            );
         }
     };
     match decision {
@@ -260,12 +264,22 @@ async fn serve(proxy: &Proxy, call: &Call, rec: Recording) -> Response {
     if !r.streamed {
         return match super::body::read_llm_body(&proxy.blobs, r.response.as_ref()).await {
             Ok(body) => build_response(status, &headers, Body::from(body)),
-            Err(e) => refuse(api, ErrorKind::Internal, format!("recorded body unreadable: {e}")),
+            Err(e) => refuse(
+                api,
+                ErrorKind::Internal,
+                format!("recorded body unreadable: {e}"),
+            ),
         };
     }
     let events = match super::body::read_llm_events(&proxy.blobs, &r).await {
         Ok(e) => e,
-        Err(e) => return refuse(api, ErrorKind::Internal, format!("recorded stream unreadable: {e}")),
+        Err(e) => {
+            return refuse(
+                api,
+                ErrorKind::Internal,
+                format!("recorded stream unreadable: {e}"),
+            )
+        }
     };
     let recorded_timing = match call
         .headers
@@ -318,10 +332,7 @@ async fn miss(
             if n.interaction.path != call.path || n.interaction.method != call.method.as_str() {
                 lines.push(format!(
                     "request: {} {} != {} {}",
-                    n.interaction.method,
-                    n.interaction.path,
-                    call.method,
-                    call.path
+                    n.interaction.method, n.interaction.path, call.method, call.path
                 ));
             }
             lines.extend(
@@ -360,7 +371,9 @@ async fn miss(
     match nearest_seq {
         0 => message.push_str("; nothing recorded is near it"),
         seq => {
-            message.push_str(&format!("; nearest recorded request: seq {seq} of llm/{source}"));
+            message.push_str(&format!(
+                "; nearest recorded request: seq {seq} of llm/{source}"
+            ));
             if diff.is_empty() {
                 message.push_str(" (identical once ignored fields are removed)");
             } else {
