@@ -1,49 +1,25 @@
 //! `amai llm ...` end to end: the real binary's client commands against
-//! `amai worker --role identity` and `amai gateway` processes, with the llm
-//! role run in this process (its HTTP listener on a free port: the binary's
-//! worker has no flag for that address yet).
-
-use std::sync::Arc;
-
-use amai_bus::subjects::AggregateKind;
-use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
-use amai_workers::bootstrap::ensure_service;
-use amai_workers::reactor::ServiceSigner;
-use amai_workers::role::Role;
-use amai_workers::roles::llm::{LlmConfig, LlmRole};
-use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
+//! `amai worker --role identity`, `amai worker --role llm` (its HTTP API on a
+//! free port) and `amai gateway` processes.
 
 use crate::util::*;
 
-/// Starts the llm role against `world`'s NATS, endorsed by its operator.
-async fn llm_role(world: &World) -> (RoleRuntime, tempfile::TempDir) {
-    let nc = async_nats::connect(world.nats.url()).await.expect("nats");
-    let js = async_nats::jetstream::new(nc.clone());
-    let operator =
-        IdentityKeys::load(&world.data_dir().join("keys/operator.json")).expect("operator key");
-    let store = EventStore::new(
-        js,
-        EventStoreConfig::default().trust_root(operator.public_key()),
-    );
-    let role = Arc::new(LlmRole::with_config(LlmConfig::default()));
-    let service = IdentityKeys::generate();
-    let mut writes = role.writes().to_vec();
-    writes.push(AggregateKind::Failure);
-    let id = ensure_service(
-        &store,
-        &operator,
-        &service,
-        "svc-llm-e2e",
-        &writes,
-        amai_bus::envelope::now_timestamp(),
-    )
-    .await
-    .expect("llm service identity");
-    let dir = tempfile::tempdir().expect("dir");
-    let config = RoleRuntimeConfig::new(nc, store, dir.path(), ServiceSigner { keys: service, id })
-        .listen_addr("llm", std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let runtime = RoleRuntime::start(role, config).await.expect("llm role");
-    (runtime, dir)
+/// Starts `amai worker --role llm` with its HTTP API on a free port.
+async fn llm_worker(world: &World) -> Proc {
+    let mut a = world.globals();
+    let addr = format!("127.0.0.1:{}", amai_testkit::free_port());
+    a.extend(args(&[
+        "--llm-addr",
+        &addr,
+        "worker",
+        "--role",
+        "llm",
+        "--instance",
+        "llm1",
+    ]));
+    let mut p = Proc::spawn("worker-llm", world.path(), &a);
+    p.wait_for_log("llm role up", DEADLINE).await;
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +27,7 @@ async fn llm_sessions_through_the_cli() {
     let world = World::new();
     let _worker = world.worker("w1").await;
     let (_gateway, _client) = world.gateway().await;
-    let (mut llm, _llm_dir) = llm_role(&world).await;
+    let _llm = llm_worker(&world).await;
 
     let (alice_key, alice_id) = gen_keys(&world, "alice").await;
     let (bob_key, _) = gen_keys(&world, "bob").await;
@@ -229,7 +205,6 @@ async fn llm_sessions_through_the_cli() {
         .await;
     assert!(!gone.status.success());
     assert!(gone.stderr.contains("deleted"), "{}", gone.stderr);
-    llm.stop().await;
 }
 
 /// A cassette of one chat completion whose user message is `content`.
