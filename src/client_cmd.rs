@@ -42,7 +42,8 @@ pub(crate) struct Acting {
 }
 
 impl Acting {
-    fn agent(&self, client: &AmaiClient) -> anyhow::Result<Agent> {
+    /// The acting identity's handle.
+    pub(crate) fn agent(&self, client: &AmaiClient) -> anyhow::Result<Agent> {
         let keys = IdentityKeys::load(&self.keys)?;
         Ok(match &self.id {
             Some(id) => client.agent_with_id(id.clone(), keys),
@@ -250,7 +251,7 @@ fn gateway_url(settings: &Settings) -> String {
     format!("http://{}", settings.gateway_addr)
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<AmaiClient> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<AmaiClient> {
     let url = gateway_url(settings);
     let client = AmaiClient::connect(url.clone()).await.with_context(|| {
         format!("cannot reach the gateway at {url}: is `amai up` running? pass --gateway-addr")
@@ -270,7 +271,7 @@ async fn connect(settings: &Settings) -> anyhow::Result<AmaiClient> {
     })
 }
 
-fn print(json_out: bool, value: serde_json::Value, text: String) {
+pub(crate) fn print(json_out: bool, value: serde_json::Value, text: String) {
     if json_out {
         println!("{value}");
     } else {

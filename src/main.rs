@@ -7,6 +7,7 @@ mod client_cmd;
 mod config;
 mod fault;
 mod keystore;
+mod llm_cmd;
 mod metrics;
 mod nats_supervisor;
 mod server;
@@ -63,6 +64,9 @@ enum Command {
     Chain(client_cmd::ChainCommand),
     /// Counts of identities, events and messages.
     Stats(client_cmd::StatsArgs),
+    /// LLM recording and replay sessions, keys, recordings, cassettes.
+    #[command(subcommand)]
+    Llm(llm_cmd::LlmCommand),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Events(cmd) => client_cmd::events(&settings, cmd).await,
             Command::Chain(cmd) => client_cmd::chain(&settings, cmd).await,
             Command::Stats(args) => client_cmd::stats(&settings, args).await,
+            Command::Llm(cmd) => llm_cmd::llm(&settings, cmd).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

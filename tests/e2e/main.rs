@@ -4,6 +4,7 @@
 
 mod crash;
 mod least_privilege;
+mod llm;
 mod rebuild;
 mod scale_out;
 mod util;

@@ -16,7 +16,9 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::Position;
 
 use crate::request_auth::{self, RequestSignature};
-use crate::{conflict_head, AmaiClient, ClientError, LIST_INBOX_METHOD, PUT_BLOB_METHOD};
+use crate::{
+    conflict_head, AmaiClient, ClientError, ErrorKind, LIST_INBOX_METHOD, PUT_BLOB_METHOD,
+};
 
 /// Default attempts of [`Agent::append_with_retry`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 40;
@@ -242,6 +244,25 @@ impl Agent {
     where
         F: Fn(u64, EventHash) -> SignedEvent,
     {
+        self.retry_signed(build, |event| self.call(rpc, event))
+            .await
+    }
+
+    /// Sends the event `build(head_seq, head_hash)` returns with `call`,
+    /// re-signing after the head it read (or the one a conflict names) while
+    /// another writer wins the race, and re-sending the very same event when
+    /// the gateway was unavailable (it may have landed; re-sends are
+    /// idempotent). Other refusals are returned at once.
+    pub(crate) async fn retry_signed<T, F, C, Fut>(
+        &self,
+        build: F,
+        call: C,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(u64, EventHash) -> SignedEvent,
+        C: Fn(SignedEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
         let aggregate = self.aggregate()?;
         let mut head: Option<(u64, EventHash)> = None;
         let mut pending: Option<SignedEvent> = None;
@@ -260,9 +281,17 @@ impl Agent {
                     build(seq, hash)
                 }
             };
-            match self.call(rpc, event.clone()).await {
+            match call(event.clone()).await {
                 Ok(r) => return Ok(r),
-                Err(status) if status.code() == Code::FailedPrecondition => {
+                // A moved head (older gateways send no reason); other failed
+                // preconditions (a deleted session) are final.
+                Err(status)
+                    if status.code() == Code::FailedPrecondition
+                        && matches!(
+                            crate::error::status_kind(&status),
+                            ErrorKind::Conflict | ErrorKind::Unknown
+                        ) =>
+                {
                     head = conflict_head(&status).map(|h| (h.aggregate_seq, h.hash));
                     tracing::debug!(attempt, agent = %self.id, "chain head moved; re-signing");
                     last = Some(status.into());

@@ -10,6 +10,7 @@
 //! - [`error`] — [`ClientError`];
 //! - [`agent`] — [`Agent`];
 //! - [`audit`] — client-side chain verification;
+//! - [`llm`] — LLM recording sessions (commands on an [`Agent`], signed reads);
 //! - [`read_grant`] — operator grants that let a reader identity read streams.
 //!
 //! Reads (`ReadChain`, `GetEvent`, `GetChainHead`, `Subscribe`, `GetBlob`,
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod audit;
 pub mod error;
+pub mod llm;
 pub use amai_bus::read_grant;
 pub mod request_auth;
 
@@ -30,7 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
     self, blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
-    identity_service_client::IdentityServiceClient,
+    identity_service_client::IdentityServiceClient, llm_service_client::LlmServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
@@ -39,10 +41,13 @@ use sha2::Digest;
 pub use agent::{Agent, InboxMessage, InboxPage, RefusedMessage};
 pub use amai_bus::chain::ChainReport;
 pub use error::{ClientError, ErrorKind};
+pub use llm::{LlmExport, SessionKey};
 
 pub use amai_proto::wire::{
-    CHAIN_HEAD_METADATA, GET_BLOB_METHOD, GET_CHAIN_HEAD_METHOD, GET_EVENT_METHOD,
-    LIST_INBOX_METHOD, PUT_BLOB_METHOD, READ_CHAIN_METHOD, SUBSCRIBE_METHOD, VERIFY_CHAIN_METHOD,
+    CHAIN_HEAD_METADATA, EXPORT_LLM_SESSION_METHOD, GET_BLOB_METHOD, GET_CHAIN_HEAD_METHOD,
+    GET_EVENT_METHOD, GET_LLM_RECORDING_METHOD, GET_LLM_SESSION_METHOD, LIST_INBOX_METHOD,
+    LIST_LLM_RECORDINGS_METHOD, LIST_LLM_SESSIONS_METHOD, PUT_BLOB_METHOD, READ_CHAIN_METHOD,
+    SUBSCRIBE_METHOD, VERIFY_CHAIN_METHOD,
 };
 
 /// Largest gRPC message the SDK decodes (ReadChain pages of up to 1000 events).
@@ -54,6 +59,7 @@ pub struct AmaiClient {
     identity: IdentityServiceClient<Channel>,
     events: EventServiceClient<Channel>,
     blobs: BlobServiceClient<Channel>,
+    llm: LlmServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
     signer: Option<Signer>,
@@ -89,7 +95,9 @@ impl AmaiClient {
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             events: EventServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
-            blobs: BlobServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            blobs: BlobServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            llm: LlmServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
             deployment: Default::default(),
             signer: None,
@@ -379,6 +387,11 @@ impl AmaiClient {
             )));
         }
         Ok(data)
+    }
+
+    /// The raw `LlmService` client.
+    pub fn llm_service(&self) -> LlmServiceClient<Channel> {
+        self.llm.clone()
     }
 
     /// The raw `BlobService` client.

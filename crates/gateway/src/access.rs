@@ -16,8 +16,10 @@
 //!   public key material, needed to seal to and verify others), the whole chains
 //!   of operator and service identities (infrastructure: needed to verify
 //!   endorsements and results), and the name claims (the public directory);
-//! - streams whose owner is recorded by a role not built yet (`AMAI_LLM`,
-//!   `AMAI_JAILS`) and the infrastructure records (`AMAI_AUDIT`,
+//! - streams whose owner is recorded by the role that writes them: an LLM
+//!   session `llm/<session>` is read whole by the session's owner (recorded by
+//!   the llm role, asked once after authentication); `AMAI_JAILS`, whose role
+//!   does not record owners yet, and the infrastructure records (`AMAI_AUDIT`,
 //!   `AMAI_FAILURES`) are read by operators and granted readers only;
 //! - blobs ([`BLOBS`]) are read by whoever uploaded them, operators and readers
 //!   granted `AMAI_BLOBS`.
@@ -131,6 +133,10 @@ pub enum AggregateAccess {
     /// Someone else's agent chain: its key events; all of it when its owner is
     /// an operator or service identity (the caller looks the owner up).
     ForeignAgent,
+    /// An aggregate whose owner a role records (an LLM session): all of it
+    /// when the recorded owner is the reader (the caller asks the role), else
+    /// nothing.
+    RecordedOwner,
     /// Nothing.
     Denied,
 }
@@ -177,6 +183,7 @@ impl Reader {
             Owner::AggregateId if aggregate.kind == AggregateKind::Agent => {
                 AggregateAccess::ForeignAgent
             }
+            Owner::Recorded => AggregateAccess::RecordedOwner,
             _ => AggregateAccess::Denied,
         }
     }
@@ -282,9 +289,10 @@ mod tests {
             (agg(AggregateKind::Trust, ALICE), Denied),
             (agg(AggregateKind::Lifecycle, ALICE), Denied),
             (agg(AggregateKind::Name, "alice"), All),
-            // An LLM session or jail named like bob's id is still not bob's.
-            (agg(AggregateKind::Llm, BOB), Denied),
-            (agg(AggregateKind::Jail, BOB), Denied),
+            // An LLM session or jail named like bob's id is still not bob's:
+            // its recorded owner decides.
+            (agg(AggregateKind::Llm, BOB), RecordedOwner),
+            (agg(AggregateKind::Jail, BOB), RecordedOwner),
             (agg(AggregateKind::Failure, "identity"), Denied),
         ];
         for (aggregate, want) in table {

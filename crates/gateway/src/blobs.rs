@@ -52,7 +52,8 @@ pub(crate) async fn open_uploaders(
     .map_err(|e| GatewayError::Uploaders(e.to_string()))
 }
 
-fn uploader_key(sha256: &[u8], actor: &str) -> String {
+/// The uploader record of `actor` for the blob `sha256`.
+pub(crate) fn uploader_key(sha256: &[u8], actor: &str) -> String {
     format!("{}.{actor}", hex::encode(sha256))
 }
 

@@ -13,7 +13,9 @@
 //! - [`auth`] — request-signature checks and the nonce cache;
 //! - [`access`] — the read access rule (who reads which events and blobs);
 //! - [`identity`] — `IdentityService`;
-//! - [`events`] — `EventService`.
+//! - [`events`] — `EventService`;
+//! - [`blobs`] — `BlobService`;
+//! - [`llm`] — `LlmService` (LLM recording sessions).
 #![warn(missing_docs)]
 
 pub mod access;
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod blobs;
 pub mod events;
 pub mod identity;
+pub mod llm;
 pub mod metrics;
 pub mod status;
 
@@ -32,10 +35,12 @@ use std::time::Duration;
 use amai_bus::proto::blob_service_server::BlobServiceServer;
 use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
+use amai_bus::proto::llm_service_server::LlmServiceServer;
 use amai_bus::EventStore;
 
 pub use events::EventSvc;
 pub use identity::IdentitySvc;
+pub use llm::LlmSvc;
 pub use status::{to_status, ApiError};
 
 /// Default listen address.
@@ -250,6 +255,37 @@ impl Shared {
                     Err(denied())
                 }
             }
+            access::AggregateAccess::RecordedOwner => {
+                if self.recorded_owner(aggregate).await?.as_deref() == Some(reader.id.as_str()) {
+                    Ok(())
+                } else {
+                    Err(denied())
+                }
+            }
+        }
+    }
+
+    /// The owner a role records for `aggregate` (one query): the owner of an
+    /// LLM session (`llm/<session>`); `None` when unknown or not recorded.
+    pub(crate) async fn recorded_owner(
+        &self,
+        aggregate: &amai_bus::Aggregate,
+    ) -> Result<Option<String>, ApiError> {
+        if aggregate.kind != amai_bus::subjects::AggregateKind::Llm {
+            return Ok(None);
+        }
+        let req = amai_bus::proto::GetLlmSessionRequest {
+            session_id: aggregate.id.clone(),
+            min_position: None,
+            wait_recordings: false,
+        };
+        match self
+            .query::<_, amai_bus::proto::LlmSession>(amai_bus::query::LLM_SESSION, &req)
+            .await
+        {
+            Ok(session) => Ok(Some(session.owner)),
+            Err(ApiError::Query(e)) if e.code == amai_bus::query::QueryCode::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -314,6 +350,7 @@ pub async fn serve(
     health
         .set_serving::<BlobServiceServer<blobs::BlobSvc>>()
         .await;
+    health.set_serving::<LlmServiceServer<LlmSvc>>().await;
     // Both reflection versions: grpcurl and current tools speak v1, many stock
     // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -334,6 +371,12 @@ pub async fn serve(
     )
     .await?;
     let uploaders = blobs::open_uploaders(shared.store.jetstream(), config.replicas).await?;
+    let llm = LlmServiceServer::new(LlmSvc::new(
+        shared.clone(),
+        blob_store.clone(),
+        uploaders.clone(),
+    ))
+    .max_decoding_message_size(max_message);
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
@@ -351,6 +394,7 @@ pub async fn serve(
         .add_service(identity)
         .add_service(events)
         .add_service(blob_service)
+        .add_service(llm)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

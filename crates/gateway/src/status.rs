@@ -29,6 +29,13 @@
 //! | request signer revoked / not the data's owner | `PERMISSION_DENIED` | `REVOKED_SIGNER`, `NOT_OWNER` |
 //! | request signed with the key the signer rotated out last | `PERMISSION_DENIED` | `REVOKED_KEY` |
 //! | authenticated, but the read access rule does not allow this read (`access`) | `PERMISSION_DENIED` | `READ_NOT_PERMITTED` (`what`) |
+//! | LLM command on the wrong RPC (payload kind, open with/without a cassette) | `INVALID_ARGUMENT` | `WRONG_COMMAND` |
+//! | `llm.session_opened` whose session id is not derived from its actor and event id | `INVALID_ARGUMENT` | `SESSION_ID_MISMATCH` |
+//! | no such LLM session | `NOT_FOUND` | `SESSION_NOT_FOUND` (`session_id`) |
+//! | LLM command by someone other than the session's owner | `PERMISSION_DENIED` | `NOT_SESSION_OWNER` (`session_id`) |
+//! | LLM command on a deleted session | `FAILED_PRECONDITION` | `SESSION_DELETED` (`session_id`) |
+//! | session key hash already bound to a session | `ALREADY_EXISTS` | `KEY_IN_USE` |
+//! | revoking a key that is not the session's / already revoked | `NOT_FOUND` / `FAILED_PRECONDITION` | `KEY_NOT_FOUND` / `KEY_REVOKED` |
 //! | anything unexpected | `INTERNAL` | `INTERNAL` |
 //!
 //! Unauthenticated means "we cannot tell who you are" (the signature or key does
@@ -103,6 +110,41 @@ pub enum ApiError {
     /// The request itself is not valid.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An LLM command sent to the RPC that does not append it.
+    #[error("{0}")]
+    WrongCommand(String),
+    /// An `llm.session_opened` names a session id not derived from its actor
+    /// and event id.
+    #[error("session_id {got} is not derived from the actor and the event id (want {want}: amai_core::llm::session_id(actor, event id)); sign the open with the derived id")]
+    SessionIdMismatch {
+        /// The id the event names.
+        got: String,
+        /// The derived id.
+        want: String,
+    },
+    /// No such LLM session.
+    #[error("no LLM session {0}; list yours with `amai llm session ls`")]
+    SessionNotFound(String),
+    /// The event's actor does not own the session.
+    #[error("{actor} does not own LLM session {session_id}; only its owner may command it")]
+    NotSessionOwner {
+        /// Who signed.
+        actor: String,
+        /// The session.
+        session_id: String,
+    },
+    /// The session was deleted.
+    #[error("LLM session {0} was deleted; it takes no more commands (create a new one)")]
+    SessionDeleted(String),
+    /// The key hash is bound to a session already.
+    #[error("this session key is already bound to a session (a key belongs to the first session that issued it, for ever); generate a new key")]
+    KeyInUse,
+    /// Revoking a key the session does not have.
+    #[error("the key is not a key of LLM session {0}")]
+    KeyNotFound(String),
+    /// Revoking a key twice.
+    #[error("the key of LLM session {0} is already revoked")]
+    KeyRevoked(String),
     /// Something already exists (an identity registered with another genesis).
     #[error("{0}")]
     AlreadyExists(String),
@@ -226,6 +268,31 @@ fn classify(err: ApiError) -> Classified {
             None,
         ),
         ApiError::InvalidArgument(_) => plain(Code::InvalidArgument, ErrorKind::InvalidArgument),
+        ApiError::WrongCommand(_) => plain(Code::InvalidArgument, ErrorKind::WrongCommand),
+        ApiError::SessionIdMismatch { .. } => {
+            plain(Code::InvalidArgument, ErrorKind::SessionIdMismatch)
+        }
+        ApiError::SessionNotFound(session_id) => (
+            Code::NotFound,
+            ErrorKind::SessionNotFound,
+            HashMap::from([("session_id".to_string(), session_id)]),
+            None,
+        ),
+        ApiError::NotSessionOwner { session_id, .. } => (
+            Code::PermissionDenied,
+            ErrorKind::NotSessionOwner,
+            HashMap::from([("session_id".to_string(), session_id)]),
+            None,
+        ),
+        ApiError::SessionDeleted(session_id) => (
+            Code::FailedPrecondition,
+            ErrorKind::SessionDeleted,
+            HashMap::from([("session_id".to_string(), session_id)]),
+            None,
+        ),
+        ApiError::KeyInUse => plain(Code::AlreadyExists, ErrorKind::KeyInUse),
+        ApiError::KeyNotFound(_) => plain(Code::NotFound, ErrorKind::KeyNotFound),
+        ApiError::KeyRevoked(_) => plain(Code::FailedPrecondition, ErrorKind::KeyRevoked),
         ApiError::AlreadyExists(_) => plain(Code::AlreadyExists, ErrorKind::AlreadyExists),
         ApiError::TooLarge(_) => plain(Code::ResourceExhausted, ErrorKind::TooLarge),
         ApiError::Unavailable(_) => plain(Code::Unavailable, ErrorKind::Unavailable),
@@ -310,6 +377,62 @@ mod tests {
                 amai_bus::blob::BlobError::DigestMismatch("d".into())
             ))),
             (Code::DataLoss, ErrorKind::DigestMismatch)
+        );
+    }
+
+    #[test]
+    fn llm_refusals_map_to_their_codes_and_reasons() {
+        let table = [
+            (
+                ApiError::WrongCommand("w".into()),
+                Code::InvalidArgument,
+                ErrorKind::WrongCommand,
+            ),
+            (
+                ApiError::SessionIdMismatch {
+                    got: "a".into(),
+                    want: "b".into(),
+                },
+                Code::InvalidArgument,
+                ErrorKind::SessionIdMismatch,
+            ),
+            (
+                ApiError::SessionNotFound("s".into()),
+                Code::NotFound,
+                ErrorKind::SessionNotFound,
+            ),
+            (
+                ApiError::NotSessionOwner {
+                    actor: "a".into(),
+                    session_id: "s".into(),
+                },
+                Code::PermissionDenied,
+                ErrorKind::NotSessionOwner,
+            ),
+            (
+                ApiError::SessionDeleted("s".into()),
+                Code::FailedPrecondition,
+                ErrorKind::SessionDeleted,
+            ),
+            (ApiError::KeyInUse, Code::AlreadyExists, ErrorKind::KeyInUse),
+            (
+                ApiError::KeyNotFound("s".into()),
+                Code::NotFound,
+                ErrorKind::KeyNotFound,
+            ),
+            (
+                ApiError::KeyRevoked("s".into()),
+                Code::FailedPrecondition,
+                ErrorKind::KeyRevoked,
+            ),
+        ];
+        for (err, code, kind) in table {
+            assert_eq!(kind_of(to_status(err)), (code, kind));
+        }
+        let err = ClientError::from(to_status(ApiError::SessionNotFound("s1".into())));
+        assert_eq!(
+            err.error_metadata().get("session_id").map(String::as_str),
+            Some("s1")
         );
     }
 

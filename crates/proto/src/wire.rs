@@ -32,6 +32,29 @@ pub const GET_BLOB_METHOD: &str = "/amai.v1.BlobService/GetBlob";
 /// gRPC method path of `IdentityService.VerifyChain` (signed read).
 pub const VERIFY_CHAIN_METHOD: &str = "/amai.v1.IdentityService/VerifyChain";
 
+/// gRPC method path of `LlmService.CreateSession` (a command: the event is signed).
+pub const CREATE_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/CreateSession";
+/// gRPC method path of `LlmService.SetMode` (a command).
+pub const SET_LLM_MODE_METHOD: &str = "/amai.v1.LlmService/SetMode";
+/// gRPC method path of `LlmService.IssueKey` (a command).
+pub const ISSUE_LLM_KEY_METHOD: &str = "/amai.v1.LlmService/IssueKey";
+/// gRPC method path of `LlmService.RevokeKey` (a command).
+pub const REVOKE_LLM_KEY_METHOD: &str = "/amai.v1.LlmService/RevokeKey";
+/// gRPC method path of `LlmService.DeleteSession` (a command).
+pub const DELETE_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/DeleteSession";
+/// gRPC method path of `LlmService.Import` (a command).
+pub const IMPORT_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/Import";
+/// gRPC method path of `LlmService.GetSession` (signed read).
+pub const GET_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/GetSession";
+/// gRPC method path of `LlmService.ListSessions` (signed read).
+pub const LIST_LLM_SESSIONS_METHOD: &str = "/amai.v1.LlmService/ListSessions";
+/// gRPC method path of `LlmService.ListRecordings` (signed read).
+pub const LIST_LLM_RECORDINGS_METHOD: &str = "/amai.v1.LlmService/ListRecordings";
+/// gRPC method path of `LlmService.GetRecording` (signed read).
+pub const GET_LLM_RECORDING_METHOD: &str = "/amai.v1.LlmService/GetRecording";
+/// gRPC method path of `LlmService.Export` (signed read).
+pub const EXPORT_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/Export";
+
 macro_rules! error_kinds {
     ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
         /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
@@ -128,6 +151,25 @@ error_kinds! {
     ReadNotPermitted => "READ_NOT_PERMITTED",
     /// A stored blob does not match its digest.
     DigestMismatch => "DIGEST_MISMATCH",
+    // LLM sessions (`LlmService`, the llm role's queries).
+    /// A command went to the wrong `LlmService` RPC (its payload is not the
+    /// one the RPC appends, or an open with/without a cassette).
+    WrongCommand => "WRONG_COMMAND",
+    /// An `llm.session_opened` names a session id that is not
+    /// `amai_core::llm::session_id(actor, event id)`.
+    SessionIdMismatch => "SESSION_ID_MISMATCH",
+    /// No such LLM session.
+    SessionNotFound => "SESSION_NOT_FOUND",
+    /// The session was deleted; it takes no more commands.
+    SessionDeleted => "SESSION_DELETED",
+    /// The event's actor does not own the session (metadata: `session_id`).
+    NotSessionOwner => "NOT_SESSION_OWNER",
+    /// The session key hash is already bound to a session (for ever).
+    KeyInUse => "KEY_IN_USE",
+    /// The key hash is bound to no session, or not to this one.
+    KeyNotFound => "KEY_NOT_FOUND",
+    /// The session key is already revoked.
+    KeyRevoked => "KEY_REVOKED",
     // Queries (`min_position` and pages).
     /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
     StalePosition => "STALE_POSITION",

@@ -14,7 +14,7 @@ async fn blobs_round_trip_and_actions_reference_them() {
     let alice = env.agent("alice").await;
     let content = vec![42u8; 100 * 1024]; // far over the 8 KiB event limit
     let (blob, appended) = alice
-        .append_action_with_blob("llm.response", r#"{"model":"x"}"#, content.clone())
+        .append_action_with_blob("app.response", r#"{"model":"x"}"#, content.clone())
         .await
         .expect("put + append");
     assert_eq!(blob.sha256, Sha256::digest(&content).to_vec());

@@ -1,5 +1,5 @@
 //! A nats-server, the streams and a gateway on 127.0.0.1:0, plus an SDK client;
-//! optionally an identity worker (so queries are answered).
+//! optionally an identity worker (so queries are answered) and an llm worker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +13,9 @@ use amai_gateway::{serve, GatewayConfig};
 use amai_testkit::NatsServer;
 use amai_workers::bootstrap::{ensure_operator, ensure_service};
 use amai_workers::reactor::ServiceSigner;
+use amai_workers::role::Role;
 use amai_workers::roles::identity::IdentityRole;
+use amai_workers::roles::llm::{LlmConfig, LlmRole};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 
 /// Event size limit used by the tests (small, to test the limit cheaply).
@@ -36,7 +38,7 @@ pub(crate) struct Env {
     pub(crate) js: async_nats::jetstream::Context,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>>,
-    role: Option<(RoleRuntime, tempfile::TempDir)>,
+    roles: Vec<(RoleRuntime, tempfile::TempDir)>,
     _nats: NatsServer,
 }
 
@@ -51,7 +53,16 @@ impl Env {
         Self::start_with(max_event_bytes, true).await
     }
 
+    /// Gateway, an identity worker and an llm worker (its proxy on a free port).
+    pub(crate) async fn with_llm() -> Env {
+        Self::start_roles(MAX_EVENT_BYTES, true, true).await
+    }
+
     async fn start_with(max_event_bytes: usize, worker: bool) -> Env {
+        Self::start_roles(max_event_bytes, worker, false).await
+    }
+
+    async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
         let js = async_nats::jetstream::new(nc.clone());
@@ -69,34 +80,33 @@ impl Env {
         ensure_operator(&store, &operator, "operator", now)
             .await
             .expect("operator");
-        let role = if worker {
+        let mut roles = Vec::new();
+        let mut wanted: Vec<(std::sync::Arc<dyn Role>, &str)> = Vec::new();
+        if worker {
+            wanted.push((std::sync::Arc::new(IdentityRole), "svc-identity"));
+        }
+        if llm {
+            let config = LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2);
+            wanted.push((std::sync::Arc::new(LlmRole::with_config(config)), "svc-llm"));
+        }
+        for (role, name) in wanted {
             let service = IdentityKeys::generate();
-            let id = ensure_service(
-                &store,
-                &operator,
-                &service,
-                "svc-identity",
-                &[AggregateKind::Trust, AggregateKind::Failure],
-                now,
-            )
-            .await
-            .expect("service");
+            let mut writes = role.writes().to_vec();
+            writes.push(AggregateKind::Failure);
+            let id = ensure_service(&store, &operator, &service, name, &writes, now)
+                .await
+                .expect("service");
             let dir = tempfile::tempdir().expect("dir");
-            let role = RoleRuntime::start(
-                std::sync::Arc::new(IdentityRole),
-                RoleRuntimeConfig::new(
-                    nc.clone(),
-                    store.clone(),
-                    dir.path(),
-                    ServiceSigner { keys: service, id },
-                ),
+            let config = RoleRuntimeConfig::new(
+                nc.clone(),
+                store.clone(),
+                dir.path(),
+                ServiceSigner { keys: service, id },
             )
-            .await
-            .expect("identity role");
-            Some((role, dir))
-        } else {
-            None
-        };
+            .listen_addr("llm", std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let runtime = RoleRuntime::start(role, config).await.expect("role");
+            roles.push((runtime, dir));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -141,7 +151,7 @@ impl Env {
             js,
             shutdown: Some(tx),
             server: Some(server),
-            role,
+            roles,
             _nats: nats,
         }
     }
@@ -183,7 +193,7 @@ impl Env {
     }
 
     pub(crate) async fn stop(mut self) {
-        if let Some((mut role, _dir)) = self.role.take() {
+        for (mut role, _dir) in self.roles.drain(..) {
             role.stop().await;
         }
         if let Some(tx) = self.shutdown.take() {

@@ -111,7 +111,13 @@ async fn health_reports_serving() {
         .await
         .expect("connect");
     let mut health = HealthClient::new(channel);
-    for service in ["", "amai.v1.IdentityService", "amai.v1.EventService"] {
+    for service in [
+        "",
+        "amai.v1.IdentityService",
+        "amai.v1.EventService",
+        "amai.v1.BlobService",
+        "amai.v1.LlmService",
+    ] {
         let resp = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -159,6 +165,7 @@ macro_rules! reflection_lists_the_services {
                 "amai.v1.IdentityService",
                 "amai.v1.EventService",
                 "amai.v1.BlobService",
+                "amai.v1.LlmService",
             ] {
                 assert!(names.contains(&service.to_string()), "{names:?}");
             }

@@ -1,5 +1,6 @@
 //! The garbage run: every RPC of every service in `proto/amai/v1/gateway.proto`
-//! (read from the descriptor set, so a new RPC cannot be left out) gets
+//! and `llm_service.proto` (read from the descriptor set, so a new RPC cannot
+//! be left out) gets
 //!
 //! (a) bytes that are no protobuf encoding at all (fixed malformed samples and
 //!     seeded random ones, each checked to be undecodable),
@@ -100,6 +101,18 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
         "/amai.v1.IdentityService/ListIntegrityViolations",
         Code::Unavailable,
     ),
+    // LlmService: a command needs its signed event; reads are signed.
+    ("/amai.v1.LlmService/CreateSession", Code::InvalidArgument),
+    ("/amai.v1.LlmService/SetMode", Code::InvalidArgument),
+    ("/amai.v1.LlmService/IssueKey", Code::InvalidArgument),
+    ("/amai.v1.LlmService/RevokeKey", Code::InvalidArgument),
+    ("/amai.v1.LlmService/DeleteSession", Code::InvalidArgument),
+    ("/amai.v1.LlmService/Import", Code::InvalidArgument),
+    ("/amai.v1.LlmService/GetSession", Code::Unauthenticated),
+    ("/amai.v1.LlmService/ListSessions", Code::Unauthenticated),
+    ("/amai.v1.LlmService/ListRecordings", Code::Unauthenticated),
+    ("/amai.v1.LlmService/GetRecording", Code::Unauthenticated),
+    ("/amai.v1.LlmService/Export", Code::Unauthenticated),
     // Has no fields: an empty message is the valid request (OK = it succeeds).
     ("/amai.v1.EventService/GetDeployment", Code::Ok),
 ];
@@ -124,13 +137,18 @@ fn rpcs() -> Vec<Rpc> {
         .flat_map(|f| f.message_type.iter())
         .map(|m| (format!(".amai.v1.{}", m.name()), m))
         .collect();
-    let gateway = fds
-        .file
-        .iter()
-        .find(|f| f.name() == "amai/v1/gateway.proto")
-        .expect("gateway.proto in the descriptor set");
+    let services = ["amai/v1/gateway.proto", "amai/v1/llm_service.proto"]
+        .into_iter()
+        .flat_map(|name| {
+            fds.file
+                .iter()
+                .find(|f| f.name() == name)
+                .unwrap_or_else(|| panic!("{name} in the descriptor set"))
+                .service
+                .iter()
+        });
     let mut out = Vec::new();
-    for service in &gateway.service {
+    for service in services {
         for method in &service.method {
             let input = messages
                 .get(method.input_type())
@@ -181,7 +199,13 @@ fn decodes_as(input: &str, bytes: &[u8]) -> bool {
         SubscribeRequest,
         PutBlobRequest,
         GetBlobRequest,
-        GetDeploymentRequest
+        GetDeploymentRequest,
+        LlmCommand,
+        GetLlmSessionRequest,
+        ListLlmSessionsRequest,
+        ListLlmRecordingsRequest,
+        GetLlmRecordingRequest,
+        ExportLlmSessionRequest
     )
 }
 

@@ -7,5 +7,6 @@ mod common;
 mod flow;
 mod garbage;
 mod holes;
+mod llm;
 mod queries;
 mod reads;

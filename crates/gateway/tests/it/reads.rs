@@ -259,7 +259,7 @@ async fn a_granted_reader_reads_its_streams_only_and_a_forged_or_revoked_one_not
     let env = Env::start().await;
     let alice = env.agent("alice").await;
     let (blob, action) = alice
-        .append_action_with_blob("llm.response", "{}", vec![5u8; 1000])
+        .append_action_with_blob("app.response", "{}", vec![5u8; 1000])
         .await
         .expect("blob action");
     let digest: [u8; 32] = blob.sha256.as_slice().try_into().expect("32");
