@@ -192,7 +192,8 @@ async fn walkthrough_cli() {
     assert_eq!(inbox[0]["from"], Value::from(alice_id.clone()));
     assert_eq!(inbox[0]["text"], "the results are in");
 
-    // Events: operator, service, alice, bob registered + one message.
+    // Events: operator, the identity and llm services, alice, bob registered
+    // + one message.
     let out = run(vec![
         "events",
         "tail",
@@ -201,7 +202,7 @@ async fn walkthrough_cli() {
         "--from-seq",
         "1",
         "--count",
-        "5",
+        "6",
         "--json",
     ])
     .await
@@ -210,14 +211,14 @@ async fn walkthrough_cli() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    assert_eq!(events.len(), 5, "{out}");
+    assert_eq!(events.len(), 6, "{out}");
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["type"].as_str().expect("type"))
         .collect();
     assert_eq!(
         types.iter().filter(|t| **t == "agent.registered").count(),
-        4,
+        5,
         "{types:?}"
     );
     let sent: Vec<&Value> = events
@@ -234,7 +235,7 @@ async fn walkthrough_cli() {
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
 
     // Chain verification, client-side.
     let report = run(vec![
@@ -297,10 +298,11 @@ async fn walkthrough_cli() {
         }
     })
     .await;
-    assert_eq!(stats["identities"], 4, "{stats}");
+    assert_eq!(stats["identities"], 5, "{stats}");
     assert_eq!(stats["per_kind"]["agent"], 2, "{stats}");
     assert_eq!(stats["per_kind"]["operator"], 1, "{stats}");
-    assert_eq!(stats["per_kind"]["service"], 1, "{stats}");
+    // One service identity per role: identity and llm.
+    assert_eq!(stats["per_kind"]["service"], 2, "{stats}");
     assert_eq!(stats["revoked"], 0, "{stats}");
     assert_eq!(stats["integrity_violations"], 0, "{stats}");
 
@@ -585,7 +587,8 @@ async fn up_restart_keeps_state() {
     run(vec!["agent", "register", "--keys", &key, "--name", "carol"])
         .await
         .ok();
-    wait_until("carol is counted", DEADLINE, stats_with(3)).await;
+    // operator, the identity and llm services, carol.
+    wait_until("carol is counted", DEADLINE, stats_with(4)).await;
     up.sigterm();
     assert!(up.wait_exit(DEADLINE).await.success(), "{}", up.log());
     let operator_key =
@@ -608,14 +611,14 @@ async fn up_restart_keeps_state() {
     let carol: Value = serde_json::from_str(carol.trim()).expect("json");
     assert_eq!(carol["trust_score"], 60.0);
     assert_eq!(carol["chain_length"], 1);
-    let stats = wait_until("stats answer", DEADLINE, stats_with(3)).await;
+    let stats = wait_until("stats answer", DEADLINE, stats_with(4)).await;
     assert_eq!(
         stats["per_kind"]["operator"], 1,
         "operator registered once: {stats}"
     );
     assert_eq!(
-        stats["per_kind"]["service"], 1,
-        "service registered once: {stats}"
+        stats["per_kind"]["service"], 2,
+        "each service registered once: {stats}"
     );
     assert_eq!(
         std::fs::read(dir.path().join("data/keys/operator.json")).expect("operator key"),

@@ -39,6 +39,9 @@ use super::record::{build_response, headers_of};
 /// Most differences listed in a miss.
 const MAX_DIFF_LINES: usize = 20;
 
+/// Strict order: (seq, request hash) of every recording, in order.
+type RecordingOrder = Arc<Vec<(u64, Vec<u8>)>>;
+
 #[derive(Default)]
 struct RunState {
     run_id: String,
@@ -46,8 +49,7 @@ struct RunState {
     step: u64,
     cursor: usize,
     served: HashMap<Vec<u8>, u32>,
-    /// Strict order: (seq, request hash) of every recording, in order.
-    order: Option<Arc<Vec<(u64, Vec<u8>)>>>,
+    order: Option<RecordingOrder>,
 }
 
 /// Replay cursors of the sessions this instance serves.
