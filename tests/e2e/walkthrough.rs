@@ -264,7 +264,8 @@ async fn walkthrough_cli() {
         let metrics = metrics.clone();
         async move {
             let text = http_get(&metrics, "/metrics").await?;
-            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 4") {
+            // One trust.initialized per registration: operator, two services, two agents.
+            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 5") {
                 Ok(text)
             } else {
                 Err(text)
