@@ -6,8 +6,13 @@ use crate::util::*;
 
 /// Starts `amai worker --role llm` with its HTTP API on a free port.
 async fn llm_worker(world: &World) -> Proc {
+    llm_worker_at(world, &format!("127.0.0.1:{}", amai_testkit::free_port()), &[]).await
+}
+
+/// Starts `amai worker --role llm` on `addr` with extra environment variables.
+async fn llm_worker_at(world: &World, addr: &str, env: &[(&str, &str)]) -> Proc {
     let mut a = world.globals();
-    let addr = format!("127.0.0.1:{}", amai_testkit::free_port());
+    let addr = addr.to_string();
     a.extend(args(&[
         "--llm-addr",
         &addr,
@@ -17,7 +22,7 @@ async fn llm_worker(world: &World) -> Proc {
         "--instance",
         "llm1",
     ]));
-    let mut p = Proc::spawn("worker-llm", world.path(), &a);
+    let mut p = Proc::spawn_with_env("worker-llm", world.path(), &a, env);
     p.wait_for_log("llm role up", DEADLINE).await;
     p
 }
@@ -224,4 +229,97 @@ fn one_interaction(content: &str) -> String {
         "misses": []
     })
     .to_string()
+}
+
+/// Real traffic through the binary's proxy: record against a fake upstream,
+/// export, import into a new session, replay it byte for byte without the
+/// upstream; and neither the upstream key nor the session key appears in the
+/// worker's log, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_export_import_replay_through_the_binary() {
+    const UPSTREAM_KEY: &str = "sk-e2e-upstream-SECRET-77";
+    let upstream = amai_llm_fake_upstream::FakeUpstream::builder()
+        .openai_key(UPSTREAM_KEY)
+        .start()
+        .await
+        .expect("fake upstream");
+    let world = World::new();
+    let _worker = world.worker("w1").await;
+    let (_gateway, _client) = world.gateway().await;
+    let addr = format!("127.0.0.1:{}", amai_testkit::free_port());
+    let openai_url = upstream.openai_base_url();
+    let llm = llm_worker_at(
+        &world,
+        &addr,
+        &[
+            ("AMAI_LLM_OPENAI_URL", openai_url.as_str()),
+            ("OPENAI_API_KEY", UPSTREAM_KEY),
+            ("AMAI_LOG_LEVEL", "debug"),
+        ],
+    )
+    .await;
+    let (alice_key, _) = gen_keys(&world, "alice").await;
+    world
+        .cli(&["agent", "register", "--keys", &alice_key, "--name", "alice"])
+        .await
+        .ok();
+    let created = world
+        .cli(&[
+            "llm", "session", "create", "--keys", &alice_key, "--mode", "record", "--json",
+        ])
+        .await
+        .json();
+    let sid = created["session_id"].as_str().expect("id").to_string();
+    let key = created["key"].as_str().expect("key").to_string();
+    let http = reqwest::Client::new();
+    let call = |body: serde_json::Value, key: String| {
+        let http = http.clone();
+        let url = format!("http://{addr}/v1/chat/completions");
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("send");
+            (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+        }
+    };
+    let plain = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]});
+    let streamed = serde_json::json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "stream"}]});
+    let a = call(plain.clone(), key.clone()).await;
+    let b = call(streamed.clone(), key.clone()).await;
+    assert_eq!((a.0, b.0), (200, 200), "{}", String::from_utf8_lossy(&a.1));
+    let recordings = world
+        .cli(&["llm", "recordings", "--keys", &alice_key, &sid, "--json"])
+        .await
+        .json();
+    assert_eq!(recordings.as_array().map(Vec::len), Some(2), "{recordings}");
+
+    let cassette = world.path().join("run.cassette.json").display().to_string();
+    world
+        .cli(&["llm", "export", "--keys", &alice_key, &sid, "--out", &cassette])
+        .await
+        .ok();
+    let text = std::fs::read_to_string(&cassette).expect("cassette");
+    assert!(!text.contains(UPSTREAM_KEY) && !text.contains(&key), "a secret is in the cassette");
+    let imported = world
+        .cli(&["llm", "import", "--keys", &alice_key, &cassette, "--json"])
+        .await
+        .json();
+    let new_key = imported["key"].as_str().expect("key").to_string();
+    let hits = upstream.hits();
+    let a2 = call(plain, new_key.clone()).await;
+    let b2 = call(streamed, new_key.clone()).await;
+    assert_eq!(a2, a, "the imported session replays the recorded answer");
+    assert_eq!(b2, b, "the imported session replays the recorded stream");
+    assert_eq!(upstream.hits(), hits, "replay went upstream");
+
+    let log = llm.log();
+    assert!(log.contains("DEBUG") || log.contains("debug"), "the worker did not log at debug level");
+    for secret in [UPSTREAM_KEY, key.as_str(), new_key.as_str()] {
+        assert!(!log.contains(secret), "{secret} appears in the llm worker's log");
+    }
 }
