@@ -22,18 +22,23 @@
 //!    every core);
 //! 6. `GetIdentity` latency through the gateway under an open-loop load;
 //! 7. append-to-visible latency (append until the identity role's projection has
-//!    the event) under an open-loop load.
+//!    the event) under an open-loop load;
+//! 8. the llm role's recording/replay proxy against a fake OpenAI upstream
+//!    started by the bench (see the `llm` module): direct baseline, record and
+//!    replay latencies (non-streamed and streamed) under an open-loop load, and
+//!    replay throughput with [`LLM_CONCURRENCY`] requests in flight.
 //!
 //! The identity role starts after (3), so (2) and (3) measure the append path
 //! alone; it then catches up before (4) and runs for (6) and (7), as under
 //! `amai up`.
-//! Latencies of (6) and (7) count from each request's *scheduled* send time, so
+//! Latencies of (6), (7) and (8) count from each request's *scheduled* send time, so
 //! a stalled system cannot hide its queueing (no coordinated omission).
 //! Progress lines go to the caller's [`BenchConfig::progress`]; the result is a
 //! [`Report`] (a table or one JSON object).
 #![warn(missing_docs)]
 
 mod error;
+mod llm;
 mod load;
 mod platform;
 mod report;
@@ -60,6 +65,7 @@ use platform::Platform;
 use report::fmt_int;
 
 pub use error::BenchError;
+pub use llm::{LLM_CONCURRENCY, LLM_RPS};
 pub use report::Report;
 
 /// Stream of the raw publish baseline.
@@ -108,7 +114,7 @@ impl std::fmt::Debug for Progress {
 pub struct BenchConfig {
     /// The NATS to use (the caller starts one, or names a deployment's).
     pub nats_url: String,
-    /// Smaller sizes and 1 s latency windows (~10 s instead of ~30 s).
+    /// Smaller sizes and 1 s latency windows.
     pub quick: bool,
     /// Streams and store, as the deployment configures them.
     pub store: StoreSettings,
@@ -432,6 +438,10 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
         fmt_int(f64::from(APPEND_VISIBLE_RPS)),
         report.append_visible.summary()
     ));
+
+    // 8. The llm proxy against its upstream (after everything above, so the
+    // identity phases are unaffected).
+    report.llm = llm::measure(p, sizes).await?;
     Ok(report)
 }
 
