@@ -134,6 +134,10 @@ pub(crate) struct Sizes {
     gateway_per_agent: usize,
     verify_for: Duration,
     latency_for: Duration,
+    /// Each llm latency window (at `LLM_RPS`: 200 requests a second).
+    llm_latency_for: Duration,
+    /// Each llm throughput window.
+    llm_throughput_for: Duration,
 }
 
 impl Sizes {
@@ -145,6 +149,8 @@ impl Sizes {
                 gateway_per_agent: 8,
                 verify_for: Duration::from_millis(300),
                 latency_for: Duration::from_secs(1),
+                llm_latency_for: Duration::from_secs(3),
+                llm_throughput_for: Duration::from_secs(2),
             }
         } else {
             Sizes {
@@ -153,6 +159,8 @@ impl Sizes {
                 gateway_per_agent: 38,
                 verify_for: Duration::from_secs(1),
                 latency_for: Duration::from_secs(3),
+                llm_latency_for: Duration::from_secs(5),
+                llm_throughput_for: Duration::from_secs(3),
             }
         }
     }
@@ -516,8 +524,16 @@ async fn await_ack(ack: jetstream::context::PublishAckFuture) -> Result<(), Fail
 
 /// The last sequence of every stream the identity projection consumes.
 pub(crate) async fn stream_ends(js: &jetstream::Context) -> Result<Vec<Position>, Fail> {
+    projection_stream_ends(js, &IdentityProjection).await
+}
+
+/// The last sequence of every stream `projection` consumes.
+pub(crate) async fn projection_stream_ends(
+    js: &jetstream::Context,
+    projection: &dyn amai_projections::Projection,
+) -> Result<Vec<Position>, Fail> {
     let mut out = Vec::new();
-    for name in amai_projections::Projection::streams(&IdentityProjection) {
+    for name in projection.streams() {
         let mut stream = js
             .get_stream(name)
             .await

@@ -12,7 +12,10 @@
 //! 3. replay: the session switched to REPLAY (`order: any` + `allow_repeats`,
 //!    so every request hits), the same requests at the same rate, non-streamed
 //!    and streamed;
-//! 4. throughput: [`LLM_CONCURRENCY`] requests in flight for a fixed time,
+//! 4. the durable append alone: owner actions the size of a recording appended
+//!    to one chain through the store at the same rate (what a record adds
+//!    beyond the proxy hop);
+//! 5. throughput: [`LLM_CONCURRENCY`] requests in flight for a fixed time,
 //!    replayed through the proxy and straight to the upstream.
 //!
 //! Added latency = proxy minus direct at the same percentile.
@@ -50,6 +53,10 @@ pub(crate) struct LlmFigures {
     pub(crate) record: Latency,
     pub(crate) replay: Latency,
     pub(crate) replay_stream: Latency,
+    /// Store appends of events the size of a recording, one chain.
+    pub(crate) append: Latency,
+    /// Encoded size of the last recording (a signed event).
+    pub(crate) record_bytes: usize,
     pub(crate) direct_tput: Throughput,
     pub(crate) replay_tput: Throughput,
     /// Interactions recorded (the timed ones and the streamed ones).
@@ -223,6 +230,52 @@ impl Owner {
     }
 }
 
+/// Owner actions of about `bytes` (encoded) appended at [`LLM_RPS`] to the
+/// owner's chain, one at a time in chain order.
+async fn append_latency(
+    p: &Platform,
+    owner: &Owner,
+    bytes: usize,
+    duration: std::time::Duration,
+) -> Result<Latency, Fail> {
+    let head = p.store.chain_head(&owner.aggregate).await?;
+    let note = |n: u64, pad: usize| {
+        json!({ "tick": format!("{n:010}"), "note": "x".repeat(pad) }).to_string()
+    };
+    let draft = |head: (u64, amai_bus::EventHash), n: u64, pad: usize| {
+        EventDraft::action(owner.aggregate.clone(), "bench.llm_sized", note(n, pad))
+            .after(head.0, head.1)
+            .sign(&owner.keys, &owner.id)
+    };
+    let probe = prost::Message::encoded_len(&draft((head.aggregate_seq, head.hash), 0, 0));
+    let pad = bytes.saturating_sub(probe);
+    let chain = Arc::new(tokio::sync::Mutex::new((head.aggregate_seq, head.hash)));
+    let (aggregate, keys, id) = (
+        owner.aggregate.clone(),
+        Arc::new(owner.keys.clone()),
+        owner.id.clone(),
+    );
+    Ok(open_loop(LLM_RPS, duration, |i| {
+        let (store, chain, aggregate, keys, id) = (
+            p.store.clone(),
+            chain.clone(),
+            aggregate.clone(),
+            keys.clone(),
+            id.clone(),
+        );
+        async move {
+            let mut head = chain.lock().await;
+            let signed = EventDraft::action(aggregate, "bench.llm_sized", note(i + 1, pad))
+                .after(head.0, head.1)
+                .sign(&keys, &id);
+            let out = store.append(signed).await?;
+            *head = (out.aggregate_seq, out.hash);
+            Ok(())
+        }
+    })
+    .await)
+}
+
 /// Runs the llm phases (see the module docs).
 pub(crate) async fn measure(p: &mut Platform, sizes: &Sizes) -> Result<LlmFigures, Fail> {
     let mut out = LlmFigures::default();
@@ -262,12 +315,12 @@ async fn phases(
     // 1. Direct baseline.
     warm_up(&http, &direct, &bodies.plain).await?;
     warm_up(&http, &direct, &bodies.stream).await?;
-    out.direct = latency(&http, &direct, &bodies.plain, sizes.latency_for).await;
+    out.direct = latency(&http, &direct, &bodies.plain, sizes.llm_latency_for).await;
     p.say(&format!(
         "llm direct      at {LLM_RPS} rps: {}",
         out.direct.summary()
     ));
-    out.direct_stream = latency(&http, &direct, &bodies.stream, sizes.latency_for).await;
+    out.direct_stream = latency(&http, &direct, &bodies.stream, sizes.llm_latency_for).await;
     p.say(&format!(
         "llm direct SSE  at {LLM_RPS} rps: {}",
         out.direct_stream.summary()
@@ -319,7 +372,7 @@ async fn phases(
     // 2. Record (non-streamed; the streamed bodies are recorded untimed).
     warm_up(&http, &proxied, &bodies.stream).await?;
     warm_up(&http, &proxied, &bodies.plain).await?;
-    out.record = latency(&http, &proxied, &bodies.plain, sizes.latency_for).await;
+    out.record = latency(&http, &proxied, &bodies.plain, sizes.llm_latency_for).await;
     out.recordings = 2 * DISTINCT_REQUESTS + out.record.sent - out.record.errors;
     p.say(&format!(
         "llm record      at {LLM_RPS} rps: {}",
@@ -345,14 +398,14 @@ async fn phases(
     let hits_before = upstream.hits();
     warm_up(&http, &proxied, &bodies.plain).await?;
     warm_up(&http, &proxied, &bodies.stream).await?;
-    out.replay = latency(&http, &proxied, &bodies.plain, sizes.latency_for).await;
+    out.replay = latency(&http, &proxied, &bodies.plain, sizes.llm_latency_for).await;
     p.say(&format!(
         "llm replay      at {LLM_RPS} rps: {}  (+{:.3} ms p50, +{:.3} ms p99 over direct)",
         out.replay.summary(),
         out.replay_overhead_p50(),
         out.replay_overhead_p99()
     ));
-    out.replay_stream = latency(&http, &proxied, &bodies.stream, sizes.latency_for).await;
+    out.replay_stream = latency(&http, &proxied, &bodies.stream, sizes.llm_latency_for).await;
     p.say(&format!(
         "llm replay SSE  at {LLM_RPS} rps: {}  (+{:.3} ms p50, +{:.3} ms p99 over direct)",
         out.replay_stream.summary(),
@@ -360,14 +413,31 @@ async fn phases(
         out.replay_stream_overhead_p99()
     ));
 
-    // 4. Throughput, replayed then direct.
-    out.replay_tput = throughput(&http, &proxied, &bodies.plain, sizes.latency_for).await;
+    // 4. The durable append alone, for the record's split.
+    let session = Aggregate::new(amai_bus::subjects::AggregateKind::Llm, &session_id)?;
+    let head = p.store.chain_head(&session).await?;
+    out.record_bytes = p
+        .store
+        .get_event(&Position::new(session.stream(), head.stream_seq))
+        .await?
+        .payload
+        .len();
+    out.append = append_latency(p, &owner, out.record_bytes, sizes.llm_latency_for).await?;
+    p.say(&format!(
+        "llm-size append at {LLM_RPS} rps: {}  ({} byte events; a record is {:+.3} ms p50 over its append)",
+        out.append.summary(),
+        out.record_bytes,
+        out.record.p50() - out.append.p50()
+    ));
+
+    // 5. Throughput, replayed then direct.
+    out.replay_tput = throughput(&http, &proxied, &bodies.plain, sizes.llm_throughput_for).await;
     out.replay_upstream_hits = upstream.hits() - hits_before;
     p.say(&format!(
         "llm replay throughput: {}",
         out.replay_tput.summary()
     ));
-    out.direct_tput = throughput(&http, &direct, &bodies.plain, sizes.latency_for).await;
+    out.direct_tput = throughput(&http, &direct, &bodies.plain, sizes.llm_throughput_for).await;
     p.say(&format!(
         "llm direct throughput: {}  (replay {:.2}x direct)",
         out.direct_tput.summary(),

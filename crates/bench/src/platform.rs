@@ -18,7 +18,9 @@ use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use async_nats::jetstream;
 
 use crate::error::{Context as _, Fail};
-use crate::{stream_ends, wait_positions, BenchConfig, Progress, BENCH_STREAM};
+use crate::{
+    projection_stream_ends, stream_ends, wait_positions, BenchConfig, Progress, BENCH_STREAM,
+};
 
 /// The role the bench runs (from the registry, like `amai up`).
 const ROLE: &str = "identity";
@@ -201,7 +203,7 @@ impl Platform {
         )
         .min_position_timeout(self.query_timeout)
         .listen_addr(llm::LISTENER, SocketAddr::from(([127, 0, 0, 1], 0)));
-        let runtime = RoleRuntime::start(role, config)
+        let runtime = RoleRuntime::start(role.clone(), config)
             .await
             .context("cannot start the llm role")?;
         let addr = runtime
@@ -212,6 +214,16 @@ impl Platform {
             .context("the llm role has no llm projection")?
             .clone();
         self.llm_role = Some(runtime);
+        // A fresh llm projection folds every stream it consumes, and its
+        // reactor reads its own: let both finish before anything is measured.
+        let ends = projection_stream_ends(&self.js, &llm::LlmProjection).await?;
+        wait_positions(&projection, &ends)
+            .await
+            .context("the llm role did not catch up")?;
+        for reactor in role.reactors() {
+            let sub = reactor.subscription();
+            self.wait_drained(sub.stream(), sub.durable()).await?;
+        }
         Ok((format!("http://{addr}"), projection))
     }
 

@@ -273,7 +273,18 @@ impl Report {
             ),
             ("llm_record_p50_ms", json!(round(self.llm.record.p50(), 3))),
             ("llm_record_p99_ms", json!(round(self.llm.record.p99(), 3))),
+            ("llm_append_p50_ms", json!(round(self.llm.append.p50(), 3))),
+            ("llm_append_p99_ms", json!(round(self.llm.append.p99(), 3))),
+            ("llm_record_event_bytes", json!(self.llm.record_bytes)),
             ("llm_latency_target_rps", json!(LLM_RPS)),
+            (
+                "llm_latency_window_s",
+                json!(sizes.llm_latency_for.as_secs_f64()),
+            ),
+            (
+                "llm_throughput_window_s",
+                json!(sizes.llm_throughput_for.as_secs_f64()),
+            ),
             ("llm_concurrency", json!(LLM_CONCURRENCY)),
             ("llm_recordings", json!(self.llm.recordings)),
             (
@@ -534,6 +545,13 @@ impl Report {
                 none(),
             ],
             [
+                format!("  bus append alone, {} B events, p50/p99", l.record_bytes),
+                format!("{:.2}/{:.2} ms", l.append.p50(), l.append.p99()),
+                none(),
+                none(),
+                none(),
+            ],
+            [
                 format!("llm direct upstream ({LLM_CONCURRENCY} in flight)"),
                 format!("{}/s", fmt_int(l.direct_tput.per_s)),
                 "1.00x (baseline)".into(),
@@ -591,11 +609,14 @@ impl Report {
             self.nats_restarts.map(|n| n.to_string()).unwrap_or_else(|| "n/a (--nats-url)".into()),
         ));
         out.push_str(&format!(
-            "llm: one session against a fake OpenAI upstream started by the bench, same HTTP client (keep-alive, TCP_NODELAY) and bodies for direct and proxied calls; {} recordings; replay order any + repeats; errors: direct {}/{}, record {}, replay {}/{}, throughput {}/{}; upstream calls during replay: {}\n",
+            "llm: one session against a fake OpenAI upstream started by the bench, same HTTP client (keep-alive, TCP_NODELAY) and bodies for direct and proxied calls; open loop {} s each, throughput {} s each; {} recordings; replay order any + repeats; errors: direct {}/{}, record {}, append {}, replay {}/{}, throughput {}/{}; upstream calls during replay: {}\n",
+            sizes.llm_latency_for.as_secs_f64(),
+            sizes.llm_throughput_for.as_secs_f64(),
             l.recordings,
             l.direct.errors,
             l.direct_stream.errors,
             l.record.errors,
+            l.append.errors,
             l.replay.errors,
             l.replay_stream.errors,
             l.direct_tput.errors,
