@@ -86,7 +86,7 @@ impl Platform {
             deploy::Operator {
                 keys: &operator,
                 name: &format!("bench-op-{run_id}"),
-                registered_at: now.clone(),
+                registered_at: now,
             },
             deploy::Service {
                 keys: &service,
@@ -185,7 +185,7 @@ impl Platform {
             deploy::Operator {
                 keys: &self.operator,
                 name: &format!("bench-op-{}", self.run_id),
-                registered_at: self.operator_registered_at.clone(),
+                registered_at: self.operator_registered_at,
             },
             deploy::Service {
                 keys: &keys,

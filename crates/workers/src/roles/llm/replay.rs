@@ -47,8 +47,11 @@ struct RunState {
     cursor: usize,
     served: HashMap<Vec<u8>, u32>,
     /// Strict order: (seq, request hash) of every recording, in order.
-    order: Option<Arc<Vec<(u64, Vec<u8>)>>>,
+    order: Option<RecordingOrder>,
 }
+
+/// (seq, request hash) of every recording of a session, in order.
+type RecordingOrder = Arc<Vec<(u64, Vec<u8>)>>;
 
 /// Replay cursors of the sessions this instance serves.
 #[derive(Clone, Default)]
