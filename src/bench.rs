@@ -15,7 +15,7 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Smaller sizes and 1 s latency windows (~10 s instead of ~30 s).
+    /// Smaller sizes and shorter latency windows (~40 s in all, the llm phases included).
     #[arg(long)]
     quick: bool,
 }

@@ -22,18 +22,23 @@
 //!    every core);
 //! 6. `GetIdentity` latency through the gateway under an open-loop load;
 //! 7. append-to-visible latency (append until the identity role's projection has
-//!    the event) under an open-loop load.
+//!    the event) under an open-loop load;
+//! 8. the llm role's recording/replay proxy against a fake OpenAI upstream
+//!    started by the bench (see the `llm` module): direct baseline, record and
+//!    replay latencies (non-streamed and streamed) under an open-loop load, and
+//!    replay throughput with [`LLM_CONCURRENCY`] requests in flight.
 //!
 //! The identity role starts after (3), so (2) and (3) measure the append path
 //! alone; it then catches up before (4) and runs for (6) and (7), as under
 //! `amai up`.
-//! Latencies of (6) and (7) count from each request's *scheduled* send time, so
+//! Latencies of (6), (7) and (8) count from each request's *scheduled* send time, so
 //! a stalled system cannot hide its queueing (no coordinated omission).
 //! Progress lines go to the caller's [`BenchConfig::progress`]; the result is a
 //! [`Report`] (a table or one JSON object).
 #![warn(missing_docs)]
 
 mod error;
+mod llm;
 mod load;
 mod platform;
 mod report;
@@ -60,6 +65,7 @@ use platform::Platform;
 use report::fmt_int;
 
 pub use error::BenchError;
+pub use llm::{LLM_CONCURRENCY, LLM_RPS};
 pub use report::Report;
 
 /// Stream of the raw publish baseline.
@@ -108,7 +114,7 @@ impl std::fmt::Debug for Progress {
 pub struct BenchConfig {
     /// The NATS to use (the caller starts one, or names a deployment's).
     pub nats_url: String,
-    /// Smaller sizes and 1 s latency windows (~10 s instead of ~30 s).
+    /// Smaller sizes and shorter latency windows (~40 s in all, the llm phases included).
     pub quick: bool,
     /// Streams and store, as the deployment configures them.
     pub store: StoreSettings,
@@ -128,6 +134,10 @@ pub(crate) struct Sizes {
     gateway_per_agent: usize,
     verify_for: Duration,
     latency_for: Duration,
+    /// Each llm latency window (at `LLM_RPS`: 200 requests a second).
+    llm_latency_for: Duration,
+    /// Each llm throughput window.
+    llm_throughput_for: Duration,
 }
 
 impl Sizes {
@@ -139,6 +149,8 @@ impl Sizes {
                 gateway_per_agent: 8,
                 verify_for: Duration::from_millis(300),
                 latency_for: Duration::from_secs(1),
+                llm_latency_for: Duration::from_secs(3),
+                llm_throughput_for: Duration::from_secs(2),
             }
         } else {
             Sizes {
@@ -147,6 +159,8 @@ impl Sizes {
                 gateway_per_agent: 38,
                 verify_for: Duration::from_secs(1),
                 latency_for: Duration::from_secs(3),
+                llm_latency_for: Duration::from_secs(5),
+                llm_throughput_for: Duration::from_secs(3),
             }
         }
     }
@@ -432,6 +446,10 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
         fmt_int(f64::from(APPEND_VISIBLE_RPS)),
         report.append_visible.summary()
     ));
+
+    // 8. The llm proxy against its upstream (after everything above, so the
+    // identity phases are unaffected).
+    report.llm = llm::measure(p, sizes).await?;
     Ok(report)
 }
 
@@ -506,8 +524,16 @@ async fn await_ack(ack: jetstream::context::PublishAckFuture) -> Result<(), Fail
 
 /// The last sequence of every stream the identity projection consumes.
 pub(crate) async fn stream_ends(js: &jetstream::Context) -> Result<Vec<Position>, Fail> {
+    projection_stream_ends(js, &IdentityProjection).await
+}
+
+/// The last sequence of every stream `projection` consumes.
+pub(crate) async fn projection_stream_ends(
+    js: &jetstream::Context,
+    projection: &dyn amai_projections::Projection,
+) -> Result<Vec<Position>, Fail> {
     let mut out = Vec::new();
-    for name in amai_projections::Projection::streams(&IdentityProjection) {
+    for name in projection.streams() {
         let mut stream = js
             .get_stream(name)
             .await

@@ -1,5 +1,6 @@
 //! Load generation: an open-loop request schedule released by its own thread
-//! ([`open_loop`]), the latencies it measures ([`Latency`]) and a small PRNG.
+//! ([`open_loop`]), the latencies it measures ([`Latency`]), a closed-loop
+//! throughput run ([`closed_loop`], [`Throughput`]) and a small PRNG.
 
 use std::future::Future;
 use std::time::Duration;
@@ -147,4 +148,92 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         (self.0 % n as u64) as usize
     }
+}
+
+/// Completions of one closed-loop run.
+#[derive(Debug, Default)]
+pub(crate) struct Throughput {
+    /// Requests in flight at any time.
+    pub(crate) concurrency: usize,
+    /// Requests that completed successfully.
+    pub(crate) completed: u64,
+    /// Requests that failed (or timed out).
+    pub(crate) errors: u64,
+    first_error: Option<String>,
+    /// Successful requests per second.
+    pub(crate) per_s: f64,
+}
+
+impl Throughput {
+    pub(crate) fn summary(&self) -> String {
+        let mut s = format!(
+            "{:.0}/s ({} requests, {} in flight, {} errors)",
+            self.per_s, self.completed, self.concurrency, self.errors
+        );
+        if let Some(e) = &self.first_error {
+            s.push_str(&format!("; first error: {e}"));
+        }
+        s
+    }
+}
+
+/// Keeps `concurrency` requests in flight for `duration` (each worker sends its
+/// next request as soon as the previous one completes) and counts completions.
+pub(crate) async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    request: F,
+) -> Throughput
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Fail>> + Send + 'static,
+{
+    let request = std::sync::Arc::new(request);
+    let started = std::time::Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..concurrency as u64)
+        .map(|w| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None::<String>);
+                let mut n = w;
+                while std::time::Instant::now() < deadline {
+                    match tokio::time::timeout(WAIT, request(n)).await {
+                        Ok(Ok(())) => ok += 1,
+                        Ok(Err(e)) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("timed out after {WAIT:?}"));
+                        }
+                    }
+                    n += concurrency as u64;
+                }
+                (ok, errors, first_error)
+            })
+        })
+        .collect();
+    let mut out = Throughput {
+        concurrency,
+        ..Throughput::default()
+    };
+    for w in workers {
+        match w.await {
+            Ok((ok, errors, first_error)) => {
+                out.completed += ok;
+                out.errors += errors;
+                if let Some(e) = first_error {
+                    out.first_error.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    out.per_s = out.completed as f64 / started.elapsed().as_secs_f64();
+    out
 }

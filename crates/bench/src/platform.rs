@@ -1,19 +1,26 @@
 //! The platform under test, wired as `amai up` wires it: the store opened by
 //! [`deploy::open_store`], the identity role taken from the registry and run by
 //! [`RoleRuntime`] with its service identity registered by
-//! [`deploy::register_service`], and the gateway on `127.0.0.1:0`.
+//! [`deploy::register_service`], and the gateway on `127.0.0.1:0`. The llm
+//! role (its HTTP API on `127.0.0.1:0`) starts on demand for the llm phases,
+//! with its own service identity endorsed by the same operator.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
+use amai_projections::ProjectionHandle;
 use amai_workers::deploy;
 use amai_workers::role::Role;
+use amai_workers::roles::llm::{self, LlmConfig, LlmRole};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use async_nats::jetstream;
 
 use crate::error::{Context as _, Fail};
-use crate::{stream_ends, wait_positions, BenchConfig, Progress, BENCH_STREAM};
+use crate::{
+    projection_stream_ends, stream_ends, wait_positions, BenchConfig, Progress, BENCH_STREAM,
+};
 
 /// The role the bench runs (from the registry, like `amai up`).
 const ROLE: &str = "identity";
@@ -35,6 +42,13 @@ pub(crate) struct Platform {
     pub(crate) run_id: String,
     pub(crate) replicas: usize,
     progress: Progress,
+    /// The run's trust root, kept to endorse the llm role's service identity.
+    operator: IdentityKeys,
+    operator_registered_at: prost_types::Timestamp,
+    state_root: std::path::PathBuf,
+    query_timeout: std::time::Duration,
+    /// The llm role, once [`Platform::start_llm_role`] started it.
+    llm_role: Option<RoleRuntime>,
 }
 
 /// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
@@ -117,6 +131,11 @@ impl Platform {
             run_id,
             replicas: config.store.replicas,
             progress,
+            operator,
+            operator_registered_at: now,
+            state_root: scratch.join("state"),
+            query_timeout: config.query_timeout,
+            llm_role: None,
         })
     }
 
@@ -152,6 +171,62 @@ impl Platform {
         Ok(self.role.insert(role))
     }
 
+    /// Starts the llm role (recording/replay proxy) with `config`, its HTTP API
+    /// on `127.0.0.1:0` and its own service identity: (the API's base URL, the
+    /// role's llm projection).
+    pub(crate) async fn start_llm_role(
+        &mut self,
+        config: LlmConfig,
+    ) -> Result<(String, ProjectionHandle), Fail> {
+        let role: Arc<dyn Role> = Arc::new(LlmRole::with_config(config));
+        let keys = IdentityKeys::generate();
+        let signer = deploy::register_service(
+            &self.store,
+            deploy::Operator {
+                keys: &self.operator,
+                name: &format!("bench-op-{}", self.run_id),
+                registered_at: self.operator_registered_at,
+            },
+            deploy::Service {
+                keys: &keys,
+                name: &format!("bench-llm-{}", self.run_id),
+                registered_at: amai_bus::envelope::now_timestamp(),
+            },
+            role.as_ref(),
+        )
+        .await?;
+        let config = RoleRuntimeConfig::new(
+            self.client.clone(),
+            self.store.clone(),
+            self.state_root.clone(),
+            signer,
+        )
+        .min_position_timeout(self.query_timeout)
+        .listen_addr(llm::LISTENER, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let runtime = RoleRuntime::start(role.clone(), config)
+            .await
+            .context("cannot start the llm role")?;
+        let addr = runtime
+            .listener_addr(llm::LISTENER)
+            .context("the llm role has no HTTP listener")?;
+        let projection = runtime
+            .projection(llm::LLM_PROJECTION)
+            .context("the llm role has no llm projection")?
+            .clone();
+        self.llm_role = Some(runtime);
+        // A fresh llm projection folds every stream it consumes, and its
+        // reactor reads its own: let both finish before anything is measured.
+        let ends = projection_stream_ends(&self.js, &llm::LlmProjection).await?;
+        wait_positions(&projection, &ends)
+            .await
+            .context("the llm role did not catch up")?;
+        for reactor in role.reactors() {
+            let sub = reactor.subscription();
+            self.wait_drained(sub.stream(), sub.durable()).await?;
+        }
+        Ok((format!("http://{addr}"), projection))
+    }
+
     /// Waits (bounded) until a durable consumer has nothing pending or unacked.
     async fn wait_drained(&self, stream: &str, durable: &str) -> Result<(), Fail> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -185,6 +260,9 @@ impl Platform {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.say(&format!("gateway stopped with an error: {e}")),
             Err(e) => self.say(&format!("gateway task failed: {e}")),
+        }
+        if let Some(role) = self.llm_role.as_mut() {
+            role.stop().await;
         }
         if let Some(role) = self.role.as_mut() {
             role.stop().await;

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::llm::{LlmFigures, LLM_CONCURRENCY, LLM_RPS};
 use crate::load::Latency;
 use crate::{Sizes, AGENTS, APPEND_VISIBLE_RPS, GET_IDENTITY_RPS, PUBLISH_WINDOW};
 
@@ -17,6 +18,11 @@ const GOAL_PROJECTION_VS_VERIFY: f64 = 1.5;
 const GOAL_BUS_VS_VERIFY: f64 = 1.4;
 const GOAL_GET_IDENTITY_P99_MS: f64 = 2.0;
 const GOAL_APPEND_VISIBLE_P99_MS: f64 = 20.0;
+/// Latency the llm proxy adds to a replayed call (proxy minus direct upstream).
+const GOAL_LLM_REPLAY_OVERHEAD_P50_MS: f64 = 0.5;
+const GOAL_LLM_REPLAY_OVERHEAD_P99_MS: f64 = 2.0;
+/// Latency the llm proxy adds to a recorded call, the durable append included.
+const GOAL_LLM_RECORD_OVERHEAD_P50_MS: f64 = 2.0;
 
 /// Everything one run measured, with the sizes it ran at. Render it with
 /// [`Report::table`] or [`Report::to_json`].
@@ -38,6 +44,7 @@ pub struct Report {
     pub(crate) get_identity: Latency,
     pub(crate) identity_query_nats: Latency,
     pub(crate) append_visible: Latency,
+    pub(crate) llm: LlmFigures,
 }
 
 /// `12345.6` -> `12,346`.
@@ -97,6 +104,28 @@ impl Report {
     /// Bus append rate / single-core raw verify rate.
     pub fn bus_vs_raw_verify(&self) -> f64 {
         self.bus_append_per_s / self.raw_verify_per_s
+    }
+
+    /// Replay added latency under its p50 goal, with no failed request.
+    fn llm_replay_p50_met(&self) -> bool {
+        let l = &self.llm;
+        l.replay.errors == 0
+            && l.direct.errors == 0
+            && l.replay_overhead_p50() < GOAL_LLM_REPLAY_OVERHEAD_P50_MS
+    }
+
+    fn llm_replay_p99_met(&self) -> bool {
+        let l = &self.llm;
+        l.replay.errors == 0
+            && l.direct.errors == 0
+            && l.replay_overhead_p99() < GOAL_LLM_REPLAY_OVERHEAD_P99_MS
+    }
+
+    fn llm_record_p50_met(&self) -> bool {
+        let l = &self.llm;
+        l.record.errors == 0
+            && l.direct.errors == 0
+            && l.record_overhead_p50() < GOAL_LLM_RECORD_OVERHEAD_P50_MS
     }
 
     /// One JSON object with every figure, ratio and goal.
@@ -186,6 +215,94 @@ impl Report {
                 "append_visible_max_ms",
                 json!(round(self.append_visible.max(), 3)),
             ),
+            (
+                "llm_replay_overhead_p50_ms",
+                json!(round(self.llm.replay_overhead_p50(), 3)),
+            ),
+            (
+                "llm_replay_overhead_p99_ms",
+                json!(round(self.llm.replay_overhead_p99(), 3)),
+            ),
+            (
+                "llm_replay_stream_overhead_p50_ms",
+                json!(round(self.llm.replay_stream_overhead_p50(), 3)),
+            ),
+            (
+                "llm_replay_stream_overhead_p99_ms",
+                json!(round(self.llm.replay_stream_overhead_p99(), 3)),
+            ),
+            (
+                "llm_record_overhead_p50_ms",
+                json!(round(self.llm.record_overhead_p50(), 3)),
+            ),
+            (
+                "llm_record_overhead_p99_ms",
+                json!(round(self.llm.record_overhead_p99(), 3)),
+            ),
+            (
+                "llm_replay_per_s",
+                json!(round(self.llm.replay_tput.per_s, 1)),
+            ),
+            (
+                "llm_direct_per_s",
+                json!(round(self.llm.direct_tput.per_s, 1)),
+            ),
+            (
+                "llm_replay_vs_direct",
+                json!(round(self.llm.replay_vs_direct(), 3)),
+            ),
+            ("llm_direct_p50_ms", json!(round(self.llm.direct.p50(), 3))),
+            ("llm_direct_p99_ms", json!(round(self.llm.direct.p99(), 3))),
+            (
+                "llm_direct_stream_p50_ms",
+                json!(round(self.llm.direct_stream.p50(), 3)),
+            ),
+            (
+                "llm_direct_stream_p99_ms",
+                json!(round(self.llm.direct_stream.p99(), 3)),
+            ),
+            ("llm_replay_p50_ms", json!(round(self.llm.replay.p50(), 3))),
+            ("llm_replay_p99_ms", json!(round(self.llm.replay.p99(), 3))),
+            (
+                "llm_replay_stream_p50_ms",
+                json!(round(self.llm.replay_stream.p50(), 3)),
+            ),
+            (
+                "llm_replay_stream_p99_ms",
+                json!(round(self.llm.replay_stream.p99(), 3)),
+            ),
+            ("llm_record_p50_ms", json!(round(self.llm.record.p50(), 3))),
+            ("llm_record_p99_ms", json!(round(self.llm.record.p99(), 3))),
+            ("llm_append_p50_ms", json!(round(self.llm.append.p50(), 3))),
+            ("llm_append_p99_ms", json!(round(self.llm.append.p99(), 3))),
+            ("llm_record_event_bytes", json!(self.llm.record_bytes)),
+            ("llm_latency_target_rps", json!(LLM_RPS)),
+            (
+                "llm_latency_window_s",
+                json!(sizes.llm_latency_for.as_secs_f64()),
+            ),
+            (
+                "llm_throughput_window_s",
+                json!(sizes.llm_throughput_for.as_secs_f64()),
+            ),
+            ("llm_concurrency", json!(LLM_CONCURRENCY)),
+            ("llm_recordings", json!(self.llm.recordings)),
+            (
+                "llm_errors",
+                json!(
+                    self.llm.direct.errors
+                        + self.llm.direct_stream.errors
+                        + self.llm.record.errors
+                        + self.llm.replay.errors
+                        + self.llm.replay_stream.errors
+                        + self.llm.replay_tput.errors as usize
+                        + self.llm.direct_tput.errors as usize
+                ),
+            ),
+            (
+                "llm_replay_upstream_hits",
+                json!(self.llm.replay_upstream_hits),
+            ),
             ("latency_window_s", json!(sizes.latency_for.as_secs_f64())),
             ("nats_server_restarts", json!(self.nats_restarts)),
             (
@@ -228,6 +345,30 @@ impl Report {
                 "goal_append_visible_p99_met",
                 json!(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS)),
             ),
+            (
+                "goal_llm_replay_overhead_p50_ms_max",
+                json!(GOAL_LLM_REPLAY_OVERHEAD_P50_MS),
+            ),
+            (
+                "goal_llm_replay_overhead_p50_met",
+                json!(self.llm_replay_p50_met()),
+            ),
+            (
+                "goal_llm_replay_overhead_p99_ms_max",
+                json!(GOAL_LLM_REPLAY_OVERHEAD_P99_MS),
+            ),
+            (
+                "goal_llm_replay_overhead_p99_met",
+                json!(self.llm_replay_p99_met()),
+            ),
+            (
+                "goal_llm_record_overhead_p50_ms_max",
+                json!(GOAL_LLM_RECORD_OVERHEAD_P50_MS),
+            ),
+            (
+                "goal_llm_record_overhead_p50_met",
+                json!(self.llm_record_p50_met()),
+            ),
         ];
         serde_json::Value::Object(
             fields
@@ -243,6 +384,8 @@ impl Report {
         let none = String::new;
         let get_rps = fmt_int(f64::from(GET_IDENTITY_RPS));
         let vis_rps = fmt_int(f64::from(APPEND_VISIBLE_RPS));
+        let llm_rps = fmt_int(f64::from(LLM_RPS));
+        let l = &self.llm;
         let rows: Vec<[String; 5]> = vec![
             [
                 format!(
@@ -340,6 +483,88 @@ impl Report {
                 format!("< {GOAL_APPEND_VISIBLE_P99_MS} ms"),
                 met(self.append_visible.meets(GOAL_APPEND_VISIBLE_P99_MS)).into(),
             ],
+            [
+                format!("llm direct upstream p50/p99 @ {llm_rps} rps"),
+                format!("{:.2}/{:.2} ms", l.direct.p50(), l.direct.p99()),
+                "baseline".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!("llm replay p50 @ {llm_rps} rps"),
+                format!("{:.2} ms", l.replay.p50()),
+                format!("{:+.3} ms vs direct", l.replay_overhead_p50()),
+                format!("< +{GOAL_LLM_REPLAY_OVERHEAD_P50_MS} ms"),
+                met(self.llm_replay_p50_met()).into(),
+            ],
+            [
+                format!("llm replay p99 @ {llm_rps} rps"),
+                format!("{:.2} ms", l.replay.p99()),
+                format!("{:+.3} ms vs direct", l.replay_overhead_p99()),
+                format!("< +{GOAL_LLM_REPLAY_OVERHEAD_P99_MS} ms"),
+                met(self.llm_replay_p99_met()).into(),
+            ],
+            [
+                "llm direct SSE p50/p99 (read to end)".into(),
+                format!(
+                    "{:.2}/{:.2} ms",
+                    l.direct_stream.p50(),
+                    l.direct_stream.p99()
+                ),
+                "baseline".into(),
+                none(),
+                none(),
+            ],
+            [
+                "llm replay SSE p50/p99".into(),
+                format!(
+                    "{:.2}/{:.2} ms",
+                    l.replay_stream.p50(),
+                    l.replay_stream.p99()
+                ),
+                format!(
+                    "{:+.3}/{:+.3} ms vs direct",
+                    l.replay_stream_overhead_p50(),
+                    l.replay_stream_overhead_p99()
+                ),
+                none(),
+                none(),
+            ],
+            [
+                format!("llm record p50 @ {llm_rps} rps (durable)"),
+                format!("{:.2} ms", l.record.p50()),
+                format!("{:+.3} ms vs direct", l.record_overhead_p50()),
+                format!("< +{GOAL_LLM_RECORD_OVERHEAD_P50_MS} ms"),
+                met(self.llm_record_p50_met()).into(),
+            ],
+            [
+                "llm record p99".into(),
+                format!("{:.2} ms", l.record.p99()),
+                format!("{:+.3} ms vs direct", l.record_overhead_p99()),
+                none(),
+                none(),
+            ],
+            [
+                format!("  bus append alone, {} B events, p50/p99", l.record_bytes),
+                format!("{:.2}/{:.2} ms", l.append.p50(), l.append.p99()),
+                none(),
+                none(),
+                none(),
+            ],
+            [
+                format!("llm direct upstream ({LLM_CONCURRENCY} in flight)"),
+                format!("{}/s", fmt_int(l.direct_tput.per_s)),
+                "1.00x (baseline)".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!("llm replay ({LLM_CONCURRENCY} in flight)"),
+                format!("{}/s", fmt_int(l.replay_tput.per_s)),
+                format!("{:.2}x direct", l.replay_vs_direct()),
+                none(),
+                none(),
+            ],
         ];
         let header = ["measurement", "result", "ratio vs baseline", "goal", "met"];
         let mut widths = header.map(str::len);
@@ -383,6 +608,21 @@ impl Report {
             self.append_visible.errors,
             self.nats_restarts.map(|n| n.to_string()).unwrap_or_else(|| "n/a (--nats-url)".into()),
         ));
+        out.push_str(&format!(
+            "llm: one session against a fake OpenAI upstream started by the bench, same HTTP client (keep-alive, TCP_NODELAY) and bodies for direct and proxied calls; open loop {} s each, throughput {} s each; {} recordings; replay order any + repeats; errors: direct {}/{}, record {}, append {}, replay {}/{}, throughput {}/{}; upstream calls during replay: {}\n",
+            sizes.llm_latency_for.as_secs_f64(),
+            sizes.llm_throughput_for.as_secs_f64(),
+            l.recordings,
+            l.direct.errors,
+            l.direct_stream.errors,
+            l.record.errors,
+            l.append.errors,
+            l.replay.errors,
+            l.replay_stream.errors,
+            l.direct_tput.errors,
+            l.replay_tput.errors,
+            l.replay_upstream_hits,
+        ));
         out
     }
 }
@@ -413,5 +653,26 @@ mod tests {
         let table = report.table();
         assert!(table.contains("1.50x raw verify"), "{table}");
         assert!(table.contains("2.00x raw verify"), "{table}");
+    }
+
+    #[test]
+    fn the_json_carries_the_llm_overheads_and_their_goals() {
+        let json = Report::default().to_json();
+        for key in [
+            "llm_replay_overhead_p50_ms",
+            "llm_replay_overhead_p99_ms",
+            "llm_record_overhead_p50_ms",
+            "llm_replay_per_s",
+            "llm_replay_stream_overhead_p50_ms",
+            "llm_replay_stream_overhead_p99_ms",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(json["goal_llm_replay_overhead_p50_ms_max"], 0.5);
+        assert_eq!(json["goal_llm_replay_overhead_p99_ms_max"], 2.0);
+        assert_eq!(json["goal_llm_record_overhead_p50_ms_max"], 2.0);
+        // Nothing measured: no goal is met.
+        assert_eq!(json["goal_llm_replay_overhead_p50_met"], false);
+        assert!(Report::default().table().contains("llm replay p50"));
     }
 }

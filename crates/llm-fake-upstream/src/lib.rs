@@ -186,6 +186,11 @@ impl FakeUpstreamBuilder {
         });
         let router = router(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
+        // SSE events are written one by one: TCP_NODELAY, or Nagle holds each
+        // small write until the client's (delayed, ~40 ms) ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             // Either an explicit signal or the sender being dropped stops the server.
             let _ = rx.await;

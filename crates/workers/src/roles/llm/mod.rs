@@ -124,6 +124,12 @@ impl Role for LlmRole {
                     http,
                     replay: replay::ReplayRuns::default(),
                 };
+                // Streamed answers are written event by event: without
+                // TCP_NODELAY, Nagle holds each small write until the client's
+                // (delayed, ~40 ms) ACK of the previous one.
+                let socket = axum::serve::ListenerExt::tap_io(socket, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(socket, proxy::router(proxy))
                     .with_graceful_shutdown(shutdown)
                     .await
