@@ -371,16 +371,50 @@ pub(crate) async fn llm(settings: &Settings, cmd: LlmCommand) -> anyhow::Result<
                 .with_context(|| format!("cannot read {}", cassette.display()))?;
             // Checked here too, so a bad file is refused with its JSON path
             // before anything is uploaded.
-            Cassette::from_json(&bytes)
-                .with_context(|| format!("{} is not a valid cassette", cassette.display()))?;
+            let total = Cassette::from_json(&bytes)
+                .with_context(|| format!("{} is not a valid cassette", cassette.display()))?
+                .interactions
+                .len() as u64;
             let agent = acting.agent(&client)?;
             let (s, key) = agent.import_llm_cassette(bytes).await.map_err(hint)?;
+            // The llm role appends the interactions after the session opens:
+            // return once they are all there, so the session replays in full.
+            wait_for_import(&agent, &s.session_id, total).await?;
             print_key(json, &s.session_id, &key);
             Ok(ExitCode::SUCCESS)
         }
         LlmCommand::Diff { acting, a, b, json } => {
             diff(&acting.agent(&client)?, &a, &b, json).await
         }
+    }
+}
+
+/// Waits (with a progress line on stderr) until the imported session holds
+/// `total` recordings; fails naming where to look when the import stalls.
+async fn wait_for_import(agent: &Agent, session: &str, total: u64) -> anyhow::Result<()> {
+    let patience = std::time::Duration::from_secs(30);
+    let mut last = (0u64, std::time::Instant::now());
+    loop {
+        let s = agent.llm_session(session).await.map_err(hint)?;
+        if s.recordings >= total {
+            if total > 0 {
+                eprintln!("imported {total}/{total} interactions");
+            }
+            return Ok(());
+        }
+        if s.recordings > last.0 {
+            eprint!("\rimporting: {}/{total} interactions", s.recordings);
+            last = (s.recordings, std::time::Instant::now());
+        } else if last.1.elapsed() > patience {
+            anyhow::bail!(
+                "the import of llm session {session} stalled at {}/{total} interactions for {} s; \
+                 is an llm worker running? its refusal, if any, is on failure/llm \
+                 (amai events tail --stream AMAI_FAILURES --all with an operator key)",
+                s.recordings,
+                patience.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -6,7 +6,12 @@ use crate::util::*;
 
 /// Starts `amai worker --role llm` with its HTTP API on a free port.
 async fn llm_worker(world: &World) -> Proc {
-    llm_worker_at(world, &format!("127.0.0.1:{}", amai_testkit::free_port()), &[]).await
+    llm_worker_at(
+        world,
+        &format!("127.0.0.1:{}", amai_testkit::free_port()),
+        &[],
+    )
+    .await
 }
 
 /// Starts `amai worker --role llm` on `addr` with extra environment variables.
@@ -300,11 +305,16 @@ async fn record_export_import_replay_through_the_binary() {
 
     let cassette = world.path().join("run.cassette.json").display().to_string();
     world
-        .cli(&["llm", "export", "--keys", &alice_key, &sid, "--out", &cassette])
+        .cli(&[
+            "llm", "export", "--keys", &alice_key, &sid, "--out", &cassette,
+        ])
         .await
         .ok();
     let text = std::fs::read_to_string(&cassette).expect("cassette");
-    assert!(!text.contains(UPSTREAM_KEY) && !text.contains(&key), "a secret is in the cassette");
+    assert!(
+        !text.contains(UPSTREAM_KEY) && !text.contains(&key),
+        "a secret is in the cassette"
+    );
     let imported = world
         .cli(&["llm", "import", "--keys", &alice_key, &cassette, "--json"])
         .await
@@ -318,8 +328,14 @@ async fn record_export_import_replay_through_the_binary() {
     assert_eq!(upstream.hits(), hits, "replay went upstream");
 
     let log = llm.log();
-    assert!(log.contains("DEBUG") || log.contains("debug"), "the worker did not log at debug level");
+    assert!(
+        log.contains("DEBUG") || log.contains("debug"),
+        "the worker did not log at debug level"
+    );
     for secret in [UPSTREAM_KEY, key.as_str(), new_key.as_str()] {
-        assert!(!log.contains(secret), "{secret} appears in the llm worker's log");
+        assert!(
+            !log.contains(secret),
+            "{secret} appears in the llm worker's log"
+        );
     }
 }

@@ -1668,3 +1668,63 @@ async fn an_import_interrupted_midway_completes_without_duplicates() {
     runtime.stop().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_run_sees_recordings_applied_after_it_started() {
+    let env = Env::start().await;
+    let owner = env.owner("llm-late").await;
+    let source = env.open(&owner, record(), Default::default()).await;
+    let first = env
+        .call(
+            0,
+            &source.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("one")),
+        )
+        .await;
+    // A second session replays the first one's recordings while the first one
+    // keeps recording.
+    let event_id = uuid::Uuid::now_v7();
+    let replayer = amai_bus::llm::session_id(&owner.id, &event_id.to_string());
+    let key = "amai-sk-late-replayer-0001";
+    env.act(
+        &owner,
+        event_id,
+        Kind::LlmSessionOpened(proto::LlmSessionOpened {
+            session_id: replayer.clone(),
+            mode: proto::LlmMode::Replay as i32,
+            key_sha256: amai_bus::llm::key_sha256(key).to_vec(),
+            replay_from: source.id.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let a = env
+        .call(0, key, "POST", "/v1/chat/completions", Some(chat("one")))
+        .await;
+    assert_eq!(a.bytes, first.bytes, "{}", a.text());
+    // The run's order was loaded with one recording; a second one lands.
+    let second = env
+        .call(
+            0,
+            &source.key,
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("two")),
+        )
+        .await;
+    let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
+    let id = source.id.clone();
+    wait_until("second recording applied", || {
+        let n = model.counters(&id).map(|c| c.recordings).unwrap_or(0);
+        async move { n == 2 }
+    })
+    .await;
+    let b = env
+        .call(0, key, "POST", "/v1/chat/completions", Some(chat("two")))
+        .await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    assert_eq!(b.bytes, second.bytes);
+    env.stop().await;
+}

@@ -71,6 +71,11 @@ pub struct SessionWriter {
     store: EventStore,
     signer: ServiceSigner,
     chains: Arc<quick_cache::sync::Cache<String, Arc<Mutex<SessionChain>>>>,
+    /// The service chain's head, read once: a position at which the service
+    /// key was current stays such a position (the store still checks the key
+    /// is current at the head on every append). Cleared when the store
+    /// refuses a record, so a rotation is picked up.
+    signer_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SessionWriter {
@@ -80,6 +85,7 @@ impl SessionWriter {
             store,
             signer,
             chains: Arc::new(quick_cache::sync::Cache::new(CACHED_SESSIONS)),
+            signer_seq: Arc::default(),
         }
     }
 
@@ -169,7 +175,11 @@ impl SessionWriter {
                         last = e.to_string();
                         self.catch_up(&aggregate, &mut chain).await?;
                     }
-                    _ => return Err(RecordError::Refused(e.to_string())),
+                    _ => {
+                        self.signer_seq
+                            .store(0, std::sync::atomic::Ordering::Relaxed);
+                        return Err(RecordError::Refused(e.to_string()));
+                    }
                 },
             }
         }
@@ -180,6 +190,10 @@ impl SessionWriter {
 
     /// The service's own chain head (the position its records cite).
     async fn signer_seq(&self) -> Result<u64, RecordError> {
+        let cached = self.signer_seq.load(std::sync::atomic::Ordering::Relaxed);
+        if cached > 0 {
+            return Ok(cached);
+        }
         let agg =
             Aggregate::agent(&self.signer.id).map_err(|e| RecordError::Refused(e.to_string()))?;
         let head = self
@@ -187,6 +201,8 @@ impl SessionWriter {
             .chain_head(&agg)
             .await
             .map_err(|e| RecordError::Unavailable(e.to_string()))?;
+        self.signer_seq
+            .store(head.aggregate_seq, std::sync::atomic::Ordering::Relaxed);
         Ok(head.aggregate_seq)
     }
 

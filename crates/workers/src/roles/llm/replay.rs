@@ -178,9 +178,14 @@ fn decide(
             reason,
         });
     }
+    // The order is loaded once per run, and again whenever the projection holds
+    // more recordings than the loaded order (an import still being applied,
+    // a recording stored just after the switch): a request must never miss for
+    // want of a recording the projection already has.
+    let applied = proxy.model.counters(source)?.recordings as usize;
     let order = match &state.order {
-        Some(o) => o.clone(),
-        None => {
+        Some(o) if o.len() == applied => o.clone(),
+        _ => {
             let list: Vec<(u64, Vec<u8>)> = proxy
                 .model
                 .recordings(source)?
