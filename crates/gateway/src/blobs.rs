@@ -57,6 +57,19 @@ pub(crate) fn uploader_key(sha256: &[u8], actor: &str) -> String {
     format!("{}.{actor}", hex::encode(sha256))
 }
 
+/// Whether `actor` uploaded the blob `sha256` (one KV get).
+pub(crate) async fn is_uploader(
+    uploaders: &kv::Store,
+    sha256: &[u8],
+    actor: &str,
+) -> Result<bool, ApiError> {
+    uploaders
+        .get(uploader_key(sha256, actor))
+        .await
+        .map(|v| v.is_some())
+        .map_err(|e| ApiError::Unavailable(format!("cannot read the blob uploaders ({e}); retry")))
+}
+
 impl BlobSvc {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -125,22 +138,13 @@ impl BlobSvc {
             .as_slice()
             .try_into()
             .map_err(|_| ApiError::InvalidArgument("sha256 must be 32 bytes".into()))?;
-        if !reader.reads_all_of(BLOBS) {
-            let uploaded = self
-                .uploaders
-                .get(uploader_key(&digest, &reader.id))
-                .await
-                .map_err(|e| {
-                    ApiError::Unavailable(format!("cannot read the blob uploaders ({e}); retry"))
-                })?
-                .is_some();
-            if !uploaded {
-                // The same answer whether the blob exists or not.
-                return Err(ApiError::ReadNotPermitted {
-                    actor: reader.id,
-                    what: format!("blob {}", hex::encode(digest)),
-                });
-            }
+        if !reader.reads_all_of(BLOBS) && !is_uploader(&self.uploaders, &digest, &reader.id).await?
+        {
+            // The same answer whether the blob exists or not.
+            return Err(ApiError::ReadNotPermitted {
+                actor: reader.id,
+                what: format!("blob {}", hex::encode(digest)),
+            });
         }
         Ok(proto::GetBlobResponse {
             data: self.blobs.get(&digest).await?,

@@ -45,7 +45,7 @@ use amai_proto::wire::{
 };
 
 use crate::access::Reader;
-use crate::blobs::uploader_key;
+use crate::blobs::is_uploader;
 use crate::status::ApiError;
 use crate::Shared;
 
@@ -395,15 +395,7 @@ impl LlmSvc {
     /// An import names a cassette its actor uploaded (else anyone knowing a
     /// digest could import, then read, someone else's recordings).
     async fn check_uploader(&self, actor: &str, sha256: &[u8]) -> Result<(), ApiError> {
-        let uploaded = self
-            .uploaders
-            .get(uploader_key(sha256, actor))
-            .await
-            .map_err(|e| {
-                ApiError::Unavailable(format!("cannot read the blob uploaders ({e}); retry"))
-            })?
-            .is_some();
-        if !uploaded {
+        if !is_uploader(&self.uploaders, sha256, actor).await? {
             return Err(ApiError::ReadNotPermitted {
                 actor: actor.to_string(),
                 what: format!("blob {}", hex::encode(sha256)),

@@ -199,8 +199,7 @@ impl Env {
         )
         .await;
         // The proxy serves the new mode once its projection has the action.
-        let model =
-            amai_workers::roles::llm::LlmReadModel::open(self.proxies[0].0.db()).expect("model");
+        let model = self.model();
         let id = session.id.clone();
         wait_until("mode applied", || {
             let ok = model
@@ -246,6 +245,17 @@ impl Env {
             headers,
             bytes,
         }
+    }
+
+    /// The read model of the first proxy instance.
+    fn model(&self) -> amai_workers::roles::llm::LlmReadModel {
+        amai_workers::roles::llm::LlmReadModel::open(self.proxies[0].0.db()).expect("model")
+    }
+
+    /// A chat completion asking `text`.
+    async fn chat(&self, i: usize, key: &str, text: &str) -> Answer {
+        self.call(i, key, "POST", "/v1/chat/completions", Some(chat(text)))
+            .await
     }
 
     /// Every event on `llm/<session>`, decoded.
@@ -464,17 +474,7 @@ async fn the_nth_identical_request_gets_the_nth_answer() {
     let s = env.open(&owner, record(), Default::default()).await;
     let mut answers = Vec::new();
     for _ in 0..3 {
-        answers.push(
-            env.call(
-                0,
-                &s.key,
-                "POST",
-                "/v1/chat/completions",
-                Some(chat("same")),
-            )
-            .await
-            .bytes,
-        );
+        answers.push(env.chat(0, &s.key, "same").await.bytes);
     }
     assert_eq!(
         answers.iter().collect::<BTreeSet<_>>().len(),
@@ -490,27 +490,11 @@ async fn the_nth_identical_request_gets_the_nth_answer() {
     assert_eq!(occ, vec![0, 1, 2]);
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     for expected in &answers {
-        let a = env
-            .call(
-                0,
-                &s.key,
-                "POST",
-                "/v1/chat/completions",
-                Some(chat("same")),
-            )
-            .await;
+        let a = env.chat(0, &s.key, "same").await;
         assert_eq!(&a.bytes, expected);
     }
     // A fourth has nothing recorded: a miss (repeats are not allowed by default).
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("same")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "same").await;
     assert_eq!(a.status, 404, "{}", a.text());
     env.stop().await;
 }
@@ -674,10 +658,7 @@ async fn a_hundred_concurrent_requests_are_each_recorded_exactly_once() {
         let (env, s) = (env.clone(), s.clone());
         // Two request shapes, 50 identical requests each.
         let text = if i % 2 == 0 { "even" } else { "odd" };
-        tasks.push(tokio::spawn(async move {
-            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat(text)))
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { env.chat(0, &s.key, text).await }));
     }
     let mut bodies = BTreeSet::new();
     for t in tasks {
@@ -817,19 +798,11 @@ async fn keys_are_refused_in_the_apis_own_format() {
         }),
     )
     .await;
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("mine")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "mine").await;
     assert_eq!(a.status, 200);
     assert_eq!(env.recordings(&s.id).await.len(), 1);
     assert!(env.recordings(&stolen).await.is_empty());
-    let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
+    let model = env.model();
     assert!(
         model.session(&stolen).expect("read").is_none(),
         "the thief's session was opened"
@@ -854,9 +827,7 @@ async fn keys_are_refused_in_the_apis_own_format() {
         async move { revoked }
     })
     .await;
-    let a = env
-        .call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("x")))
-        .await;
+    let a = env.chat(0, &s.key, "x").await;
     assert_eq!(a.status, 401, "{}", a.text());
     assert!(a.text().contains("revoked"));
     // A deleted session.
@@ -875,15 +846,7 @@ async fn keys_are_refused_in_the_apis_own_format() {
         async move { d }
     })
     .await;
-    let a = env
-        .call(
-            0,
-            &other.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("x")),
-        )
-        .await;
+    let a = env.chat(0, &other.key, "x").await;
     assert_eq!(a.status, 403);
     // A revoked owner: every key stops.
     let third = env.open(&owner, record(), Default::default()).await;
@@ -901,15 +864,7 @@ async fn keys_are_refused_in_the_apis_own_format() {
         async move { r }
     })
     .await;
-    let a = env
-        .call(
-            0,
-            &third.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("x")),
-        )
-        .await;
+    let a = env.chat(0, &third.key, "x").await;
     assert_eq!(a.status, 401);
     assert_eq!(
         env.upstream.hits(),
@@ -1019,34 +974,10 @@ async fn strict_order_refuses_a_reordered_run_and_any_order_accepts_it() {
     let env = Env::start().await;
     let owner = env.owner("llm-order").await;
     let s = env.open(&owner, record(), Default::default()).await;
-    let first = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("first")),
-        )
-        .await;
-    let second = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("second")),
-        )
-        .await;
+    let first = env.chat(0, &s.key, "first").await;
+    let second = env.chat(0, &s.key, "second").await;
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("second")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "second").await;
     assert_eq!(a.status, 404, "strict order must refuse step 0 = second");
     assert!(
         a.text().contains("\\\"first\\\" != \\\"second\\\"") || a.text().contains("first"),
@@ -1067,7 +998,7 @@ async fn strict_order_refuses_a_reordered_run_and_any_order_accepts_it() {
         }),
     )
     .await;
-    let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
+    let model = env.model();
     let id = s.id.clone();
     wait_until("any order applied", || {
         let ok = model
@@ -1079,25 +1010,9 @@ async fn strict_order_refuses_a_reordered_run_and_any_order_accepts_it() {
         async move { ok }
     })
     .await;
-    let b = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("second")),
-        )
-        .await;
+    let b = env.chat(0, &s.key, "second").await;
     assert_eq!(b.bytes, second.bytes);
-    let c = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("first")),
-        )
-        .await;
+    let c = env.chat(0, &s.key, "first").await;
     assert_eq!(c.bytes, first.bytes);
     env.stop().await;
 }
@@ -1108,7 +1023,7 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
     let owner = env.owner("llm-export").await;
     let s = env.open(&owner, record(), Default::default()).await;
     let answers = [
-        env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat("one"))).await,
+        env.chat(0, &s.key, "one").await,
         env.call(0, &s.key, "POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "two"}]}))).await,
     ];
     let cassette = cassette_of(&env, &s.id, &owner.id).await;
@@ -1136,7 +1051,7 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
         }),
     )
     .await;
-    let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
+    let model = env.model();
     let id = imported.clone();
     wait_until("imported", || {
         let n = model.counters(&id).map(|c| c.recordings).unwrap_or(0);
@@ -1146,9 +1061,7 @@ async fn a_cassette_imports_into_a_new_session_that_replays_it() {
     let imported_recs = env.recordings(&imported).await;
     assert_eq!(imported_recs[0].imported_from, "e0");
     let hits = env.upstream.hits();
-    let a = env
-        .call(0, &key, "POST", "/v1/chat/completions", Some(chat("one")))
-        .await;
+    let a = env.chat(0, &key, "one").await;
     assert_eq!(a.bytes, answers[0].bytes);
     let b = env.call(0, &key, "POST", "/v1/messages", Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "two"}]}))).await;
     assert_eq!(b.bytes, answers[1].bytes);
@@ -1276,39 +1189,15 @@ async fn allow_repeats_serves_the_last_occurrence_again() {
         ..Default::default()
     };
     let s = env.open(&owner, record(), options).await;
-    let first = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("poll")),
-        )
-        .await;
+    let first = env.chat(0, &s.key, "poll").await;
     env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
     for _ in 0..3 {
-        let a = env
-            .call(
-                0,
-                &s.key,
-                "POST",
-                "/v1/chat/completions",
-                Some(chat("poll")),
-            )
-            .await;
+        let a = env.chat(0, &s.key, "poll").await;
         assert_eq!(a.status, 200, "{}", a.text());
         assert_eq!(a.bytes, first.bytes);
     }
     // Something else is still a miss.
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("other")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "other").await;
     assert_eq!(a.status, 404);
     env.stop().await;
 }
@@ -1318,15 +1207,7 @@ async fn a_stranger_cannot_steer_or_replay_someone_elses_session() {
     let env = Env::start().await;
     let victim = env.owner("llm-victim").await;
     let s = env.open(&victim, record(), Default::default()).await;
-    let recorded = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("private")),
-        )
-        .await;
+    let recorded = env.chat(0, &s.key, "private").await;
     assert_eq!(recorded.status, 200);
     let stranger = env.owner("llm-stranger").await;
     // Actions on the stranger's own chain naming the victim's session, appended
@@ -1405,26 +1286,10 @@ async fn a_stranger_cannot_steer_or_replay_someone_elses_session() {
         projection.violation_count()
     );
     // The victim's key still records into the victim's session.
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("still mine")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "still mine").await;
     assert_eq!(a.status, 200);
     assert_eq!(env.recordings(&s.id).await.len(), 2);
-    let a = env
-        .call(
-            0,
-            &copy_key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("private")),
-        )
-        .await;
+    let a = env.chat(0, &copy_key, "private").await;
     assert_eq!(a.status, 401);
     env.stop().await;
 }
@@ -1434,15 +1299,7 @@ async fn a_forged_recording_published_raw_is_never_replayed() {
     let env = Env::start().await;
     let owner = env.owner("llm-forged").await;
     let s = env.open(&owner, record(), Default::default()).await;
-    let real = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("truth")),
-        )
-        .await;
+    let real = env.chat(0, &s.key, "truth").await;
     let recs = env.recordings(&s.id).await;
     // A rogue publisher (raw NATS rights, no service key) appends a recording
     // of another request, signed by a key of its own, right after the real one.
@@ -1500,15 +1357,7 @@ async fn a_forged_recording_published_raw_is_never_replayed() {
         .await
         .expect("applied");
     assert!(projection.violation_count() >= 1);
-    let a = env
-        .call(
-            0,
-            &s.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("truth")),
-        )
-        .await;
+    let a = env.chat(0, &s.key, "truth").await;
     assert_eq!(a.bytes, real.bytes);
     let b = env
         .call(0, &s.key, "POST", "/v1/chat/completions", Some(lie))
@@ -1584,12 +1433,7 @@ async fn an_import_interrupted_midway_completes_without_duplicates() {
     let owner = env.owner("llm-crash-import").await;
     let s = env.open(&owner, record(), Default::default()).await;
     for t in ["a", "b", "c", "d"] {
-        assert_eq!(
-            env.call(0, &s.key, "POST", "/v1/chat/completions", Some(chat(t)))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(env.chat(0, &s.key, t).await.status, 200);
     }
     let cassette = cassette_of(&env, &s.id, &owner.id).await;
     // A second instance whose importer fails output 2 of its first delivery
@@ -1674,15 +1518,7 @@ async fn a_replay_run_sees_recordings_applied_after_it_started() {
     let env = Env::start().await;
     let owner = env.owner("llm-late").await;
     let source = env.open(&owner, record(), Default::default()).await;
-    let first = env
-        .call(
-            0,
-            &source.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("one")),
-        )
-        .await;
+    let first = env.chat(0, &source.key, "one").await;
     // A second session replays the first one's recordings while the first one
     // keeps recording.
     let event_id = uuid::Uuid::now_v7();
@@ -1700,30 +1536,18 @@ async fn a_replay_run_sees_recordings_applied_after_it_started() {
         }),
     )
     .await;
-    let a = env
-        .call(0, key, "POST", "/v1/chat/completions", Some(chat("one")))
-        .await;
+    let a = env.chat(0, key, "one").await;
     assert_eq!(a.bytes, first.bytes, "{}", a.text());
     // The run's order was loaded with one recording; a second one lands.
-    let second = env
-        .call(
-            0,
-            &source.key,
-            "POST",
-            "/v1/chat/completions",
-            Some(chat("two")),
-        )
-        .await;
-    let model = amai_workers::roles::llm::LlmReadModel::open(env.proxies[0].0.db()).expect("model");
+    let second = env.chat(0, &source.key, "two").await;
+    let model = env.model();
     let id = source.id.clone();
     wait_until("second recording applied", || {
         let n = model.counters(&id).map(|c| c.recordings).unwrap_or(0);
         async move { n == 2 }
     })
     .await;
-    let b = env
-        .call(0, key, "POST", "/v1/chat/completions", Some(chat("two")))
-        .await;
+    let b = env.chat(0, key, "two").await;
     assert_eq!(b.status, 200, "{}", b.text());
     assert_eq!(b.bytes, second.bytes);
     env.stop().await;

@@ -498,11 +498,25 @@ impl LlmReadModel {
         self.recording(session, seq)
     }
 
-    /// How many recordings of `session` have `request_hash`.
-    pub fn occurrences(&self, session: &str, request_hash: &[u8]) -> Result<u32, ReadModelError> {
-        let mut prefix = format!("h/{session}/").into_bytes();
-        prefix.extend_from_slice(request_hash);
-        Ok(self.tree.scan_prefix(prefix).count() as u32)
+    /// (seq, request hash) of every recording of `session`, in session order,
+    /// from the hash index alone (no recording is decoded).
+    pub fn recording_order(&self, session: &str) -> Result<Vec<(u64, Vec<u8>)>, ReadModelError> {
+        let prefix = format!("h/{session}/").into_bytes();
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let hash = k
+                .get(prefix.len()..prefix.len() + 32)
+                .ok_or_else(|| ReadModelError::Corrupt("bad recording index key".into()))?;
+            let seq = v
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| ReadModelError::Corrupt("bad recording seq".into()))?;
+            out.push((seq, hash.to_vec()));
+        }
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(out)
     }
 
     /// The recording at aggregate seq `seq` of `session` (`None` for a miss or

@@ -186,13 +186,7 @@ fn decide(
     let order = match &state.order {
         Some(o) if o.len() == applied => o.clone(),
         _ => {
-            let list: Vec<(u64, Vec<u8>)> = proxy
-                .model
-                .recordings(source)?
-                .into_iter()
-                .map(|r| (r.seq, r.interaction.request_hash))
-                .collect();
-            let list = Arc::new(list);
+            let list = Arc::new(proxy.model.recording_order(source)?);
             state.order = Some(list.clone());
             list
         }
