@@ -214,7 +214,8 @@ pub(crate) async fn messages(
         "error",
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     );
-    p.ctx.sse(sse_body(events, p.behaviour, error))
+    p.ctx
+        .sse(sse_body(events, p.behaviour, error, p.gate.clone()))
 }
 
 /// `POST /v1/messages/count_tokens`.

@@ -39,6 +39,7 @@ pub(crate) enum Behaviour {
     CutClean,
     MidstreamError,
     Slow,
+    Gated,
 }
 
 impl Behaviour {
@@ -62,6 +63,7 @@ impl Behaviour {
             "fake-cut-clean" => Behaviour::CutClean,
             "fake-midstream-error" => Behaviour::MidstreamError,
             "fake-slow" => Behaviour::Slow,
+            "fake-gated" => Behaviour::Gated,
             _ => Behaviour::Normal,
         }
     }
@@ -348,6 +350,8 @@ pub(crate) struct Prelude {
     pub(crate) model: String,
     pub(crate) behaviour: Behaviour,
     pub(crate) stream: bool,
+    /// For `fake-gated`: opens when the test calls `FakeUpstream::open_gate`.
+    pub(crate) gate: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Authenticates and parses a JSON request, and answers the failing behaviour
@@ -379,6 +383,7 @@ pub(crate) async fn prelude(
         model,
         behaviour,
         stream,
+        gate: shared.gate.subscribe(),
     })
 }
 
@@ -477,7 +482,12 @@ pub(crate) enum Ending {
 
 /// An SSE body: `events` (already framed) ending as `behaviour` says.
 /// `error_event` is the framed error event for `fake-midstream-error`.
-pub(crate) fn sse_body(mut events: Vec<Bytes>, behaviour: Behaviour, error_event: Bytes) -> Body {
+pub(crate) fn sse_body(
+    mut events: Vec<Bytes>,
+    behaviour: Behaviour,
+    error_event: Bytes,
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> Body {
     let ending = match behaviour {
         Behaviour::Cut => Ending::Abort,
         Behaviour::CutClean => Ending::Truncate,
@@ -495,11 +505,19 @@ pub(crate) fn sse_body(mut events: Vec<Bytes>, behaviour: Behaviour, error_event
         events.push(error_event);
     }
     let delay = behaviour.delay();
-    let body = futures::stream::iter(events).then(move |event| async move {
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+    let gated = behaviour == Behaviour::Gated;
+    let body = futures::stream::iter(events.into_iter().enumerate()).then(move |(i, event)| {
+        let mut gate = gate.clone();
+        async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if gated && i == 1 {
+                // Everything after the first event waits for the test.
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            Ok::<Bytes, std::io::Error>(event)
         }
-        Ok::<Bytes, std::io::Error>(event)
     });
     Body::from_stream(body.chain(abort_after_flush(ending == Ending::Abort)))
 }

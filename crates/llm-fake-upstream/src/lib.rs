@@ -47,6 +47,9 @@
 //!   `data: {"error": {…}}` chunk; responses `event: error`) and ends. A
 //!   non-streamed request gets a 500.
 //! - `fake-slow`: 20 ms between stream events (20 ms before a JSON answer).
+//! - `fake-gated`: a stream that sends its first event, then waits until the
+//!   test calls [`FakeUpstream::open_gate`] (to observe what a client gets
+//!   while a stream is still running, without timing).
 //!
 //! # Realism
 //!
@@ -183,6 +186,7 @@ impl FakeUpstreamBuilder {
             request_seq: AtomicU64::new(0),
             log: Mutex::new(Log::default()),
             failed_once: Mutex::new(HashSet::new()),
+            gate: tokio::sync::watch::Sender::new(false),
         });
         let router = router(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -258,6 +262,12 @@ impl FakeUpstream {
         &self.shared.anthropic_key
     }
 
+    /// Lets every `fake-gated` stream go on past its first event (they all
+    /// wait until this is called).
+    pub fn open_gate(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
     /// Total number of HTTP requests received (any path, any outcome).
     pub fn hits(&self) -> u64 {
         self.shared.log().total
@@ -327,6 +337,7 @@ pub(crate) struct Shared {
     request_seq: AtomicU64,
     log: Mutex<Log>,
     failed_once: Mutex<HashSet<String>>,
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]

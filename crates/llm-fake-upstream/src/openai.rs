@@ -282,7 +282,8 @@ pub(crate) async fn chat_completions(
             "code": null,
         }}),
     );
-    p.ctx.sse(sse_body(events, p.behaviour, error))
+    p.ctx
+        .sse(sse_body(events, p.behaviour, error, p.gate.clone()))
 }
 
 /// `POST /v1/responses`.
@@ -481,7 +482,8 @@ pub(crate) async fn responses(
             "param": null,
         }),
     );
-    p.ctx.sse(sse_body(events, p.behaviour, error))
+    p.ctx
+        .sse(sse_body(events, p.behaviour, error, p.gate.clone()))
 }
 
 /// `POST /v1/embeddings`.

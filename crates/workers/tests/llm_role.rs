@@ -1552,3 +1552,76 @@ async fn a_replay_run_sees_recordings_applied_after_it_started() {
     assert_eq!(b.bytes, second.bytes);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_stream_reaches_the_client_before_it_ends() {
+    use futures::StreamExt as _;
+    let env = Env::start().await;
+    let owner = env.owner("llm-incremental").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    // fake-gated: the upstream sends its first event, then waits for the gate;
+    // the recording is stored only once the upstream's stream has ended.
+    let body = json!({"model": "fake-gated", "stream": true, "messages": [{"role": "user", "content": "slowly"}]});
+    let resp = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.base(0)))
+        .bearer_auth(&s.key)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    let mut chunks = resp.bytes_stream();
+    // A proxy that buffered the stream would never send anything while the
+    // upstream waits: bounded, so that fails rather than hangs.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), chunks.next())
+        .await
+        .expect("the proxy buffered the stream: no event reached the client")
+        .expect("a first chunk")
+        .expect("bytes");
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    assert!(
+        env.recordings(&s.id).await.is_empty(),
+        "nothing can be recorded while the upstream's stream is still open"
+    );
+    env.upstream.open_gate();
+    let mut rest = first.to_vec();
+    while let Some(c) = chunks.next().await {
+        rest.extend_from_slice(&c.expect("bytes"));
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+    let recs = env.recordings(&s.id).await;
+    assert_eq!(
+        recs.len(),
+        1,
+        "the terminal event came before the recording was durable"
+    );
+    assert_eq!(recs[0].outcome, proto::LlmOutcome::Completed as i32);
+
+    // Replay at recorded speed takes at least the recorded span; instantly it
+    // replays the same bytes.
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    let last_offset =
+        std::time::Duration::from_micros(recs[0].events.last().expect("events").offset_us);
+    let first_offset = std::time::Duration::from_micros(recs[0].events[0].offset_us);
+    let started = std::time::Instant::now();
+    let replayed = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.base(0)))
+        .bearer_auth(&s.key)
+        .header("x-amai-replay-timing", "recorded")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        started.elapsed() >= last_offset - first_offset,
+        "replayed in {:?}, recorded span {:?}",
+        started.elapsed(),
+        last_offset - first_offset
+    );
+    assert_eq!(replayed.to_vec(), rest);
+    env.stop().await;
+}
