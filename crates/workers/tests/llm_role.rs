@@ -1625,3 +1625,28 @@ async fn a_recorded_stream_reaches_the_client_before_it_ends() {
     assert_eq!(replayed.to_vec(), rest);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_upstream_is_recorded_and_replayed_as_a_502() {
+    // A loopback port nobody listens on.
+    let closed = format!("http://127.0.0.1:{}/v1", amai_testkit::free_port());
+    let env = Env::start_with(move |c| c.openai_url(closed.clone())).await;
+    let owner = env.owner("llm-unreachable").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    let a = env.chat(0, &s.key, "anyone there?").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(
+        a.json()["error"]["type"].as_str().is_some(),
+        true,
+        "{}",
+        a.text()
+    );
+    let recs = env.recordings(&s.id).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].outcome, proto::LlmOutcome::Unreachable as i32);
+    assert!(recs[0].detail.contains("unreachable"), "{}", recs[0].detail);
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    let b = env.chat(0, &s.key, "anyone there?").await;
+    assert_eq!((b.status, &b.bytes), (a.status, &a.bytes));
+    env.stop().await;
+}

@@ -64,27 +64,7 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
             // Never echo the URL with credentials; reqwest's error names the URL only.
             let detail = format!("upstream {url} unreachable: {}", without_url(&e));
             tracing::warn!(session = %call.session_id(), %detail, "llm upstream unreachable");
-            let (status, headers, body) =
-                error_response(api, ErrorKind::UpstreamUnreachable, &detail);
-            let answer = Answer {
-                status,
-                headers: recorded_headers(&headers),
-                body: body.clone(),
-                events: Vec::new(),
-                streamed: false,
-                outcome: proto::LlmOutcome::Unreachable,
-                detail,
-                upstream_model: String::new(),
-                usage: proto::LlmUsage::default(),
-            };
-            return match store(proxy, &call, answer, started).await {
-                Ok(()) => build_response(
-                    status,
-                    &headers_of(&recorded_headers(&headers)),
-                    Body::from(body),
-                ),
-                Err(resp) => resp,
-            };
+            return store_then_answer(proxy, &call, unreachable(api, detail), started).await;
         }
     };
     let status = upstream.status();
@@ -99,25 +79,7 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
             Ok(b) => b,
             Err(e) => {
                 let detail = format!("upstream body cut: {}", without_url(&e));
-                let (status, h, body) =
-                    error_response(api, ErrorKind::UpstreamUnreachable, &detail);
-                let answer = Answer {
-                    status,
-                    headers: recorded_headers(&h),
-                    body: body.clone(),
-                    events: Vec::new(),
-                    streamed: false,
-                    outcome: proto::LlmOutcome::Unreachable,
-                    detail,
-                    upstream_model: String::new(),
-                    usage: proto::LlmUsage::default(),
-                };
-                return match store(proxy, &call, answer, started).await {
-                    Ok(()) => {
-                        build_response(status, &headers_of(&recorded_headers(&h)), Body::from(body))
-                    }
-                    Err(resp) => resp,
-                };
+                return store_then_answer(proxy, &call, unreachable(api, detail), started).await;
             }
         };
         let (usage, model) = match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -140,10 +102,7 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
             upstream_model: model.unwrap_or_default(),
             usage,
         };
-        return match store(proxy, &call, answer, started).await {
-            Ok(()) => build_response(status, &headers_of(&headers), Body::from(body)),
-            Err(resp) => resp,
-        };
+        return store_then_answer(proxy, &call, answer, started).await;
     }
     // A stream: forward event by event, hold the terminal event back.
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
@@ -240,6 +199,43 @@ pub(crate) async fn record(proxy: &Proxy, call: Call) -> Response {
         }
     });
     response
+}
+
+/// The proxy's own 502 for an upstream it could not reach (or whose body was
+/// cut), recorded like an answer so a replay reproduces it.
+fn unreachable(api: Api, detail: String) -> Answer {
+    let (status, headers, body) = error_response(api, ErrorKind::UpstreamUnreachable, &detail);
+    Answer {
+        status,
+        headers: recorded_headers(&headers),
+        body,
+        events: Vec::new(),
+        streamed: false,
+        outcome: proto::LlmOutcome::Unreachable,
+        detail,
+        upstream_model: String::new(),
+        usage: proto::LlmUsage::default(),
+    }
+}
+
+/// Records a non-streamed answer, then gives it to the client (or, when it
+/// could not be stored, the refusal instead: a client never gets an answer
+/// that is not replayable).
+async fn store_then_answer(
+    proxy: &Proxy,
+    call: &Call,
+    answer: Answer,
+    started: Instant,
+) -> Response {
+    let (status, headers, body) = (
+        answer.status,
+        headers_of(&answer.headers),
+        answer.body.clone(),
+    );
+    match store(proxy, call, answer, started).await {
+        Ok(()) => build_response(status, &headers, Body::from(body)),
+        Err(resp) => resp,
+    }
 }
 
 /// What the upstream answered.
