@@ -1635,12 +1635,7 @@ async fn an_unreachable_upstream_is_recorded_and_replayed_as_a_502() {
     let s = env.open(&owner, record(), Default::default()).await;
     let a = env.chat(0, &s.key, "anyone there?").await;
     assert_eq!(a.status, 502, "{}", a.text());
-    assert_eq!(
-        a.json()["error"]["type"].as_str().is_some(),
-        true,
-        "{}",
-        a.text()
-    );
+    assert!(a.json()["error"]["type"].as_str().is_some(), "{}", a.text());
     let recs = env.recordings(&s.id).await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].outcome, proto::LlmOutcome::Unreachable as i32);
