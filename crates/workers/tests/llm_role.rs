@@ -1645,3 +1645,75 @@ async fn an_unreachable_upstream_is_recorded_and_replayed_as_a_502() {
     assert_eq!((b.status, &b.bytes), (a.status, &a.bytes));
     env.stop().await;
 }
+
+/// Sends `body` with a client's own header set (the SDKs' `x-stainless-*`,
+/// `user-agent`, idempotency keys, ...).
+async fn call_with_headers(
+    env: &Env,
+    key: &str,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = env
+        .http
+        .post(format!("{}{path}", env.base(0)))
+        .body(body.to_string());
+    req = if path.starts_with("/v1/messages") {
+        req.header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+    } else {
+        req.bearer_auth(key)
+    };
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = req.send().await.expect("send");
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        bytes: resp.bytes().await.expect("body").to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_headers_never_count_so_a_js_client_replays_a_python_recording() {
+    let env = Env::start().await;
+    let owner = env.owner("llm-headers").await;
+    let s = env.open(&owner, record(), Default::default()).await;
+    // Recorded with the Python SDKs' headers ...
+    let python = [
+        ("user-agent", "OpenAI/Python 3.57.0"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-retry-count", "0"),
+        ("x-stainless-timeout", "600"),
+        ("idempotency-key", "stainless-python-retry-1111"),
+    ];
+    // ... replayed with the JS SDKs' (and another idempotency key, a retry count).
+    let js = [
+        ("user-agent", "OpenAI/JS 6.9.0"),
+        ("x-stainless-lang", "js"),
+        ("x-stainless-runtime", "node"),
+        ("x-stainless-runtime-version", "v20.20.2"),
+        ("x-stainless-retry-count", "1"),
+        ("x-stainless-timeout", "600"),
+        ("idempotency-key", "stainless-node-retry-2222"),
+    ];
+    let chat_body =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let msg_body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let a = call_with_headers(&env, &s.key, "/v1/chat/completions", &chat_body, &python).await;
+    let b = call_with_headers(&env, &s.key, "/v1/messages", &msg_body, &python).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    // The upstream saw none of the client's own identifiers beyond what the
+    // forward allowlist passes.
+    let forwarded = env.upstream.last_request_headers().expect("headers");
+    assert!(forwarded.get("idempotency-key").is_none());
+    env.set_mode(&owner, &s, proto::LlmMode::Replay).await;
+    let a2 = call_with_headers(&env, &s.key, "/v1/chat/completions", &chat_body, &js).await;
+    let b2 = call_with_headers(&env, &s.key, "/v1/messages", &msg_body, &js).await;
+    assert_eq!(a2.bytes, a.bytes, "{}", a2.text());
+    assert_eq!(b2.bytes, b.bytes, "{}", b2.text());
+    env.stop().await;
+}
