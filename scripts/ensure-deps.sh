@@ -28,6 +28,7 @@ PY_OPENAI_VERSION=3.57.0
 PY_ANTHROPIC_VERSION=2.16.0
 PYTHON_HINT="the Python SDK tests need python3 (>= 3.9) with the venv module (Debian: apt-get install python3-venv) and access to PyPI, or AMAI_PYTHON=/path/to/python with openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed"
 DOCKER_HINT="docker is required: install docker.io (or Docker Engine from https://docs.docker.com/engine/install/) and put docker on PATH"
+DOCKER_ENGINE_HINT="the jail tests need a running Docker Engine: start it (systemctl start docker, or dockerd as root) so that 'docker info' works"
 
 TOOLS_DIR="${AMAI_TOOLS_DIR:-${HOME:-/root}/.cache/amai/tools}"
 PYENV_DIR="${AMAI_PYENV_DIR:-${HOME:-/root}/.cache/amai/pyenv}"
@@ -173,13 +174,41 @@ PY
     rm -rf "$tmp"
 }
 
+# Succeeds when a Docker Engine answers (not just the CLI).
+docker_answers() {
+    docker info --format '{{.ServerVersion}}' >/dev/null 2>&1
+}
+
 ensure_docker() {
-    command -v docker >/dev/null 2>&1 && return 0
-    log "docker not found"
-    can_apt_install || die "$DOCKER_HINT"
-    apt_install docker.io || die "apt-get install docker.io failed. ${DOCKER_HINT}"
-    command -v docker >/dev/null 2>&1 || die "docker.io installed but docker is not on PATH. ${DOCKER_HINT}"
-    log "installed $(docker --version 2>&1)"
+    if ! command -v docker >/dev/null 2>&1; then
+        log "docker not found"
+        can_apt_install || die "$DOCKER_HINT"
+        apt_install docker.io || die "apt-get install docker.io failed. ${DOCKER_HINT}"
+        command -v docker >/dev/null 2>&1 || die "docker.io installed but docker is not on PATH. ${DOCKER_HINT}"
+        log "installed $(docker --version 2>&1)"
+    fi
+    docker_answers && return 0
+    # The CLI is there but no engine answers: start one (systemd, sysvinit, or
+    # dockerd by hand on machines without an init system).
+    log "no Docker Engine answers; starting dockerd"
+    if command -v systemctl >/dev/null 2>&1 && as_root systemctl start docker >/dev/null 2>&1; then
+        :
+    elif command -v service >/dev/null 2>&1 && as_root service docker start >/dev/null 2>&1; then
+        :
+    elif command -v dockerd >/dev/null 2>&1; then
+        local dlog="${TOOLS_DIR}/dockerd.log"
+        mkdir -p "$TOOLS_DIR"
+        as_root sh -c "nohup dockerd >'${dlog}' 2>&1 &" ||
+            die "cannot start dockerd (not root, and sudo -n does not work). ${DOCKER_ENGINE_HINT}"
+    else
+        die "dockerd is not installed. ${DOCKER_ENGINE_HINT}"
+    fi
+    local i
+    for i in $(seq 1 60); do
+        docker_answers && { log "Docker Engine up: $(docker info --format '{{.ServerVersion}}' 2>&1)"; return 0; }
+        sleep 0.5
+    done
+    die "dockerd was started but no engine answers after 30 s (see ${TOOLS_DIR}/dockerd.log or the docker service's log). ${DOCKER_ENGINE_HINT}"
 }
 
 # Succeeds when python $1 has openai and anthropic installed at exactly the pinned
