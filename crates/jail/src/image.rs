@@ -90,7 +90,11 @@ pub enum BuildImageError {
 }
 
 /// Builds (or reuses) the busybox image; see the module documentation.
+///
+/// Builds in one process are serialized, so concurrent callers import at most once.
 pub async fn build_busybox(engine: &Engine) -> Result<ImageRef, BuildImageError> {
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serialized = BUILDING.lock().await;
     let busybox_path = ensure_busybox_binary().await?;
     let busybox = tokio::fs::read(&busybox_path)
         .await
