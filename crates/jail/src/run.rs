@@ -522,3 +522,205 @@ fn show<T: std::fmt::Debug>(value: &Option<T>) -> String {
         None => "(unset)".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::ContainerConfig;
+
+    use super::*;
+
+    fn requested() -> ContainerCreateBody {
+        let limits = JailLimits::builder()
+            .memory_bytes(64 * 1024 * 1024)
+            .pids(32)
+            .cpus(0.5)
+            .build();
+        RunRequest::new("jail-1", "amai/busybox:0123456789ab", ["true"])
+            .limits(limits)
+            .container_config()
+    }
+
+    /// What an engine that applied everything shows.
+    fn faithful(requested: &ContainerCreateBody) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            host_config: requested.host_config.clone(),
+            config: Some(ContainerConfig {
+                user: requested.user.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn mismatched_fields(
+        change: impl FnOnce(&mut HostConfig, &mut ContainerConfig),
+    ) -> Vec<&'static str> {
+        let requested = requested();
+        let mut inspected = faithful(&requested);
+        let host_config = inspected.host_config.get_or_insert_with(Default::default);
+        let config = inspected.config.get_or_insert_with(Default::default);
+        change(host_config, config);
+        match verify_applied(&requested, &inspected) {
+            Ok(()) => Vec::new(),
+            Err(mismatches) => mismatches.into_iter().map(|m| m.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_faithful_engine_passes() {
+        let requested = requested();
+        assert_eq!(verify_applied(&requested, &faithful(&requested)), Ok(()));
+    }
+
+    #[test]
+    fn the_requested_config_is_hardened() {
+        let requested = requested();
+        let host = requested.host_config.clone().unwrap_or_default();
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.pids_limit, Some(32));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(requested.user.as_deref(), Some("65534:65534"));
+        let labels = requested.labels.unwrap_or_default();
+        assert_eq!(labels.get("amai.jail").map(String::as_str), Some("jail-1"));
+        assert_eq!(labels.get("amai.managed").map(String::as_str), Some("true"));
+    }
+
+    #[test]
+    fn memory_dropped_or_changed_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.memory = None),
+            ["HostConfig.Memory"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.memory = Some(0)),
+            ["HostConfig.Memory"]
+        );
+    }
+
+    #[test]
+    fn memory_swap_dropped_or_changed_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.memory_swap = Some(-1)),
+            ["HostConfig.MemorySwap"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.memory_swap = None),
+            ["HostConfig.MemorySwap"]
+        );
+    }
+
+    #[test]
+    fn pids_limit_dropped_or_changed_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.pids_limit = None),
+            ["HostConfig.PidsLimit"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.pids_limit = Some(0)),
+            ["HostConfig.PidsLimit"]
+        );
+    }
+
+    #[test]
+    fn nano_cpus_dropped_or_changed_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.nano_cpus = Some(0)),
+            ["HostConfig.NanoCpus"]
+        );
+    }
+
+    #[test]
+    fn a_writable_root_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.readonly_rootfs = Some(false)),
+            ["HostConfig.ReadonlyRootfs"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.readonly_rootfs = None),
+            ["HostConfig.ReadonlyRootfs"]
+        );
+    }
+
+    #[test]
+    fn capabilities_kept_are_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.cap_drop = None),
+            ["HostConfig.CapDrop"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.cap_drop = Some(vec!["NET_RAW".to_owned()])),
+            ["HostConfig.CapDrop"]
+        );
+    }
+
+    #[test]
+    fn security_opt_dropped_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.security_opt = Some(Vec::new())),
+            ["HostConfig.SecurityOpt"]
+        );
+    }
+
+    #[test]
+    fn privileged_is_caught_and_absent_means_unprivileged() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.privileged = Some(true)),
+            ["HostConfig.Privileged"]
+        );
+        assert!(mismatched_fields(|h, _| h.privileged = None).is_empty());
+    }
+
+    #[test]
+    fn another_network_mode_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.network_mode = Some("bridge".to_owned())),
+            ["HostConfig.NetworkMode"]
+        );
+    }
+
+    #[test]
+    fn tmpfs_changes_are_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| {
+                if let Some(tmpfs) = h.tmpfs.as_mut() {
+                    tmpfs.remove("/workspace");
+                }
+            }),
+            ["HostConfig.Tmpfs"]
+        );
+    }
+
+    #[test]
+    fn another_user_is_caught() {
+        assert_eq!(
+            mismatched_fields(|_, c| c.user = Some(String::new())),
+            ["Config.User"]
+        );
+        assert_eq!(
+            mismatched_fields(|_, c| c.user = Some("0:0".to_owned())),
+            ["Config.User"]
+        );
+    }
+
+    #[test]
+    fn every_difference_is_reported() {
+        let fields = mismatched_fields(|h, c| {
+            h.memory = None;
+            h.pids_limit = None;
+            c.user = None;
+        });
+        assert_eq!(
+            fields,
+            ["HostConfig.Memory", "HostConfig.PidsLimit", "Config.User"]
+        );
+    }
+}
