@@ -5,7 +5,7 @@
 //!   enforce the limits a jail needs;
 //! - [`image`]: the locally built busybox image (there is no registry to pull from);
 //! - [`limits`]: the resource limits of one run;
-//! - [`run`]: one hardened, limited, always-removed container run;
+//! - [`run`](mod@run): one hardened, limited, always-removed container run;
 //! - [`cleanup`]: removing the containers Amai manages (orphan reconciliation).
 #![warn(missing_docs)]
 
