@@ -3,6 +3,7 @@
 //! memory (with swap), pids and CPU limits. Anything else fails closed with an
 //! error saying what is missing and what to do.
 
+use bollard::models::SystemInfo;
 use bollard::Docker;
 
 /// Where bollard connects when `DOCKER_HOST` is not set.
@@ -85,27 +86,7 @@ impl Engine {
             what: "API version",
         })?;
 
-        let capabilities = [
-            ("MemoryLimit (memory cgroup)", info.memory_limit),
-            (
-                "SwapLimit (memory.memsw, needed for memory_swap = memory)",
-                info.swap_limit,
-            ),
-            ("PidsLimit (pids cgroup)", info.pids_limit),
-            (
-                "CpuCfsQuota (cpu cgroup, needed for nano_cpus)",
-                info.cpu_cfs_quota,
-            ),
-            (
-                "CpuCfsPeriod (cpu cgroup, needed for nano_cpus)",
-                info.cpu_cfs_period,
-            ),
-        ];
-        let missing: Vec<&'static str> = capabilities
-            .iter()
-            .filter(|(_, present)| *present != Some(true))
-            .map(|(name, _)| *name)
-            .collect();
+        let missing = missing_capabilities(&info);
         if !missing.is_empty() {
             return Err(ConnectError::MissingControllers {
                 host,
@@ -138,5 +119,65 @@ impl Engine {
     /// What the engine said about itself during the preflight.
     pub fn version(&self) -> &EngineVersion {
         &self.version
+    }
+}
+
+/// The `docker info` capabilities a jail needs that `info` does not report as
+/// present (absent counts as missing: fail closed).
+pub fn missing_capabilities(info: &SystemInfo) -> Vec<&'static str> {
+    let capabilities = [
+        ("MemoryLimit (memory cgroup)", info.memory_limit),
+        (
+            "SwapLimit (memory.memsw, needed for memory_swap = memory)",
+            info.swap_limit,
+        ),
+        ("PidsLimit (pids cgroup)", info.pids_limit),
+        (
+            "CpuCfsQuota (cpu cgroup, needed for nano_cpus)",
+            info.cpu_cfs_quota,
+        ),
+        (
+            "CpuCfsPeriod (cpu cgroup, needed for nano_cpus)",
+            info.cpu_cfs_period,
+        ),
+    ];
+    capabilities
+        .iter()
+        .filter(|(_, present)| *present != Some(true))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capable() -> SystemInfo {
+        SystemInfo {
+            memory_limit: Some(true),
+            swap_limit: Some(true),
+            pids_limit: Some(true),
+            cpu_cfs_quota: Some(true),
+            cpu_cfs_period: Some(true),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_capable_engine_misses_nothing() {
+        assert!(missing_capabilities(&capable()).is_empty());
+    }
+
+    #[test]
+    fn false_and_absent_capabilities_are_named() {
+        let info = SystemInfo {
+            pids_limit: Some(false),
+            swap_limit: None,
+            ..capable()
+        };
+        let missing = missing_capabilities(&info);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].starts_with("SwapLimit"));
+        assert!(missing[1].starts_with("PidsLimit"));
     }
 }

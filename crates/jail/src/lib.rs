@@ -16,7 +16,7 @@ pub mod limits;
 pub mod run;
 
 pub use cleanup::{remove_managed, CleanupError, RemovedContainers};
-pub use engine::{ConnectError, Engine, EngineVersion};
+pub use engine::{missing_capabilities, ConnectError, Engine, EngineVersion};
 pub use image::{build_busybox, BuildImageError, ImageRef};
 pub use limits::{JailLimits, JailLimitsBuilder};
 pub use run::{run, verify_applied, LimitMismatch, RunError, RunOutcome, RunRequest};

@@ -264,8 +264,13 @@ pub async fn run(engine: &Engine, request: RunRequest) -> Result<RunOutcome, Run
             source,
         })?;
     let container_id = created.id;
+    let mut guard = RemoveOnDrop {
+        engine: engine.clone(),
+        container_id: Some(container_id.clone()),
+    };
     let result = run_created(engine, &container_id, &config, &request.limits).await;
     let removed = remove_container(engine, &container_id).await;
+    guard.container_id = None;
     match (result, removed) {
         (Ok(outcome), Ok(())) => Ok(outcome),
         (Err(error), removed) => {
@@ -278,6 +283,32 @@ pub async fn run(engine: &Engine, request: RunRequest) -> Result<RunOutcome, Run
             container_id,
             source,
         }),
+    }
+}
+
+/// Removes the container if [`run`] is dropped before it removed it itself (the
+/// caller gave up, e.g. with a timeout): the removal is spawned on the current
+/// runtime. Without a runtime the container is left for [`crate::remove_managed`].
+struct RemoveOnDrop {
+    engine: Engine,
+    container_id: Option<String>,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(container_id) = self.container_id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%container_id, "jail run dropped outside a runtime: container left for remove_managed");
+            return;
+        };
+        let engine = self.engine.clone();
+        runtime.spawn(async move {
+            if let Err(error) = remove_container(&engine, &container_id).await {
+                tracing::warn!(%container_id, %error, "removing the container of a dropped jail run failed");
+            }
+        });
     }
 }
 

@@ -217,3 +217,39 @@ async fn remove_managed_removes_a_jails_leftover_container() {
     assert_eq!(removed.container_ids.len(), 1);
     assert_no_container_left(&engine, &jail).await;
 }
+
+#[tokio::test]
+async fn a_dropped_run_still_removes_its_container() {
+    let engine = engine().await;
+    let image = busybox(&engine).await;
+    let jail = jail_id();
+    let request = RunRequest::new(&jail, &image.reference, ["sleep", "60"]);
+    let gave_up = tokio::time::timeout(Duration::from_millis(1500), run(&engine, request)).await;
+    assert!(
+        gave_up.is_err(),
+        "sleep 60 cannot finish in 1.5 s: {gave_up:?}"
+    );
+    // The removal is spawned on drop; give it a few seconds.
+    for _ in 0..50 {
+        if remove_managed_count(&jail).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the container of jail {jail} was not removed after the run was dropped");
+}
+
+async fn remove_managed_count(jail: &str) -> usize {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("amai.jail={jail}")])]);
+    bollard::Docker::connect_with_local_defaults()
+        .expect("docker client")
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("list containers")
+        .len()
+}
