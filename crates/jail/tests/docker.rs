@@ -200,6 +200,8 @@ async fn exceeding_memory_is_oom_killed() {
     )
     .await;
     assert!(outcome.oom_killed, "{outcome:?}");
+    assert_eq!(outcome.exit_code, 137, "{outcome:?}");
+    assert!(!text(&outcome.stdout).contains("survived"), "{outcome:?}");
 }
 
 #[tokio::test]
