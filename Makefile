@@ -31,8 +31,9 @@ up: ## Run everything in one process (local nats-server under ./data); Ctrl-C st
 	$(CARGO) build --release --bin amai; \
 	exec $(AMAI_BIN) up --data-dir $(DATA_DIR)
 
-test: ## Unit + integration + end-to-end tests against a real nats-server (and the Python SDKs)
+test: ## Unit + integration + end-to-end tests against a real nats-server, Docker Engine and the Python SDKs
 	@$(WITH_NATS) \
+	$(ENSURE) docker; \
 	AMAI_PYTHON="$$($(ENSURE) --print-python)"; export AMAI_PYTHON; \
 	echo "make: using nats-server $$AMAI_NATS_SERVER ($$("$$AMAI_NATS_SERVER" --version))" >&2; \
 	$(CARGO) test --workspace $(TEST_ARGS)
