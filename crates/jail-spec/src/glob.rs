@@ -16,7 +16,9 @@ pub fn check_glob(pattern: &str) -> Result<(), String> {
     }
     for component in pattern[1..].split('/') {
         match component {
-            "" => return Err("must not contain empty components (\"//\" or a trailing \"/\")".into()),
+            "" => {
+                return Err("must not contain empty components (\"//\" or a trailing \"/\")".into())
+            }
             "." | ".." => return Err("must not contain \".\" or \"..\" components".into()),
             "**" => {}
             c if c.contains("**") => {
@@ -49,19 +51,20 @@ fn match_components(pattern: &[&str], path: &[&str]) -> bool {
         Some((&"**", rest)) => (0..=path.len()).any(|skip| match_components(rest, &path[skip..])),
         Some((first, rest)) => match path.split_first() {
             Some((component, path_rest)) => {
-                match_component(first.as_bytes(), component.as_bytes())
-                    && match_components(rest, path_rest)
+                let pattern: Vec<char> = first.chars().collect();
+                let text: Vec<char> = component.chars().collect();
+                match_component(&pattern, &text) && match_components(rest, path_rest)
             }
             None => false,
         },
     }
 }
 
-fn match_component(pattern: &[u8], text: &[u8]) -> bool {
+fn match_component(pattern: &[char], text: &[char]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| match_component(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && match_component(rest, &text[1..]),
+        Some(('*', rest)) => (0..=text.len()).any(|skip| match_component(rest, &text[skip..])),
+        Some(('?', rest)) => !text.is_empty() && match_component(rest, &text[1..]),
         Some((c, rest)) => text.first() == Some(c) && match_component(rest, &text[1..]),
     }
 }

@@ -59,7 +59,7 @@ pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 /// The stdout+stderr cap when the spec names none.
 pub const DEFAULT_OUTPUT: u64 = 16 << 20;
 /// Writable globs of the diff policy when the spec names none.
-pub const DEFAULT_WRITABLE: [&str; 2] = ["/workspace/**", "/tmp/**"];
+pub const DEFAULT_WRITABLE: [&str; 2] = ["/tmp/**", "/workspace/**"];
 /// The prefix of environment variables the jail role sets itself.
 pub const RESERVED_ENV_PREFIX: &str = "AMAI_";
 /// Variables the jail sets when the spec has an `llm` session.

@@ -114,7 +114,10 @@ impl Parser {
     }
 
     fn wrong_type(&mut self, path: &str, expected: &str, value: &Value) {
-        self.error(path, format!("must be {expected}, not {}", type_name(value)));
+        self.error(
+            path,
+            format!("must be {expected}, not {}", type_name(value)),
+        );
     }
 
     /// The object at `path`, its unknown fields reported.
@@ -187,7 +190,9 @@ impl Parser {
         let env = root
             .get("env")
             .map_or(Some(BTreeMap::new()), |v| self.env(v, has_llm));
-        let files = root.get("files").map_or(Some(Vec::new()), |v| self.files(v));
+        let files = root
+            .get("files")
+            .map_or(Some(Vec::new()), |v| self.files(v));
         let workdir = root
             .get("workdir")
             .map_or(Some(DEFAULT_WORKDIR.to_owned()), |v| self.workdir(v));
@@ -325,9 +330,15 @@ impl Parser {
                             a.strip_prefix(b).is_some_and(|rest| rest.starts_with('/'))
                         };
                         let message = if other.path == file.path {
-                            Some(format!("{} is already given by files[{j}]", quoted(&file.path)))
+                            Some(format!(
+                                "{} is already given by files[{j}]",
+                                quoted(&file.path)
+                            ))
                         } else if inside(&file.path, &other.path) {
-                            Some(format!("{} is inside files[{j}], a file", quoted(&file.path)))
+                            Some(format!(
+                                "{} is inside files[{j}], a file",
+                                quoted(&file.path)
+                            ))
                         } else if inside(&other.path, &file.path) {
                             Some(format!(
                                 "{} is a directory of files[{j}], not a file",
@@ -372,7 +383,10 @@ impl Parser {
                             .then_some(())
                             .ok_or_else(|| "must be under /workspace or /tmp".to_owned())
                     });
-                    checked.map_err(|m| self.error(&p, m)).ok().map(|()| s.to_owned())
+                    checked
+                        .map_err(|m| self.error(&p, m))
+                        .ok()
+                        .map(|()| s.to_owned())
                 })
             }
         };
@@ -469,7 +483,10 @@ impl Parser {
         if let Some(v) = map.get("memory") {
             match self.size("limits.memory", v) {
                 Some(n) if n < MIN_MEMORY => {
-                    self.error("limits.memory", format!("must be at least {}", format_size(MIN_MEMORY)));
+                    self.error(
+                        "limits.memory",
+                        format!("must be at least {}", format_size(MIN_MEMORY)),
+                    );
                     ok = false;
                 }
                 Some(n) => limits.memory_bytes = n,
@@ -482,7 +499,10 @@ impl Parser {
                 None => {
                     self.error(
                         "limits.pids",
-                        format!("{} is not a pids limit (an integer from 1 to {MAX_PIDS})", show(v)),
+                        format!(
+                            "{} is not a pids limit (an integer from 1 to {MAX_PIDS})",
+                            show(v)
+                        ),
                     );
                     ok = false;
                 }
@@ -491,7 +511,10 @@ impl Parser {
         if let Some(v) = map.get("disk") {
             match self.size("limits.disk", v) {
                 Some(n) if n < MIN_DISK => {
-                    self.error("limits.disk", format!("must be at least {}", format_size(MIN_DISK)));
+                    self.error(
+                        "limits.disk",
+                        format!("must be at least {}", format_size(MIN_DISK)),
+                    );
                     ok = false;
                 }
                 Some(n) => limits.disk_bytes = n,
@@ -580,11 +603,16 @@ impl Parser {
 
     fn session_id(&mut self, path: &str, value: &Value) -> Option<String> {
         let s = self.string(path, value)?;
-        let ok = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             self.error(
                 path,
-                format!("{} is not a session id (32 lowercase hex characters)", quoted(s)),
+                format!(
+                    "{} is not a session id (32 lowercase hex characters)",
+                    quoted(s)
+                ),
             );
             return None;
         }
@@ -599,7 +627,10 @@ impl Parser {
                 None
             }
             (None, None) => {
-                self.error("llm", "must be {\"session\": \"<id>\"} or {\"create\": {...}}");
+                self.error(
+                    "llm",
+                    "must be {\"session\": \"<id>\"} or {\"create\": {...}}",
+                );
                 None
             }
             (Some(v), None) => self.session_id("llm.session", v).map(LlmSpec::Session),
@@ -677,7 +708,10 @@ impl Parser {
                             Some(s) => match check_glob(s) {
                                 Ok(()) => globs.push(s.to_owned()),
                                 Err(m) => {
-                                    self.error(path, format!("{} is not a path glob: {m}", quoted(s)));
+                                    self.error(
+                                        path,
+                                        format!("{} is not a path glob: {m}", quoted(s)),
+                                    );
                                     ok = false;
                                 }
                             },
@@ -723,7 +757,9 @@ fn check_path(path: &str) -> Result<(), String> {
     }
     for component in path[1..].split('/') {
         match component {
-            "" => return Err("must not contain empty components (\"//\" or a trailing \"/\")".into()),
+            "" => {
+                return Err("must not contain empty components (\"//\" or a trailing \"/\")".into())
+            }
             "." | ".." => return Err("must not contain \".\" or \"..\" components".into()),
             _ => {}
         }
@@ -784,6 +820,9 @@ fn dns_name(host: &str) -> Result<String, String> {
     if ok {
         Ok(name)
     } else {
-        Err(format!("{} is not a DNS name or an IP address", quoted(host)))
+        Err(format!(
+            "{} is not a DNS name or an IP address",
+            quoted(host)
+        ))
     }
 }
