@@ -783,9 +783,9 @@ mod tests {
 
     #[test]
     fn jail_results_are_service_results_on_jail_aggregates_only() {
-        let jail = Aggregate::new(AggregateKind::Jail, &crate::jail::jail_id("o", "e"))
+        let jail = Aggregate::new(AggregateKind::Jail, crate::jail::jail_id("o", "e"))
             .expect("jail aggregate");
-        let llm = Aggregate::new(AggregateKind::Llm, &crate::llm::session_id("o", "e"))
+        let llm = Aggregate::new(AggregateKind::Llm, crate::llm::session_id("o", "e"))
             .expect("llm aggregate");
         for kind in jail_results() {
             let on_jail = signed(jail.clone(), kind.clone(), 1);
