@@ -632,7 +632,10 @@ fn llm_sessions() {
         }))
     ));
     assert!(matches!(spec.network, NetworkPolicy::Allow(_)));
-    assert_eq!(ok(with(json!({"llm": null}))).llm, None);
+    assert_eq!(
+        one_error(json!({"llm": null})),
+        "llm: must be an object, not null"
+    );
 }
 
 #[test]
@@ -882,4 +885,28 @@ fn the_json_schema_names_the_parsers_fields() {
         within(&example["llm"]["create"], "/$defs/llm/properties/create");
         within(&example["diff_policy"], "/$defs/diff_policy");
     }
+}
+
+#[test]
+fn keys_given_twice_are_refused_with_their_paths() {
+    let err = JailSpec::from_json(
+        br#"{"image":"busybox","command":["true"],"image":"python",
+            "limits":{"memory":"8MiB","memory":"1GiB"},
+            "files":[{"path":"/tmp/a","content":"x","path":"/tmp/b"}],
+            "env":{"A":"1","A":"2"}}"#,
+    )
+    .expect_err("duplicates");
+    assert_eq!(
+        err.paths(),
+        vec!["image", "limits.memory", "files[0].path", "env.A"]
+    );
+    assert_eq!(err.0[0].to_string(), "image: given more than once");
+    // Duplicates and other errors are reported together.
+    let err =
+        JailSpec::from_json(br#"{"image":"busybox","image":"x","command":[]}"#).expect_err("both");
+    assert_eq!(
+        err.to_string(),
+        "image: given more than once\ncommand: must name a program (at least one element)"
+    );
+    assert!(JailSpec::from_json(br#"{"image":"busybox","command":["true"]} x"#).is_err());
 }
