@@ -910,3 +910,81 @@ fn keys_given_twice_are_refused_with_their_paths() {
     );
     assert!(JailSpec::from_json(br#"{"image":"busybox","command":["true"]} x"#).is_err());
 }
+
+/// The schema's enums and defaults are the parser's.
+#[test]
+fn the_json_schema_states_the_parsers_enums_and_defaults() {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../schemas/jail-spec.schema.json"))
+            .expect("schema");
+    let at = |pointer: &str| -> &Value {
+        schema
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{pointer}"))
+    };
+    assert_eq!(
+        at("/properties/network/oneOf/0/enum"),
+        &json!(["none", "llm-only"])
+    );
+    assert_eq!(
+        at("/$defs/llm/properties/create/properties/mode/enum"),
+        &json!(["record", "replay"])
+    );
+    assert_eq!(
+        at("/$defs/llm/properties/create/properties/upstream/enum"),
+        &json!(["openai", "anthropic", "all"])
+    );
+    let limits = Limits::default();
+    let size = |pointer: &str| -> u64 {
+        let value = at(pointer);
+        value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| parse_size(s).ok()))
+            .unwrap_or_else(|| panic!("{pointer}: {value}"))
+    };
+    assert_eq!(
+        at("/$defs/limits/properties/cpus/default").as_f64(),
+        Some(limits.cpus())
+    );
+    assert_eq!(
+        size("/$defs/limits/properties/memory/default"),
+        limits.memory_bytes
+    );
+    assert_eq!(
+        at("/$defs/limits/properties/pids/default"),
+        &json!(limits.pids)
+    );
+    assert_eq!(
+        size("/$defs/limits/properties/disk/default"),
+        limits.disk_bytes
+    );
+    assert_eq!(
+        at("/$defs/limits/properties/timeout/default"),
+        &json!(limits.timeout_secs)
+    );
+    assert_eq!(
+        size("/$defs/limits/properties/output/default"),
+        limits.output_bytes
+    );
+    assert_eq!(
+        at("/$defs/limits/properties/pids/maximum"),
+        &json!(MAX_PIDS)
+    );
+    assert_eq!(
+        at("/$defs/limits/properties/timeout/oneOf/0/maximum"),
+        &json!(MAX_TIMEOUT_SECS)
+    );
+    assert_eq!(at("/properties/workdir/default"), &json!(DEFAULT_WORKDIR));
+    assert_eq!(
+        at("/$defs/file/properties/mode/default"),
+        &json!(DEFAULT_FILE_MODE)
+    );
+    assert_eq!(
+        at("/$defs/diff_policy/properties/writable/default"),
+        &json!(DEFAULT_WRITABLE)
+    );
+    assert_eq!(
+        at("/$defs/diff_policy/properties/allow_setuid/default"),
+        &json!(false)
+    );
+}
