@@ -28,7 +28,8 @@ use sha2::{Digest, Sha256};
 pub use glob::{check_glob, glob_match};
 pub use units::{format_size, parse_duration_secs, parse_size};
 
-/// The largest spec accepted, in bytes (file contents included).
+/// The largest spec accepted, in bytes (file contents included). A spec over
+/// the event size limit travels as a blob (`JailRequested.spec_blob`).
 pub const MAX_SPEC_BYTES: usize = 8 << 20;
 /// The working directory when the spec names none.
 pub const DEFAULT_WORKDIR: &str = "/workspace";
