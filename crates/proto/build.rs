@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "amai/v1/system.proto",
         "amai/v1/llm.proto",
         "amai/v1/llm_service.proto",
+        "amai/v1/jail.proto",
+        "amai/v1/jail_service.proto",
         "amai/v1/gateway.proto",
     ];
     for f in &files {

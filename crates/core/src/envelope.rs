@@ -56,6 +56,13 @@ pub fn payload_event_type(kind: &Kind) -> Option<&'static str> {
         Kind::LlmSessionDeleted(_) => "llm.session_deleted",
         Kind::LlmInteractionRecorded(_) => "llm.interaction_recorded",
         Kind::LlmReplayMissed(_) => "llm.replay_missed",
+        Kind::JailRequested(_) => "jail.requested",
+        Kind::JailCreated(_) => "jail.created",
+        Kind::JailRunStarted(_) => "jail.run_started",
+        Kind::JailRunFinished(_) => "jail.run_finished",
+        Kind::JailRunFailed(_) => "jail.run_failed",
+        Kind::JailReproducibilityChecked(_) => "jail.reproducibility_checked",
+        Kind::JailDeleted(_) => "jail.deleted",
         Kind::AgentAction(_) => return None,
     })
 }

@@ -465,6 +465,7 @@ fn belongs_on_agent_chain(kind: &Kind) -> bool {
             | Kind::LlmSessionKeyIssued(_)
             | Kind::LlmSessionKeyRevoked(_)
             | Kind::LlmSessionDeleted(_)
+            | Kind::JailRequested(_)
     )
 }
 
@@ -475,6 +476,12 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         Kind::TrustInitialized(_) => Some(AggregateKind::Trust),
         Kind::ReactorFailed(_) => Some(AggregateKind::Failure),
         Kind::LlmInteractionRecorded(_) | Kind::LlmReplayMissed(_) => Some(AggregateKind::Llm),
+        Kind::JailCreated(_)
+        | Kind::JailRunStarted(_)
+        | Kind::JailRunFinished(_)
+        | Kind::JailRunFailed(_)
+        | Kind::JailReproducibilityChecked(_)
+        | Kind::JailDeleted(_) => Some(AggregateKind::Jail),
         Kind::NameClaimed(_)
         | Kind::AgentRegistered(_)
         | Kind::AgentKeyRotated(_)
@@ -485,7 +492,8 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         | Kind::LlmSessionModeSet(_)
         | Kind::LlmSessionKeyIssued(_)
         | Kind::LlmSessionKeyRevoked(_)
-        | Kind::LlmSessionDeleted(_) => None,
+        | Kind::LlmSessionDeleted(_)
+        | Kind::JailRequested(_) => None,
     }
 }
 
@@ -725,4 +733,79 @@ pub fn check_signer(
 /// The identity kind of a proto enum value.
 pub fn identity_kind(v: i32) -> IdentityKind {
     proto::IdentityKind::try_from(v).unwrap_or(IdentityKind::Unspecified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::EventDraft;
+    use crate::keys::IdentityKeys;
+    use crate::subjects::Aggregate;
+
+    fn jail_results() -> Vec<Kind> {
+        vec![
+            Kind::JailCreated(Default::default()),
+            Kind::JailRunStarted(Default::default()),
+            Kind::JailRunFinished(Default::default()),
+            Kind::JailRunFailed(Default::default()),
+            Kind::JailReproducibilityChecked(Default::default()),
+            Kind::JailDeleted(Default::default()),
+        ]
+    }
+
+    #[test]
+    fn jail_requests_belong_on_the_requesters_chain_and_results_on_the_jail() {
+        assert!(belongs_on_agent_chain(&Kind::JailRequested(
+            Default::default()
+        )));
+        assert_eq!(
+            service_result_home(&Kind::JailRequested(Default::default())),
+            None
+        );
+        for kind in jail_results() {
+            assert!(!belongs_on_agent_chain(&kind), "{kind:?}");
+            assert_eq!(
+                service_result_home(&kind),
+                Some(AggregateKind::Jail),
+                "{kind:?}"
+            );
+        }
+    }
+
+    fn signed(aggregate: Aggregate, kind: Kind, signer_seq: u64) -> VerifiedEvent {
+        let keys = IdentityKeys::generate();
+        let actor = keys.identity_id();
+        let signed = EventDraft::new(aggregate, kind)
+            .signer_seq(signer_seq)
+            .sign(&keys, &actor);
+        VerifiedEvent::from_signed(signed).expect("verified")
+    }
+
+    #[test]
+    fn jail_results_are_service_results_on_jail_aggregates_only() {
+        let jail = Aggregate::new(AggregateKind::Jail, crate::jail::jail_id("o", "e"))
+            .expect("jail aggregate");
+        let llm = Aggregate::new(AggregateKind::Llm, crate::llm::session_id("o", "e"))
+            .expect("llm aggregate");
+        for kind in jail_results() {
+            let on_jail = signed(jail.clone(), kind.clone(), 1);
+            match check_foreign_aggregate_event(&on_jail, None) {
+                Ok(SignerRequirement::Identity { kinds, scope, .. }) => {
+                    assert_eq!(kinds, vec![IdentityKind::Service]);
+                    assert_eq!(scope, Some(AggregateKind::Jail));
+                }
+                other => panic!("{kind:?} on a jail: {other:?}"),
+            }
+            let on_llm = signed(llm.clone(), kind.clone(), 1);
+            assert!(matches!(
+                check_foreign_aggregate_event(&on_llm, None),
+                Err(RuleError::NotPermitted(_))
+            ));
+        }
+        let request = signed(jail, Kind::JailRequested(Default::default()), 1);
+        assert!(matches!(
+            check_foreign_aggregate_event(&request, None),
+            Err(RuleError::NotPermitted(_))
+        ));
+    }
 }

@@ -16,12 +16,14 @@
 //! - [`stored`]: [`StoredEvent`] (an event exactly as stored) and [`Position`];
 //! - [`request`]: the gateway request-signature format;
 //! - [`read_grant`]: operator grants that let a reader identity read streams;
-//! - [`llm`]: LLM session ids (derived from the opening action) and session key hashes.
+//! - [`llm`]: LLM session ids (derived from the opening action) and session key hashes;
+//! - [`jail`]: jail ids (derived from the `jail.requested` action).
 #![warn(missing_docs)]
 
 pub mod chain;
 pub mod envelope;
 pub mod identity;
+pub mod jail;
 pub mod keys;
 pub mod llm;
 pub mod pae;

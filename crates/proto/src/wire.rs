@@ -55,6 +55,27 @@ pub const GET_LLM_RECORDING_METHOD: &str = "/amai.v1.LlmService/GetRecording";
 /// gRPC method path of `LlmService.Export` (signed read).
 pub const EXPORT_LLM_SESSION_METHOD: &str = "/amai.v1.LlmService/Export";
 
+/// gRPC method path of `JailService.CreateJail` (a command: the `jail.requested` event is signed).
+pub const CREATE_JAIL_METHOD: &str = "/amai.v1.JailService/CreateJail";
+/// gRPC method path of `JailService.Run` (signed: owner or operator).
+pub const RUN_JAIL_METHOD: &str = "/amai.v1.JailService/Run";
+/// gRPC method path of `JailService.GetStatus` (signed read).
+pub const GET_JAIL_STATUS_METHOD: &str = "/amai.v1.JailService/GetStatus";
+/// gRPC method path of `JailService.GetDiff` (signed read).
+pub const GET_JAIL_DIFF_METHOD: &str = "/amai.v1.JailService/GetDiff";
+/// gRPC method path of `JailService.GetLogs` (signed read).
+pub const GET_JAIL_LOGS_METHOD: &str = "/amai.v1.JailService/GetLogs";
+/// gRPC method path of `JailService.GetNetworkLog` (signed read).
+pub const GET_JAIL_NETWORK_LOG_METHOD: &str = "/amai.v1.JailService/GetNetworkLog";
+/// gRPC method path of `JailService.GetUsage` (signed read).
+pub const GET_JAIL_USAGE_METHOD: &str = "/amai.v1.JailService/GetUsage";
+/// gRPC method path of `JailService.Reproduce` (a command: the `jail.requested` event is signed).
+pub const REPRODUCE_JAIL_METHOD: &str = "/amai.v1.JailService/Reproduce";
+/// gRPC method path of `JailService.Delete` (signed: owner or operator).
+pub const DELETE_JAIL_METHOD: &str = "/amai.v1.JailService/Delete";
+/// gRPC method path of `JailService.List` (signed read).
+pub const LIST_JAILS_METHOD: &str = "/amai.v1.JailService/List";
+
 macro_rules! error_kinds {
     ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
         /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
@@ -206,5 +227,44 @@ pub fn status_kind(status: &Status) -> ErrorKind {
     match status.get_details_error_info() {
         Some(info) if info.domain == ERROR_DOMAIN => ErrorKind::from_reason(&info.reason),
         _ => ErrorKind::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod jail_method_tests {
+    use prost::Message;
+
+    /// Every `JailService` method path names a method of the compiled service,
+    /// and every method of the service has a path here.
+    #[test]
+    fn jail_method_paths_name_the_services_methods() {
+        let fds = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let service = fds
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter())
+            .find(|s| s.name() == "JailService")
+            .expect("JailService");
+        let mut compiled: Vec<String> = service
+            .method
+            .iter()
+            .map(|m| format!("/amai.v1.JailService/{}", m.name()))
+            .collect();
+        compiled.sort();
+        let mut paths = vec![
+            super::CREATE_JAIL_METHOD,
+            super::RUN_JAIL_METHOD,
+            super::GET_JAIL_STATUS_METHOD,
+            super::GET_JAIL_DIFF_METHOD,
+            super::GET_JAIL_LOGS_METHOD,
+            super::GET_JAIL_NETWORK_LOG_METHOD,
+            super::GET_JAIL_USAGE_METHOD,
+            super::REPRODUCE_JAIL_METHOD,
+            super::DELETE_JAIL_METHOD,
+            super::LIST_JAILS_METHOD,
+        ];
+        paths.sort();
+        assert_eq!(compiled, paths);
     }
 }
