@@ -270,26 +270,29 @@ impl Env {
             .collect()
     }
 
-    async fn recordings(&self, session: &str) -> Vec<proto::LlmInteractionRecorded> {
+    /// The payloads of `llm/<session>` that `pick` selects, in order.
+    async fn session_payloads<T>(&self, session: &str, pick: fn(Kind) -> Option<T>) -> Vec<T> {
         self.session_events(session)
             .await
             .into_iter()
-            .filter_map(|e| match e.payload {
-                Kind::LlmInteractionRecorded(r) => Some(r),
-                _ => None,
-            })
+            .filter_map(|e| pick(e.payload))
             .collect()
     }
 
+    async fn recordings(&self, session: &str) -> Vec<proto::LlmInteractionRecorded> {
+        self.session_payloads(session, |k| match k {
+            Kind::LlmInteractionRecorded(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
     async fn misses(&self, session: &str) -> Vec<proto::LlmReplayMissed> {
-        self.session_events(session)
-            .await
-            .into_iter()
-            .filter_map(|e| match e.payload {
-                Kind::LlmReplayMissed(r) => Some(r),
-                _ => None,
-            })
-            .collect()
+        self.session_payloads(session, |k| match k {
+            Kind::LlmReplayMissed(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     async fn stop(mut self) {
