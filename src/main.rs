@@ -6,6 +6,7 @@ mod bench;
 mod client_cmd;
 mod config;
 mod fault;
+mod jail_cmd;
 mod keystore;
 mod llm_cmd;
 mod metrics;
@@ -67,6 +68,9 @@ enum Command {
     /// LLM recording and replay sessions, keys, recordings, cassettes.
     #[command(subcommand)]
     Llm(llm_cmd::LlmCommand),
+    /// Jails: run agents in hardened containers, inspect and reproduce runs.
+    #[command(subcommand)]
+    Jail(jail_cmd::JailCommand),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Command::Chain(cmd) => client_cmd::chain(&settings, cmd).await,
             Command::Stats(args) => client_cmd::stats(&settings, args).await,
             Command::Llm(cmd) => llm_cmd::llm(&settings, cmd).await,
+            Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

@@ -12,7 +12,7 @@ use amai_bus::streams::{ensure_streams, StreamSettings};
 use amai_bus::{EventStore, IdentityKeys};
 use amai_workers::deploy;
 use amai_workers::reactor::{ReactorOptions, ServiceSigner};
-use amai_workers::role::Role;
+use amai_workers::role::{Role, RoleError};
 use amai_workers::runtime::{RoleMetrics, RoleRuntime, RoleRuntimeConfig};
 use anyhow::Context;
 
@@ -310,8 +310,22 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     let root = trust_root(settings, &keystore, TrustRootSource::GenerateIfMissing)?;
     let (client, store) = open_store(settings, &url, "amai-up", root.public()).await?;
     let mut roles = Vec::new();
+    let mut unavailable = Vec::new();
     for role in amai_workers::roles::registry() {
-        roles.push(start_role(settings, &client, &store, &keystore, &root, role, None).await?);
+        let name = role.name();
+        match start_role(settings, &client, &store, &keystore, &root, role, None).await {
+            Ok(runtime) => roles.push(runtime),
+            // A role missing something outside NATS (the jail role without a
+            // Docker Engine) says why; everything else runs.
+            Err(e) => match e.downcast_ref::<RoleError>() {
+                Some(RoleError::Unavailable { reason, .. }) => {
+                    eprintln!("amai up: role {name} unavailable: {reason}");
+                    tracing::warn!(role = name, %reason, "role unavailable; the others run");
+                    unavailable.push(name);
+                }
+                _ => return Err(e),
+            },
+        }
     }
     let listener = tokio::net::TcpListener::bind(settings.gateway_addr)
         .await
@@ -342,8 +356,13 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
             "amai up: LLM proxy on http://{addr} (OpenAI base_url http://{addr}/v1, Anthropic base_url http://{addr}; key from `amai llm session create`)"
         );
     }
+    let unavailable = if unavailable.is_empty() {
+        String::new()
+    } else {
+        format!(" (unavailable: {})", unavailable.join(", "))
+    };
     eprintln!(
-        "amai up: gateway on {} | roles {} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
+        "amai up: gateway on {} | roles {}{unavailable} | nats {} | data {} | trust root {}\n         Ctrl-C stops everything.",
         settings.gateway_addr,
         names.join(", "),
         url,

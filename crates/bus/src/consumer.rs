@@ -242,6 +242,18 @@ impl WorkConsumerConfig {
         self
     }
 
+    /// Deliveries handed out and not yet acknowledged, at most (the rest wait
+    /// in the stream: a work queue).
+    pub fn max_ack_pending(mut self, n: i64) -> Self {
+        self.max_ack_pending = n;
+        self
+    }
+
+    /// The configured maximum of unacknowledged deliveries.
+    pub fn get_max_ack_pending(&self) -> i64 {
+        self.max_ack_pending
+    }
+
     /// The configured maximum deliveries.
     pub fn get_max_deliver(&self) -> i64 {
         self.max_deliver

@@ -26,7 +26,7 @@ pub mod streams;
 pub mod trace;
 
 pub use amai_core::{
-    envelope, identity, keys, llm, pae, read_grant, request, seal, subjects, verify,
+    envelope, identity, jail, keys, llm, pae, read_grant, request, seal, subjects, verify,
 };
 pub use amai_core::{
     proto, Aggregate, EventDraft, EventHash, IdentityId, IdentityKeys, Position, StoredEvent,

@@ -40,6 +40,20 @@ pub const LLM_SESSIONS: &str = "amai.query.llm.sessions";
 /// `LlmKeyLookup` → `LlmKeyBinding` (NOT_FOUND when the hash is bound to no session).
 pub const LLM_KEY: &str = "amai.query.llm.key";
 
+/// The jail role's query service name.
+pub const JAIL_SERVICE: &str = "amai-jail";
+/// `GetJailRequest` → `Jail` (NOT_FOUND for an unknown jail).
+pub const JAIL_GET: &str = "amai.query.jail.get";
+/// `ListJailsRequest` → `ListJailsResponse`.
+pub const JAIL_LIST: &str = "amai.query.jail.list";
+/// `RunJailRequest` (with `requested_by` set by the gateway) → `Jail`: queues
+/// the run of a created jail (`jail.run_queued`).
+pub const JAIL_RUN: &str = "amai.query.jail.run";
+/// `DeleteJailRequest` (with `requested_by` set by the gateway) → `Jail`:
+/// stops the run if any, removes what the jail left on the engine, records
+/// `jail.deleted`.
+pub const JAIL_DELETE: &str = "amai.query.jail.delete";
+
 /// Header carrying a query error's reason.
 pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
 /// Prefix of the headers carrying a query error's metadata.
@@ -68,6 +82,9 @@ pub mod reason {
     pub const WORKER_UNAVAILABLE: &str = "WORKER_UNAVAILABLE";
     /// Something broke inside the worker.
     pub const INTERNAL: &str = "INTERNAL";
+    /// The jail is not in a state that allows the call (run a jail that is
+    /// not freshly created, ...).
+    pub const JAIL_STATE: &str = "JAIL_STATE";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -81,6 +98,7 @@ pub mod reason {
         REPLY_TOO_LARGE,
         WORKER_UNAVAILABLE,
         INTERNAL,
+        JAIL_STATE,
     ];
 }
 

@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod audit;
 pub mod error;
+pub mod jail;
 pub mod llm;
 pub use amai_bus::read_grant;
 pub mod request_auth;
@@ -32,7 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
     self, blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
-    identity_service_client::IdentityServiceClient, llm_service_client::LlmServiceClient,
+    identity_service_client::IdentityServiceClient, jail_service_client::JailServiceClient,
+    llm_service_client::LlmServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
@@ -41,6 +43,7 @@ use sha2::Digest;
 pub use agent::{Agent, InboxMessage, InboxPage, RefusedMessage};
 pub use amai_bus::chain::ChainReport;
 pub use error::{ClientError, ErrorKind};
+pub use jail::JailLogs;
 pub use llm::{LlmExport, SessionKey};
 
 pub use amai_proto::wire::{
@@ -60,6 +63,7 @@ pub struct AmaiClient {
     events: EventServiceClient<Channel>,
     blobs: BlobServiceClient<Channel>,
     llm: LlmServiceClient<Channel>,
+    jail: JailServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
     signer: Option<Signer>,
@@ -97,7 +101,9 @@ impl AmaiClient {
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             blobs: BlobServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
-            llm: LlmServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            llm: LlmServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            jail: JailServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
             deployment: Default::default(),
             signer: None,
@@ -392,6 +398,11 @@ impl AmaiClient {
     /// The raw `LlmService` client.
     pub fn llm_service(&self) -> LlmServiceClient<Channel> {
         self.llm.clone()
+    }
+
+    /// The raw `JailService` client.
+    pub fn jail_service(&self) -> JailServiceClient<Channel> {
+        self.jail.clone()
     }
 
     /// The raw `BlobService` client.

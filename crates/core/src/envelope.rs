@@ -63,6 +63,7 @@ pub fn payload_event_type(kind: &Kind) -> Option<&'static str> {
         Kind::JailRunFailed(_) => "jail.run_failed",
         Kind::JailReproducibilityChecked(_) => "jail.reproducibility_checked",
         Kind::JailDeleted(_) => "jail.deleted",
+        Kind::JailRunQueued(_) => "jail.run_queued",
         Kind::AgentAction(_) => return None,
     })
 }

@@ -481,7 +481,8 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         | Kind::JailRunFinished(_)
         | Kind::JailRunFailed(_)
         | Kind::JailReproducibilityChecked(_)
-        | Kind::JailDeleted(_) => Some(AggregateKind::Jail),
+        | Kind::JailDeleted(_)
+        | Kind::JailRunQueued(_) => Some(AggregateKind::Jail),
         Kind::NameClaimed(_)
         | Kind::AgentRegistered(_)
         | Kind::AgentKeyRotated(_)
@@ -750,6 +751,7 @@ mod tests {
             Kind::JailRunFailed(Default::default()),
             Kind::JailReproducibilityChecked(Default::default()),
             Kind::JailDeleted(Default::default()),
+            Kind::JailRunQueued(Default::default()),
         ]
     }
 

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod blobs;
 pub mod events;
 pub mod identity;
+pub mod jail;
 pub mod llm;
 pub mod metrics;
 pub mod status;
@@ -35,11 +36,13 @@ use std::time::Duration;
 use amai_bus::proto::blob_service_server::BlobServiceServer;
 use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
+use amai_bus::proto::jail_service_server::JailServiceServer;
 use amai_bus::proto::llm_service_server::LlmServiceServer;
 use amai_bus::EventStore;
 
 pub use events::EventSvc;
 pub use identity::IdentitySvc;
+pub use jail::JailSvc;
 pub use llm::LlmSvc;
 pub use status::{to_status, ApiError};
 
@@ -351,6 +354,7 @@ pub async fn serve(
         .set_serving::<BlobServiceServer<blobs::BlobSvc>>()
         .await;
     health.set_serving::<LlmServiceServer<LlmSvc>>().await;
+    health.set_serving::<JailServiceServer<JailSvc>>().await;
     // Both reflection versions: grpcurl and current tools speak v1, many stock
     // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -377,6 +381,12 @@ pub async fn serve(
         uploaders.clone(),
     ))
     .max_decoding_message_size(max_message);
+    let jail = JailServiceServer::new(JailSvc::new(
+        shared.clone(),
+        blob_store.clone(),
+        uploaders.clone(),
+    ))
+    .max_decoding_message_size(max_message);
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
@@ -395,6 +405,7 @@ pub async fn serve(
         .add_service(events)
         .add_service(blob_service)
         .add_service(llm)
+        .add_service(jail)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -145,6 +145,45 @@ pub enum ApiError {
     /// Revoking a key twice.
     #[error("the key of LLM session {0} is already revoked")]
     KeyRevoked(String),
+    /// A `jail.requested` names a jail id not derived from its actor and event id.
+    #[error("jail_id {got} is not derived from the actor and the event id (want {want}: amai_core::jail::jail_id(actor, event id)); sign the request with the derived id")]
+    JailIdMismatch {
+        /// The id the event names.
+        got: String,
+        /// The derived id.
+        want: String,
+    },
+    /// The jail spec is invalid.
+    #[error("the jail spec is invalid: {detail} (schemas/jail-spec.schema.json)")]
+    InvalidSpec {
+        /// Every error.
+        detail: String,
+        /// The JSON path of every error.
+        paths: Vec<String>,
+    },
+    /// The spec's digest is not the one the request claims.
+    #[error(
+        "spec_sha256 {got} is not the digest of the spec (want {want}: JailSpec::canonical_digest)"
+    )]
+    SpecDigestMismatch {
+        /// The claimed digest.
+        got: String,
+        /// The spec's digest.
+        want: String,
+    },
+    /// No such jail, or not the caller's.
+    #[error("no jail {0} of yours; list yours with `amai jail ls`")]
+    JailNotFound(String),
+    /// The jail is not in a state that allows the call.
+    #[error("jail {jail_id}: {detail}")]
+    JailState {
+        /// The jail.
+        jail_id: String,
+        /// Its state, when known.
+        state: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Something already exists (an identity registered with another genesis).
     #[error("{0}")]
     AlreadyExists(String),
@@ -293,6 +332,28 @@ fn classify(err: ApiError) -> Classified {
         ApiError::KeyInUse => plain(Code::AlreadyExists, ErrorKind::KeyInUse),
         ApiError::KeyNotFound(_) => plain(Code::NotFound, ErrorKind::KeyNotFound),
         ApiError::KeyRevoked(_) => plain(Code::FailedPrecondition, ErrorKind::KeyRevoked),
+        ApiError::JailIdMismatch { .. } => plain(Code::InvalidArgument, ErrorKind::JailIdMismatch),
+        ApiError::InvalidSpec { paths, .. } => (
+            Code::InvalidArgument,
+            ErrorKind::InvalidSpec,
+            HashMap::from([("paths".to_string(), paths.join(","))]),
+            None,
+        ),
+        ApiError::SpecDigestMismatch { .. } => {
+            plain(Code::InvalidArgument, ErrorKind::SpecDigestMismatch)
+        }
+        ApiError::JailNotFound(jail_id) => (
+            Code::NotFound,
+            ErrorKind::JailNotFound,
+            HashMap::from([("jail_id".to_string(), jail_id)]),
+            None,
+        ),
+        ApiError::JailState { state, .. } => (
+            Code::FailedPrecondition,
+            ErrorKind::JailState,
+            HashMap::from([("state".to_string(), state)]),
+            None,
+        ),
         ApiError::AlreadyExists(_) => plain(Code::AlreadyExists, ErrorKind::AlreadyExists),
         ApiError::TooLarge(_) => plain(Code::ResourceExhausted, ErrorKind::TooLarge),
         ApiError::Unavailable(_) => plain(Code::Unavailable, ErrorKind::Unavailable),

@@ -191,6 +191,18 @@ error_kinds! {
     KeyNotFound => "KEY_NOT_FOUND",
     /// The session key is already revoked.
     KeyRevoked => "KEY_REVOKED",
+    // Jails (`JailService`, the jail role's queries).
+    /// A `jail.requested` names a jail id that is not
+    /// `amai_core::jail::jail_id(actor, event id)`.
+    JailIdMismatch => "JAIL_ID_MISMATCH",
+    /// The jail spec is invalid (metadata: `paths`, the JSON paths of the errors).
+    InvalidSpec => "INVALID_SPEC",
+    /// The spec's digest is not the one the request claims.
+    SpecDigestMismatch => "SPEC_DIGEST_MISMATCH",
+    /// No such jail (or not the caller's).
+    JailNotFound => "JAIL_NOT_FOUND",
+    /// The jail is not in a state that allows the call (metadata: `state`).
+    JailState => "JAIL_STATE",
     // Queries (`min_position` and pages).
     /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
     StalePosition => "STALE_POSITION",

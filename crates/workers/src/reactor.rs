@@ -119,6 +119,11 @@ pub trait Reactor: Send + Sync + 'static {
     /// Decides the outputs for `input`, reading whatever state it needs fresh
     /// (chain heads come from JetStream through `store`).
     fn react<'a>(&'a self, store: &'a EventStore, input: &'a VerifiedEvent) -> ReactFuture<'a>;
+    /// Adjusts the runtime's options for this reactor (concurrency, redelivery,
+    /// heartbeat). Default: unchanged.
+    fn options(&self, base: ReactorOptions) -> ReactorOptions {
+        base
+    }
 }
 
 /// The identity that signs a role's outputs.
@@ -222,6 +227,8 @@ pub struct ReactorOptions {
     redelivery: Vec<Duration>,
     writes: Option<&'static [AggregateKind]>,
     faults: Option<FaultHook>,
+    concurrency: usize,
+    heartbeat: Option<Duration>,
 }
 
 impl Default for ReactorOptions {
@@ -231,6 +238,8 @@ impl Default for ReactorOptions {
             redelivery: DEFAULT_REDELIVERY.to_vec(),
             writes: None,
             faults: None,
+            concurrency: 1,
+            heartbeat: None,
         }
     }
 }
@@ -251,6 +260,8 @@ impl std::fmt::Debug for ReactorOptions {
             .field("redelivery", &self.redelivery)
             .field("writes", &self.writes)
             .field("faults", &self.faults.is_some())
+            .field("concurrency", &self.concurrency)
+            .field("heartbeat", &self.heartbeat)
             .finish()
     }
 }
@@ -274,6 +285,22 @@ impl ReactorOptions {
     /// `reactor.failed` records on `failure/<role>` are always allowed.
     pub fn writes(mut self, kinds: &'static [AggregateKind]) -> Self {
         self.writes = Some(kinds);
+        self
+    }
+
+    /// How many inputs are decided at once (default 1: strictly in order). The
+    /// consumer then hands out at most that many unacknowledged inputs: the
+    /// rest wait in the stream, in order.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// While an input is being decided, tell JetStream it is still in progress
+    /// this often (a long reaction, e.g. a jail run, is then not redelivered
+    /// after the ack wait; a crashed instance's input still is).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
         self
     }
 
@@ -336,6 +363,11 @@ pub async fn run_reactor_with<R: Reactor + ?Sized>(
     };
     // No delivery cap: JetStream would silently stop redelivering past it.
     let cfg = reactor.subscription().max_deliver(-1);
+    let cfg = if options.concurrency > 1 {
+        cfg.max_ack_pending(options.concurrency as i64)
+    } else {
+        cfg
+    };
     let consumer = consumer::work_consumer(store.jetstream(), &cfg)
         .await
         .map_err(|e| err(e.to_string()))?;
@@ -343,10 +375,24 @@ pub async fn run_reactor_with<R: Reactor + ?Sized>(
         .await
         .map_err(err)?;
     let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+    // One permit per reaction in flight: taken before the next delivery is
+    // pulled, so with one permit inputs are decided strictly in order.
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut in_flight = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap finished reactions (their panics are logged, not propagated).
+        while let Some(done) = in_flight.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(role, error = %e, "a reaction task panicked; its input will be redelivered");
+            }
+        }
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.map_err(|e| err(e.to_string()))?,
+        };
         let msg = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
             m = messages.next() => m,
         };
         let Some(msg) = msg else {
@@ -360,70 +406,113 @@ pub async fn run_reactor_with<R: Reactor + ?Sized>(
                 continue;
             }
         };
-        let (stream_seq, delivered) = match msg.info() {
-            Ok(i) => (i.stream_sequence, i.delivered),
-            Err(e) => {
-                tracing::warn!(role, error = %e, "message without jetstream info");
-                continue;
-            }
-        };
-        let span = tracing::info_span!("react", role, stream_seq, delivered);
-        amai_bus::trace::set_parent_from(&span, msg.headers.as_ref());
-        let subject = msg.subject.to_string();
-        let input = Input {
-            payload: &msg.payload,
-            subject: &subject,
-            stream_seq,
-        };
-        let result = process(reactor.as_ref(), &store, &signer, &options, &input, &stats)
-            .instrument(span.clone())
-            .await;
-        let ack = match result {
-            Ok(()) => AckKind::Ack,
-            Err(ReactError::Transient(reason)) => {
-                tracing::warn!(parent: &span, %reason, "transient failure; will retry");
-                stats.retried.fetch_add(1, Ordering::Relaxed);
-                AckKind::Nak(Some(options.backoff.delay(delivered)))
-            }
-            Err(ReactError::Poison(reason)) => {
-                tracing::error!(parent: &span, %reason, "poison input; recording reactor.failed");
-                match record_failure(
-                    role,
-                    &store,
-                    &signer,
-                    &options,
-                    &input,
-                    delivered.max(0) as u64,
-                    &reason,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        stats.poisoned.fetch_add(1, Ordering::Relaxed);
-                        AckKind::Term
-                    }
-                    Err(e) => {
-                        // Never terminate an input whose failure is not on record.
-                        tracing::warn!(parent: &span, error = %e, "could not record the failure; the input will be redelivered");
-                        stats.retried.fetch_add(1, Ordering::Relaxed);
-                        AckKind::Nak(Some(options.backoff.delay(delivered)))
+        let (reactor, store, signer, options, stats) = (
+            reactor.clone(),
+            store.clone(),
+            signer.clone(),
+            options.clone(),
+            stats.clone(),
+        );
+        in_flight.spawn(async move {
+            handle_delivery(reactor.as_ref(), &store, &signer, &options, &stats, msg).await;
+            drop(permit);
+        });
+    }
+    // In-flight reactions finish (their inputs are acknowledged) before return.
+    while in_flight.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Decides, appends and acknowledges one delivery; sends progress
+/// acknowledgements every [`ReactorOptions::heartbeat`] while deciding.
+async fn handle_delivery<R: Reactor + ?Sized>(
+    reactor: &R,
+    store: &EventStore,
+    signer: &ServiceSigner,
+    options: &ReactorOptions,
+    stats: &ReactorStats,
+    msg: async_nats::jetstream::Message,
+) {
+    let role = reactor.role();
+    let (stream_seq, delivered) = match msg.info() {
+        Ok(i) => (i.stream_sequence, i.delivered),
+        Err(e) => {
+            tracing::warn!(role, error = %e, "message without jetstream info");
+            return;
+        }
+    };
+    let span = tracing::info_span!("react", role, stream_seq, delivered);
+    amai_bus::trace::set_parent_from(&span, msg.headers.as_ref());
+    let subject = msg.subject.to_string();
+    let input = Input {
+        payload: &msg.payload,
+        subject: &subject,
+        stream_seq,
+    };
+    let processing =
+        process(reactor, store, signer, options, &input, stats).instrument(span.clone());
+    let result = match options.heartbeat {
+        None => processing.await,
+        Some(every) => {
+            tokio::pin!(processing);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    r = &mut processing => break r,
+                    _ = ticks.tick() => {
+                        if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                            tracing::warn!(parent: &span, error = %e, "progress ack failed");
+                        }
                     }
                 }
             }
-        };
-        if matches!(ack, AckKind::Ack) {
-            if let Err(reason) = options.inject(FaultPoint::Ack, &input_id_of(&input)) {
-                tracing::warn!(parent: &span, %reason, "ack lost (injected); the input will be redelivered");
-                continue;
+        }
+    };
+    let ack = match result {
+        Ok(()) => AckKind::Ack,
+        Err(ReactError::Transient(reason)) => {
+            tracing::warn!(parent: &span, %reason, "transient failure; will retry");
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+            AckKind::Nak(Some(options.backoff.delay(delivered)))
+        }
+        Err(ReactError::Poison(reason)) => {
+            tracing::error!(parent: &span, %reason, "poison input; recording reactor.failed");
+            match record_failure(
+                role,
+                store,
+                signer,
+                options,
+                &input,
+                delivered.max(0) as u64,
+                &reason,
+            )
+            .await
+            {
+                Ok(()) => {
+                    stats.poisoned.fetch_add(1, Ordering::Relaxed);
+                    AckKind::Term
+                }
+                Err(e) => {
+                    // Never terminate an input whose failure is not on record.
+                    tracing::warn!(parent: &span, error = %e, "could not record the failure; the input will be redelivered");
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    AckKind::Nak(Some(options.backoff.delay(delivered)))
+                }
             }
         }
-        let acked = matches!(ack, AckKind::Ack | AckKind::Term);
-        if let Err(e) = msg.double_ack_with(ack).await {
-            // Not acknowledged: the input will be redelivered, and its outputs deduplicated.
-            tracing::warn!(role, stream_seq, error = %e, "ack failed; the input will be redelivered");
-        } else if acked {
-            stats.acked.fetch_add(1, Ordering::Relaxed);
+    };
+    if matches!(ack, AckKind::Ack) {
+        if let Err(reason) = options.inject(FaultPoint::Ack, &input_id_of(&input)) {
+            tracing::warn!(parent: &span, %reason, "ack lost (injected); the input will be redelivered");
+            return;
         }
+    }
+    let acked = matches!(ack, AckKind::Ack | AckKind::Term);
+    if let Err(e) = msg.double_ack_with(ack).await {
+        // Not acknowledged: the input will be redelivered, and its outputs deduplicated.
+        tracing::warn!(role, stream_seq, error = %e, "ack failed; the input will be redelivered");
+    } else if acked {
+        stats.acked.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -439,7 +528,11 @@ async fn configure_consumer(
 ) -> Result<PullConsumer, String> {
     let current = consumer.cached_info().config.clone();
     let backoff = options.redelivery.clone();
-    if current.max_deliver == -1 && current.backoff == backoff {
+    let max_ack_pending = cfg.get_max_ack_pending();
+    if current.max_deliver == -1
+        && current.backoff == backoff
+        && current.max_ack_pending == max_ack_pending
+    {
         return Ok(consumer);
     }
     tracing::info!(
@@ -460,7 +553,7 @@ async fn configure_consumer(
         filter_subjects: current.filter_subjects.clone(),
         ack_policy: current.ack_policy,
         ack_wait: backoff.first().copied().unwrap_or(current.ack_wait),
-        max_ack_pending: current.max_ack_pending,
+        max_ack_pending,
         deliver_policy: current.deliver_policy,
         max_deliver: -1,
         backoff,
@@ -630,6 +723,63 @@ async fn append_outputs(
         }
     }
     Ok(())
+}
+
+/// Appends `payload` to `aggregate` **during** a reaction, for reactors whose
+/// effects take long (a jail run): the event is stored before the reaction
+/// goes on, with the id `id` (derive it from the input, e.g. with
+/// [`output_id`]) and caused by `input`. Conflicts are retried on the fresh
+/// head; an event with that id and causation already on the aggregate (a
+/// redelivery) is not appended again. Returns the aggregate seq it holds.
+pub async fn append_caused(
+    store: &EventStore,
+    signer: &ServiceSigner,
+    input: &VerifiedEvent,
+    id: uuid::Uuid,
+    aggregate: &Aggregate,
+    payload: Kind,
+) -> Result<u64, ReactError> {
+    let transient = ReactError::Transient;
+    for attempt in 0..MAX_DECISION_ATTEMPTS {
+        if already_caused(store, aggregate, &input.body.id, &id)
+            .await
+            .map_err(transient)?
+        {
+            return store
+                .chain_head(aggregate)
+                .await
+                .map(|h| h.aggregate_seq)
+                .map_err(|e| transient(e.to_string()));
+        }
+        let head = store
+            .chain_head(aggregate)
+            .await
+            .map_err(|e| transient(e.to_string()))?;
+        let signed = EventDraft::new(aggregate.clone(), payload.clone())
+            .after(head.aggregate_seq, head.hash)
+            .signer_seq(signer_seq(store, signer).await.map_err(transient)?)
+            .id(id)
+            .causation(input.body.id.clone())
+            .correlation(input.body.correlation_id.clone())
+            .sign(&signer.keys, &signer.id);
+        match store.append(signed).await {
+            Ok(o) => return Ok(o.aggregate_seq),
+            Err(e) => match e.kind() {
+                AppendErrorKind::Conflict
+                | AppendErrorKind::Duplicate
+                | AppendErrorKind::Gap
+                | AppendErrorKind::ChainBroken => {
+                    tracing::debug!(attempt, %aggregate, error = %e, "append during a reaction raced; retrying on the fresh head");
+                    tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await;
+                }
+                AppendErrorKind::Unavailable | AppendErrorKind::Other => {
+                    return Err(transient(e.to_string()))
+                }
+                _ => return Err(ReactError::Poison(format!("rejected by the store: {e}"))),
+            },
+        }
+    }
+    Err(transient(format!("{aggregate} kept moving")))
 }
 
 /// The hash of the event at `seq` of `aggregate` when it is the event `id`.

@@ -35,6 +35,9 @@ pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Boxed future of a listener's server.
 pub type ListenerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// Boxed future of [`Role::preflight`].
+pub type PreflightFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RoleError>> + Send + 'a>>;
+
 /// Serves a bound socket until the shutdown signal resolves.
 pub type ServeFn =
     Box<dyn FnOnce(tokio::net::TcpListener, ShutdownSignal) -> ListenerFuture + Send>;
@@ -57,6 +60,14 @@ pub trait Role: Send + Sync + 'static {
     /// The aggregate kinds the role's service key may write (besides its own
     /// identity chain and its `failure/<name>` records).
     fn writes(&self) -> &'static [AggregateKind];
+
+    /// Checks, before anything starts, what the role needs outside NATS (e.g.
+    /// a Docker Engine), and prepares it (e.g. removes what a killed instance
+    /// left behind). [`RoleError::Unavailable`] says the role cannot run here
+    /// and why; `amai up` then runs everything else.
+    fn preflight(&self) -> PreflightFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// The role's projections; each instance keeps a full copy in its sled.
     fn projections(&self) -> Vec<Arc<dyn Projection>> {
@@ -162,6 +173,14 @@ pub enum RoleError {
         path: String,
         /// What failed.
         detail: String,
+    },
+    /// Something the role needs outside NATS is missing (preflight).
+    #[error("role {role} is unavailable: {reason}")]
+    Unavailable {
+        /// The role.
+        role: String,
+        /// What is missing and what to do.
+        reason: String,
     },
     /// A declared listener could not bind its address.
     #[error(

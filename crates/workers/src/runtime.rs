@@ -171,6 +171,9 @@ impl RoleRuntime {
         config: RoleRuntimeConfig,
     ) -> Result<RoleRuntime, RoleError> {
         let name = role.name();
+        // What the role needs outside NATS (a Docker Engine, ...): without it
+        // the role does not start, and says why.
+        role.preflight().await?;
         let state_dir = state_dir(&config.state_root, name, config.instance.as_deref());
         let path = sled_path(&state_dir, name);
         let storage = |detail: String| RoleError::Storage {
@@ -242,7 +245,7 @@ impl RoleRuntime {
                 config.store.clone(),
                 config.signer.clone(),
                 self.reactor_stats.clone(),
-                options.clone(),
+                reactor.options(options.clone()),
                 stopped(stop_rx.clone()),
             );
             self.tasks.spawn(async move {

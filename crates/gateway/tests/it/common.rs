@@ -15,6 +15,7 @@ use amai_workers::bootstrap::{ensure_operator, ensure_service};
 use amai_workers::reactor::ServiceSigner;
 use amai_workers::role::Role;
 use amai_workers::roles::identity::IdentityRole;
+use amai_workers::roles::jail::{JailConfig, JailRole};
 use amai_workers::roles::llm::{LlmConfig, LlmRole};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 
@@ -62,7 +63,21 @@ impl Env {
         Self::start_roles(max_event_bytes, worker, false).await
     }
 
+    /// Gateway, an identity worker and a jail worker on the local Docker Engine.
+    pub(crate) async fn with_jail(config: JailConfig) -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, false, Some(config)).await
+    }
+
     async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
+        Self::start_full(max_event_bytes, worker, llm, None).await
+    }
+
+    async fn start_full(
+        max_event_bytes: usize,
+        worker: bool,
+        llm: bool,
+        jail: Option<JailConfig>,
+    ) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
         let js = async_nats::jetstream::new(nc.clone());
@@ -88,6 +103,12 @@ impl Env {
         if llm {
             let config = LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2);
             wanted.push((std::sync::Arc::new(LlmRole::with_config(config)), "svc-llm"));
+        }
+        if let Some(config) = jail {
+            wanted.push((
+                std::sync::Arc::new(JailRole::with_config(config)),
+                "svc-jail",
+            ));
         }
         for (role, name) in wanted {
             let service = IdentityKeys::generate();

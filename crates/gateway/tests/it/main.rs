@@ -7,6 +7,7 @@ mod common;
 mod flow;
 mod garbage;
 mod holes;
+mod jail;
 mod llm;
 mod queries;
 mod reads;

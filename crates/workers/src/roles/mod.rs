@@ -9,6 +9,8 @@ use crate::role::{Role, UnknownRole};
 
 #[cfg(feature = "identity")]
 pub mod identity;
+#[cfg(feature = "jail")]
+pub mod jail;
 #[cfg(feature = "llm")]
 pub mod llm;
 
@@ -22,6 +24,8 @@ pub fn registry() -> Vec<Arc<dyn Role>> {
     roles.push(Arc::new(identity::IdentityRole));
     #[cfg(feature = "llm")]
     roles.push(Arc::new(llm::LlmRole::default()));
+    #[cfg(feature = "jail")]
+    roles.push(Arc::new(jail::JailRole::default()));
     roles
 }
 

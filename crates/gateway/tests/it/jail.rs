@@ -1,0 +1,421 @@
+//! `JailService` against the real jail role on the local Docker Engine: a jail
+//! runs under its requester's identity and its run is recorded; every bad
+//! request is refused with a precise code and kind before anything is
+//! appended; strangers learn nothing; runs, deletion and reproduction keep
+//! their state rules. Asserts codes and `ErrorInfo` kinds, never message text.
+//!
+//! The jail role removes every container Amai manages on the engine when it
+//! starts (orphan reconciliation, one jail worker per engine), so these tests
+//! hold [`ENGINE`] while their role runs.
+
+use std::time::Duration;
+
+use amai_bus::envelope::EventDraft;
+use amai_bus::proto::{self, payload::Kind, JailState};
+use amai_client::{Agent, ClientError, ErrorKind};
+use amai_jail_spec::JailSpec;
+use amai_workers::roles::jail::JailConfig;
+use serde_json::json;
+use tonic::Code;
+
+use crate::common::{agg, Env};
+
+/// One jail role on the engine at a time (see the module docs).
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn spec(command: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&json!({"image": "busybox", "command": command, "limits": {"timeout": 60}}))
+        .expect("json")
+}
+
+async fn env() -> Env {
+    Env::with_jail(JailConfig::default().parallel(2)).await
+}
+
+/// A `jail.requested` for `spec_json`, signed by `agent` after its head,
+/// changed by `tweak` (given the event id) before signing.
+async fn request(
+    env: &Env,
+    agent: &Agent,
+    spec_json: &[u8],
+    tweak: impl Fn(&str, &mut proto::JailRequested),
+) -> proto::SignedEvent {
+    let head = env.client.chain_head(&agg(agent)).await.expect("head");
+    let id = uuid::Uuid::now_v7();
+    let digest = JailSpec::from_json(spec_json)
+        .map(|s| s.canonical_digest().to_vec())
+        .unwrap_or_default();
+    let mut req = proto::JailRequested {
+        jail_id: amai_bus::jail::jail_id(agent.id(), &id.to_string()),
+        spec_json: spec_json.to_vec(),
+        spec_sha256: digest,
+        run: true,
+        ..Default::default()
+    };
+    tweak(&id.to_string(), &mut req);
+    EventDraft::new(agg(agent), Kind::JailRequested(req))
+        .id(id)
+        .after(head.aggregate_seq, head.hash)
+        .sign(agent.keys(), agent.id())
+}
+
+async fn create(env: &Env, event: proto::SignedEvent) -> Result<proto::Jail, ClientError> {
+    env.client
+        .jail_service()
+        .create_jail(proto::JailCommand { event: Some(event) })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ClientError::from)
+}
+
+fn code_and_kind(e: &ClientError) -> (Code, ErrorKind) {
+    (
+        e.status().map(|s| s.code()).unwrap_or(Code::Unknown),
+        e.kind(),
+    )
+}
+
+fn containers_of(jail_id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=amai.jail={jail_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_jail_runs_under_its_requester_and_its_run_is_recorded() {
+    let _engine = ENGINE.lock().await;
+    let env = env().await;
+    let alice = env.agent("alice").await;
+    let created = alice
+        .create_jail(
+            &spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"]),
+            true,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.owner, alice.id());
+    let jail = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(jail.state, JailState::Finished as i32, "{jail:?}");
+    let finished = jail.finished.clone().expect("finished");
+    assert_eq!(finished.exit_code, 3);
+    assert!(!finished.timed_out && !finished.oom_killed);
+    assert!(jail.image_id.starts_with("sha256:"), "{}", jail.image_id);
+    let logs = alice
+        .client()
+        .jail_logs(&jail.jail_id, false)
+        .await
+        .expect("logs");
+    assert_eq!(logs.stdout, b"hello\n");
+    assert_eq!(logs.stderr, b"oops\n");
+    use sha2::Digest;
+    assert_eq!(
+        finished.stdout_sha256,
+        sha2::Sha256::digest(b"hello\n").to_vec()
+    );
+    let usage = alice
+        .client()
+        .jail_usage(&jail.jail_id)
+        .await
+        .expect("usage");
+    assert_eq!(usage.limits.expect("limits").timeout_ms, 60_000);
+    let mine = alice.client().jails("", "", 10, false).await.expect("ls");
+    assert_eq!(
+        mine.jails
+            .iter()
+            .map(|j| j.jail_id.as_str())
+            .collect::<Vec<_>>(),
+        [jail.jail_id.as_str()]
+    );
+    assert!(
+        containers_of(&jail.jail_id).is_empty(),
+        "the container is removed"
+    );
+
+    // A stranger learns nothing and commands nothing.
+    let mallory = env.agent("mallory").await;
+    let reads: [Result<(), ClientError>; 4] = [
+        mallory.client().jail(&jail.jail_id).await.map(|_| ()),
+        mallory
+            .client()
+            .jail_logs(&jail.jail_id, false)
+            .await
+            .map(|_| ()),
+        mallory.client().jail_diff(&jail.jail_id).await.map(|_| ()),
+        mallory
+            .client()
+            .delete_jail(&jail.jail_id, "mine now")
+            .await
+            .map(|_| ()),
+    ];
+    for r in reads {
+        let e = r.expect_err("a stranger is refused");
+        assert_eq!(code_and_kind(&e), (Code::NotFound, ErrorKind::JailNotFound));
+    }
+    assert!(mallory
+        .client()
+        .jails("", "", 10, false)
+        .await
+        .expect("ls")
+        .jails
+        .is_empty());
+    let e = mallory
+        .client()
+        .jails(alice.id(), "", 10, false)
+        .await
+        .expect_err("another owner's list");
+    assert_eq!(e.kind(), ErrorKind::ReadNotPermitted);
+    // The operator reads it.
+    assert_eq!(
+        env.client
+            .jail(&jail.jail_id)
+            .await
+            .expect("operator")
+            .owner,
+        alice.id()
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_precisely_and_append_nothing() {
+    let _engine = ENGINE.lock().await;
+    let env = env().await;
+    let alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let good = spec(&["true"]);
+    let before = env.stream_positions().await;
+
+    let cases: Vec<(&str, proto::SignedEvent, (Code, ErrorKind))> = vec![
+        (
+            "jail id of someone else's choosing",
+            request(&env, &alice, &good, |_, r| r.jail_id = "0".repeat(32)).await,
+            (Code::InvalidArgument, ErrorKind::JailIdMismatch),
+        ),
+        (
+            "invalid spec",
+            request(
+                &env,
+                &alice,
+                br#"{"image": "", "command": [], "limits": {"pids": 0}}"#,
+                |_, _| {},
+            )
+            .await,
+            (Code::InvalidArgument, ErrorKind::InvalidSpec),
+        ),
+        (
+            "malformed JSON",
+            request(&env, &alice, b"{not json", |_, _| {}).await,
+            (Code::InvalidArgument, ErrorKind::InvalidSpec),
+        ),
+        (
+            "digest of another spec",
+            request(&env, &alice, &good, |_, r| r.spec_sha256 = vec![7; 32]).await,
+            (Code::InvalidArgument, ErrorKind::SpecDigestMismatch),
+        ),
+        (
+            "reproduction sent to CreateJail",
+            request(&env, &alice, &good, |_, r| r.reproduces = "a".repeat(32)).await,
+            (Code::InvalidArgument, ErrorKind::WrongCommand),
+        ),
+        (
+            "llm session without an llm spec",
+            request(&env, &alice, &good, |_, r| {
+                r.llm_session_id = "b".repeat(32)
+            })
+            .await,
+            (Code::InvalidArgument, ErrorKind::InvalidArgument),
+        ),
+        (
+            "no spec at all",
+            request(&env, &alice, &good, |_, r| r.spec_json.clear()).await,
+            (Code::InvalidArgument, ErrorKind::InvalidSpec),
+        ),
+    ];
+    for (what, event, want) in cases {
+        let e = create(&env, event).await.expect_err(what);
+        assert_eq!(code_and_kind(&e), want, "{what}");
+    }
+    // The JSON path of every spec error comes back.
+    let e = create(
+        &env,
+        request(
+            &env,
+            &alice,
+            br#"{"image": "", "command": [], "limits": {"pids": 0}}"#,
+            |_, _| {},
+        )
+        .await,
+    )
+    .await
+    .expect_err("invalid");
+    let paths = e.error_metadata().get("paths").cloned().unwrap_or_default();
+    for path in ["$.image", "$.command", "$.limits.pids"] {
+        assert!(paths.split(',').any(|p| p == path), "{path} in {paths:?}");
+    }
+    // Bob signs a request for Alice's chain: the append checks refuse it
+    // before any jail rule is looked at.
+    let head = env.client.chain_head(&agg(&alice)).await.expect("head");
+    let id = uuid::Uuid::now_v7();
+    let forged = EventDraft::new(
+        agg(&alice),
+        Kind::JailRequested(proto::JailRequested {
+            jail_id: amai_bus::jail::jail_id(alice.id(), &id.to_string()),
+            spec_json: good.clone(),
+            spec_sha256: JailSpec::from_json(&good)
+                .expect("spec")
+                .canonical_digest()
+                .to_vec(),
+            run: true,
+            ..Default::default()
+        }),
+    )
+    .id(id)
+    .after(head.aggregate_seq, head.hash)
+    .sign(bob.keys(), alice.id());
+    let e = create(&env, forged).await.expect_err("forged");
+    assert_eq!(
+        e.status().map(|s| s.code()),
+        Some(Code::Unauthenticated),
+        "{e}"
+    );
+    assert_eq!(env.stream_positions().await, before, "nothing was appended");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn run_delete_and_reproduce_keep_their_state_rules() {
+    let _engine = ENGINE.lock().await;
+    let env = env().await;
+    let alice = env.agent("alice").await;
+    let mallory = env.agent("mallory").await;
+
+    // Created without running; a stranger cannot run it; the owner can, once.
+    let idle = alice
+        .create_jail(&spec(&["echo", "ran"]), false)
+        .await
+        .expect("create");
+    let idle = env
+        .client
+        .wait_jail(&idle.jail_id, Duration::from_millis(500))
+        .await
+        .expect("get");
+    assert_eq!(idle.state, JailState::Created as i32, "{idle:?}");
+    let e = mallory
+        .client()
+        .run_jail(&idle.jail_id)
+        .await
+        .expect_err("stranger");
+    assert_eq!(code_and_kind(&e), (Code::NotFound, ErrorKind::JailNotFound));
+    alice.client().run_jail(&idle.jail_id).await.expect("run");
+    let done = alice
+        .client()
+        .wait_jail(&idle.jail_id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(done.finished.expect("finished").exit_code, 0);
+    let e = alice
+        .client()
+        .run_jail(&idle.jail_id)
+        .await
+        .expect_err("twice");
+    assert_eq!(
+        code_and_kind(&e),
+        (Code::FailedPrecondition, ErrorKind::JailState)
+    );
+
+    // Deleting a running jail stops it and removes its container.
+    let sleeper = alice
+        .create_jail(&spec(&["sleep", "300"]), true)
+        .await
+        .expect("create");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice
+        .client()
+        .jail(&sleeper.jail_id)
+        .await
+        .expect("get")
+        .state
+        != JailState::Running as i32
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deleted = alice
+        .client()
+        .delete_jail(&sleeper.jail_id, "enough")
+        .await
+        .expect("delete");
+    assert_eq!(deleted.state, JailState::Deleted as i32);
+    assert_eq!(deleted.deleted_reason, "enough");
+    let failed = deleted.failed.expect("the run is recorded as failed");
+    assert_eq!(failed.kind, proto::JailFailureKind::Cancelled as i32);
+    assert!(containers_of(&sleeper.jail_id).is_empty());
+
+    // A deterministic run reproduces identically; a random one does not.
+    let steady = spec(&[
+        "sh",
+        "-c",
+        "echo same; mkdir -p /workspace/out; echo x > /workspace/out/f",
+    ]);
+    let original = alice.create_jail(&steady, true).await.expect("create");
+    alice
+        .client()
+        .wait_jail(&original.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let again = alice
+        .reproduce_jail(&original.jail_id, &steady, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.expect("checked");
+    assert_eq!(
+        verdict.verdict,
+        proto::JailVerdict::Identical as i32,
+        "{verdict:?}"
+    );
+    assert_eq!(verdict.original_jail_id, original.jail_id);
+
+    let random = spec(&["cat", "/proc/sys/kernel/random/uuid"]);
+    let original = alice.create_jail(&random, true).await.expect("create");
+    alice
+        .client()
+        .wait_jail(&original.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let again = alice
+        .reproduce_jail(&original.jail_id, &random, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.expect("checked");
+    assert_eq!(verdict.verdict, proto::JailVerdict::Different as i32);
+    assert_eq!(verdict.differences[0].field, "stdout");
+
+    // A reproduction must name the owner's jail and its spec.
+    let e = mallory
+        .reproduce_jail(&original.jail_id, &random, None)
+        .await
+        .expect_err("another owner's jail");
+    assert_eq!(code_and_kind(&e), (Code::NotFound, ErrorKind::JailNotFound));
+    let e = alice
+        .reproduce_jail(&original.jail_id, &steady, None)
+        .await
+        .expect_err("another spec");
+    assert_eq!(
+        code_and_kind(&e),
+        (Code::InvalidArgument, ErrorKind::InvalidSpec)
+    );
+    env.stop().await;
+}

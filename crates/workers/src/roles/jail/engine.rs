@@ -1,0 +1,68 @@
+//! The role's link to the Docker Engine: the connection made at preflight
+//! (shared by the reactors), and the translation of `amai-jail` results into
+//! the failure kinds jail events carry.
+
+use std::sync::{Arc, OnceLock};
+
+use amai_bus::proto::JailFailureKind;
+use amai_jail::Engine;
+
+/// The engine, connected by the role's preflight; empty until then.
+pub type EngineSlot = Arc<OnceLock<Engine>>;
+
+/// Why something about a jail failed, as a `jail.run_failed` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The kind.
+    pub kind: JailFailureKind,
+    /// What happened and what to do.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: JailFailureKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The image `name` resolves to on the engine: `busybox` is built on demand
+/// (cheap, cached by its recipe), any other name must be present.
+pub async fn resolve_image(engine: &Engine, name: &str) -> Result<String, Failure> {
+    match name {
+        "busybox" => amai_jail::build_busybox(engine)
+            .await
+            .map(|image| image.image_id)
+            .map_err(|e| Failure::new(JailFailureKind::ImageMissing, e.to_string())),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// The failure kind of a run error.
+pub fn run_failure(error: &amai_jail::RunError) -> Failure {
+    use amai_jail::RunError as E;
+    let kind = match error {
+        E::LimitsNotApplied { .. } => JailFailureKind::LimitDropped,
+        E::Create { source, .. } if is_missing_image(source) => JailFailureKind::ImageMissing,
+        E::Create { .. } | E::Inspect { .. } | E::Attach { .. } | E::Start { .. } => {
+            JailFailureKind::Internal
+        }
+        E::Output { .. } | E::Kill { .. } | E::Wait { .. } | E::Remove { .. } => {
+            JailFailureKind::Collection
+        }
+    };
+    Failure::new(kind, error.to_string())
+}
+
+fn is_missing_image(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
