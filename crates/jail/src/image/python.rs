@@ -397,21 +397,7 @@ pub async fn build_python_recipe(
         });
     }
 
-    let uid = effective_uid();
-    if uid != Some(0) {
-        return Err(BuildPythonError::NotRoot {
-            uid: uid.unwrap_or(u32::MAX),
-        });
-    }
-    for (tool, package) in [
-        ("debootstrap", "debootstrap"),
-        ("chroot", "coreutils"),
-        ("tar", "tar"),
-    ] {
-        if find_program(tool).is_none() {
-            return Err(BuildPythonError::MissingTool { tool, package });
-        }
-    }
+    preflight(effective_uid(), find_program)?;
     let mirror = host_mirror(&recipe.suite)?;
     let cache = cache_dir().map_err(|_| BuildPythonError::NoHome)?;
     let work = BuildDir::create(&cache).await?;
@@ -603,6 +589,30 @@ async fn inspect_id(engine: &Engine, reference: &str) -> Result<Option<String>, 
             reference: reference.to_owned(),
             source,
         }),
+    }
+}
+
+/// The tools the build runs, with the Debian packages providing them.
+const TOOLS: &[(&str, &str)] = &[
+    ("debootstrap", "debootstrap"),
+    ("chroot", "coreutils"),
+    ("tar", "tar"),
+    ("bash", "bash"),
+];
+
+/// Refuses a build that cannot work: not root (`uid`), or a tool `find` cannot find.
+fn preflight(
+    uid: Option<u32>,
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<(), BuildPythonError> {
+    if uid != Some(0) {
+        return Err(BuildPythonError::NotRoot {
+            uid: uid.unwrap_or(u32::MAX),
+        });
+    }
+    match TOOLS.iter().find(|(tool, _)| find(tool).is_none()) {
+        Some(&(tool, package)) => Err(BuildPythonError::MissingTool { tool, package }),
+        None => Ok(()),
     }
 }
 
@@ -901,6 +911,44 @@ mod tests {
             one_line_mirror("deb http://m/debian bookworm contrib\n", "bookworm"),
             None
         );
+    }
+
+    #[test]
+    fn preflight_needs_root_and_every_tool() {
+        let everywhere = |tool: &str| Some(PathBuf::from("/usr/sbin").join(tool));
+        assert!(preflight(Some(0), everywhere).is_ok());
+        let error = preflight(Some(1000), everywhere).expect_err("not root");
+        assert_eq!(error.kind(), BuildPythonErrorKind::NotRoot);
+        assert!(!error.is_retryable());
+        let error = preflight(None, everywhere).expect_err("uid unknown");
+        assert_eq!(error.kind(), BuildPythonErrorKind::NotRoot);
+        let no_debootstrap = |tool: &str| (tool != "debootstrap").then(|| PathBuf::from(tool));
+        let error = preflight(Some(0), no_debootstrap).expect_err("no debootstrap");
+        assert_eq!(error.kind(), BuildPythonErrorKind::MissingTool);
+        let message = error.to_string();
+        assert!(message.contains("debootstrap"), "{message}");
+        assert!(
+            message.contains("scripts/ensure-deps.sh jail-images"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_dir_is_removed_explicitly_or_on_drop() {
+        let parent =
+            std::env::temp_dir().join(format!("amai-jail-build-dir-test-{}", std::process::id()));
+        let dir = BuildDir::create(&parent).await.expect("create");
+        let path = dir.path.clone();
+        std::fs::create_dir_all(path.join("rootfs/etc")).expect("mkdir");
+        std::fs::write(path.join("rootfs/etc/passwd"), "x").expect("write");
+        dir.remove().await;
+        assert!(!path.exists(), "{} left", path.display());
+
+        let dir = BuildDir::create(&parent).await.expect("create");
+        let path = dir.path.clone();
+        drop(dir);
+        assert!(!path.exists(), "{} left after drop", path.display());
+        std::fs::remove_dir_all(&parent).expect("remove the test parent");
     }
 
     #[test]
