@@ -101,51 +101,63 @@ pub async fn resolve_image(
     engine: &Engine,
     name: &str,
 ) -> Result<ResolvedImage, ResolveImageError> {
-    if name == PYTHON_NAME {
-        let recipe = PythonRecipe::for_host()?;
-        return resolve_image_with(engine, name, &recipe).await;
+    match name {
+        PYTHON_NAME => resolve_python(engine, &PythonRecipe::for_host()?).await,
+        _ => resolve_other(engine, name).await,
     }
-    resolve_image_with(engine, name, &PythonRecipe::new("unused")).await
 }
 
-/// Resolves `name`, taking `python` to be the image of `python_recipe`.
+/// Resolves `name`, taking `python` to be the image of `python_recipe` (for a
+/// recipe other than the host's, e.g. in tests).
 pub async fn resolve_image_with(
     engine: &Engine,
     name: &str,
     python_recipe: &PythonRecipe,
 ) -> Result<ResolvedImage, ResolveImageError> {
     match name {
-        BUSYBOX_NAME => {
-            let image = build_busybox(engine)
-                .await
-                .map_err(ResolveImageError::Busybox)?;
-            Ok(ResolvedImage {
-                reference: image.reference,
-                image_id: image.image_id,
-            })
-        }
-        PYTHON_NAME => {
-            let reference = python_recipe.reference();
-            match inspect_id(engine, &reference).await? {
-                Some(image_id) => Ok(ResolvedImage {
-                    reference,
-                    image_id,
-                }),
-                None => Err(ResolveImageError::NotBuilt { reference }),
-            }
-        }
-        _ if name.trim().is_empty() => Err(ResolveImageError::Missing {
-            name: name.to_owned(),
+        PYTHON_NAME => resolve_python(engine, python_recipe).await,
+        _ => resolve_other(engine, name).await,
+    }
+}
+
+/// The python image of `recipe`, never built here.
+async fn resolve_python(
+    engine: &Engine,
+    recipe: &PythonRecipe,
+) -> Result<ResolvedImage, ResolveImageError> {
+    let reference = recipe.reference();
+    match inspect_id(engine, &reference).await? {
+        Some(image_id) => Ok(ResolvedImage {
+            reference,
+            image_id,
         }),
-        _ => match inspect_id(engine, name).await? {
-            Some(image_id) => Ok(ResolvedImage {
-                reference: name.to_owned(),
-                image_id,
-            }),
-            None => Err(ResolveImageError::Missing {
-                name: name.to_owned(),
-            }),
-        },
+        None => Err(ResolveImageError::NotBuilt { reference }),
+    }
+}
+
+/// `busybox` (built on demand) or an image the engine already has.
+async fn resolve_other(engine: &Engine, name: &str) -> Result<ResolvedImage, ResolveImageError> {
+    if name == BUSYBOX_NAME {
+        let image = build_busybox(engine)
+            .await
+            .map_err(ResolveImageError::Busybox)?;
+        return Ok(ResolvedImage {
+            reference: image.reference,
+            image_id: image.image_id,
+        });
+    }
+    let missing = || ResolveImageError::Missing {
+        name: name.to_owned(),
+    };
+    if name.trim().is_empty() {
+        return Err(missing());
+    }
+    match inspect_id(engine, name).await? {
+        Some(image_id) => Ok(ResolvedImage {
+            reference: name.to_owned(),
+            image_id,
+        }),
+        None => Err(missing()),
     }
 }
 
