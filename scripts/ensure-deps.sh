@@ -4,12 +4,15 @@
 #
 # Usage:
 #   scripts/ensure-deps.sh [COMPONENT...]      components: nats-server (default), docker,
-#                                               python-sdks
+#                                               python-sdks, jail-images
 #   scripts/ensure-deps.sh --print-nats-server  ensure nats-server, print its path on stdout
 #   scripts/ensure-deps.sh --print-python       ensure python-sdks, print the venv's python
 #
 # python-sdks: a venv at ~/.cache/amai/pyenv with the official `openai` and `anthropic`
 # Python SDKs (pinned versions, from PyPI); tests find it through AMAI_PYTHON.
+# jail-images: debootstrap, which building the `python` jail image needs (the build
+# itself runs as root: `amai jail image build python`). The image pins the SDKs to
+# PY_OPENAI_VERSION and PY_ANTHROPIC_VERSION below (a crates/jail test checks this).
 #
 # Environment:
 #   AMAI_NATS_SERVER   path of the nats-server binary to use (never installed over)
@@ -27,6 +30,7 @@ NATS_HINT="nats-server (>= ${NATS_MIN_MAJOR}.${NATS_MIN_MINOR}) is required: ins
 PY_OPENAI_VERSION=3.57.0
 PY_ANTHROPIC_VERSION=2.16.0
 PYTHON_HINT="the Python SDK tests need python3 (>= 3.9) with the venv module (Debian: apt-get install python3-venv) and access to PyPI, or AMAI_PYTHON=/path/to/python with openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed"
+DEBOOTSTRAP_HINT="building the python jail image needs debootstrap (Debian: apt-get install debootstrap) and root"
 DOCKER_HINT="docker is required: install docker.io (or Docker Engine from https://docs.docker.com/engine/install/) and put docker on PATH"
 DOCKER_ENGINE_HINT="the jail tests need a running Docker Engine: start it (systemctl start docker, or dockerd as root) so that 'docker info' works"
 
@@ -211,6 +215,20 @@ ensure_docker() {
     die "dockerd was started but no engine answers after 30 s (see ${TOOLS_DIR}/dockerd.log or the docker service's log). ${DOCKER_ENGINE_HINT}"
 }
 
+# debootstrap is in /usr/sbin, often not on a non-root PATH.
+debootstrap_present() {
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || [ -x /sbin/debootstrap ]
+}
+
+ensure_jail_images() {
+    debootstrap_present && return 0
+    log "debootstrap not found"
+    can_apt_install || die "$DEBOOTSTRAP_HINT"
+    apt_install debootstrap || die "apt-get install debootstrap failed. ${DEBOOTSTRAP_HINT}"
+    debootstrap_present || die "debootstrap installed but not found. ${DEBOOTSTRAP_HINT}"
+    log "installed debootstrap"
+}
+
 # Succeeds when python $1 has openai and anthropic installed at exactly the pinned
 # versions (read from the package metadata: importing the SDKs takes seconds).
 python_sdks_ok() {
@@ -262,11 +280,11 @@ main() {
             --print-nats-server) print_nats=1 ;;
             --print-python) print_python=1 ;;
             -h | --help)
-                sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
                 return 0
                 ;;
-            nats-server | docker | python-sdks) components+=("$c") ;;
-            *) die "unknown component '${c}' (known: nats-server, docker, python-sdks)" ;;
+            nats-server | docker | python-sdks | jail-images) components+=("$c") ;;
+            *) die "unknown component '${c}' (known: nats-server, docker, python-sdks, jail-images)" ;;
         esac
     done
     if [ "$print_python" -eq 1 ]; then
@@ -287,6 +305,7 @@ main() {
             nats-server) ensure_nats_server ;;
             docker) ensure_docker ;;
             python-sdks) ensure_python_sdks ;;
+            jail-images) ensure_jail_images ;;
         esac
     done
     if [ "$print_nats" -eq 1 ]; then

@@ -11,6 +11,10 @@
 //! imported like `docker import` and tagged `amai/busybox:<12 hex>`, the first 12
 //! hex digits of SHA-256 over the busybox binary and the layout description; an
 //! image already carrying that tag is reused.
+//!
+//! Submodules: [`python`] builds the python image (debootstrap, a venv with the
+//! pinned SDKs); [`resolve`] turns an image name into an image the engine has and
+//! lists Amai's images.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +23,9 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::engine::Engine;
+
+pub mod python;
+pub mod resolve;
 
 /// The repository of the busybox image.
 pub const BUSYBOX_REPOSITORY: &str = "amai/busybox";

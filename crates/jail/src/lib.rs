@@ -17,6 +17,14 @@ pub mod run;
 
 pub use cleanup::{remove_managed, CleanupError, RemovedContainers};
 pub use engine::{missing_capabilities, ConnectError, Engine, EngineVersion};
+pub use image::python::{
+    build_python, build_python_recipe, BuildPhase, BuildPythonError, BuildPythonErrorKind,
+    HostSuiteError, PythonRecipe,
+};
+pub use image::resolve::{
+    list_images, resolve_image, resolve_image_with, AmaiImage, ListImagesError, ResolveImageError,
+    ResolveImageErrorKind, ResolvedImage,
+};
 pub use image::{build_busybox, BuildImageError, ImageRef};
 pub use limits::{JailLimits, JailLimitsBuilder};
 pub use run::{run, verify_applied, LimitMismatch, RunError, RunOutcome, RunRequest};
