@@ -448,9 +448,18 @@ async fn another_jail_is_unreachable() {
     let server = start_httpd(&image, second.docker_network_name(), second.dns_servers()).await;
     let target = server.ip_on(second.docker_network_name()).await;
 
-    let script = wget("jail", &format!("http://{target}:8080/"));
+    // The other jail's gateway is an address of this host too.
+    let host_service = HostListener::bind("0.0.0.0:0").await;
+    let other_gateway = format!("{}:{}", second.gateway(), host_service.address.port());
+    let script = format!(
+        "{}{}",
+        wget("jail", &format!("http://{target}:8080/")),
+        wget("gateway", &format!("http://{other_gateway}/"))
+    );
     let (_, output) = run_in_jail(&image, &first, &script).await;
     assert_reset(&output, "jail");
+    assert_reset(&output, "gateway");
+    assert_eq!(host_service.accepted(), 0, "the host service was reached");
     let served = server.logs().await;
     assert!(
         !served.contains("url:"),
@@ -459,6 +468,7 @@ async fn another_jail_is_unreachable() {
     drop(server);
 
     let log = first.close().await.expect("close first");
+    assert_logged(&log, Protocol::Tcp, &other_gateway, Verdict::Denied);
     assert_logged(
         &log,
         Protocol::Tcp,
@@ -483,7 +493,8 @@ async fn the_internet_is_unreachable_and_every_route_leads_to_the_gateway() {
 
     let script = format!(
         "{}echo '<route>'; ip route; echo '</route>'; echo '<ping>'; \
-         timeout 20 ping -c 1 -W 5 {standin_ip} 2>&1; echo ping_rc=$?; echo '</ping>'",
+         timeout 20 ping -c 1 -W 5 {standin_ip} 2>&1; echo ping_rc=$?; echo '</ping>'; \
+         echo '<udp>'; timeout 20 tftp -g -r x -l /tmp/x {standin_ip} 9999 2>&1; echo udp_rc=$?; echo '</udp>'",
         wget("internet", &format!("http://{standin_ip}:8080/")),
     );
     let (_, output) = run_in_jail(&image, &network, &script).await;
@@ -532,6 +543,20 @@ async fn the_internet_is_unreachable_and_every_route_leads_to_the_gateway() {
         table.contains(&format!("oifname \"{bridge}\" counter")),
         "{table}"
     );
+    // The UDP datagram (tftp; busybox nc has no UDP and ping needs a raw socket
+    // nobody cannot open) met the forward chain's reject: its counter moved.
+    let forward = table
+        .split("chain forward")
+        .nth(1)
+        .expect("a forward chain");
+    let rejected: u64 = forward
+        .lines()
+        .find(|line| line.contains(&format!("iifname \"{bridge}\" counter packets")))
+        .and_then(|line| line.split("packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter on the forward reject:\n{table}"));
+    assert!(rejected > 0, "nothing met the forward reject:\n{table}");
 
     let log = network.close().await.expect("close");
     assert_logged(

@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn an_allowlist_reaches_the_proxy_too_when_there_is_one() {
+        let policy = NetworkPolicy::Allow(vec![endpoint(Host::Dns("a.test".into()), 443)]);
+        let proxy = Some((addr("172.18.0.1:8088"), addr("127.0.0.1:9000")));
+        assert_eq!(
+            Rules::new(&policy, proxy).decide(addr("172.18.0.1:8088")),
+            Decision::Proxy(addr("127.0.0.1:9000"))
+        );
+        assert!(matches!(
+            Rules::new(&policy, None).decide(addr("172.18.0.1:8088")),
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
     fn none_denies_even_the_proxy() {
         let rules = Rules::new(
             &NetworkPolicy::None,
