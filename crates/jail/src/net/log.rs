@@ -46,11 +46,18 @@ pub struct NetworkLogEntry {
     pub detail: String,
 }
 
+/// The most entries one jail's log keeps; later attempts are only counted
+/// ([`NetworkLog::dropped`]), so a jail flooding connections cannot grow the
+/// worker's memory without bound.
+pub const MAX_LOG_ENTRIES: usize = 100_000;
+
 /// A snapshot of a jail's network log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkLog {
-    /// The attempts in the order they were decided.
+    /// The attempts in the order they were decided (at most [`MAX_LOG_ENTRIES`]).
     pub entries: Vec<NetworkLogEntry>,
+    /// Attempts decided (and enforced) after the log was full, not kept.
+    pub dropped: u64,
 }
 
 /// Why [`NetworkLog::from_json_lines`] failed.
@@ -91,7 +98,8 @@ impl NetworkLog {
         })
     }
 
-    /// One JSON object per line, each line ending with `\n`.
+    /// One JSON object per line, each line ending with `\n` ([`NetworkLog::dropped`]
+    /// is not part of it).
     pub fn to_json_lines(&self) -> String {
         let mut out = String::new();
         for entry in &self.entries {
@@ -117,13 +125,16 @@ impl NetworkLog {
             })?;
             entries.push(entry);
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            dropped: 0,
+        })
     }
 }
 
 /// The log shared by the listeners of one jail.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedLog(Arc<Mutex<Vec<NetworkLogEntry>>>);
+pub(crate) struct SharedLog(Arc<Mutex<NetworkLog>>);
 
 impl SharedLog {
     /// Records an attempt (and emits a tracing event for it).
@@ -135,7 +146,7 @@ impl SharedLog {
         verdict: Verdict,
         detail: String,
     ) {
-        tracing::info!(jail = jail_id, ?protocol, %destination, ?verdict, %detail, "jail network attempt");
+        tracing::debug!(jail = jail_id, ?protocol, %destination, ?verdict, %detail, "jail network attempt");
         let entry = NetworkLogEntry {
             at: SystemTime::now(),
             protocol,
@@ -143,21 +154,20 @@ impl SharedLog {
             verdict,
             detail,
         };
-        // A panic elsewhere while holding the lock leaves a consistent Vec.
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(entry);
+        // A panic elsewhere while holding the lock leaves a consistent log.
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.entries.len() < MAX_LOG_ENTRIES {
+            log.entries.push(entry);
+        } else {
+            log.dropped += 1;
+        }
     }
 
     pub(crate) fn snapshot(&self) -> NetworkLog {
-        NetworkLog {
-            entries: self
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -215,6 +225,23 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_full_log_counts_what_it_drops() {
+        let log = SharedLog::default();
+        for _ in 0..MAX_LOG_ENTRIES + 2 {
+            log.record(
+                "j",
+                Protocol::Tcp,
+                "x:1".into(),
+                Verdict::Denied,
+                String::new(),
+            );
+        }
+        let snapshot = log.snapshot();
+        assert_eq!(snapshot.entries.len(), MAX_LOG_ENTRIES);
+        assert_eq!(snapshot.dropped, 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! outside address fails with `ENETUNREACH` inside the container and never reaches
 //! anything that could log it. With the default route via the gateway, every
 //! packet the jail sends arrives at the host, where the jail's nft table
-//! (see [`nft`](self::nft)) takes it:
+//! (`table inet amai_jail_<10 hex>`, commented `amai.jail=<id>`) takes it:
 //!
 //! - every IPv4 TCP connection is redirected to the catch-all listener, which reads
 //!   the original destination (`SO_ORIGINAL_DST`), logs the attempt, and forwards
@@ -32,10 +32,13 @@
 //!
 //! The table is installed before [`JailNetwork::create`] returns, so it is in place
 //! before any container joins; if installing it fails, the Docker network is
-//! removed again and no jail can use it. Since masquerading is off, even a missing
-//! table would not give the jail working connections to the outside (no replies
-//! come back to its private address), but [`JailNetwork::check_rules`] lets a
-//! caller verify the table right before starting a container.
+//! removed again and no jail can use it; [`JailNetwork::close`] and
+//! [`remove_orphan_networks`] remove the network before the table, and keep the
+//! table when the network stays. Without the table (deleted by hand), Docker's own
+//! rules would forward the jail's packets; masquerading is off, so no replies come
+//! back to its private address, but packets could leave one way:
+//! [`JailNetwork::check_rules`] lets a caller verify the table right before
+//! starting a container.
 //!
 //! # What the jail sees
 //!
@@ -61,12 +64,19 @@
 //!
 //! # Limits
 //!
+//! - Denials of UDP and ICMP are ICMP port-unreachable messages; a client with an
+//!   unconnected UDP socket (busybox `tftp`) does not see them and times out.
+//! - The log keeps at most [`MAX_LOG_ENTRIES`] entries and counts the rest.
+//! - Each jail network takes a subnet from Docker's default address pools, which
+//!   hold a few dozen networks.
 //! - Non-DNS UDP, ICMP and IPv6 are rejected by nft rules with counters but are not
 //!   in the [`NetworkLog`] (they are not redirected to a socket of ours).
 //! - Queries for the names Docker's embedded resolver answers itself (containers of
 //!   the jail's own network) are not logged.
 //! - DNS over TCP is a TCP connection to port 53 and is denied (and logged) like any
 //!   other.
+//! - Allowed connections are logged once, when they are forwarded; their bytes are
+//!   not counted, and neither their number nor their bandwidth is limited here.
 
 mod dns;
 mod log;
@@ -89,7 +99,9 @@ use tokio::task::JoinHandle;
 use crate::engine::Engine;
 use crate::{JAIL_LABEL, MANAGED_LABEL};
 
-pub use self::log::{NetworkLog, NetworkLogEntry, ParseLogError, Protocol, Verdict};
+pub use self::log::{
+    NetworkLog, NetworkLogEntry, ParseLogError, Protocol, Verdict, MAX_LOG_ENTRIES,
+};
 pub use self::nft::{NftError, TABLE_PREFIX};
 pub use self::policy::{MAX_SYNTHETIC_NAMES, SYNTHETIC_BASE};
 pub use self::resolve::{Resolve, StaticResolver, SystemResolver};
