@@ -696,6 +696,25 @@ async fn remove_orphan_networks_removes_a_network_never_closed() {
 }
 
 #[tokio::test]
+async fn a_second_network_for_the_same_jail_is_refused() {
+    let engine = engine().await;
+    let jail = jail_id();
+    let network = JailNetwork::create(&engine, NetworkPlan::new(&jail, allow(Vec::new())))
+        .await
+        .expect("network");
+    let _leftovers_network = Leftovers::of(&network);
+    let again = JailNetwork::create(&engine, NetworkPlan::new(&jail, allow(Vec::new()))).await;
+    assert!(
+        matches!(again, Err(CreateNetworkError::Exists { .. })),
+        "{again:?}"
+    );
+    // The refused attempt removed nothing of the first.
+    assert!(network.check_rules().await.is_ok());
+    assert!(network_exists(network.docker_network_name()).await);
+    network.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn plans_that_need_no_network_or_reach_nothing_are_refused() {
     let engine = engine().await;
     let none = JailNetwork::create(&engine, NetworkPlan::new(jail_id(), NetworkPolicy::None)).await;

@@ -197,7 +197,7 @@ pub struct JailNetwork {
     jail_id: String,
     gateway: Ipv4Addr,
     subnet: String,
-    context: Arc<Context>,
+    log: log::SharedLog,
     tasks: Vec<JoinHandle<()>>,
     closed: bool,
 }
@@ -383,11 +383,29 @@ impl JailNetwork {
             ])),
             ..Default::default()
         };
+        // Engines before API 1.44 create a second network with the same name
+        // unless asked not to; look first (the bridge name, derived from the jail
+        // id too, makes a racing second creation fail).
+        match engine.docker().inspect_network(&names.network, None).await {
+            Ok(_) => {
+                return Err(CreateNetworkError::Exists {
+                    network: names.network,
+                    jail_id,
+                })
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(source) => return Err(docker_error("looking for an existing network")(source)),
+        }
         match engine.docker().create_network(request).await {
             Ok(_) => {}
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
+                status_code,
+                message,
+            }) if status_code == 409
+                || (status_code == 403 && message.contains("same bridge name")) =>
+            {
                 return Err(CreateNetworkError::Exists {
                     network: names.network,
                     jail_id,
@@ -400,15 +418,10 @@ impl JailNetwork {
         let mut network = Self {
             engine: engine.clone(),
             names,
-            jail_id: jail_id.clone(),
+            jail_id,
             gateway: Ipv4Addr::UNSPECIFIED,
             subnet: String::new(),
-            context: Arc::new(Context {
-                jail_id,
-                rules: policy::Rules::new(&NetworkPolicy::None, None),
-                log: log::SharedLog::default(),
-                resolver: resolver.clone(),
-            }),
+            log: log::SharedLog::default(),
             tasks: Vec::new(),
             closed: false,
         };
@@ -470,10 +483,9 @@ impl JailNetwork {
         let context = Arc::new(Context {
             jail_id: self.jail_id.clone(),
             rules,
-            log: self.context.log.clone(),
+            log: self.log.clone(),
             resolver,
         });
-        self.context = context.clone();
 
         let any_port = SocketAddr::new(gateway.into(), 0);
         let bind_error = |what| {
@@ -556,7 +568,7 @@ impl JailNetwork {
 
     /// A snapshot of the network log so far.
     pub fn log(&self) -> NetworkLog {
-        self.context.log.snapshot()
+        self.log.snapshot()
     }
 
     /// The jail's nft table as `nft list table` prints it, failing when it is
@@ -576,7 +588,7 @@ impl JailNetwork {
     pub async fn close(mut self) -> Result<NetworkLog, CloseNetworkError> {
         self.closed = true;
         let result = self.teardown().await;
-        let log = self.context.log.snapshot();
+        let log = self.log.snapshot();
         result.map(|()| log)
     }
 
