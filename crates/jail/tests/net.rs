@@ -648,6 +648,67 @@ async fn dns_is_logged_refused_or_synthetic_and_the_allowlist_is_exact() {
 }
 
 #[tokio::test]
+async fn an_allowlisted_name_cannot_resolve_onto_the_host() {
+    let engine = engine().await;
+    let image = image(&engine).await;
+    let loopback_service = HostListener::bind("127.0.0.1:0").await;
+    let host_service = HostListener::bind("0.0.0.0:0").await;
+    // Another jail network's gateway: an address of this host's.
+    let other = JailNetwork::create(&engine, NetworkPlan::new(jail_id(), allow(Vec::new())))
+        .await
+        .expect("other network");
+    let _leftovers_other = Leftovers::of(&other);
+    let (loop_port, host_port) = (loopback_service.address.port(), host_service.address.port());
+    let policy = allow(vec![
+        (Host::Dns("loop.test".into()), loop_port),
+        (Host::Dns("host.test".into()), host_port),
+    ]);
+    let resolver = StaticResolver::new()
+        .with("loop.test", "127.0.0.1".parse().expect("ip"))
+        .with("host.test", IpAddr::V4(other.gateway()));
+    let network = JailNetwork::create(
+        &engine,
+        NetworkPlan::new(jail_id(), policy).resolver(resolver),
+    )
+    .await
+    .expect("network");
+    let _leftovers_network = Leftovers::of(&network);
+
+    let script = format!(
+        "{}{}",
+        wget("loop", &format!("http://loop.test:{loop_port}/")),
+        wget("host", &format!("http://host.test:{host_port}/")),
+    );
+    let (_, output) = run_in_jail(&image, &network, &script).await;
+    assert_reset(&output, "loop");
+    assert_reset(&output, "host");
+    assert_eq!(loopback_service.accepted(), 0, "loopback reached");
+
+    let log = network.close().await.expect("close");
+    other.close().await.expect("close other");
+    assert_logged(
+        &log,
+        Protocol::Tcp,
+        &format!("loop.test:{loop_port}"),
+        Verdict::Denied,
+    );
+    assert_logged(
+        &log,
+        Protocol::Tcp,
+        &format!("host.test:{host_port}"),
+        Verdict::Denied,
+    );
+    assert!(
+        log.entries
+            .iter()
+            .filter(|e| e.protocol == Protocol::Tcp)
+            .all(|e| e.verdict == Verdict::Denied),
+        "{}",
+        log.to_json_lines()
+    );
+}
+
+#[tokio::test]
 async fn close_removes_the_table_and_the_network_even_with_a_container_attached() {
     let engine = engine().await;
     let image = image(&engine).await;

@@ -61,6 +61,12 @@
 //!   address back to the name and resolves it on the host ([`Resolve`]) only when
 //!   the jail connects. Every other name gets `REFUSED`. AAAA and other types of an
 //!   allowlisted name get an empty answer.
+//! - An allowlisted name is not a way onto the host (DNS rebinding): addresses it
+//!   resolves to that are loopback or unspecified are never used, and a connection
+//!   that turns out to reach an address of this host (the kernel picked the
+//!   destination itself as the source) is reset before any of the jail's bytes
+//!   pass; both are logged as denied. An IP literal in the allowlist is taken as
+//!   written.
 //!
 //! # Limits
 //!

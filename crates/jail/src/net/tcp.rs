@@ -65,7 +65,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
         }
     };
     let shown = destination.to_string();
-    let (shown, targets, what) = match context.rules.decide(destination) {
+    let (shown, targets, what, by_name) = match context.rules.decide(destination) {
         Decision::Deny { reason } => {
             let shown = match context.rules.name_of(destination.ip()) {
                 Some(name) => format!("{name}:{}", destination.port()),
@@ -81,18 +81,43 @@ async fn handle(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
             reset(client);
             return;
         }
-        Decision::Proxy(proxy) => (shown, Ok(vec![proxy]), "the LLM proxy".to_owned()),
+        Decision::Proxy(proxy) => (shown, Ok(vec![proxy]), "the LLM proxy".to_owned(), false),
         Decision::Connect(target) => (
             shown,
             Ok(vec![target]),
             "the allowlisted address".to_owned(),
+            false,
         ),
         Decision::ConnectName { name, port } => {
+            // A name is not a way onto the host: its loopback and unspecified
+            // addresses are never used (an address of the host's other
+            // interfaces is caught after connecting, see `connect`).
             let resolved = context.resolver.resolve(&name, port).await;
+            let shown = format!("{name}:{port}");
+            if let Ok(addresses) = &resolved {
+                if !addresses.is_empty() && addresses.iter().all(|a| on_this_host(a.ip())) {
+                    context.log.record(
+                        &context.jail_id,
+                        Protocol::Tcp,
+                        shown,
+                        Verdict::Denied,
+                        format!("{name} resolves only to loopback or unspecified addresses ({addresses:?}): not a way onto this host, reset"),
+                    );
+                    reset(client);
+                    return;
+                }
+            }
+            let resolved = resolved.map(|addresses| {
+                addresses
+                    .into_iter()
+                    .filter(|a| !on_this_host(a.ip()))
+                    .collect()
+            });
             (
-                format!("{name}:{port}"),
+                shown,
                 resolved,
                 format!("{name} (synthetic {destination})"),
+                true,
             )
         }
     };
@@ -114,7 +139,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
             return;
         }
     };
-    match connect(&targets).await {
+    match connect(&targets, by_name).await {
         Ok((upstream, target)) => {
             context.log.record(
                 &context.jail_id,
@@ -125,7 +150,17 @@ async fn handle(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
             );
             forward(client, upstream).await;
         }
-        Err(why) => {
+        Err(Refused::ThisHost(why)) => {
+            context.log.record(
+                &context.jail_id,
+                Protocol::Tcp,
+                shown,
+                Verdict::Denied,
+                format!("{what} leads onto this host ({why}), reset"),
+            );
+            reset(client);
+        }
+        Err(Refused::Unreachable(why)) => {
             context.log.record(
                 &context.jail_id,
                 Protocol::Tcp,
@@ -138,17 +173,52 @@ async fn handle(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     }
 }
 
+/// Addresses a name never resolves to for a jail.
+fn on_this_host(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// Why [`connect`] gave up.
+enum Refused {
+    /// Every target that answered was an address of this host.
+    ThisHost(String),
+    /// No target answered.
+    Unreachable(String),
+}
+
 /// Connects to the first of `targets` that answers within [`CONNECT_TIMEOUT`].
-async fn connect(targets: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
+/// With `not_this_host`, a connection that turns out to go to an address of this
+/// host (the kernel picked the destination itself as source: a local route) is
+/// reset before any byte of the jail's goes through: an allowlisted name must
+/// not resolve its way onto the host's services.
+async fn connect(
+    targets: &[SocketAddr],
+    not_this_host: bool,
+) -> Result<(TcpStream, SocketAddr), Refused> {
     let mut failures = Vec::new();
+    let mut host_addresses = 0;
     for target in targets {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
-            Ok(Ok(stream)) => return Ok((stream, *target)),
+            Ok(Ok(stream)) => {
+                let local = stream.local_addr().map(|a| a.ip()).ok();
+                if not_this_host && local == Some(target.ip()) {
+                    reset(stream);
+                    host_addresses += 1;
+                    failures.push(format!("{target}: an address of this host"));
+                    continue;
+                }
+                return Ok((stream, *target));
+            }
             Ok(Err(error)) => failures.push(format!("{target}: {error}")),
             Err(_) => failures.push(format!("{target}: timed out")),
         }
     }
-    Err(failures.join("; "))
+    let why = failures.join("; ");
+    Err(if host_addresses == targets.len() {
+        Refused::ThisHost(why)
+    } else {
+        Refused::Unreachable(why)
+    })
 }
 
 async fn forward(mut client: TcpStream, mut upstream: TcpStream) {
