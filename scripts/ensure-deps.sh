@@ -191,6 +191,12 @@ ensure_docker() {
         command -v docker >/dev/null 2>&1 || die "docker.io installed but docker is not on PATH. ${DOCKER_HINT}"
         log "installed $(docker --version 2>&1)"
     fi
+    # The jail networks install their host rules with the nft CLI.
+    if ! command -v nft >/dev/null 2>&1; then
+        log "nft not found (jail networks need it)"
+        can_apt_install || die "nft is required for jail networks: install the nftables package"
+        apt_install nftables || die "apt-get install nftables failed: install the nftables package"
+    fi
     docker_answers && return 0
     # The CLI is there but no engine answers: start one (systemd, sysvinit, or
     # dockerd by hand on machines without an init system).

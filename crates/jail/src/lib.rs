@@ -6,13 +6,16 @@
 //! - [`image`]: the locally built busybox image (there is no registry to pull from);
 //! - [`limits`]: the resource limits of one run;
 //! - [`run`](mod@run): one hardened, limited, always-removed container run;
-//! - [`cleanup`]: removing the containers Amai manages (orphan reconciliation).
+//! - [`cleanup`]: removing the containers Amai manages (orphan reconciliation);
+//! - [`net`]: the network of a jail with policy `llm-only` or `allow` (Docker
+//!   network, host nft rules, LLM proxy forwarding, DNS, the network log).
 #![warn(missing_docs)]
 
 pub mod cleanup;
 pub mod engine;
 pub mod image;
 pub mod limits;
+pub mod net;
 pub mod run;
 
 pub use cleanup::{remove_managed, CleanupError, RemovedContainers};
@@ -27,6 +30,10 @@ pub use image::resolve::{
 };
 pub use image::{build_busybox, BuildImageError, ImageRef};
 pub use limits::{JailLimits, JailLimitsBuilder};
+pub use net::{
+    remove_orphan_networks, CloseNetworkError, CreateNetworkError, JailNetwork, NetworkLog,
+    NetworkLogEntry, NetworkPlan, OrphanError, RemovedNetworks,
+};
 pub use run::{run, verify_applied, LimitMismatch, RunError, RunOutcome, RunRequest};
 
 /// The label every container Amai creates carries, with the value `true`.

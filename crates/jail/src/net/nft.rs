@@ -1,0 +1,233 @@
+//! The host-side rules of one jail network: one nftables table per jail
+//! (`table inet amai_jail_<short id>`, commented `amai.jail=<jail id>`), written as
+//! nft script and applied atomically with the `nft` CLI, deleted as a whole, and
+//! listed for orphan cleanup.
+
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+/// The prefix of every table this module creates.
+pub const TABLE_PREFIX: &str = "amai_jail_";
+/// The nft family of the tables.
+pub(crate) const TABLE_FAMILY: &str = "inet";
+/// The prefix of the table comment naming the jail.
+const COMMENT_PREFIX: &str = "amai.jail=";
+
+/// What the rules of one jail need to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableSpec {
+    /// The table name (with [`TABLE_PREFIX`]).
+    pub(crate) table: String,
+    /// The jail id, kept in the table's comment.
+    pub(crate) jail_id: String,
+    /// The jail network's bridge interface.
+    pub(crate) bridge: String,
+    /// The bridge's (gateway) address.
+    pub(crate) gateway: Ipv4Addr,
+    /// The catch-all TCP listener's port on the gateway.
+    pub(crate) tcp_port: u16,
+    /// The DNS responder's UDP port on the gateway.
+    pub(crate) dns_port: u16,
+}
+
+impl TableSpec {
+    /// The nft script creating the table (applied with `nft -f -`, atomically).
+    ///
+    /// - `prerouting` (nat, priority `dstnat - 10`, before Docker's): every IPv4
+    ///   TCP connection from the bridge is redirected to the catch-all listener,
+    ///   every UDP datagram to port 53 to the DNS responder (so even a query sent to
+    ///   another server, or forwarded by Docker's embedded resolver, reaches us);
+    /// - `input` (filter, `filter - 10`): from the bridge only those two sockets
+    ///   on the gateway address (and established/related traffic) are accepted;
+    ///   other TCP gets a reset, everything else (UDP, ICMP, IPv6) an ICMP
+    ///   port-unreachable;
+    /// - `forward` (filter, `filter - 10`): everything from or to the bridge is
+    ///   rejected. A reject is final whatever other tables (Docker's) say.
+    pub(crate) fn script(&self) -> String {
+        let Self {
+            table,
+            jail_id,
+            bridge,
+            gateway,
+            tcp_port,
+            dns_port,
+        } = self;
+        format!(
+            "table {TABLE_FAMILY} {table} {{
+  comment \"{COMMENT_PREFIX}{jail_id}\"
+  chain prerouting {{
+    type nat hook prerouting priority dstnat - 10; policy accept;
+    iifname \"{bridge}\" meta nfproto ipv4 meta l4proto tcp redirect to :{tcp_port}
+    iifname \"{bridge}\" meta nfproto ipv4 udp dport 53 redirect to :{dns_port}
+  }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    iifname \"{bridge}\" meta nfproto ipv4 ip daddr {gateway} tcp dport {tcp_port} accept
+    iifname \"{bridge}\" meta nfproto ipv4 ip daddr {gateway} udp dport {dns_port} accept
+    iifname \"{bridge}\" meta nfproto ipv4 ct state established,related accept
+    iifname \"{bridge}\" meta l4proto tcp counter reject with tcp reset
+    iifname \"{bridge}\" counter reject with icmpx port-unreachable
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname \"{bridge}\" meta l4proto tcp counter reject with tcp reset
+    iifname \"{bridge}\" counter reject with icmpx port-unreachable
+    oifname \"{bridge}\" counter reject with icmpx port-unreachable
+  }}
+}}
+"
+        )
+    }
+}
+
+/// Why running `nft` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The `nft` binary could not be run.
+    #[error("cannot run nft ({source}): install the nftables package (scripts/ensure-deps.sh docker does) and run as root")]
+    Spawn {
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` ran and refused.
+    #[error("nft {args} failed ({status}): {stderr}; jail networks need root (CAP_NET_ADMIN) and nf_tables")]
+    Failed {
+        /// The arguments given.
+        args: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+/// Runs `nft args`, feeding `stdin`; returns stdout.
+async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| NftError::Spawn { source })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|source| NftError::Spawn { source })?;
+        drop(pipe);
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| NftError::Spawn { source })?;
+    if !output.status.success() {
+        return Err(NftError::Failed {
+            args: args.join(" "),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Creates the table (atomically: all rules or none).
+pub(crate) async fn install(spec: &TableSpec) -> Result<(), NftError> {
+    nft(&["-f", "-"], Some(&spec.script())).await.map(drop)
+}
+
+/// Deletes `table`; a table already gone counts as deleted.
+pub(crate) async fn delete(table: &str) -> Result<(), NftError> {
+    match nft(&["delete", "table", TABLE_FAMILY, table], None).await {
+        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(())
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The text of `table` as `nft list table` prints it, or `None` when it does not
+/// exist.
+pub(crate) async fn list(table: &str) -> Result<Option<String>, NftError> {
+    match nft(&["list", "table", TABLE_FAMILY, table], None).await {
+        Ok(text) => Ok(Some(text)),
+        Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Every table with [`TABLE_PREFIX`], each with the jail id of its comment (if
+/// it has one).
+pub(crate) async fn owned_tables() -> Result<Vec<(String, Option<String>)>, NftError> {
+    let listing = nft(&["list", "tables", TABLE_FAMILY], None).await?;
+    let mut tables = Vec::new();
+    for line in listing.lines() {
+        let Some(name) = line.trim().strip_prefix("table inet ") else {
+            continue;
+        };
+        if !name.starts_with(TABLE_PREFIX) {
+            continue;
+        }
+        let jail = list(name)
+            .await?
+            .as_deref()
+            .and_then(comment_jail)
+            .map(str::to_owned);
+        tables.push((name.to_owned(), jail));
+    }
+    Ok(tables)
+}
+
+/// The jail id in a listed table's `comment "amai.jail=<id>"`.
+fn comment_jail(listing: &str) -> Option<&str> {
+    listing.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("comment \"")?
+            .strip_suffix('"')?
+            .strip_prefix(COMMENT_PREFIX)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            table: "amai_jail_0123456789".into(),
+            jail_id: "jail-1".into(),
+            bridge: "amai0123456789".into(),
+            gateway: Ipv4Addr::new(172, 18, 0, 1),
+            tcp_port: 40000,
+            dns_port: 40001,
+        }
+    }
+
+    #[test]
+    fn the_script_redirects_tcp_and_dns_and_rejects_the_rest() {
+        let script = spec().script();
+        assert!(script.starts_with("table inet amai_jail_0123456789 {"));
+        assert!(script.contains("comment \"amai.jail=jail-1\""));
+        assert!(script.contains("meta l4proto tcp redirect to :40000"));
+        assert!(script.contains("udp dport 53 redirect to :40001"));
+        assert!(script.contains("ip daddr 172.18.0.1 tcp dport 40000 accept"));
+        assert!(script.contains("oifname \"amai0123456789\" counter reject"));
+        assert!(!script.contains(" drop"), "denials reject, never drop");
+    }
+
+    #[test]
+    fn the_comment_names_the_jail() {
+        let listing = "table inet amai_jail_x {\n\tcomment \"amai.jail=abc\"\n\tchain input {\n";
+        assert_eq!(comment_jail(listing), Some("abc"));
+        assert_eq!(comment_jail("table inet amai_jail_x {\n}"), None);
+    }
+}
