@@ -129,6 +129,12 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Amai's images on the engine.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -533,13 +539,37 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
 }
 
 async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
-    let ImageCommand::Build { image, json } = cmd;
     let engine = amai_jail::Engine::connect().await?;
+    let (image, json) = match cmd {
+        ImageCommand::Build { image, json } => (image, json),
+        ImageCommand::Ls { json } => {
+            let images = amai_jail::list_images(&engine).await?;
+            let text = images
+                .iter()
+                .map(|i| format!("{} {} {} MB", i.references.join(","), i.image_id, i.size_bytes / 1_000_000))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let value = json!(images
+                .iter()
+                .map(|i| json!({"references": i.references, "image_id": i.image_id, "size_bytes": i.size_bytes, "created": i.created}))
+                .collect::<Vec<_>>());
+            print(json, value, text);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let started = Instant::now();
     let built = match image.as_str() {
         "busybox" => amai_jail::build_busybox(&engine).await?,
-        other => anyhow::bail!("no recipe for image {other:?} yet"),
+        "python" => {
+            amai_jail::build_python(&engine, |phase| {
+                eprint!("\r\x1b[Kbuilding python: {phase} ({}s)", started.elapsed().as_secs());
+                let _ = std::io::stderr().flush();
+            })
+            .await?
+        }
+        other => anyhow::bail!("no recipe for image {other:?}: busybox or python"),
     };
+    eprint!("\r\x1b[K");
     print(
         json,
         json!({"image": image, "reference": built.reference, "image_id": built.image_id, "built": built.freshly_built, "seconds": started.elapsed().as_secs_f64()}),
@@ -547,11 +577,7 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             "{} {} ({}, {:.1}s)",
             built.reference,
             built.image_id,
-            if built.freshly_built {
-                "built"
-            } else {
-                "cached"
-            },
+            if built.freshly_built { "built" } else { "cached" },
             started.elapsed().as_secs_f64()
         ),
     );

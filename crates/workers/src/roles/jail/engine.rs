@@ -29,15 +29,21 @@ impl Failure {
     }
 }
 
-/// The image `name` resolves to on the engine: `busybox` is built on demand
-/// (cheap, cached by its recipe), any other name must be present.
+/// The image id `name` resolves to on the engine: `busybox` is built on
+/// demand (cheap, cached by its recipe), `python` must have been built
+/// (`amai jail image build python`), any other name must be present. An
+/// engine that does not answer is `ENGINE_UNAVAILABLE` (the caller retries).
 pub async fn resolve_image(engine: &Engine, name: &str) -> Result<String, Failure> {
-    match name {
-        "busybox" => amai_jail::build_busybox(engine)
-            .await
-            .map(|image| image.image_id)
-            .map_err(|e| Failure::new(JailFailureKind::ImageMissing, e.to_string())),
-        other => Ok(other.to_string()),
+    use amai_jail::ResolveImageErrorKind as K;
+    match amai_jail::resolve_image(engine, name).await {
+        Ok(image) => Ok(image.image_id),
+        Err(e) => {
+            let kind = match e.kind() {
+                K::Engine => JailFailureKind::EngineUnavailable,
+                K::NotBuilt | K::Missing | K::Busybox | K::HostSuite => JailFailureKind::ImageMissing,
+            };
+            Err(Failure::new(kind, e.to_string()))
+        }
     }
 }
 

@@ -111,6 +111,19 @@ impl Role for JailRole {
                     role: NAME.to_string(),
                     reason: format!("cannot remove what an earlier instance left: {e}"),
                 })?;
+            let networks = amai_jail::remove_orphan_networks(&engine, |_| false)
+                .await
+                .map_err(|e| RoleError::Unavailable {
+                    role: NAME.to_string(),
+                    reason: format!("cannot remove the jail networks an earlier instance left: {e}"),
+                })?;
+            if !networks.networks.is_empty() || !networks.tables.is_empty() {
+                tracing::warn!(
+                    networks = networks.networks.len(),
+                    rules = networks.tables.len(),
+                    "removed jail networks and host rules an earlier instance left behind"
+                );
+            }
             if !removed.container_ids.is_empty() {
                 tracing::warn!(
                     containers = removed.container_ids.len(),
