@@ -34,7 +34,8 @@ pub use engine::{missing_capabilities, ConnectError, Engine, EngineVersion};
 pub use image::{build_busybox, BuildImageError, ImageRef};
 pub use limits::{JailLimits, JailLimitsBuilder};
 pub use run::{
-    prepare, run, verify_applied, LimitMismatch, PreparedRun, RunError, RunOutcome, RunRequest,
+    prepare, run, verify_applied, Cleanup, LimitMismatch, PreparedRun, RunError, RunOutcome,
+    RunRequest,
 };
 pub use usage::Usage;
 pub use workdirs::{verify_volume, WritableVolumes};

@@ -393,6 +393,12 @@ pub enum RunError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The background removal task did not finish (runtime shut down).
+    #[error("the background removal of a jail run did not finish ({detail}): leftovers are for remove_managed")]
+    CleanupAborted {
+        /// Why the task ended.
+        detail: String,
+    },
     /// The run finished (or failed) but removing a container or volume failed:
     /// it is left for [`crate::remove_managed`].
     #[error("removing {what} failed (left for remove_managed): {source}")]
@@ -451,7 +457,34 @@ impl PreparedRun {
     }
 
     /// Starts the jail and runs it to the end; see the module documentation.
+    /// Returns once the jail container, the keeper and the volumes are removed.
     pub async fn start(self) -> Result<RunOutcome, RunError> {
+        let (result, resources) = self.run_to_end().await;
+        let removed = resources.remove_now().await;
+        match (result, removed) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Err(error), removed) => {
+                if let Err(remove_error) = removed {
+                    tracing::warn!(error = %remove_error, "removing a failed jail run failed");
+                }
+                Err(error)
+            }
+            (Ok(_), Err(error)) => Err(error),
+        }
+    }
+
+    /// Like [`start`](Self::start), but returns as soon as the outcome is known
+    /// (the jail container already removed) and removes the keeper and the
+    /// volumes in a task spawned on the current runtime; [`Cleanup::wait`]
+    /// reports how that went. If the process exits first, they are left for
+    /// [`crate::remove_managed`]. On error the removal is spawned the same way.
+    pub async fn start_with_background_cleanup(self) -> Result<(RunOutcome, Cleanup), RunError> {
+        let (result, resources) = self.run_to_end().await;
+        let task = tokio::spawn(resources.remove_now());
+        result.map(|outcome| (outcome, Cleanup { task }))
+    }
+
+    async fn run_to_end(self) -> (Result<RunOutcome, RunError>, Resources) {
         let Self {
             engine,
             request,
@@ -459,20 +492,37 @@ impl PreparedRun {
             keeper_id,
             volumes: _,
             before,
-            resources,
+            mut resources,
         } = self;
-        let result =
-            run_prepared(&engine, &container_id, &keeper_id, &request.limits, &before).await;
-        let removed = resources.remove_now().await;
-        match (result, removed) {
-            (Ok(outcome), Ok(())) => Ok(outcome),
-            (Err(error), removed) => {
-                if let Err(remove_error) = removed {
-                    tracing::warn!(%container_id, error = %remove_error, "removing a failed jail run failed");
-                }
-                Err(error)
-            }
-            (Ok(_), Err(error)) => Err(error),
+        let result = run_prepared(
+            &engine,
+            &container_id,
+            &keeper_id,
+            &request.limits,
+            &before,
+            &mut resources,
+        )
+        .await;
+        (result, resources)
+    }
+}
+
+/// The background removal of a run's keeper and volumes
+/// ([`PreparedRun::start_with_background_cleanup`]). Dropping it does not stop
+/// the removal.
+#[derive(Debug)]
+pub struct Cleanup {
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl Cleanup {
+    /// Waits for the removal to finish.
+    pub async fn wait(self) -> Result<(), RunError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(RunError::CleanupAborted {
+                detail: join_error.to_string(),
+            }),
         }
     }
 }
@@ -841,6 +891,7 @@ async fn run_prepared(
     keeper_id: &str,
     limits: &JailLimits,
     before: &Snapshot,
+    resources: &mut Resources,
 ) -> Result<RunOutcome, RunError> {
     let docker = engine.docker();
     let attach_options = AttachContainerOptionsBuilder::new()
@@ -938,14 +989,32 @@ async fn run_prepared(
     let duration = started_at.elapsed();
     let usage = follower.finish();
 
-    let (finished, after) = tokio::join!(
-        docker.inspect_container(container_id, None),
-        snapshot(engine, keeper_id, true),
-    );
+    // The jail container is not needed once inspected: removed while the
+    // keeper's directories are read.
+    let inspect_and_remove = async {
+        let finished = docker.inspect_container(container_id, None).await;
+        let removed = match &finished {
+            Ok(_) => Some(remove_container(engine, container_id).await),
+            Err(_) => None,
+        };
+        (finished, removed)
+    };
+    let ((finished, removed), after) =
+        tokio::join!(inspect_and_remove, snapshot(engine, keeper_id, true));
     let finished = finished.map_err(|source| RunError::Inspect {
         container_id: container_id.to_owned(),
         source,
     })?;
+    match removed {
+        Some(Ok(())) => resources.containers.retain(|id| id != container_id),
+        Some(Err(source)) => {
+            return Err(RunError::Remove {
+                what: format!("container {container_id}"),
+                source,
+            })
+        }
+        None => {}
+    }
     let diff = FsDiff::between(before, &after?);
     let state = finished.state.unwrap_or_default();
     Ok(RunOutcome {

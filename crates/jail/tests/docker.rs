@@ -595,3 +595,21 @@ async fn the_same_changes_give_the_same_digest() {
     let other = run_sh_with(&script.replace("echo one", "echo two"), adjust).await;
     assert_ne!(first.diff.sha256(), other.diff.sha256());
 }
+
+#[tokio::test]
+async fn a_background_cleanup_removes_the_keeper_and_volumes() {
+    let engine = engine().await;
+    let image = busybox(&engine).await;
+    let jail = jail_id();
+    let request = RunRequest::new(
+        &jail,
+        &image.reference,
+        ["/bin/sh", "-c", "echo hi > /tmp/x"],
+    );
+    let prepared = prepare(&engine, request).await.expect("prepare");
+    let (outcome, cleanup) = prepared.start_with_background_cleanup().await.expect("run");
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    assert!(outcome.diff.get("/tmp/x").is_some(), "{outcome:?}");
+    cleanup.wait().await.expect("cleanup");
+    assert_no_container_left(&engine, &jail).await;
+}
