@@ -4,8 +4,9 @@
 //!    ([`crate::workdirs`] explains the design), start the keeper container
 //!    holding them, create the hardened, limited jail container and check that
 //!    the engine applied every limit, mount and namespace setting
-//!    ([`verify_applied`]), upload the injected files into the keeper and take
-//!    the "before" [`Snapshot`] of `/workspace` and `/tmp`.
+//!    ([`verify_applied`], the keeper too), upload the injected files into the
+//!    keeper and compute the "before" [`Snapshot`] of `/workspace` and `/tmp`
+//!    (fresh volumes plus the uploads; a test checks it against the archive).
 //! 2. [`PreparedRun::start`]: start the jail container, collect its
 //!    demultiplexed output up to a cap, enforce the wall clock, follow its
 //!    resource [`Usage`], take the "after" snapshot once it stopped, compute the
@@ -30,9 +31,10 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 use crate::cleanup::{remove_container, remove_volume};
-use crate::diff::{FsDiff, Snapshot, SnapshotError};
+use crate::diff::{EntryKind, FsDiff, FsEntry, Snapshot, SnapshotError};
 use crate::engine::Engine;
 use crate::limits::JailLimits;
 use crate::usage::{Usage, UsageFollower};
@@ -316,6 +318,16 @@ pub enum RunError {
         joined(mismatches)
     )]
     LimitsNotApplied {
+        /// Every difference found.
+        mismatches: Vec<LimitMismatch>,
+    },
+    /// The engine dropped or changed a setting of the keeper container (a
+    /// mount, a limit); it was not started.
+    #[error(
+        "the Docker Engine did not create the keeper container as requested, refusing to start: {}",
+        joined(mismatches)
+    )]
+    KeeperNotApplied {
         /// Every difference found.
         mismatches: Vec<LimitMismatch>,
     },
@@ -616,7 +628,7 @@ async fn prepare_in(
     let keeper_config = keeper_config(&request.jail_id, &request.image, volumes);
     let config = request.container_config(volumes);
     let (keeper, jail, inspected_volumes) = tokio::join!(
-        docker.create_container(None, keeper_config),
+        docker.create_container(None, keeper_config.clone()),
         docker.create_container(None, config.clone()),
         futures::future::join_all(
             volume_requests
@@ -652,21 +664,32 @@ async fn prepare_in(
         })?;
     }
 
-    let (started, inspected) = tokio::join!(
-        docker.start_container(&keeper_id, None),
+    // Both verified before the keeper starts: the engine would copy the image's
+    // content into the volumes at the first start without NoCopy.
+    let (inspected, keeper_inspected) = tokio::join!(
         docker.inspect_container(&container_id, None),
+        docker.inspect_container(&keeper_id, None),
     );
-    started.map_err(|source| RunError::Keeper {
-        step: "starting",
-        jail_id: request.jail_id.clone(),
-        source,
-    })?;
     let inspected = inspected.map_err(|source| RunError::Inspect {
         container_id: container_id.clone(),
         source,
     })?;
     verify_applied(&config, &inspected)
         .map_err(|mismatches| RunError::LimitsNotApplied { mismatches })?;
+    let keeper_inspected = keeper_inspected.map_err(|source| RunError::Inspect {
+        container_id: keeper_id.clone(),
+        source,
+    })?;
+    verify_applied(&keeper_config, &keeper_inspected)
+        .map_err(|mismatches| RunError::KeeperNotApplied { mismatches })?;
+    docker
+        .start_container(&keeper_id, None)
+        .await
+        .map_err(|source| RunError::Keeper {
+            step: "starting",
+            jail_id: request.jail_id.clone(),
+            source,
+        })?;
 
     for (dir, tar) in uploads {
         let options = UploadToContainerOptionsBuilder::new().path(dir).build();
@@ -679,8 +702,11 @@ async fn prepare_in(
             .await
             .map_err(|source| RunError::Upload { dir, source })?;
     }
-    let before = snapshot(engine, &keeper_id, false).await?;
-    Ok((container_id, keeper_id, before))
+    Ok((
+        container_id,
+        keeper_id,
+        expected_before(request.files.as_slice()),
+    ))
 }
 
 /// The tar to upload into each writable dir holding injected files: the
@@ -751,6 +777,46 @@ fn file_uploads(files: &[InjectedFile]) -> Result<Vec<(&'static str, Vec<u8>)>, 
         uploads.push((root, builder.into_inner().map_err(tar_error)?));
     }
     Ok(uploads)
+}
+
+/// `/workspace` and `/tmp` right before the start, computed rather than read:
+/// both volumes were created by this run (their `amai.run` nonce is ours), so
+/// each is a fresh, empty tmpfs whose root has the `mode=` of its verified
+/// options; nothing was copied in (`NoCopy` verified on the keeper and the
+/// jail before the keeper's first start); and the only writes were the
+/// uploads of [`file_uploads`], which the engine extracts with the tar's modes.
+/// The test `the_computed_before_snapshot_is_what_the_archive_shows` checks
+/// this against the archive API.
+fn expected_before(files: &[InjectedFile]) -> Snapshot {
+    let mut before = Snapshot::new();
+    let dir = |mode| FsEntry {
+        kind: EntryKind::Dir,
+        mode,
+        size: 0,
+        sha256: None,
+        link_target: None,
+    };
+    before.insert(WORKSPACE_DIR, dir(0o755), None);
+    before.insert(TMP_DIR, dir(0o1777), None);
+    for file in files {
+        let mut parent = file.path.as_str();
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            if up == WORKSPACE_DIR || up == TMP_DIR || up.is_empty() {
+                break;
+            }
+            before.insert(up, dir(0o755), None);
+            parent = up;
+        }
+        let entry = FsEntry {
+            kind: EntryKind::File,
+            mode: file.mode,
+            size: file.content.len() as u64,
+            sha256: Some(Sha256::digest(&file.content).into()),
+            link_target: None,
+        };
+        before.insert(file.path.clone(), entry, None);
+    }
+    before
 }
 
 fn upload_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -613,3 +613,35 @@ async fn a_background_cleanup_removes_the_keeper_and_volumes() {
     cleanup.wait().await.expect("cleanup");
     assert_no_container_left(&engine, &jail).await;
 }
+
+#[tokio::test]
+async fn the_computed_before_snapshot_is_what_the_archive_shows() {
+    let engine = engine().await;
+    let image = busybox(&engine).await;
+    let jail = jail_id();
+    let request = RunRequest::new(&jail, &image.reference, ["true"]).files(vec![
+        file("/workspace/a/b/c.txt", b"nested", 0o640),
+        file("/workspace/top", b"", 0o644),
+        file("/workspace/a/suid", b"s", 0o4755),
+        file("/tmp/x/y", b"tmp", 0o600),
+    ]);
+    let prepared = prepare(&engine, request).await.expect("prepare");
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker client");
+    let mut archived = amai_jail::Snapshot::new();
+    for dir in ["/workspace", "/tmp"] {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(dir)
+            .build();
+        let mut stream = docker.download_from_container(prepared.keeper_id(), Some(options));
+        let mut tar = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            tar.extend_from_slice(&chunk.expect("archive chunk"));
+        }
+        archived.add_tar(tar.as_slice(), false).expect("tar");
+    }
+    assert_eq!(&archived, prepared.before());
+    assert_eq!(archived.len(), 9, "{archived:?}");
+    let outcome = prepared.start().await.expect("run");
+    assert!(outcome.diff.is_empty(), "{:?}", outcome.diff);
+    assert_no_container_left(&engine, &jail).await;
+}
