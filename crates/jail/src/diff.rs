@@ -1,6 +1,6 @@
 //! Filesystem snapshots of a jail's writable directories, the diff between two
 //! of them, its normalised tar and the diff policy check. Everything here is
-//! pure: the tars come from the engine's archive API (see [`crate::run`]).
+//! pure: the tars come from the engine's archive API (see [`crate::run`](mod@crate::run)).
 //!
 //! - [`Snapshot::from_tar`] reads a tar stream (as `GET /containers/{id}/archive`
 //!   returns it for `/workspace` or `/tmp`) into path → [`FsEntry`], paths
@@ -14,8 +14,7 @@
 //!   names, GNU headers with the GNU long-name extension for long paths or link
 //!   targets. Equal changes give equal bytes, so [`FsDiff::sha256`] identifies
 //!   the diff.
-//! - [`check_policy`] compares a diff with a spec's
-//!   [`DiffPolicy`](amai_jail_spec::DiffPolicy).
+//! - [`check_policy`] compares a diff with a spec's [`DiffPolicy`].
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -76,6 +76,9 @@ pub struct RunRequest {
     pub network: Option<String>,
     /// DNS servers (`HostConfig.Dns`); empty means the engine's default.
     pub dns: Vec<String>,
+    /// The image of the keeper container (it needs `sleep`); `None` (the
+    /// default) means the jail's image.
+    pub keeper_image: Option<String>,
 }
 
 impl RunRequest {
@@ -96,6 +99,7 @@ impl RunRequest {
             files: Vec::new(),
             network: None,
             dns: Vec::new(),
+            keeper_image: None,
         }
     }
 
@@ -133,6 +137,14 @@ impl RunRequest {
     /// Sets the DNS servers of the container.
     pub fn dns(mut self, servers: Vec<String>) -> Self {
         self.dns = servers;
+        self
+    }
+
+    /// Runs the keeper from `image` (e.g. the busybox image of
+    /// [`crate::build_busybox`]) instead of the jail's image, for jail images
+    /// without `sleep`.
+    pub fn keeper_image(mut self, image: impl Into<String>) -> Self {
+        self.keeper_image = Some(image.into());
         self
     }
 
@@ -625,7 +637,8 @@ async fn prepare_in(
     }
 
     // The keeper and the jail container at once, with the volume read-back.
-    let keeper_config = keeper_config(&request.jail_id, &request.image, volumes);
+    let keeper_image = request.keeper_image.as_deref().unwrap_or(&request.image);
+    let keeper_config = keeper_config(&request.jail_id, keeper_image, volumes);
     let config = request.container_config(volumes);
     let (keeper, jail, inspected_volumes) = tokio::join!(
         docker.create_container(None, keeper_config.clone()),

@@ -19,9 +19,16 @@
 //! jail, label `amai.role=keeper`) mounts both volumes first and keeps running,
 //! so the tmpfs stays mounted while the jail container runs and after it
 //! stopped. Injected files are uploaded into the keeper before the start, and
-//! the before and after snapshots are read from the keeper with the archive
-//! API, which the engine serves for volumes of a running container. The worker
+//! the after snapshot is read from the keeper with the archive API, which the
+//! engine serves for volumes of a running container (the before snapshot is
+//! computed: fresh volumes plus the uploads, see [`crate::run`](mod@crate::run)). The worker
 //! needs nothing beyond the Docker API: no host mounts, no privileges.
+//!
+//! The keeper runs the image given by [`RunRequest::keeper_image`]
+//! (default: the jail's own image, so no second image is needed); it must
+//! provide `sleep`, as the busybox image of [`crate::build_busybox`] does.
+//!
+//! [`RunRequest::keeper_image`]: crate::RunRequest::keeper_image
 //!
 //! Writes by the jailed process are charged to the jail container's memory
 //! cgroup (tmpfs pages count as its page cache), so `memory` bounds them too.
