@@ -546,7 +546,14 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             let images = amai_jail::list_images(&engine).await?;
             let text = images
                 .iter()
-                .map(|i| format!("{} {} {} MB", i.references.join(","), i.image_id, i.size_bytes / 1_000_000))
+                .map(|i| {
+                    format!(
+                        "{} {} {} MB",
+                        i.references.join(","),
+                        i.image_id,
+                        i.size_bytes / 1_000_000
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             let value = json!(images
@@ -562,7 +569,10 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
         "busybox" => amai_jail::build_busybox(&engine).await?,
         "python" => {
             amai_jail::build_python(&engine, |phase| {
-                eprint!("\r\x1b[Kbuilding python: {phase} ({}s)", started.elapsed().as_secs());
+                eprint!(
+                    "\r\x1b[Kbuilding python: {phase} ({}s)",
+                    started.elapsed().as_secs()
+                );
                 let _ = std::io::stderr().flush();
             })
             .await?
@@ -577,7 +587,11 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             "{} {} ({}, {:.1}s)",
             built.reference,
             built.image_id,
-            if built.freshly_built { "built" } else { "cached" },
+            if built.freshly_built {
+                "built"
+            } else {
+                "cached"
+            },
             started.elapsed().as_secs_f64()
         ),
     );

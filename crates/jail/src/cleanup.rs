@@ -1,18 +1,24 @@
-//! Removing the containers Amai manages (label `amai.managed=true`), all of them or
-//! one jail's: the orphan reconciliation after a crash. Networks come later.
+//! Removing what Amai manages (label `amai.managed=true`), all of it or one
+//! jail's: the orphan reconciliation after a crash. Containers first (jail
+//! containers and the keepers holding their volumes), then the volumes.
+//! Networks come later.
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 
 use crate::engine::Engine;
 use crate::{JAIL_LABEL, MANAGED_LABEL};
 
-/// The containers [`remove_managed`] removed.
+/// What [`remove_managed`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemovedContainers {
-    /// Their ids.
+    /// The ids of the containers (jail containers and keepers).
     pub container_ids: Vec<String>,
+    /// The names of the volumes.
+    pub volume_names: Vec<String>,
 }
 
 /// Why [`remove_managed`] failed.
@@ -21,7 +27,10 @@ pub enum CleanupError {
     /// Listing the managed containers failed.
     #[error("listing containers labelled {MANAGED_LABEL}=true failed: {0}")]
     List(#[source] bollard::errors::Error),
-    /// Removing one of them failed (the others were still attempted).
+    /// Listing the managed volumes failed.
+    #[error("listing volumes labelled {MANAGED_LABEL}=true failed: {0}")]
+    ListVolumes(#[source] bollard::errors::Error),
+    /// Removing one of the containers failed (the others were still attempted).
     #[error("removing managed container {container_id} failed: {source}")]
     Remove {
         /// The container that stayed.
@@ -30,11 +39,23 @@ pub enum CleanupError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// Removing one of the volumes failed (the others were still attempted); a
+    /// volume still mounted by a container not labelled as managed stays.
+    #[error(
+        "removing managed volume {volume} failed (is a container outside Amai using it?): {source}"
+    )]
+    RemoveVolume {
+        /// The volume that stayed.
+        volume: String,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
-/// Force-removes every container labelled `amai.managed=true`, or only those of
-/// `jail_id` (label `amai.jail=<jail_id>`) when given. Containers already gone are
-/// not an error.
+/// Force-removes every container labelled `amai.managed=true`, then every such
+/// volume, or only those of `jail_id` (label `amai.jail=<jail_id>`) when given.
+/// What is already gone is not an error.
 pub async fn remove_managed(
     engine: &Engine,
     jail_id: Option<&str>,
@@ -67,6 +88,24 @@ pub async fn remove_managed(
             }
         }
     }
+
+    let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
+    let volumes = engine
+        .docker()
+        .list_volumes(Some(options))
+        .await
+        .map_err(CleanupError::ListVolumes)?;
+    for volume in volumes.volumes.unwrap_or_default() {
+        match remove_volume(engine, &volume.name).await {
+            Ok(()) => removed.volume_names.push(volume.name),
+            Err(source) => {
+                first_error.get_or_insert(CleanupError::RemoveVolume {
+                    volume: volume.name,
+                    source,
+                });
+            }
+        }
+    }
     match first_error {
         Some(error) => Err(error),
         None => Ok(removed),
@@ -86,6 +125,23 @@ pub(crate) async fn remove_container(
     match engine
         .docker()
         .remove_container(container_id, Some(options))
+        .await
+    {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes one volume; a volume already gone counts as removed.
+pub(crate) async fn remove_volume(
+    engine: &Engine,
+    name: &str,
+) -> Result<(), bollard::errors::Error> {
+    match engine
+        .docker()
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
     {
         Err(bollard::errors::Error::DockerResponseServerError {

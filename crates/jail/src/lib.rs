@@ -5,20 +5,34 @@
 //!   enforce the limits a jail needs;
 //! - [`image`]: the locally built busybox image (there is no registry to pull from);
 //! - [`limits`]: the resource limits of one run;
-//! - [`run`](mod@run): one hardened, limited, always-removed container run;
-//! - [`cleanup`]: removing the containers Amai manages (orphan reconciliation);
+//! - [`workdirs`]: the size-limited tmpfs volumes of `/workspace` and `/tmp`,
+//!   held by a keeper container so they can be read after the run;
+//! - [`run`](mod@run): one hardened, limited, always-removed container run, in
+//!   two steps ([`prepare`], [`PreparedRun::start`]);
+//! - [`diff`]: snapshots of the writable dirs, their diff, its normalised tar and
+//!   the diff policy check;
+//! - [`usage`]: resource usage followed through the engine's stats;
+//! - [`cleanup`]: removing the containers and volumes Amai manages (orphan
+//!   reconciliation);
 //! - [`net`]: the network of a jail with policy `llm-only` or `allow` (Docker
 //!   network, host nft rules, LLM proxy forwarding, DNS, the network log).
 #![warn(missing_docs)]
 
 pub mod cleanup;
+pub mod diff;
 pub mod engine;
 pub mod image;
 pub mod limits;
 pub mod net;
 pub mod run;
+pub mod usage;
+pub mod workdirs;
 
 pub use cleanup::{remove_managed, CleanupError, RemovedContainers};
+pub use diff::{
+    check_policy, Change, DiffEntry, EntryKind, FsDiff, FsEntry, PolicyViolation, Snapshot,
+    SnapshotError,
+};
 pub use engine::{missing_capabilities, ConnectError, Engine, EngineVersion};
 pub use image::python::{
     build_python, build_python_recipe, BuildPhase, BuildPythonError, BuildPythonErrorKind,
@@ -34,7 +48,12 @@ pub use net::{
     remove_orphan_networks, CloseNetworkError, CreateNetworkError, JailNetwork, NetworkLog,
     NetworkLogEntry, NetworkPlan, OrphanError, RemovedNetworks,
 };
-pub use run::{run, verify_applied, LimitMismatch, RunError, RunOutcome, RunRequest};
+pub use run::{
+    prepare, run, verify_applied, Cleanup, LimitMismatch, PreparedRun, RunError, RunOutcome,
+    RunRequest,
+};
+pub use usage::Usage;
+pub use workdirs::{verify_volume, WritableVolumes};
 
 /// The label every container Amai creates carries, with the value `true`.
 pub const MANAGED_LABEL: &str = "amai.managed";

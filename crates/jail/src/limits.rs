@@ -18,8 +18,8 @@ pub struct JailLimits {
     pub wall_clock: Duration,
     /// Most bytes of stdout plus stderr kept; beyond it the container is killed.
     pub output_bytes: u64,
-    /// Size of each of the `/tmp` and `/workspace` tmpfs mounts, in bytes.
-    /// Their pages are charged to the container's memory limit.
+    /// Size of each of the `/tmp` and `/workspace` tmpfs volumes, in bytes (the
+    /// spec's `disk`). Pages the jail writes are charged to its memory limit.
     pub tmpfs_bytes: u64,
 }
 

@@ -1,18 +1,47 @@
-//! One jail run: create a hardened, limited container, check that the engine
-//! applied every limit ([`verify_applied`]), start it, collect its demultiplexed
-//! output up to a cap, enforce the wall clock, report how it ended, and always
-//! remove the container.
+//! One jail run, in two steps so the caller can record the moment it starts:
+//!
+//! 1. [`prepare`]: create the run's two tmpfs volumes and check their options
+//!    ([`crate::workdirs`] explains the design), start the keeper container
+//!    holding them, create the hardened, limited jail container and check that
+//!    the engine applied every limit, mount and namespace setting
+//!    ([`verify_applied`], the keeper too), upload the injected files into the
+//!    keeper and compute the "before" [`Snapshot`] of `/workspace` and `/tmp`
+//!    (fresh volumes plus the uploads; a test checks it against the archive).
+//! 2. [`PreparedRun::start`]: start the jail container, collect its
+//!    demultiplexed output up to a cap, enforce the wall clock, follow its
+//!    resource [`Usage`], take the "after" snapshot once it stopped, compute the
+//!    [`FsDiff`], and remove the jail container, the keeper and the volumes.
+//!
+//! [`run`] is both steps. Whatever happens, nothing is left behind: a
+//! [`PreparedRun`] or a [`PreparedRun::start`] future dropped before the end
+//! spawns the removal on the current runtime; without a runtime (or after
+//! [`std::mem::forget`]) everything carries the `amai.managed`/`amai.jail`
+//! labels for [`crate::remove_managed`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
-use bollard::query_parameters::{AttachContainerOptionsBuilder, KillContainerOptionsBuilder};
+use amai_jail_spec::InjectedFile;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, Mount, MountPoint,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
-use crate::cleanup::remove_container;
+use crate::cleanup::{remove_container, remove_volume};
+use crate::diff::{EntryKind, FsDiff, FsEntry, Snapshot, SnapshotError};
 use crate::engine::Engine;
 use crate::limits::JailLimits;
+use crate::usage::{Usage, UsageFollower};
+use crate::workdirs::{
+    keeper_config, run_nonce, verify_volume, volume_request, WritableVolumes, RUN_LABEL, TMP_DIR,
+    WORKSPACE_DIR,
+};
 use crate::{JAIL_LABEL, MANAGED_LABEL};
 
 /// The user and group every jailed command runs as (`nobody`).
@@ -21,8 +50,10 @@ pub const JAIL_USER: &str = "65534:65534";
 pub const DROPPED_CAPABILITIES: &str = "ALL";
 /// The security option every jail carries.
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
-/// The network mode of every jail, for now.
+/// The network mode of a jail without a network.
 pub const NETWORK_MODE: &str = "none";
+/// The IPC mode of every jail: no IPC namespace to share, no `/dev/shm`.
+pub const IPC_MODE: &str = "none";
 
 /// What to run in a jail. Build with [`RunRequest::new`] and the setters.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +70,20 @@ pub struct RunRequest {
     pub working_dir: String,
     /// The limits.
     pub limits: JailLimits,
+    /// Files written into `/workspace` or `/tmp` before the start (owner nobody).
+    pub files: Vec<InjectedFile>,
+    /// The Docker network to join; `None` (the default) means no network at all.
+    pub network: Option<String>,
+    /// DNS servers (`HostConfig.Dns`); empty means the engine's default.
+    pub dns: Vec<String>,
+    /// The image of the keeper container (it needs `sleep`); `None` (the
+    /// default) means the jail's image.
+    pub keeper_image: Option<String>,
 }
 
 impl RunRequest {
-    /// A request with default limits, no extra environment and `/workspace` as
-    /// working directory.
+    /// A request with default limits, no extra environment, no files, no
+    /// network and `/workspace` as working directory.
     pub fn new(
         jail_id: impl Into<String>,
         image: impl Into<String>,
@@ -54,8 +94,12 @@ impl RunRequest {
             image: image.into(),
             command: command.into_iter().map(Into::into).collect(),
             env: Vec::new(),
-            working_dir: "/workspace".to_owned(),
+            working_dir: WORKSPACE_DIR.to_owned(),
             limits: JailLimits::default(),
+            files: Vec::new(),
+            network: None,
+            dns: Vec::new(),
+            keeper_image: None,
         }
     }
 
@@ -77,16 +121,38 @@ impl RunRequest {
         self
     }
 
-    /// The hardened container configuration this request creates.
-    pub fn container_config(&self) -> ContainerCreateBody {
+    /// Sets the files injected before the start (paths under `/workspace` or
+    /// `/tmp`; missing parent directories are created, owned by nobody).
+    pub fn files(mut self, files: Vec<InjectedFile>) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Joins the Docker network `name` instead of running without a network.
+    pub fn network(mut self, name: impl Into<String>) -> Self {
+        self.network = Some(name.into());
+        self
+    }
+
+    /// Sets the DNS servers of the container.
+    pub fn dns(mut self, servers: Vec<String>) -> Self {
+        self.dns = servers;
+        self
+    }
+
+    /// Runs the keeper from `image` (e.g. the busybox image of
+    /// [`crate::build_busybox`]) instead of the jail's image, for jail images
+    /// without `sleep`.
+    pub fn keeper_image(mut self, image: impl Into<String>) -> Self {
+        self.keeper_image = Some(image.into());
+        self
+    }
+
+    /// The hardened jail container configuration this request creates, with
+    /// `volumes` on `/workspace` and `/tmp`.
+    pub fn container_config(&self, volumes: &WritableVolumes) -> ContainerCreateBody {
         let limits = &self.limits;
         let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-        let tmpfs_options = |mode: &str| {
-            format!(
-                "rw,nosuid,nodev,size={},uid=65534,gid=65534,mode={mode}",
-                limits.tmpfs_bytes
-            )
-        };
         let host_config = HostConfig {
             privileged: Some(false),
             cap_drop: Some(vec![DROPPED_CAPABILITIES.to_owned()]),
@@ -96,11 +162,14 @@ impl RunRequest {
             memory_swap: Some(memory),
             nano_cpus: Some(limits.nano_cpus()),
             readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([
-                ("/tmp".to_owned(), tmpfs_options("1777")),
-                ("/workspace".to_owned(), tmpfs_options("0755")),
-            ])),
-            network_mode: Some(NETWORK_MODE.to_owned()),
+            mounts: Some(volumes.mounts()),
+            network_mode: Some(
+                self.network
+                    .clone()
+                    .unwrap_or_else(|| NETWORK_MODE.to_owned()),
+            ),
+            ipc_mode: Some(IPC_MODE.to_owned()),
+            dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -118,7 +187,7 @@ impl RunRequest {
             attach_stdin: Some(false),
             open_stdin: Some(false),
             tty: Some(false),
-            network_disabled: Some(true),
+            network_disabled: Some(self.network.is_none()),
             host_config: Some(host_config),
             ..Default::default()
         }
@@ -126,7 +195,7 @@ impl RunRequest {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
     /// The container that ran (already removed).
     pub container_id: String,
@@ -144,9 +213,13 @@ pub struct RunOutcome {
     pub stderr: Vec<u8>,
     /// From start until the container stopped.
     pub duration: Duration,
+    /// What the run used (sampled; see [`crate::usage`]).
+    pub usage: Usage,
+    /// What the run changed in `/workspace` and `/tmp`.
+    pub diff: FsDiff,
 }
 
-/// A limit the engine did not apply as requested.
+/// A setting the engine did not apply as requested.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitMismatch {
     /// The setting, named as in `docker inspect` (e.g. `HostConfig.Memory`).
@@ -167,10 +240,72 @@ impl std::fmt::Display for LimitMismatch {
     }
 }
 
-/// Why [`run`] failed. The container, if created, has been removed (unless
-/// [`RunError::Remove`] says otherwise).
+fn joined(mismatches: &[LimitMismatch]) -> String {
+    mismatches
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why [`prepare`], [`PreparedRun::start`] or [`run`] failed. Everything the run
+/// created has been removed (unless [`RunError::Remove`] says otherwise).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// An injected file cannot be written where it asks.
+    #[error("injected file {path}: {detail}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// What is wrong with it.
+        detail: &'static str,
+    },
+    /// Creating a writable-directory volume failed.
+    #[error("creating the tmpfs volume {volume} failed (does the local volume driver accept type=tmpfs?): {source}")]
+    CreateVolume {
+        /// The volume.
+        volume: String,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A volume of that name already belongs to another run.
+    #[error("volume {volume} already exists for another run of this jail id: use a new jail id, or remove the leftovers with remove_managed")]
+    VolumeTaken {
+        /// The volume.
+        volume: String,
+    },
+    /// Inspecting a volume failed.
+    #[error("inspecting volume {volume} failed: {source}")]
+    InspectVolume {
+        /// The volume.
+        volume: String,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The engine created a volume other than requested; the run was not started.
+    #[error(
+        "the Docker Engine did not create volume {volume} as requested, refusing to start: {}",
+        joined(mismatches)
+    )]
+    VolumeNotApplied {
+        /// The volume.
+        volume: String,
+        /// Every difference found.
+        mismatches: Vec<LimitMismatch>,
+    },
+    /// Creating or starting the keeper container failed.
+    #[error("{step} the keeper container of jail {jail_id} failed: {source}")]
+    Keeper {
+        /// `creating` or `starting`.
+        step: &'static str,
+        /// The jail.
+        jail_id: String,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
     /// Creating the container failed.
     #[error("creating the jail container from {image} failed: {source}")]
     Create {
@@ -190,10 +325,52 @@ pub enum RunError {
         source: bollard::errors::Error,
     },
     /// The engine dropped or changed limits; the container was not started.
-    #[error("the Docker Engine did not apply the jail's limits, refusing to start: {}", mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error(
+        "the Docker Engine did not apply the jail's limits, refusing to start: {}",
+        joined(mismatches)
+    )]
     LimitsNotApplied {
         /// Every difference found.
         mismatches: Vec<LimitMismatch>,
+    },
+    /// The engine dropped or changed a setting of the keeper container (a
+    /// mount, a limit); it was not started.
+    #[error(
+        "the Docker Engine did not create the keeper container as requested, refusing to start: {}",
+        joined(mismatches)
+    )]
+    KeeperNotApplied {
+        /// Every difference found.
+        mismatches: Vec<LimitMismatch>,
+    },
+    /// Uploading the injected files into the keeper failed.
+    #[error(
+        "uploading the injected files into {dir} failed (do they fit in the disk limit?): {source}"
+    )]
+    Upload {
+        /// `/workspace` or `/tmp`.
+        dir: &'static str,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// Reading a writable directory through the archive API failed.
+    #[error("reading {dir} from the keeper container failed: {source}")]
+    Download {
+        /// `/workspace` or `/tmp`.
+        dir: &'static str,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The archive of a writable directory could not be read.
+    #[error("snapshotting {dir} failed: {source}")]
+    Snapshot {
+        /// `/workspace` or `/tmp`.
+        dir: &'static str,
+        /// What was wrong with the tar.
+        #[source]
+        source: SnapshotError,
     },
     /// Attaching to the container's output failed.
     #[error("attaching to jail container {container_id} failed: {source}")]
@@ -240,96 +417,562 @@ pub enum RunError {
         #[source]
         source: bollard::errors::Error,
     },
-    /// The run finished (or failed) but removing the container failed: it is
-    /// left for [`crate::remove_managed`].
-    #[error("removing jail container {container_id} failed (left for remove_managed): {source}")]
+    /// The background removal task did not finish (runtime shut down).
+    #[error("the background removal of a jail run did not finish ({detail}): leftovers are for remove_managed")]
+    CleanupAborted {
+        /// Why the task ended.
+        detail: String,
+    },
+    /// The run finished (or failed) but removing a container or volume failed:
+    /// it is left for [`crate::remove_managed`].
+    #[error("removing {what} failed (left for remove_managed): {source}")]
     Remove {
-        /// The container left behind.
-        container_id: String,
+        /// The container id or volume name left behind.
+        what: String,
         /// What the engine said.
         #[source]
         source: bollard::errors::Error,
     },
 }
 
-/// Runs `request` in a hardened container; see the module documentation.
+/// A jail container created and verified, its volumes and keeper running, its
+/// files injected and its "before" snapshot taken: ready to [`start`](Self::start).
+/// Dropping it removes everything (spawned on the current runtime).
+#[derive(Debug)]
+pub struct PreparedRun {
+    engine: Engine,
+    request: RunRequest,
+    container_id: String,
+    keeper_id: String,
+    volumes: WritableVolumes,
+    before: Snapshot,
+    resources: Resources,
+}
+
+impl PreparedRun {
+    /// The jail container.
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+
+    /// The keeper container holding the volumes.
+    pub fn keeper_id(&self) -> &str {
+        &self.keeper_id
+    }
+
+    /// The limits, as verified on the created container.
+    pub fn limits(&self) -> &JailLimits {
+        &self.request.limits
+    }
+
+    /// The request being run.
+    pub fn request(&self) -> &RunRequest {
+        &self.request
+    }
+
+    /// The volumes of `/workspace` and `/tmp`.
+    pub fn volumes(&self) -> &WritableVolumes {
+        &self.volumes
+    }
+
+    /// `/workspace` and `/tmp` before the start (injected files included).
+    pub fn before(&self) -> &Snapshot {
+        &self.before
+    }
+
+    /// Starts the jail and runs it to the end; see the module documentation.
+    /// Returns once the jail container, the keeper and the volumes are removed.
+    pub async fn start(self) -> Result<RunOutcome, RunError> {
+        let (result, resources) = self.run_to_end().await;
+        let removed = resources.remove_now().await;
+        match (result, removed) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Err(error), removed) => {
+                if let Err(remove_error) = removed {
+                    tracing::warn!(error = %remove_error, "removing a failed jail run failed");
+                }
+                Err(error)
+            }
+            (Ok(_), Err(error)) => Err(error),
+        }
+    }
+
+    /// Like [`start`](Self::start), but returns as soon as the outcome is known
+    /// (the jail container already removed) and removes the keeper and the
+    /// volumes in a task spawned on the current runtime; [`Cleanup::wait`]
+    /// reports how that went. If the process exits first, they are left for
+    /// [`crate::remove_managed`]. On error the removal is spawned the same way.
+    pub async fn start_with_background_cleanup(self) -> Result<(RunOutcome, Cleanup), RunError> {
+        let (result, resources) = self.run_to_end().await;
+        let task = tokio::spawn(resources.remove_now());
+        result.map(|outcome| (outcome, Cleanup { task }))
+    }
+
+    async fn run_to_end(self) -> (Result<RunOutcome, RunError>, Resources) {
+        let Self {
+            engine,
+            request,
+            container_id,
+            keeper_id,
+            volumes: _,
+            before,
+            mut resources,
+        } = self;
+        let result = run_prepared(
+            &engine,
+            &container_id,
+            &keeper_id,
+            &request.limits,
+            &before,
+            &mut resources,
+        )
+        .await;
+        (result, resources)
+    }
+}
+
+/// The background removal of a run's keeper and volumes
+/// ([`PreparedRun::start_with_background_cleanup`]). Dropping it does not stop
+/// the removal.
+#[derive(Debug)]
+pub struct Cleanup {
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl Cleanup {
+    /// Waits for the removal to finish.
+    pub async fn wait(self) -> Result<(), RunError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(RunError::CleanupAborted {
+                detail: join_error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Runs `request` in a hardened container: [`prepare`] then [`PreparedRun::start`].
 pub async fn run(engine: &Engine, request: RunRequest) -> Result<RunOutcome, RunError> {
-    let config = request.container_config();
-    let created = engine
-        .docker()
-        .create_container(None, config.clone())
-        .await
-        .map_err(|source| RunError::Create {
-            image: request.image.clone(),
-            source,
-        })?;
-    let container_id = created.id;
-    let mut guard = RemoveOnDrop {
-        engine: engine.clone(),
-        container_id: Some(container_id.clone()),
-    };
-    let result = run_created(engine, &container_id, &config, &request.limits).await;
-    let removed = remove_container(engine, &container_id).await;
-    guard.container_id = None;
-    match (result, removed) {
-        (Ok(outcome), Ok(())) => Ok(outcome),
-        (Err(error), removed) => {
-            if let Err(remove_error) = removed {
-                tracing::warn!(%container_id, error = %remove_error, "removing a failed jail container failed");
+    prepare(engine, request).await?.start().await
+}
+
+/// Prepares `request`; see the module documentation. On error everything
+/// created so far is removed.
+pub async fn prepare(engine: &Engine, request: RunRequest) -> Result<PreparedRun, RunError> {
+    let uploads = file_uploads(&request.files)?;
+    let volumes = WritableVolumes::for_jail(&request.jail_id);
+    let mut resources = Resources::new(engine);
+    match prepare_in(engine, &request, &volumes, &uploads, &mut resources).await {
+        Ok((container_id, keeper_id, before)) => Ok(PreparedRun {
+            engine: engine.clone(),
+            request,
+            container_id,
+            keeper_id,
+            volumes,
+            before,
+            resources,
+        }),
+        Err(error) => {
+            if let Err(remove_error) = resources.remove_now().await {
+                tracing::warn!(jail_id = %request.jail_id, error = %remove_error, "removing a jail run that failed to prepare failed");
             }
             Err(error)
         }
-        (Ok(_), Err(source)) => Err(RunError::Remove {
-            container_id,
+    }
+}
+
+async fn prepare_in(
+    engine: &Engine,
+    request: &RunRequest,
+    volumes: &WritableVolumes,
+    uploads: &[(&'static str, Vec<u8>)],
+    resources: &mut Resources,
+) -> Result<(String, String, Snapshot), RunError> {
+    let docker = engine.docker();
+    let nonce = run_nonce();
+    let volume_requests: Vec<(String, VolumeCreateRequest)> = volumes
+        .dirs()
+        .iter()
+        .map(|(_, name, mode)| {
+            let request = volume_request(
+                name,
+                &request.jail_id,
+                &nonce,
+                request.limits.tmpfs_bytes,
+                mode,
+            );
+            ((*name).to_owned(), request)
+        })
+        .collect();
+
+    // Both volumes at once.
+    let created =
+        futures::future::join_all(volume_requests.iter().map(|(name, volume)| async move {
+            (name, docker.create_volume(volume.clone()).await)
+        }))
+        .await;
+    let mut first_error = None;
+    for (name, result) in created {
+        match result {
+            Ok(volume) => {
+                if volume.labels.get(RUN_LABEL) != Some(&nonce) {
+                    // Not ours: never remove it.
+                    first_error.get_or_insert(RunError::VolumeTaken {
+                        volume: name.clone(),
+                    });
+                } else {
+                    resources.volumes.push(name.clone());
+                }
+            }
+            Err(source) => {
+                first_error.get_or_insert(RunError::CreateVolume {
+                    volume: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+
+    // The keeper and the jail container at once, with the volume read-back.
+    let keeper_image = request.keeper_image.as_deref().unwrap_or(&request.image);
+    let keeper_config = keeper_config(&request.jail_id, keeper_image, volumes);
+    let config = request.container_config(volumes);
+    let (keeper, jail, inspected_volumes) = tokio::join!(
+        docker.create_container(None, keeper_config.clone()),
+        docker.create_container(None, config.clone()),
+        futures::future::join_all(
+            volume_requests
+                .iter()
+                .map(|(name, _)| docker.inspect_volume(name))
+        ),
+    );
+    let keeper = keeper.map(|created| {
+        resources.containers.push(created.id.clone());
+        created.id
+    });
+    let jail = jail.map(|created| {
+        resources.containers.push(created.id.clone());
+        created.id
+    });
+    let keeper_id = keeper.map_err(|source| RunError::Keeper {
+        step: "creating",
+        jail_id: request.jail_id.clone(),
+        source,
+    })?;
+    let container_id = jail.map_err(|source| RunError::Create {
+        image: request.image.clone(),
+        source,
+    })?;
+    for ((name, requested), inspected) in volume_requests.iter().zip(inspected_volumes) {
+        let inspected = inspected.map_err(|source| RunError::InspectVolume {
+            volume: name.clone(),
             source,
+        })?;
+        verify_volume(requested, &inspected).map_err(|mismatches| RunError::VolumeNotApplied {
+            volume: name.clone(),
+            mismatches,
+        })?;
+    }
+
+    // Both verified before the keeper starts: the engine would copy the image's
+    // content into the volumes at the first start without NoCopy.
+    let (inspected, keeper_inspected) = tokio::join!(
+        docker.inspect_container(&container_id, None),
+        docker.inspect_container(&keeper_id, None),
+    );
+    let inspected = inspected.map_err(|source| RunError::Inspect {
+        container_id: container_id.clone(),
+        source,
+    })?;
+    verify_applied(&config, &inspected)
+        .map_err(|mismatches| RunError::LimitsNotApplied { mismatches })?;
+    let keeper_inspected = keeper_inspected.map_err(|source| RunError::Inspect {
+        container_id: keeper_id.clone(),
+        source,
+    })?;
+    verify_applied(&keeper_config, &keeper_inspected)
+        .map_err(|mismatches| RunError::KeeperNotApplied { mismatches })?;
+    docker
+        .start_container(&keeper_id, None)
+        .await
+        .map_err(|source| RunError::Keeper {
+            step: "starting",
+            jail_id: request.jail_id.clone(),
+            source,
+        })?;
+
+    for (dir, tar) in uploads {
+        let options = UploadToContainerOptionsBuilder::new().path(dir).build();
+        docker
+            .upload_to_container(
+                &keeper_id,
+                Some(options),
+                bollard::body_full(tar.clone().into()),
+            )
+            .await
+            .map_err(|source| RunError::Upload { dir, source })?;
+    }
+    Ok((
+        container_id,
+        keeper_id,
+        expected_before(request.files.as_slice()),
+    ))
+}
+
+/// The tar to upload into each writable dir holding injected files: the
+/// missing parent directories (0755) and the files with their modes.
+fn file_uploads(files: &[InjectedFile]) -> Result<Vec<(&'static str, Vec<u8>)>, RunError> {
+    let mut by_root: BTreeMap<&'static str, Vec<(String, &InjectedFile)>> = BTreeMap::new();
+    for file in files {
+        let invalid = |detail| RunError::File {
+            path: file.path.clone(),
+            detail,
+        };
+        let (root, relative) = [WORKSPACE_DIR, TMP_DIR]
+            .iter()
+            .find_map(|root| {
+                file.path
+                    .strip_prefix(root)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .map(|rest| (*root, rest))
+            })
+            .ok_or_else(|| invalid("must be under /workspace/ or /tmp/"))?;
+        if relative
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(invalid(
+                "must not contain empty, \".\" or \"..\" components",
+            ));
+        }
+        if file.mode > 0o7777 {
+            return Err(invalid("mode must be at most 0o7777"));
+        }
+        by_root
+            .entry(root)
+            .or_default()
+            .push((relative.to_owned(), file));
+    }
+    let mut uploads = Vec::new();
+    for (root, files) in by_root {
+        let mut dirs = BTreeSet::new();
+        for (relative, _) in &files {
+            let mut parent = relative.as_str();
+            while let Some((dir, _)) = parent.rsplit_once('/') {
+                dirs.insert(dir.to_owned());
+                parent = dir;
+            }
+        }
+        let tar_error = |_: std::io::Error| RunError::File {
+            path: root.to_owned(),
+            detail: "cannot be packed into a tar (path too long?)",
+        };
+        let mut builder = tar::Builder::new(Vec::new());
+        for dir in &dirs {
+            let mut header = upload_header(tar::EntryType::Directory, 0o755, 0);
+            builder
+                .append_data(&mut header, dir, std::io::empty())
+                .map_err(tar_error)?;
+        }
+        for (relative, file) in &files {
+            let mut header = upload_header(
+                tar::EntryType::Regular,
+                file.mode,
+                file.content.len() as u64,
+            );
+            builder
+                .append_data(&mut header, relative, file.content.as_slice())
+                .map_err(tar_error)?;
+        }
+        uploads.push((root, builder.into_inner().map_err(tar_error)?));
+    }
+    Ok(uploads)
+}
+
+/// `/workspace` and `/tmp` right before the start, computed rather than read:
+/// both volumes were created by this run (their `amai.run` nonce is ours), so
+/// each is a fresh, empty tmpfs whose root has the `mode=` of its verified
+/// options; nothing was copied in (`NoCopy` verified on the keeper and the
+/// jail before the keeper's first start); and the only writes were the
+/// uploads of [`file_uploads`], which the engine extracts with the tar's modes.
+/// The test `the_computed_before_snapshot_is_what_the_archive_shows` checks
+/// this against the archive API.
+fn expected_before(files: &[InjectedFile]) -> Snapshot {
+    let mut before = Snapshot::new();
+    let dir = |mode| FsEntry {
+        kind: EntryKind::Dir,
+        mode,
+        size: 0,
+        sha256: None,
+        link_target: None,
+    };
+    before.insert(WORKSPACE_DIR, dir(0o755), None);
+    before.insert(TMP_DIR, dir(0o1777), None);
+    for file in files {
+        let mut parent = file.path.as_str();
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            if up == WORKSPACE_DIR || up == TMP_DIR || up.is_empty() {
+                break;
+            }
+            before.insert(up, dir(0o755), None);
+            parent = up;
+        }
+        let entry = FsEntry {
+            kind: EntryKind::File,
+            mode: file.mode,
+            size: file.content.len() as u64,
+            sha256: Some(Sha256::digest(&file.content).into()),
+            link_target: None,
+        };
+        before.insert(file.path.clone(), entry, None);
+    }
+    before
+}
+
+fn upload_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(65534);
+    header.set_gid(65534);
+    header.set_mtime(0);
+    header.set_size(size);
+    header
+}
+
+/// `/workspace` and `/tmp` of the keeper, read through the archive API.
+async fn snapshot(
+    engine: &Engine,
+    keeper_id: &str,
+    keep_contents: bool,
+) -> Result<Snapshot, RunError> {
+    let read = |dir: &'static str| async move {
+        let options = DownloadFromContainerOptionsBuilder::new().path(dir).build();
+        let mut stream = engine
+            .docker()
+            .download_from_container(keeper_id, Some(options));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| RunError::Download { dir, source })?;
+            tar.extend_from_slice(&chunk);
+        }
+        Ok::<_, RunError>((dir, tar))
+    };
+    let (workspace, tmp) = tokio::join!(read(WORKSPACE_DIR), read(TMP_DIR));
+    let tars = [workspace?, tmp?];
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut snapshot = Snapshot::new();
+        for (dir, tar) in tars {
+            snapshot
+                .add_tar(tar.as_slice(), keep_contents)
+                .map_err(|source| RunError::Snapshot { dir, source })?;
+        }
+        Ok(snapshot)
+    })
+    .await;
+    match parsed {
+        Ok(result) => result,
+        Err(join_error) => Err(RunError::Snapshot {
+            dir: WORKSPACE_DIR,
+            source: SnapshotError::Tar(std::io::Error::other(join_error)),
         }),
     }
 }
 
-/// Removes the container if [`run`] is dropped before it removed it itself (the
-/// caller gave up, e.g. with a timeout): the removal is spawned on the current
-/// runtime. Without a runtime the container is left for [`crate::remove_managed`].
-struct RemoveOnDrop {
+/// The containers and volumes of one run, removed by [`Resources::remove_now`]
+/// or, if dropped first, by a task spawned on the current runtime.
+#[derive(Debug)]
+struct Resources {
     engine: Engine,
-    container_id: Option<String>,
+    containers: Vec<String>,
+    volumes: Vec<String>,
 }
 
-impl Drop for RemoveOnDrop {
+impl Resources {
+    fn new(engine: &Engine) -> Self {
+        Self {
+            engine: engine.clone(),
+            containers: Vec::new(),
+            volumes: Vec::new(),
+        }
+    }
+
+    /// Removes the containers (at once), then the volumes (at once).
+    async fn remove_now(mut self) -> Result<(), RunError> {
+        let containers = std::mem::take(&mut self.containers);
+        let volumes = std::mem::take(&mut self.volumes);
+        remove_all(&self.engine, containers, volumes).await
+    }
+}
+
+async fn remove_all(
+    engine: &Engine,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+) -> Result<(), RunError> {
+    let mut first_error = None;
+    let removed =
+        futures::future::join_all(containers.iter().map(|id| remove_container(engine, id))).await;
+    for (id, result) in containers.iter().zip(removed) {
+        if let Err(source) = result {
+            first_error.get_or_insert(RunError::Remove {
+                what: format!("container {id}"),
+                source,
+            });
+        }
+    }
+    let removed =
+        futures::future::join_all(volumes.iter().map(|name| remove_volume(engine, name))).await;
+    for (name, result) in volumes.iter().zip(removed) {
+        if let Err(source) = result {
+            first_error.get_or_insert(RunError::Remove {
+                what: format!("volume {name}"),
+                source,
+            });
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+impl Drop for Resources {
     fn drop(&mut self) {
-        let Some(container_id) = self.container_id.take() else {
+        if self.containers.is_empty() && self.volumes.is_empty() {
             return;
-        };
+        }
+        let containers = std::mem::take(&mut self.containers);
+        let volumes = std::mem::take(&mut self.volumes);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(%container_id, "jail run dropped outside a runtime: container left for remove_managed");
+            tracing::warn!(
+                ?containers,
+                ?volumes,
+                "jail run dropped outside a runtime: left for remove_managed"
+            );
             return;
         };
         let engine = self.engine.clone();
         runtime.spawn(async move {
-            if let Err(error) = remove_container(&engine, &container_id).await {
-                tracing::warn!(%container_id, %error, "removing the container of a dropped jail run failed");
+            if let Err(error) = remove_all(&engine, containers, volumes).await {
+                tracing::warn!(%error, "removing a dropped jail run failed");
             }
         });
     }
 }
 
-async fn run_created(
+async fn run_prepared(
     engine: &Engine,
     container_id: &str,
-    config: &ContainerCreateBody,
+    keeper_id: &str,
     limits: &JailLimits,
+    before: &Snapshot,
+    resources: &mut Resources,
 ) -> Result<RunOutcome, RunError> {
     let docker = engine.docker();
-    let inspect_error = |source| RunError::Inspect {
-        container_id: container_id.to_owned(),
-        source,
-    };
-    let inspected = docker
-        .inspect_container(container_id, None)
-        .await
-        .map_err(inspect_error)?;
-    verify_applied(config, &inspected)
-        .map_err(|mismatches| RunError::LimitsNotApplied { mismatches })?;
-
     let attach_options = AttachContainerOptionsBuilder::new()
         .stdout(true)
         .stderr(true)
@@ -343,6 +986,7 @@ async fn run_created(
             container_id: container_id.to_owned(),
             source,
         })?;
+    let follower = UsageFollower::start(engine, container_id);
     let started_at = Instant::now();
     docker
         .start_container(container_id, None)
@@ -422,11 +1066,35 @@ async fn run_created(
         }
     }
     let duration = started_at.elapsed();
+    let usage = follower.finish();
 
-    let finished = docker
-        .inspect_container(container_id, None)
-        .await
-        .map_err(inspect_error)?;
+    // The jail container is not needed once inspected: removed while the
+    // keeper's directories are read.
+    let inspect_and_remove = async {
+        let finished = docker.inspect_container(container_id, None).await;
+        let removed = match &finished {
+            Ok(_) => Some(remove_container(engine, container_id).await),
+            Err(_) => None,
+        };
+        (finished, removed)
+    };
+    let ((finished, removed), after) =
+        tokio::join!(inspect_and_remove, snapshot(engine, keeper_id, true));
+    let finished = finished.map_err(|source| RunError::Inspect {
+        container_id: container_id.to_owned(),
+        source,
+    })?;
+    match removed {
+        Some(Ok(())) => resources.containers.retain(|id| id != container_id),
+        Some(Err(source)) => {
+            return Err(RunError::Remove {
+                what: format!("container {container_id}"),
+                source,
+            })
+        }
+        None => {}
+    }
+    let diff = FsDiff::between(before, &after?);
     let state = finished.state.unwrap_or_default();
     Ok(RunOutcome {
         container_id: container_id.to_owned(),
@@ -437,6 +1105,8 @@ async fn run_created(
         stdout,
         stderr,
         duration,
+        usage,
+        diff,
     })
 }
 
@@ -459,9 +1129,9 @@ async fn kill(engine: &Engine, container_id: &str) -> Result<(), RunError> {
     }
 }
 
-/// Compares the hardening and limits of `requested` with what `inspected` shows
-/// the engine applied; every difference (including a setting that disappeared) is
-/// a [`LimitMismatch`].
+/// Compares the hardening, limits, mounts and namespaces of `requested` with
+/// what `inspected` shows the engine applied; every difference (including a
+/// setting or mount that disappeared) is a [`LimitMismatch`].
 pub fn verify_applied(
     requested: &ContainerCreateBody,
     inspected: &ContainerInspectResponse,
@@ -528,9 +1198,36 @@ pub fn verify_applied(
         show(&got.network_mode),
     );
     check(
+        "HostConfig.IpcMode",
+        show(&want.ipc_mode),
+        show(&got.ipc_mode),
+    );
+    // Absent and empty both mean "the engine's default servers".
+    check(
+        "HostConfig.Dns",
+        format!("{:?}", want.dns.clone().unwrap_or_default()),
+        format!("{:?}", got.dns.clone().unwrap_or_default()),
+    );
+    // Absent and empty both mean "no tmpfs mounts".
+    check(
         "HostConfig.Tmpfs",
-        show(&want.tmpfs.as_ref().map(sorted)),
-        show(&got.tmpfs.as_ref().map(sorted)),
+        format!("{:?}", sorted(want.tmpfs.as_ref())),
+        format!("{:?}", sorted(got.tmpfs.as_ref())),
+    );
+    check(
+        "HostConfig.Mounts",
+        format!("{:?}", mount_summary(want.mounts.as_deref())),
+        format!("{:?}", mount_summary(got.mounts.as_deref())),
+    );
+    // What is really mounted: every requested volume, writable, at its target.
+    let wanted_points: Vec<(String, String, bool)> = mount_summary(want.mounts.as_deref())
+        .into_iter()
+        .map(|(target, source, _, read_only, _)| (target, source, !read_only))
+        .collect();
+    check(
+        "Mounts",
+        format!("{wanted_points:?}"),
+        format!("{:?}", mount_point_summary(inspected.mounts.as_deref())),
     );
     let applied_user = inspected.config.as_ref().and_then(|c| c.user.clone());
     check("Config.User", show(&requested.user), show(&applied_user));
@@ -541,8 +1238,51 @@ pub fn verify_applied(
     }
 }
 
-fn sorted(map: &HashMap<String, String>) -> Vec<(String, String)> {
-    let mut entries: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+/// `(target, source, type, read-only, no-copy)` of each mount, sorted.
+fn mount_summary(mounts: Option<&[Mount]>) -> Vec<(String, String, String, bool, bool)> {
+    let mut summary: Vec<_> = mounts
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m.target.clone().unwrap_or_default(),
+                m.source.clone().unwrap_or_default(),
+                m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                m.read_only.unwrap_or(false),
+                m.volume_options
+                    .as_ref()
+                    .and_then(|o| o.no_copy)
+                    .unwrap_or(false),
+            )
+        })
+        .collect();
+    summary.sort();
+    summary
+}
+
+/// `(destination, volume name, writable)` of each mount point, sorted.
+fn mount_point_summary(points: Option<&[MountPoint]>) -> Vec<(String, String, bool)> {
+    let mut summary: Vec<_> = points
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            (
+                p.destination.clone().unwrap_or_default(),
+                p.name.clone().unwrap_or_default(),
+                p.rw.unwrap_or(false),
+            )
+        })
+        .collect();
+    summary.sort();
+    summary
+}
+
+fn sorted(map: Option<&HashMap<String, String>>) -> Vec<(String, String)> {
+    let mut entries: Vec<_> = map
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     entries.sort();
     entries
 }
@@ -568,13 +1308,30 @@ mod tests {
             .build();
         RunRequest::new("jail-1", "amai/busybox:0123456789ab", ["true"])
             .limits(limits)
-            .container_config()
+            .container_config(&WritableVolumes::for_jail("jail-1"))
     }
 
     /// What an engine that applied everything shows.
     fn faithful(requested: &ContainerCreateBody) -> ContainerInspectResponse {
+        let mounts = requested
+            .host_config
+            .as_ref()
+            .and_then(|h| h.mounts.clone())
+            .unwrap_or_default();
         ContainerInspectResponse {
             host_config: requested.host_config.clone(),
+            mounts: Some(
+                mounts
+                    .iter()
+                    .map(|m| MountPoint {
+                        typ: Some("volume".to_owned()),
+                        name: m.source.clone(),
+                        destination: m.target.clone(),
+                        rw: Some(true),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             config: Some(ContainerConfig {
                 user: requested.user.clone(),
                 ..Default::default()
@@ -619,6 +1376,9 @@ mod tests {
             Some(vec!["no-new-privileges".to_owned()])
         );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.ipc_mode.as_deref(), Some("none"));
+        assert_eq!(host.tmpfs, None);
+        assert_eq!(requested.network_disabled, Some(true));
         assert_eq!(requested.user.as_deref(), Some("65534:65534"));
         let labels = requested.labels.unwrap_or_default();
         assert_eq!(labels.get("amai.jail").map(String::as_str), Some("jail-1"));
@@ -719,15 +1479,162 @@ mod tests {
     }
 
     #[test]
-    fn tmpfs_changes_are_caught() {
+    fn a_tmpfs_mount_appearing_is_caught_and_absent_means_empty() {
         assert_eq!(
             mismatched_fields(|h, _| {
-                if let Some(tmpfs) = h.tmpfs.as_mut() {
-                    tmpfs.remove("/workspace");
-                }
+                h.tmpfs = Some(HashMap::from([("/tmp".to_owned(), String::new())]));
             }),
             ["HostConfig.Tmpfs"]
         );
+        assert!(mismatched_fields(|h, _| h.tmpfs = Some(HashMap::new())).is_empty());
+    }
+
+    #[test]
+    fn a_dropped_or_changed_mount_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| {
+                if let Some(mounts) = h.mounts.as_mut() {
+                    mounts.retain(|m| m.target.as_deref() != Some("/workspace"));
+                }
+            }),
+            ["HostConfig.Mounts"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| {
+                for mount in h.mounts.iter_mut().flatten() {
+                    mount.volume_options = None;
+                }
+            }),
+            ["HostConfig.Mounts"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| {
+                for mount in h.mounts.iter_mut().flatten() {
+                    mount.read_only = Some(true);
+                }
+            }),
+            ["HostConfig.Mounts"]
+        );
+    }
+
+    #[test]
+    fn a_mount_point_missing_or_read_only_is_caught() {
+        let requested = requested();
+        let mut inspected = faithful(&requested);
+        if let Some(points) = inspected.mounts.as_mut() {
+            points.pop();
+        }
+        let fields: Vec<_> = verify_applied(&requested, &inspected)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.field)
+            .collect();
+        assert_eq!(fields, ["Mounts"]);
+        let mut inspected = faithful(&requested);
+        for point in inspected.mounts.iter_mut().flatten() {
+            point.rw = Some(false);
+        }
+        assert!(verify_applied(&requested, &inspected).is_err());
+    }
+
+    #[test]
+    fn another_ipc_mode_is_caught() {
+        assert_eq!(
+            mismatched_fields(|h, _| h.ipc_mode = Some("private".to_owned())),
+            ["HostConfig.IpcMode"]
+        );
+        assert_eq!(
+            mismatched_fields(|h, _| h.ipc_mode = None),
+            ["HostConfig.IpcMode"]
+        );
+    }
+
+    #[test]
+    fn a_requested_network_and_dns_are_configured_and_checked() {
+        let request = RunRequest::new("jail-1", "img", ["true"])
+            .network("amai-jail-net")
+            .dns(vec!["10.0.0.2".to_owned()]);
+        let requested = request.container_config(&WritableVolumes::for_jail("jail-1"));
+        let host = requested.host_config.clone().unwrap_or_default();
+        assert_eq!(host.network_mode.as_deref(), Some("amai-jail-net"));
+        assert_eq!(host.dns, Some(vec!["10.0.0.2".to_owned()]));
+        assert_eq!(requested.network_disabled, Some(false));
+        let mut inspected = faithful(&requested);
+        assert_eq!(verify_applied(&requested, &inspected), Ok(()));
+        if let Some(h) = inspected.host_config.as_mut() {
+            h.dns = Some(Vec::new());
+            h.network_mode = Some("none".to_owned());
+        }
+        let fields: Vec<_> = verify_applied(&requested, &inspected)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.field)
+            .collect();
+        assert_eq!(fields, ["HostConfig.NetworkMode", "HostConfig.Dns"]);
+    }
+
+    #[test]
+    fn injected_files_become_one_tar_per_dir_with_parents() {
+        let files = vec![
+            InjectedFile {
+                path: "/workspace/a/b/c.txt".to_owned(),
+                content: b"c".to_vec(),
+                mode: 0o640,
+            },
+            InjectedFile {
+                path: "/tmp/t".to_owned(),
+                content: b"t".to_vec(),
+                mode: 0o4755,
+            },
+        ];
+        let uploads = file_uploads(&files).expect("valid files");
+        let dirs: Vec<&str> = uploads.iter().map(|(dir, _)| *dir).collect();
+        assert_eq!(dirs, ["/tmp", "/workspace"]);
+        let mut archive = tar::Archive::new(uploads[1].1.as_slice());
+        let entries: Vec<(String, u32, u64)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let path = e.path().expect("path").to_string_lossy().into_owned();
+                (
+                    path,
+                    e.header().mode().expect("mode"),
+                    e.header().uid().expect("uid"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("a".to_owned(), 0o755, 65534),
+                ("a/b".to_owned(), 0o755, 65534),
+                ("a/b/c.txt".to_owned(), 0o640, 65534),
+            ]
+        );
+    }
+
+    #[test]
+    fn injected_files_outside_the_writable_dirs_are_refused() {
+        for path in [
+            "/etc/passwd",
+            "/workspace",
+            "/workspace/../etc/x",
+            "/tmpx/y",
+            "/tmp//y",
+        ] {
+            let files = vec![InjectedFile {
+                path: path.to_owned(),
+                content: Vec::new(),
+                mode: 0o644,
+            }];
+            assert!(
+                matches!(file_uploads(&files), Err(RunError::File { .. })),
+                "{path} accepted"
+            );
+        }
     }
 
     #[test]

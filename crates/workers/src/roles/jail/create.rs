@@ -137,7 +137,9 @@ impl JailRequests {
         })?;
         let image = match resolve_image(engine, &spec.image).await {
             Ok(image) => image,
-            Err(e) if e.kind == F::EngineUnavailable => return Err(ReactError::Transient(e.detail)),
+            Err(e) if e.kind == F::EngineUnavailable => {
+                return Err(ReactError::Transient(e.detail))
+            }
             Err(e) => return Ok(failed(id, e.kind, e.detail)),
         };
         // The runner reads the spec from here, whatever form the request had.

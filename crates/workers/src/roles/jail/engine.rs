@@ -40,7 +40,9 @@ pub async fn resolve_image(engine: &Engine, name: &str) -> Result<String, Failur
         Err(e) => {
             let kind = match e.kind() {
                 K::Engine => JailFailureKind::EngineUnavailable,
-                K::NotBuilt | K::Missing | K::Busybox | K::HostSuite => JailFailureKind::ImageMissing,
+                K::NotBuilt | K::Missing | K::Busybox | K::HostSuite => {
+                    JailFailureKind::ImageMissing
+                }
             };
             Err(Failure::new(kind, e.to_string()))
         }
@@ -51,14 +53,18 @@ pub async fn resolve_image(engine: &Engine, name: &str) -> Result<String, Failur
 pub fn run_failure(error: &amai_jail::RunError) -> Failure {
     use amai_jail::RunError as E;
     let kind = match error {
-        E::LimitsNotApplied { .. } => JailFailureKind::LimitDropped,
+        E::LimitsNotApplied { .. } | E::KeeperNotApplied { .. } | E::VolumeNotApplied { .. } => {
+            JailFailureKind::LimitDropped
+        }
         E::Create { source, .. } if is_missing_image(source) => JailFailureKind::ImageMissing,
-        E::Create { .. } | E::Inspect { .. } | E::Attach { .. } | E::Start { .. } => {
-            JailFailureKind::Internal
-        }
-        E::Output { .. } | E::Kill { .. } | E::Wait { .. } | E::Remove { .. } => {
-            JailFailureKind::Collection
-        }
+        E::File { .. } => JailFailureKind::InvalidSpec,
+        E::Output { .. }
+        | E::Kill { .. }
+        | E::Wait { .. }
+        | E::Remove { .. }
+        | E::Download { .. }
+        | E::Snapshot { .. } => JailFailureKind::Collection,
+        _ => JailFailureKind::Internal,
     };
     Failure::new(kind, error.to_string())
 }

@@ -115,7 +115,9 @@ impl Role for JailRole {
                 .await
                 .map_err(|e| RoleError::Unavailable {
                     role: NAME.to_string(),
-                    reason: format!("cannot remove the jail networks an earlier instance left: {e}"),
+                    reason: format!(
+                        "cannot remove the jail networks an earlier instance left: {e}"
+                    ),
                 })?;
             if !networks.networks.is_empty() || !networks.tables.is_empty() {
                 tracing::warn!(

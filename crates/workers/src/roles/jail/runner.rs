@@ -27,6 +27,7 @@ use amai_bus::{EventStore, VerifiedEvent};
 use amai_jail::{JailLimits, RunOutcome, RunRequest};
 use amai_jail_spec::JailSpec;
 use futures::StreamExt;
+use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -293,28 +294,76 @@ impl JailRuns {
             runs: self,
             jail_id: jail_id.to_string(),
         };
-        let request = run_request(jail_id, &created.image_id, &spec);
-        self.record(
-            store,
-            input,
-            STARTED,
-            jail_id,
-            Kind::JailRunStarted(proto::JailRunStarted {
-                jail_id: jail_id.to_string(),
-                container_id: String::new(),
-                limits: Some(proto_limits(&spec)),
-                before_sha256: Vec::new(),
-            }),
-        )
-        .await?;
+        let network = match self.network(&engine, jail_id, &spec).await {
+            Ok(network) => network,
+            Err(failure) => return self.fail(store, input, jail_id, failure).await,
+        };
+        let mut request = run_request(jail_id, &created.image_id, &spec);
+        if let Some(net) = &network {
+            request = request
+                .network(net.docker_network_name())
+                .dns(net.dns_servers());
+            if spec.llm.is_some() {
+                let base = net.llm_base_url();
+                request = request
+                    .env("OPENAI_BASE_URL", format!("{base}/v1"))
+                    .env("ANTHROPIC_BASE_URL", base);
+            }
+        }
+        // The keeper holding /workspace and /tmp is always the busybox image:
+        // the jail's own image may have no `sleep`.
+        match amai_jail::build_busybox(&engine).await {
+            Ok(busybox) => request = request.keeper_image(busybox.image_id),
+            Err(e) => {
+                close_network(network).await;
+                return self
+                    .fail(
+                        store,
+                        input,
+                        jail_id,
+                        Failure::new(F::ImageMissing, e.to_string()),
+                    )
+                    .await;
+            }
+        }
+        let prepared = match amai_jail::prepare(&engine, request).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                close_network(network).await;
+                return self.fail(store, input, jail_id, run_failure(&e)).await;
+            }
+        };
+        let before = amai_jail::FsDiff::between(&amai_jail::Snapshot::new(), prepared.before());
+        let started = self
+            .record(
+                store,
+                input,
+                STARTED,
+                jail_id,
+                Kind::JailRunStarted(proto::JailRunStarted {
+                    jail_id: jail_id.to_string(),
+                    container_id: prepared.container_id().to_string(),
+                    limits: Some(proto_limits(&spec)),
+                    before_sha256: hex::decode(before.sha256()).unwrap_or_default(),
+                }),
+            )
+            .await;
+        if let Err(e) = started {
+            // Never started: the prepared containers go (dropping them removes them).
+            drop(prepared);
+            close_network(network).await;
+            return Err(e);
+        }
         let outcome = tokio::select! {
-            r = amai_jail::run(&engine, request) => Some(r),
+            r = prepared.start_with_background_cleanup() => Some(r),
             _ = cancel_rx.wait_for(|c| *c) => None,
         };
-        let outcome = match outcome {
+        let net_log = network.as_ref().map(|n| n.log());
+        let (outcome, cleanup) = match outcome {
             None => {
-                // The run future was dropped: its container is removed in the background.
+                // The run future was dropped: its containers are removed in the background.
                 let _ = amai_jail::remove_managed(&engine, Some(jail_id)).await;
+                close_network(network).await;
                 return self
                     .fail(
                         store,
@@ -324,10 +373,23 @@ impl JailRuns {
                     )
                     .await;
             }
-            Some(Err(e)) => return self.fail(store, input, jail_id, run_failure(&e)).await,
-            Some(Ok(outcome)) => outcome,
+            Some(Err(e)) => {
+                close_network(network).await;
+                return self.fail(store, input, jail_id, run_failure(&e)).await;
+            }
+            Some(Ok(done)) => done,
         };
-        let finished = match self.finished(store, jail_id, &outcome).await {
+        // The keeper, the volumes and the network go while the run is recorded.
+        tokio::spawn(async move {
+            if let Err(e) = cleanup.wait().await {
+                tracing::warn!(error = %e, "removing a finished jail's keeper and volumes failed; left for orphan reconciliation");
+            }
+            close_network(network).await;
+        });
+        let finished = match self
+            .finished(store, jail_id, &spec, &outcome, net_log.as_ref())
+            .await
+        {
             Ok(f) => f,
             Err(detail) => {
                 return self
@@ -357,38 +419,165 @@ impl JailRuns {
         Ok(())
     }
 
+    /// The jail's network, for a policy other than `none`, with its host
+    /// rules checked in place.
+    async fn network(
+        &self,
+        engine: &amai_jail::Engine,
+        jail_id: &str,
+        spec: &JailSpec,
+    ) -> Result<Option<amai_jail::JailNetwork>, Failure> {
+        if spec.network == amai_jail_spec::NetworkPolicy::None {
+            return Ok(None);
+        }
+        let mut plan = amai_jail::NetworkPlan::new(jail_id, spec.network.clone());
+        if spec.llm.is_some() {
+            plan = plan.llm_proxy(self.config.llm_proxy);
+        }
+        let network = amai_jail::JailNetwork::create(engine, plan)
+            .await
+            .map_err(|e| Failure::new(F::NetworkSetup, e.to_string()))?;
+        if let Err(e) = network.check_rules().await {
+            close_network(Some(network)).await;
+            return Err(Failure::new(F::NetworkSetup, e.to_string()));
+        }
+        Ok(Some(network))
+    }
+
     /// The `jail.run_finished` of `outcome`, its outputs stored as blobs.
     async fn finished(
         &self,
         store: &EventStore,
         jail_id: &str,
+        spec: &JailSpec,
         outcome: &RunOutcome,
+        net_log: Option<&amai_jail::NetworkLog>,
     ) -> Result<proto::JailRunFinished, String> {
         let blobs = BlobStore::open(store.jetstream(), 1, usize::MAX)
             .await
             .map_err(|e| format!("cannot open the blob store: {e}"))?;
-        let stdout = blobs
-            .put(&outcome.stdout)
-            .await
-            .map_err(|e| format!("cannot store stdout: {e}"))?;
-        let stderr = blobs
-            .put(&outcome.stderr)
-            .await
-            .map_err(|e| format!("cannot store stderr: {e}"))?;
+        let put = |what: &'static str, data: Vec<u8>| {
+            let blobs = blobs.clone();
+            async move {
+                blobs
+                    .put(&data)
+                    .await
+                    .map(|r| blob_ref(&r))
+                    .map_err(|e| format!("cannot store the {what}: {e}"))
+            }
+        };
+        let diff = &outcome.diff;
+        let archive = diff.archive();
+        let diff_sha256 = Sha256::digest(&archive).to_vec();
+        let entries = proto::JailDiff {
+            entries: diff.entries().iter().map(diff_entry).collect(),
+            ..Default::default()
+        };
+        let count =
+            |c: amai_jail::Change| diff.entries().iter().filter(|e| e.change == c).count() as u64;
+        let violations = amai_jail::check_policy(diff, &spec.diff_policy)
+            .into_iter()
+            .map(|v| proto::JailPolicyViolation {
+                rule: v.rule.to_string(),
+                path: v.path,
+                detail: v.detail,
+            })
+            .collect();
+        let (network_log, allowed, denied) = match net_log {
+            None => (None, 0, 0),
+            Some(log) => {
+                let entries: Vec<_> = log.entries.iter().map(net_entry).collect();
+                let allowed = entries
+                    .iter()
+                    .filter(|e| e.verdict == proto::JailNetVerdict::Allowed as i32)
+                    .count() as u64;
+                let denied = entries.len() as u64 - allowed;
+                let encoded = proto::JailNetworkLog {
+                    entries,
+                    blob: None,
+                }
+                .encode_to_vec();
+                (Some(put("network log", encoded).await?), allowed, denied)
+            }
+        };
         Ok(proto::JailRunFinished {
             jail_id: jail_id.to_string(),
             exit_code: i32::try_from(outcome.exit_code).unwrap_or(-1),
             duration_ms: outcome.duration.as_millis() as u64,
             oom_killed: outcome.oom_killed,
             timed_out: outcome.timed_out,
-            usage: Some(proto::JailUsage::default()),
+            usage: Some(proto::JailUsage {
+                cpu_seconds: outcome.usage.cpu_seconds,
+                peak_memory_bytes: outcome.usage.peak_memory_bytes,
+                pids_peak: u32::try_from(outcome.usage.peak_pids).unwrap_or(u32::MAX),
+                bytes_written: diff.bytes_written(),
+                ..Default::default()
+            }),
             stdout_sha256: Sha256::digest(&outcome.stdout).to_vec(),
-            stdout: Some(blob_ref(&stdout)),
+            stdout: Some(put("stdout", outcome.stdout.clone()).await?),
             stderr_sha256: Sha256::digest(&outcome.stderr).to_vec(),
-            stderr: Some(blob_ref(&stderr)),
+            stderr: Some(put("stderr", outcome.stderr.clone()).await?),
             output_truncated: outcome.output_truncated,
-            ..Default::default()
+            diff_sha256,
+            diff: Some(put("diff archive", archive).await?),
+            paths_added: count(amai_jail::Change::Added),
+            paths_modified: count(amai_jail::Change::Modified),
+            paths_deleted: count(amai_jail::Change::Deleted),
+            violations,
+            network_log,
+            connections_allowed: allowed,
+            connections_denied: denied,
+            diff_entries: Some(put("diff entries", entries.encode_to_vec()).await?),
         })
+    }
+}
+
+/// Closes a jail's network (after its containers are gone), logging failures:
+/// what stays is removed by orphan reconciliation.
+async fn close_network(network: Option<amai_jail::JailNetwork>) {
+    if let Some(network) = network {
+        if let Err(e) = network.close().await {
+            tracing::warn!(error = %e, "closing a jail network failed; left for orphan reconciliation");
+        }
+    }
+}
+
+fn diff_entry(e: &amai_jail::DiffEntry) -> proto::JailDiffEntry {
+    let change = match e.change {
+        amai_jail::Change::Added => proto::JailChange::Added,
+        amai_jail::Change::Modified => proto::JailChange::Modified,
+        amai_jail::Change::Deleted => proto::JailChange::Deleted,
+    };
+    proto::JailDiffEntry {
+        path: e.path.clone(),
+        change: change as i32,
+        mode: e.entry.mode,
+        size: e.entry.size,
+        sha256: e.entry.sha256.map(|d| d.to_vec()).unwrap_or_default(),
+        link_target: e.entry.link_target.clone().unwrap_or_default(),
+    }
+}
+
+fn net_entry(e: &amai_jail::NetworkLogEntry) -> proto::JailNetworkEntry {
+    let at =
+        e.at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+    proto::JailNetworkEntry {
+        at: Some(prost_types::Timestamp {
+            seconds: at.as_secs() as i64,
+            nanos: at.subsec_nanos() as i32,
+        }),
+        protocol: match e.protocol {
+            amai_jail::net::Protocol::Tcp => "tcp",
+            amai_jail::net::Protocol::Dns => "dns",
+        }
+        .to_string(),
+        destination: e.destination.clone(),
+        verdict: match e.verdict {
+            amai_jail::net::Verdict::Allowed => proto::JailNetVerdict::Allowed,
+            amai_jail::net::Verdict::Denied => proto::JailNetVerdict::Denied,
+        } as i32,
+        detail: e.detail.clone(),
     }
 }
 
