@@ -130,9 +130,31 @@ pub(crate) async fn remove_container(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
+        // Another remover (a run's own cleanup) got there first: wait for it.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("already in progress") => {
+            for _ in 0..REMOVAL_POLLS {
+                match engine.docker().inspect_container(container_id, None).await {
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(()),
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            })
+        }
         other => other,
     }
 }
+
+/// How many times (100 ms apart) a removal in progress elsewhere is awaited.
+const REMOVAL_POLLS: u32 = 300;
 
 /// Removes one volume; a volume already gone counts as removed.
 pub(crate) async fn remove_volume(

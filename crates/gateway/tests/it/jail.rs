@@ -90,6 +90,26 @@ fn containers_of(jail_id: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Waits until the engine holds no container of `jail_id` (the keeper and the
+/// volumes go in the background once the run is recorded); panics after `WAIT`.
+async fn gone(jail_id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !containers_of(jail_id).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers of {jail_id} stay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Last sequence of every event stream (the nonce bucket of signed reads aside).
+async fn event_positions(env: &Env) -> std::collections::BTreeMap<String, u64> {
+    let mut positions = env.stream_positions().await;
+    positions.remove("KV_AMAI_NONCES");
+    positions
+}
+
 #[tokio::test]
 async fn a_jail_runs_under_its_requester_and_its_run_is_recorded() {
     let _engine = ENGINE.lock().await;
@@ -139,10 +159,7 @@ async fn a_jail_runs_under_its_requester_and_its_run_is_recorded() {
             .collect::<Vec<_>>(),
         [jail.jail_id.as_str()]
     );
-    assert!(
-        containers_of(&jail.jail_id).is_empty(),
-        "the container is removed"
-    );
+    gone(&jail.jail_id).await;
 
     // A stranger learns nothing and commands nothing.
     let mallory = env.agent("mallory").await;
@@ -196,7 +213,7 @@ async fn bad_requests_are_refused_precisely_and_append_nothing() {
     let alice = env.agent("alice").await;
     let bob = env.agent("bob").await;
     let good = spec(&["true"]);
-    let before = env.stream_positions().await;
+    let before = event_positions(&env).await;
 
     let cases: Vec<(&str, proto::SignedEvent, (Code, ErrorKind))> = vec![
         (
@@ -291,7 +308,7 @@ async fn bad_requests_are_refused_precisely_and_append_nothing() {
         Some(Code::Unauthenticated),
         "{e}"
     );
-    assert_eq!(env.stream_positions().await, before, "nothing was appended");
+    assert_eq!(event_positions(&env).await, before, "nothing was appended");
     env.stop().await;
 }
 
@@ -362,7 +379,7 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
     assert_eq!(deleted.deleted_reason, "enough");
     let failed = deleted.failed.expect("the run is recorded as failed");
     assert_eq!(failed.kind, proto::JailFailureKind::Cancelled as i32);
-    assert!(containers_of(&sleeper.jail_id).is_empty());
+    gone(&sleeper.jail_id).await;
 
     // A deterministic run reproduces identically; a random one does not.
     let steady = spec(&[
@@ -400,7 +417,11 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         .await
         .expect("reproduce");
     let verdict = again.reproducibility.expect("checked");
-    assert_eq!(verdict.verdict, proto::JailVerdict::Different as i32);
+    assert_eq!(
+        verdict.verdict,
+        proto::JailVerdict::Different as i32,
+        "{verdict:?}"
+    );
     assert_eq!(verdict.differences[0].field, "stdout");
 
     // A reproduction must name the owner's jail and its spec.
@@ -417,5 +438,110 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         code_and_kind(&e),
         (Code::InvalidArgument, ErrorKind::InvalidSpec)
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn files_go_in_and_the_diff_network_log_and_policy_come_out() {
+    let _engine = ENGINE.lock().await;
+    let env = env().await;
+    let alice = env.agent("alice").await;
+    let script =
+        "cat /workspace/in.txt; echo new > /workspace/out.txt; chmod u+s /workspace/out.txt; \
+                  rm /workspace/in.txt; ln -s /etc/passwd /workspace/link; echo t > /tmp/t; \
+                  GW=$(ip route | awk '/default/ {print $3}'); \
+                  wget -q -O- http://$GW:4222/ >/dev/null 2>&1 && echo reached || echo refused";
+    let spec = serde_json::to_vec(&json!({
+        "image": "busybox",
+        "command": ["sh", "-c", script],
+        "files": [{"path": "/workspace/in.txt", "content": "hi\n", "mode": 420}],
+        "network": "llm-only",
+        "diff_policy": {"writable": ["/workspace/**"]},
+        "limits": {"timeout": 60},
+    }))
+    .expect("json");
+    let created = alice.create_jail(&spec, true).await.expect("create");
+    let jail = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let finished = jail.finished.clone().unwrap_or_else(|| panic!("{jail:?}"));
+    let logs = alice
+        .client()
+        .jail_logs(&jail.jail_id, false)
+        .await
+        .expect("logs");
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hi\nrefused\n");
+
+    // The diff: what changed, with modes, digests and link targets.
+    let diff = alice.client().jail_diff(&jail.jail_id).await.expect("diff");
+    assert_eq!(diff.diff_sha256, finished.diff_sha256);
+    let entry = |path: &str| {
+        diff.entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} in {:?}", diff.entries))
+            .clone()
+    };
+    use sha2::Digest;
+    let out = entry("/workspace/out.txt");
+    assert_eq!(out.change, proto::JailChange::Added as i32);
+    assert_eq!(out.sha256, sha2::Sha256::digest(b"new\n").to_vec());
+    assert_ne!(out.mode & 0o4000, 0, "setuid bit recorded: {:o}", out.mode);
+    assert_eq!(
+        entry("/workspace/in.txt").change,
+        proto::JailChange::Deleted as i32
+    );
+    let link = entry("/workspace/link");
+    assert_eq!(link.link_target, "/etc/passwd");
+    assert_eq!(entry("/tmp/t").change, proto::JailChange::Added as i32);
+    assert_eq!((finished.paths_added, finished.paths_deleted), (3, 1));
+    // The archive is the normalised tar the digest names.
+    let archive = diff.archive.expect("archive");
+    assert_eq!(archive.sha256, finished.diff_sha256);
+
+    // The policy: a write outside /workspace and a setuid file.
+    let mut violations: Vec<_> = diff
+        .violations
+        .iter()
+        .map(|v| (v.rule.as_str(), v.path.as_str()))
+        .collect();
+    violations.sort_unstable();
+    assert_eq!(
+        violations,
+        [
+            ("outside_writable", "/tmp/t"),
+            ("setuid", "/workspace/out.txt")
+        ]
+    );
+
+    // The network log: the host port was refused, and logged as such.
+    let log = alice
+        .client()
+        .jail_network_log(&jail.jail_id)
+        .await
+        .expect("network");
+    let denied: Vec<_> = log
+        .entries
+        .iter()
+        .filter(|e| e.verdict == proto::JailNetVerdict::Denied as i32)
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.protocol == "tcp" && e.destination.ends_with(":4222")),
+        "{:?}",
+        log.entries
+    );
+    assert_eq!(finished.connections_allowed, 0);
+    assert!(finished.connections_denied >= 1);
+    let usage = alice
+        .client()
+        .jail_usage(&jail.jail_id)
+        .await
+        .expect("usage");
+    assert_eq!(usage.usage.expect("usage").bytes_written, 4 + 2);
+    gone(&jail.jail_id).await;
     env.stop().await;
 }

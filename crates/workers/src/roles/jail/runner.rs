@@ -162,7 +162,8 @@ fn proto_limits(spec: &JailSpec) -> proto::JailLimits {
 pub fn run_request(jail_id: &str, image: &str, spec: &JailSpec) -> RunRequest {
     let mut request = RunRequest::new(jail_id, image, spec.command.clone())
         .working_dir(spec.workdir.clone())
-        .limits(limits(spec));
+        .limits(limits(spec))
+        .files(spec.files.clone());
     for (name, value) in &spec.env {
         request = request.env(name.clone(), value.clone());
     }
@@ -430,10 +431,10 @@ impl JailRuns {
         if spec.network == amai_jail_spec::NetworkPolicy::None {
             return Ok(None);
         }
-        let mut plan = amai_jail::NetworkPlan::new(jail_id, spec.network.clone());
-        if spec.llm.is_some() {
-            plan = plan.llm_proxy(self.config.llm_proxy);
-        }
+        // The proxy is the one endpoint `llm-only` reaches; without a session
+        // of the jail it answers 401.
+        let plan = amai_jail::NetworkPlan::new(jail_id, spec.network.clone())
+            .llm_proxy(self.config.llm_proxy);
         let network = amai_jail::JailNetwork::create(engine, plan)
             .await
             .map_err(|e| Failure::new(F::NetworkSetup, e.to_string()))?;
