@@ -229,6 +229,18 @@ async fn bootstrap_service(
     }
 }
 
+/// The jail role, told where the LLM proxy listens (`--llm-addr`, or the
+/// address `amai up`'s llm role bound); other roles unchanged.
+fn with_llm_proxy(role: Arc<dyn Role>, llm_addr: std::net::SocketAddr) -> Arc<dyn Role> {
+    if role.name() == amai_workers::roles::jail::NAME {
+        Arc::new(amai_workers::roles::jail::JailRole::with_config(
+            amai_workers::roles::jail::JailConfig::from_env().llm_proxy(llm_addr),
+        ))
+    } else {
+        role
+    }
+}
+
 /// Starts one instance of `role`: its service identity, then every component.
 async fn start_role(
     settings: &Settings,
@@ -313,6 +325,12 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     let mut unavailable = Vec::new();
     for role in amai_workers::roles::registry() {
         let name = role.name();
+        // Jails reach the LLM proxy this process serves (its bound address).
+        let llm_addr = roles
+            .iter()
+            .find_map(|r: &RoleRuntime| r.listener_addr(amai_workers::roles::llm::LISTENER))
+            .unwrap_or(settings.llm_addr);
+        let role = with_llm_proxy(role, llm_addr);
         match start_role(settings, &client, &store, &keystore, &root, role, None).await {
             Ok(runtime) => roles.push(runtime),
             // A role missing something outside NATS (the jail role without a
@@ -477,6 +495,7 @@ pub(crate) async fn run_worker(settings: &Settings, args: &WorkerArgs) -> anyhow
     let instance = settings
         .instance_given
         .then_some(settings.instance.as_str());
+    let role = with_llm_proxy(role, settings.llm_addr);
     let runtime = start_role(settings, &client, &store, &keystore, &root, role, instance).await?;
     eprintln!(
         "amai worker: {} role up (state in {})",

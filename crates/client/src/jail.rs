@@ -16,6 +16,9 @@ use amai_proto::wire::{
 
 use crate::{Agent, AmaiClient, ClientError};
 
+/// The jail service's identity name (its key seals the jails' LLM keys).
+pub const JAIL_SERVICE: &str = "svc-jail";
+
 /// Specs larger than this go to the blob store first (the event stays well
 /// under the gateway's default event size limit).
 pub const INLINE_SPEC_MAX: usize = 128 * 1024;
@@ -48,8 +51,10 @@ impl Agent {
         self.request_jail(spec_json, run, "", JailRpc::Create).await
     }
 
-    /// Runs `original`'s spec again as a new jail and, with `wait`, waits (at
-    /// most that long) for the verdict (`jail.reproducibility_checked`).
+    /// Runs `original`'s spec again as a new jail (its LLM session, if any,
+    /// replayed from the original's recordings by a new replay session) and,
+    /// with `wait`, waits (at most that long) for the verdict
+    /// (`jail.reproducibility_checked`).
     pub async fn reproduce_jail(
         &self,
         original: &str,
@@ -58,6 +63,83 @@ impl Agent {
     ) -> Result<proto::Jail, ClientError> {
         self.request_jail(spec_json, true, original, JailRpc::Reproduce { wait })
             .await
+    }
+
+    /// The LLM session of a new jail and its key: per the spec, a new key of
+    /// an existing session, or a new session; for a reproduction always a new
+    /// replay session of the original's recordings.
+    async fn jail_llm_session(
+        &self,
+        spec: &JailSpec,
+        reproduces: &str,
+    ) -> Result<Option<(String, crate::SessionKey)>, ClientError> {
+        use amai_jail_spec::{LlmMode, LlmSpec, LlmUpstreams};
+        let Some(llm) = &spec.llm else {
+            return Ok(None);
+        };
+        if !reproduces.is_empty() {
+            let original = self.client().jail(reproduces).await?;
+            if original.llm_session_id.is_empty() {
+                return Err(ClientError::Input(format!(
+                    "jail {reproduces} ran without an LLM session: nothing to replay"
+                )));
+            }
+            let (session, key) = self
+                .create_llm_session_from(
+                    proto::LlmMode::Replay,
+                    Vec::new(),
+                    proto::LlmMatchOptions::default(),
+                    &original.llm_session_id,
+                )
+                .await?;
+            return Ok(Some((session.session_id, key)));
+        }
+        Ok(Some(match llm {
+            LlmSpec::Session(id) => {
+                let (session, key) = self.issue_llm_key(id).await?;
+                (session.session_id, key)
+            }
+            LlmSpec::Create(create) => {
+                let upstreams = match create.upstream {
+                    LlmUpstreams::OpenAi => vec![proto::LlmUpstream::Openai],
+                    LlmUpstreams::Anthropic => vec![proto::LlmUpstream::Anthropic],
+                    LlmUpstreams::All => Vec::new(),
+                };
+                let mode = match create.mode {
+                    LlmMode::Record => proto::LlmMode::Record,
+                    LlmMode::Replay => proto::LlmMode::Replay,
+                };
+                let (session, key) = self
+                    .create_llm_session_from(
+                        mode,
+                        upstreams,
+                        proto::LlmMatchOptions::default(),
+                        create.replay_from.as_deref().unwrap_or_default(),
+                    )
+                    .await?;
+                (session.session_id, key)
+            }
+        }))
+    }
+
+    /// The jail service's identity id and X25519 key, read and verified from
+    /// its own chain (never from a projection).
+    async fn jail_service_key(&self) -> Result<(String, [u8; 32]), ClientError> {
+        let listed = self.client().get_keys(JAIL_SERVICE).await?;
+        let state = crate::audit::identity_state(self.client(), &listed.id)
+            .await?
+            .ok_or_else(|| {
+                ClientError::Integrity(format!(
+                    "the jail service {JAIL_SERVICE} ({}) has no verifiable chain",
+                    listed.id
+                ))
+            })?;
+        if state.revoked.is_some() {
+            return Err(ClientError::Input(format!(
+                "the jail service {JAIL_SERVICE} is revoked"
+            )));
+        }
+        Ok((state.id.to_string(), state.current_key().x25519_key))
     }
 
     async fn request_jail(
@@ -75,13 +157,39 @@ impl Agent {
         } else {
             (spec_json.to_vec(), None)
         };
+        let llm = self.jail_llm_session(&spec, reproduces).await?;
+        let service = match &llm {
+            Some(_) => Some(self.jail_service_key().await?),
+            None => None,
+        };
         let aggregate = self.aggregate()?;
         let (keys, id) = (self.keys().clone(), self.id().to_string());
         self.retry_signed(
             |seq, hash| {
-                // The event id comes first: the jail id is derived from it.
+                // The event id comes first: the jail id is derived from it,
+                // and the sealed key is bound to it.
                 let event_id = uuid::Uuid::now_v7();
                 let jail = jail_id(&id, &event_id.to_string());
+                let (llm_session_id, sealed_llm_key) = match (&llm, &service) {
+                    (Some((session, key)), Some((service_id, service_x25519))) => (
+                        session.clone(),
+                        amai_bus::seal::seal(
+                            &keys.x25519_secret_bytes(),
+                            &keys.x25519_public(),
+                            service_x25519,
+                            amai_bus::seal::MessageBinding {
+                                sender: &id,
+                                recipient: service_id,
+                                event_id: &event_id.to_string(),
+                            },
+                            key.expose().as_bytes(),
+                        )
+                        // An unusable key is refused by the jail service
+                        // (`jail.run_failed`, LLM_SESSION), never sent in clear.
+                        .unwrap_or_default(),
+                    ),
+                    _ => (String::new(), Vec::new()),
+                };
                 EventDraft::new(
                     aggregate.clone(),
                     Kind::JailRequested(proto::JailRequested {
@@ -91,8 +199,8 @@ impl Agent {
                         reproduces: reproduces.to_string(),
                         run,
                         spec_blob: blob.clone(),
-                        llm_session_id: String::new(),
-                        sealed_llm_key: Vec::new(),
+                        llm_session_id: llm_session_id.clone(),
+                        sealed_llm_key: sealed_llm_key.clone(),
                     }),
                 )
                 .id(event_id)

@@ -144,6 +144,19 @@ impl Agent {
         upstreams: Vec<proto::LlmUpstream>,
         options: proto::LlmMatchOptions,
     ) -> Result<(proto::LlmSession, SessionKey), ClientError> {
+        self.create_llm_session_from(mode, upstreams, options, "")
+            .await
+    }
+
+    /// [`Agent::create_llm_session`] replaying the recordings of another
+    /// session of this agent (`replay_from`, empty: its own).
+    pub async fn create_llm_session_from(
+        &self,
+        mode: proto::LlmMode,
+        upstreams: Vec<proto::LlmUpstream>,
+        options: proto::LlmMatchOptions,
+        replay_from: &str,
+    ) -> Result<(proto::LlmSession, SessionKey), ClientError> {
         let key = SessionKey::generate();
         let key_sha256 = key.sha256().to_vec();
         let upstreams: Vec<i32> = upstreams.into_iter().map(|u| u as i32).collect();
@@ -155,7 +168,7 @@ impl Agent {
                     upstreams: upstreams.clone(),
                     options: Some(options.clone()),
                     key_sha256: key_sha256.clone(),
-                    replay_from: String::new(),
+                    replay_from: replay_from.to_string(),
                     cassette: None,
                 })
             })

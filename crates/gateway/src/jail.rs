@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 use amai_bus::blob::BlobStore;
 use amai_bus::envelope::VerifiedEvent;
 use amai_bus::proto::{self, jail_service_server::JailService, payload::Kind, JailState};
-use amai_bus::query::{QueryCode, JAIL_DELETE, JAIL_GET, JAIL_LIST, JAIL_RUN};
+use amai_bus::query::{QueryCode, JAIL_DELETE, JAIL_GET, JAIL_LIST, JAIL_RUN, LLM_SESSION};
 use amai_bus::store::AppendError;
 use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_jail_spec::JailSpec;
@@ -158,8 +158,16 @@ impl JailSvc {
         if already.is_none() {
             let spec = self.spec(ev.actor(), request).await?;
             check_llm(&spec, request)?;
-            if reproduction {
-                let original = self.jail(&request.reproduces, None).await?;
+            let original = if reproduction {
+                Some(self.jail(&request.reproduces, None).await?)
+            } else {
+                None
+            };
+            if !request.llm_session_id.is_empty() {
+                self.check_llm_session(ev.actor(), &spec, request, original.as_ref())
+                    .await?;
+            }
+            if let Some(original) = original {
                 if original.owner != ev.actor() {
                     return Err(ApiError::JailNotFound(request.reproduces.clone()));
                 }
@@ -177,6 +185,64 @@ impl JailSvc {
         }
         let out = self.shared.store.append(event).await?;
         self.jail(&request.jail_id, Some(out.position.into())).await
+    }
+
+    /// The jail's LLM session must be the actor's, live, and in the mode the
+    /// spec (or a reproduction: replay of the original's session) asks for.
+    async fn check_llm_session(
+        &self,
+        actor: &str,
+        spec: &JailSpec,
+        request: &proto::JailRequested,
+        original: Option<&proto::Jail>,
+    ) -> Result<(), ApiError> {
+        let req = proto::GetLlmSessionRequest {
+            session_id: request.llm_session_id.clone(),
+            min_position: None,
+            wait_recordings: false,
+        };
+        let session: proto::LlmSession = match self.shared.query(LLM_SESSION, &req).await {
+            Err(ApiError::Query(e)) if e.code == QueryCode::NotFound => {
+                return Err(ApiError::SessionNotFound(request.llm_session_id.clone()))
+            }
+            other => other?,
+        };
+        if session.owner != actor {
+            return Err(ApiError::NotSessionOwner {
+                actor: actor.to_string(),
+                session_id: session.session_id,
+            });
+        }
+        if session.deleted {
+            return Err(ApiError::SessionDeleted(session.session_id));
+        }
+        let replay = session.mode == proto::LlmMode::Replay as i32;
+        let wrong = match (original, &spec.llm) {
+            (Some(original), _) => (!replay || session.replay_from != original.llm_session_id)
+                .then(|| {
+                    format!(
+                        "a reproduction replays the original's session {}",
+                        original.llm_session_id
+                    )
+                }),
+            (None, Some(amai_jail_spec::LlmSpec::Create(create))) => {
+                let want_replay = create.mode == amai_jail_spec::LlmMode::Replay;
+                (want_replay != replay).then(|| {
+                    format!(
+                        "the spec creates a {} session",
+                        if want_replay { "replay" } else { "record" }
+                    )
+                })
+            }
+            _ => None,
+        };
+        match wrong {
+            Some(want) => Err(ApiError::InvalidArgument(format!(
+                "llm session {} does not fit the jail: {want}",
+                request.llm_session_id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The request's spec, parsed and its digest checked.

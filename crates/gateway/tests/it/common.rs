@@ -65,17 +65,24 @@ impl Env {
 
     /// Gateway, an identity worker and a jail worker on the local Docker Engine.
     pub(crate) async fn with_jail(config: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, false, Some(config)).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config)).await
+    }
+
+    /// Gateway, identity, llm (with `llm`) and jail workers; the jails reach
+    /// the llm role's proxy.
+    pub(crate) async fn with_jail_llm(jail: JailConfig, llm: LlmConfig) -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail)).await
     }
 
     async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
+        let llm = llm.then(|| LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2));
         Self::start_full(max_event_bytes, worker, llm, None).await
     }
 
     async fn start_full(
         max_event_bytes: usize,
         worker: bool,
-        llm: bool,
+        llm: Option<LlmConfig>,
         jail: Option<JailConfig>,
     ) -> Env {
         let nats = NatsServer::start();
@@ -100,17 +107,27 @@ impl Env {
         if worker {
             wanted.push((std::sync::Arc::new(IdentityRole), "svc-identity"));
         }
-        if llm {
-            let config = LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2);
+        if let Some(config) = llm {
             wanted.push((std::sync::Arc::new(LlmRole::with_config(config)), "svc-llm"));
         }
-        if let Some(config) = jail {
+        let jail_name = "svc-jail";
+        if let Some(config) = &jail {
             wanted.push((
-                std::sync::Arc::new(JailRole::with_config(config)),
-                "svc-jail",
+                std::sync::Arc::new(JailRole::with_config(config.clone())),
+                jail_name,
             ));
         }
         for (role, name) in wanted {
+            // Jails reach the llm role's proxy on the port it bound.
+            let proxy = roles
+                .iter()
+                .find_map(|(r, _): &(RoleRuntime, tempfile::TempDir)| r.listener_addr("llm"));
+            let role: std::sync::Arc<dyn Role> = match (&jail, proxy) {
+                (Some(config), Some(addr)) if name == jail_name => {
+                    std::sync::Arc::new(JailRole::with_config(config.clone().llm_proxy(addr)))
+                }
+                _ => role,
+            };
             let service = IdentityKeys::generate();
             let mut writes = role.writes().to_vec();
             writes.push(AggregateKind::Failure);

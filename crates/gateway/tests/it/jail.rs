@@ -545,3 +545,143 @@ async fn files_go_in_and_the_diff_network_log_and_policy_come_out() {
     gone(&jail.jail_id).await;
     env.stop().await;
 }
+
+const UPSTREAM_KEY: &str = "sk-upstream-jail-test";
+
+/// A busybox agent posting one chat completion (whose prompt is `prompt`, a
+/// shell word) to the proxy the jail was given.
+fn llm_agent_spec(prompt: &str) -> Vec<u8> {
+    let script = format!(
+        "wget -q -O- --header \"Authorization: Bearer $OPENAI_API_KEY\" \
+         --header 'Content-Type: application/json' \
+         --post-data \"{{\\\"model\\\":\\\"gpt-test\\\",\\\"messages\\\":[{{\\\"role\\\":\\\"user\\\",\\\"content\\\":\\\"{prompt}\\\"}}]}}\" \
+         \"$OPENAI_BASE_URL/chat/completions\""
+    );
+    serde_json::to_vec(&json!({
+        "image": "busybox",
+        "command": ["sh", "-c", script],
+        "network": "llm-only",
+        "llm": {"create": {"mode": "record", "upstream": "openai"}},
+        "limits": {"timeout": 60},
+    }))
+    .expect("json")
+}
+
+async fn llm_env() -> (Env, amai_llm_fake_upstream::FakeUpstream) {
+    let upstream = amai_llm_fake_upstream::FakeUpstream::builder()
+        .openai_key(UPSTREAM_KEY)
+        .start()
+        .await
+        .expect("fake upstream");
+    let llm = amai_workers::roles::llm::LlmConfig::default()
+        .openai_url(upstream.openai_base_url())
+        .openai_api_key(UPSTREAM_KEY);
+    let env = Env::with_jail_llm(JailConfig::default().parallel(2), llm).await;
+    (env, upstream)
+}
+
+#[tokio::test]
+async fn a_jail_records_its_llm_calls_and_a_reproduction_replays_them_without_the_upstream() {
+    let _engine = ENGINE.lock().await;
+    let (env, upstream) = llm_env().await;
+    let alice = env.agent("alice").await;
+
+    // Recorded: the jail's only reachable endpoint is the proxy, with its key.
+    let steady = llm_agent_spec("hello");
+    let created = alice.create_jail(&steady, true).await.expect("create");
+    let original = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let finished = original
+        .finished
+        .clone()
+        .unwrap_or_else(|| panic!("{original:?}"));
+    let logs = alice
+        .client()
+        .jail_logs(&original.jail_id, false)
+        .await
+        .expect("logs");
+    assert_eq!(
+        finished.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("choices"));
+    assert_eq!(upstream.hits(), 1);
+    let usage = finished.usage.expect("usage");
+    assert_eq!(usage.llm_calls, 1);
+    assert!(
+        usage.llm_input_tokens > 0 && usage.llm_output_tokens > 0,
+        "{usage:?}"
+    );
+    let session = alice
+        .llm_session(&original.llm_session_id)
+        .await
+        .expect("session");
+    assert_eq!(session.owner, alice.id());
+    assert_eq!(session.recordings, 1);
+    let log = alice
+        .client()
+        .jail_network_log(&original.jail_id)
+        .await
+        .expect("network");
+    assert!(
+        log.entries
+            .iter()
+            .any(|e| e.verdict == proto::JailNetVerdict::Allowed as i32
+                && e.destination.ends_with(":8088")),
+        "{:?}",
+        log.entries
+    );
+
+    // An agent whose prompt changes from run to run.
+    let drifting = llm_agent_spec("$(cat /proc/sys/kernel/random/uuid)");
+    let created = alice.create_jail(&drifting, true).await.expect("create");
+    let drifted = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(drifted.finished.expect("finished").exit_code, 0);
+
+    // Reproduced with the upstream gone: replayed from the recording.
+    upstream.shutdown().await;
+    let again = alice
+        .reproduce_jail(&original.jail_id, &steady, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.clone().expect("checked");
+    assert_eq!(
+        verdict.verdict,
+        proto::JailVerdict::Identical as i32,
+        "{verdict:?}"
+    );
+    assert!(verdict.llm_divergence.is_none());
+    assert_ne!(
+        again.llm_session_id, original.llm_session_id,
+        "a new replay session"
+    );
+
+    let again = alice
+        .reproduce_jail(&drifted.jail_id, &drifting, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.clone().expect("checked");
+    assert_eq!(
+        verdict.verdict,
+        proto::JailVerdict::Different as i32,
+        "{verdict:?}"
+    );
+    let divergence = verdict.llm_divergence.expect("the first LLM divergence");
+    assert_eq!(divergence.step, 0);
+    assert_eq!(divergence.path, "/v1/chat/completions");
+    assert!(
+        divergence.diff.iter().any(|d| d.contains("messages")),
+        "{:?}",
+        divergence.diff
+    );
+    env.stop().await;
+}

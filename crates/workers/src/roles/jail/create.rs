@@ -87,9 +87,10 @@ impl JailRequests {
     async fn decide(
         &self,
         store: &EventStore,
-        owner: &str,
+        input: &VerifiedEvent,
         request: &proto::JailRequested,
     ) -> Result<Kind, ReactError> {
+        let owner = input.aggregate.id.as_str();
         use proto::JailFailureKind as F;
         let id = request.jail_id.as_str();
         let has_inline = !request.spec_json.is_empty();
@@ -162,6 +163,9 @@ impl JailRequests {
                 sha256: spec_blob.sha256.to_vec(),
                 size: spec_blob.size,
             }),
+            sealed_llm_key: request.sealed_llm_key.clone(),
+            request_event_id: input.body.id.clone(),
+            request_seq: input.body.aggregate_seq,
         }))
     }
 
@@ -231,7 +235,7 @@ impl Reactor for JailRequests {
                 .chain_head(&aggregate)
                 .await
                 .map_err(|e| ReactError::Transient(e.to_string()))?;
-            let decision = self.decide(store, owner, request).await?;
+            let decision = self.decide(store, input, request).await?;
             Ok(vec![PlannedOutput::at(
                 aggregate,
                 decision,

@@ -299,7 +299,19 @@ impl JailRuns {
             Ok(network) => network,
             Err(failure) => return self.fail(store, input, jail_id, failure).await,
         };
+        let llm_key = match self.llm_key(store, &created).await {
+            Ok(key) => key,
+            Err(failure) => {
+                close_network(network).await;
+                return self.fail(store, input, jail_id, failure).await;
+            }
+        };
         let mut request = run_request(jail_id, &created.image_id, &spec);
+        if let Some(key) = &llm_key {
+            request = request
+                .env("OPENAI_API_KEY", key.clone())
+                .env("ANTHROPIC_API_KEY", key.clone());
+        }
         if let Some(net) = &network {
             request = request
                 .network(net.docker_network_name())
@@ -391,7 +403,17 @@ impl JailRuns {
             .finished(store, jail_id, &spec, &outcome, net_log.as_ref())
             .await
         {
-            Ok(f) => f,
+            Ok(mut f) => {
+                if !created.llm_session_id.is_empty() {
+                    let llm = llm_session_usage(store, &created.llm_session_id).await?;
+                    if let Some(usage) = f.usage.as_mut() {
+                        usage.llm_calls = llm.calls;
+                        usage.llm_input_tokens = llm.input_tokens;
+                        usage.llm_output_tokens = llm.output_tokens;
+                    }
+                }
+                f
+            }
             Err(detail) => {
                 return self
                     .fail(store, input, jail_id, Failure::new(F::Collection, detail))
@@ -407,7 +429,12 @@ impl JailRuns {
         )
         .await?;
         if !created.reproduces.is_empty() {
-            let checked = compare(store, &created.reproduces, jail_id, &finished).await?;
+            let mut checked = compare(store, &created.reproduces, jail_id, &finished).await?;
+            if !created.llm_session_id.is_empty() {
+                checked.llm_divergence = llm_session_usage(store, &created.llm_session_id)
+                    .await?
+                    .first_miss;
+            }
             self.record(
                 store,
                 input,
@@ -418,6 +445,50 @@ impl JailRuns {
             .await?;
         }
         Ok(())
+    }
+
+    /// The LLM session key the requester sealed to the jail service, opened
+    /// (`None` when the jail has no session). The box is bound to the request
+    /// event and sealed with the requester's X25519 key of that time.
+    async fn llm_key(
+        &self,
+        store: &EventStore,
+        created: &proto::JailCreated,
+    ) -> Result<Option<String>, Failure> {
+        if created.llm_session_id.is_empty() {
+            return Ok(None);
+        }
+        let signer = self
+            .signer()
+            .map_err(|e| Failure::new(F::Internal, e.to_string()))?;
+        let owner = store.identity_state(&created.owner).await.map_err(|e| {
+            Failure::new(
+                F::LlmSession,
+                format!("cannot read the requester's keys: {e}"),
+            )
+        })?;
+        let seq = created.request_seq;
+        let sender = owner
+            .keys
+            .iter()
+            .find(|k| k.from_seq <= seq && k.until_seq.is_none_or(|until| seq <= until))
+            .ok_or_else(|| {
+                Failure::new(F::LlmSession, "no key of the requester covers the request")
+            })?;
+        let key = amai_bus::seal::open(
+            &signer.keys.x25519_secret_bytes(),
+            &sender.x25519_key,
+            amai_bus::seal::MessageBinding {
+                sender: &created.owner,
+                recipient: &signer.id,
+                event_id: &created.request_event_id,
+            },
+            &created.sealed_llm_key,
+        )
+        .map_err(|e| Failure::new(F::LlmSession, format!("the sealed LLM key: {e}")))?;
+        String::from_utf8(key)
+            .map(Some)
+            .map_err(|_| Failure::new(F::LlmSession, "the sealed LLM key is not text"))
     }
 
     /// The jail's network, for a policy other than `none`, with its host
@@ -531,6 +602,60 @@ impl JailRuns {
             diff_entries: Some(put("diff entries", entries.encode_to_vec()).await?),
         })
     }
+}
+
+/// What a jail's LLM session stream holds after the run.
+#[derive(Debug, Default)]
+struct LlmSessionUsage {
+    calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    first_miss: Option<proto::JailLlmDivergence>,
+}
+
+/// Reads `llm/<session>`: recorded interactions (calls and tokens) and the
+/// first replay miss (where a reproduction diverged). Replay hits are not
+/// events, so a replayed run counts only its misses as calls.
+async fn llm_session_usage(
+    store: &EventStore,
+    session: &str,
+) -> Result<LlmSessionUsage, ReactError> {
+    let aggregate = Aggregate::new(AggregateKind::Llm, session)
+        .map_err(|e| ReactError::Poison(e.to_string()))?;
+    let stored = store
+        .read_chain(&aggregate, 1, 100_000)
+        .await
+        .map_err(|e| ReactError::Transient(e.to_string()))?;
+    let mut usage = LlmSessionUsage::default();
+    for e in stored
+        .iter()
+        .filter_map(|s| VerifiedEvent::decode(&s.payload).ok())
+    {
+        match &e.payload {
+            Kind::LlmInteractionRecorded(r) => {
+                usage.calls += 1;
+                if let Some(u) = &r.usage {
+                    usage.input_tokens += u.input_tokens;
+                    usage.output_tokens += u.output_tokens;
+                }
+            }
+            Kind::LlmReplayMissed(m) => {
+                usage.calls += 1;
+                if usage.first_miss.is_none() {
+                    usage.first_miss = Some(proto::JailLlmDivergence {
+                        session_id: m.session_id.clone(),
+                        step: m.step,
+                        method: m.method.clone(),
+                        path: m.path.clone(),
+                        diff: m.diff.clone(),
+                        miss_event_id: e.body.id.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(usage)
 }
 
 /// Closes a jail's network (after its containers are gone), logging failures:
