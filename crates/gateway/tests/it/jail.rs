@@ -685,3 +685,144 @@ async fn a_jail_records_its_llm_calls_and_a_reproduction_replays_them_without_th
     );
     env.stop().await;
 }
+
+/// The flagship agent: the official OpenAI Python SDK, unchanged, configured
+/// only by the environment the jail gives it.
+const PYTHON_AGENT: &str = r#"import os
+from openai import OpenAI
+
+client = OpenAI()
+prompt = os.environ.get("PROMPT", "plan the day")
+reply = client.chat.completions.create(
+    model="gpt-test",
+    messages=[{"role": "user", "content": prompt}],
+)
+answer = reply.choices[0].message.content
+os.makedirs("/workspace/out", exist_ok=True)
+with open("/workspace/out/answer.txt", "w") as f:
+    f.write(answer)
+print(answer)
+print("tokens", reply.usage.total_tokens)
+"#;
+
+fn python_spec(prompt: &str, llm: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "image": "python",
+        "command": ["python3", "/workspace/agent.py"],
+        "env": {"PROMPT": prompt, "PYTHONDONTWRITEBYTECODE": "1"},
+        "files": [{"path": "/workspace/agent.py", "content": PYTHON_AGENT}],
+        "network": "llm-only",
+        "llm": llm,
+        "limits": {"timeout": 120, "memory": "512MiB"},
+    }))
+    .expect("json")
+}
+
+#[tokio::test]
+async fn a_python_agent_with_the_official_sdk_records_then_reproduces_with_the_upstream_stopped() {
+    let _engine = ENGINE.lock().await;
+    // The python image is built once per recipe (minutes the first time).
+    let engine = amai_jail::Engine::connect().await.expect("docker engine");
+    amai_jail::build_python(&engine, |_| {})
+        .await
+        .expect("the python jail image (scripts/ensure-deps.sh jail-images installs debootstrap)");
+    let (env, upstream) = llm_env().await;
+    let alice = env.agent("alice").await;
+
+    let spec = python_spec(
+        "plan the day",
+        json!({"create": {"mode": "record", "upstream": "openai"}}),
+    );
+    let created = alice.create_jail(&spec, true).await.expect("create");
+    let original = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let logs = alice
+        .client()
+        .jail_logs(&original.jail_id, false)
+        .await
+        .expect("logs");
+    let finished = original
+        .finished
+        .clone()
+        .unwrap_or_else(|| panic!("{original:?}"));
+    assert_eq!(
+        finished.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(upstream.hits(), 1);
+    let diff = alice
+        .client()
+        .jail_diff(&original.jail_id)
+        .await
+        .expect("diff");
+    let answer = diff
+        .entries
+        .iter()
+        .find(|e| e.path == "/workspace/out/answer.txt")
+        .unwrap_or_else(|| panic!("{:?}", diff.entries));
+    assert_eq!(answer.change, proto::JailChange::Added as i32);
+    assert!(diff.violations.is_empty(), "{:?}", diff.violations);
+    assert_eq!(finished.usage.expect("usage").llm_calls, 1);
+
+    // The upstream is gone: the reproduction is answered from the recording.
+    upstream.shutdown().await;
+    let again = alice
+        .reproduce_jail(&original.jail_id, &spec, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.clone().expect("checked");
+    assert_eq!(
+        verdict.verdict,
+        proto::JailVerdict::Identical as i32,
+        "{verdict:?}"
+    );
+    assert_eq!(
+        again.finished.expect("finished").diff_sha256,
+        finished.diff_sha256,
+        "the same files, byte for byte"
+    );
+
+    // A changed agent replaying the recording diverges at its first request.
+    let changed = python_spec(
+        "plan the week",
+        json!({"create": {"mode": "replay", "replay_from": original.llm_session_id}}),
+    );
+    let created = alice.create_jail(&changed, true).await.expect("create");
+    let run = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    assert_ne!(
+        run.finished.expect("finished").exit_code,
+        0,
+        "a replay miss is an error"
+    );
+    let misses: Vec<_> = alice
+        .llm_recordings_page(&run.llm_session_id, 0, 100)
+        .await
+        .expect("session stream")
+        .events
+        .into_iter()
+        .filter_map(|stored| {
+            let ev = amai_bus::VerifiedEvent::decode(&stored.raw).ok()?;
+            match ev.payload {
+                Kind::LlmReplayMissed(miss) => Some(miss),
+                _ => None,
+            }
+        })
+        .collect();
+    let first = misses.first().expect("a replay miss");
+    assert_eq!(first.step, 0);
+    assert!(
+        first.diff.iter().any(|d| d.contains("plan the week")),
+        "{:?}",
+        first.diff
+    );
+    env.stop().await;
+}
