@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use amai_jail::net::{JailNetwork, NetworkPlan};
+use amai_jail::net::{CreateNetworkError, JailNetwork, JailNetworkNames, NetworkPlan};
 use amai_jail::{
-    build_busybox, prepare, remove_scope, Engine, PreparedRun, RunRequest, Scope, SCOPE_LABEL,
+    build_busybox, prepare, remove_scope, Engine, PreparedRun, RemovedScope, RunRequest, Scope,
+    SCOPE_LABEL,
 };
 use amai_jail_spec::NetworkPolicy;
 use bollard::Docker;
@@ -230,6 +231,31 @@ async fn remove_scope_removes_exactly_its_scopes_jails() {
     assert!(network_exists(&unscoped_names.network).await);
     assert!(nft_table(&unscoped_names.table).await.is_some());
     unscoped.close().await.expect("unscoped network closed");
+}
+
+#[tokio::test]
+async fn a_jail_id_too_long_for_the_scoped_table_comment_is_refused_before_anything_is_created() {
+    let engine = engine().await;
+    let scope = scope("long");
+    // 128 - "amai.jail=" - "amai.scope=<scope> ".
+    let max = 128 - 10 - (11 + scope.as_str().len() + 1);
+    let jail = format!("test-{}", "x".repeat(max + 1 - 5));
+    let refused = JailNetwork::create(
+        &engine,
+        NetworkPlan::new(&jail, NetworkPolicy::Allow(Vec::new())).scope(scope.clone()),
+    )
+    .await;
+    match refused {
+        Err(CreateNetworkError::JailIdTooLong { max: got, .. }) => assert_eq!(got, max),
+        other => panic!("expected JailIdTooLong, got {other:?}"),
+    }
+    let names = JailNetworkNames::for_jail(&jail);
+    assert!(!network_exists(&names.network).await);
+    assert!(nft_table(&names.table).await.is_none());
+    let removed = remove_scope(&engine, &scope)
+        .await
+        .expect("nothing to remove");
+    assert_eq!(removed, RemovedScope::default());
 }
 
 #[tokio::test]

@@ -142,7 +142,9 @@ pub const BRIDGE_PREFIX: &str = "amai";
 /// What [`JailNetwork::create`] sets up. Build with [`NetworkPlan::new`].
 #[derive(Debug, Clone)]
 pub struct NetworkPlan {
-    /// The jail (label `amai.jail`): 1 to 128 characters of `[A-Za-z0-9_.-]`.
+    /// The jail (label `amai.jail`): 1 to 128 characters of `[A-Za-z0-9_.-]`,
+    /// and short enough for the nft table's comment: at most 118 characters
+    /// without a scope, 128 − 22 − the scope's length with one.
     pub jail_id: String,
     /// `llm-only` or `allow` (`none` needs no network).
     pub policy: NetworkPolicy,
@@ -249,6 +251,17 @@ pub enum CreateNetworkError {
     InvalidJailId {
         /// The id given.
         jail_id: String,
+    },
+    /// The jail id is too long to name in the nft table's comment (at most 128
+    /// characters, the scope included).
+    #[error("jail id {jail_id:?} is too long for a jail network{}: at most {max} characters fit in the nft table comment", scope.as_ref().map(|s| format!(" in scope {s}")).unwrap_or_default())]
+    JailIdTooLong {
+        /// The id given.
+        jail_id: String,
+        /// The scope given.
+        scope: Option<Scope>,
+        /// The longest jail id that fits with that scope.
+        max: usize,
     },
     /// Policy `none` needs no network.
     #[error("network policy none needs no jail network: run the container with NetworkMode none")]
@@ -378,6 +391,14 @@ impl JailNetwork {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(CreateNetworkError::InvalidJailId { jail_id });
+        }
+        let max = nft::max_jail_id_len(scope.as_ref().map(Scope::as_str));
+        if jail_id.len() > max {
+            return Err(CreateNetworkError::JailIdTooLong {
+                jail_id,
+                scope,
+                max,
+            });
         }
         match (&policy, llm_proxy) {
             (NetworkPolicy::None, _) => return Err(CreateNetworkError::PolicyNone),

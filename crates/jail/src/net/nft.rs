@@ -20,6 +20,14 @@ pub(crate) const TABLE_FAMILY: &str = "inet";
 const COMMENT_PREFIX: &str = "amai.jail=";
 /// The prefix of the table comment's word naming the scope.
 const SCOPE_COMMENT_PREFIX: &str = "amai.scope=";
+/// The longest table comment nft accepts.
+pub(crate) const MAX_COMMENT_LEN: usize = 128;
+
+/// The longest jail id whose table comment (with `scope`) nft accepts.
+pub(crate) fn max_jail_id_len(scope: Option<&str>) -> usize {
+    let scope_len = scope.map_or(0, |scope| SCOPE_COMMENT_PREFIX.len() + scope.len() + 1);
+    MAX_COMMENT_LEN.saturating_sub(COMMENT_PREFIX.len() + scope_len)
+}
 
 /// What the rules of one jail need to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,5 +303,26 @@ mod tests {
             scope: None,
         };
         assert_eq!(table.short_id(), "0123456789");
+    }
+
+    #[test]
+    fn the_longest_jail_id_fills_the_comment_exactly() {
+        let scope = "s".repeat(crate::scope::MAX_SCOPE_LEN);
+        for scope in [None, Some(scope.as_str())] {
+            let jail_id = "j".repeat(max_jail_id_len(scope));
+            let script = TableSpec {
+                jail_id: jail_id.clone(),
+                scope: scope.map(str::to_owned),
+                ..spec()
+            }
+            .script();
+            let comment = script
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("comment \"")?.strip_suffix('"'))
+                .unwrap_or_default();
+            assert_eq!(comment.len(), MAX_COMMENT_LEN, "{scope:?}");
+        }
+        assert_eq!(max_jail_id_len(None), 118);
+        assert_eq!(max_jail_id_len(Some("dep-a")), 101);
     }
 }
