@@ -88,7 +88,8 @@ pub struct RemovedScope {
     pub tables: Vec<String>,
 }
 
-/// Why [`remove_scope`] failed; both steps were attempted.
+/// Why [`remove_scope`] failed. Both steps were attempted; when both failed,
+/// the containers' error is the one returned.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveScopeError {
     /// Listing or removing the scope's containers or volumes failed.
@@ -126,7 +127,7 @@ pub async fn remove_scope(
         format!("{MANAGED_LABEL}=true"),
         format!("{SCOPE_LABEL}={scope}"),
     ];
-    // Containers before networks: a network with containers attached stays.
+    // Containers first: no jail of the scope is running when its network goes.
     let containers = remove_labelled(engine, label_filters).await;
     let networks = remove_orphan_networks_in_scope(engine, scope, |_| false).await;
     match (containers, networks) {
