@@ -1,7 +1,13 @@
-//! Removing what Amai manages (label `amai.managed=true`), all of it or one
-//! jail's: the orphan reconciliation after a crash. Containers first (jail
-//! containers and the keepers holding their volumes), then the volumes.
-//! Networks come later.
+//! Removing what Amai manages (label `amai.managed=true`), all of it, one
+//! jail's ([`remove_managed`]) or one deployment's ([`remove_scope`]): the orphan
+//! reconciliation after a crash. Containers first (jail containers and the
+//! keepers holding their volumes), then the volumes, then (for a scope) the
+//! networks and their nft tables.
+//!
+//! On an engine shared by several deployments (or by parallel tests), each
+//! labels what it creates with its [`Scope`] ([`crate::RunRequest::scope`],
+//! [`crate::NetworkPlan::scope`]) and reconciles with [`remove_scope`] only:
+//! `remove_managed(engine, None)` removes every deployment's jails.
 
 use std::collections::HashMap;
 
@@ -10,7 +16,9 @@ use bollard::query_parameters::{
 };
 
 use crate::engine::Engine;
-use crate::{JAIL_LABEL, MANAGED_LABEL};
+use crate::net::{remove_orphan_networks_in_scope, OrphanError};
+use crate::scope::Scope;
+use crate::{JAIL_LABEL, MANAGED_LABEL, SCOPE_LABEL};
 
 /// What [`remove_managed`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,8 +62,8 @@ pub enum CleanupError {
 }
 
 /// Force-removes every container labelled `amai.managed=true`, then every such
-/// volume, or only those of `jail_id` (label `amai.jail=<jail_id>`) when given.
-/// What is already gone is not an error.
+/// volume, or only those of `jail_id` (label `amai.jail=<jail_id>`) when given,
+/// whatever their scope. What is already gone is not an error.
 pub async fn remove_managed(
     engine: &Engine,
     jail_id: Option<&str>,
@@ -64,6 +72,88 @@ pub async fn remove_managed(
     if let Some(jail_id) = jail_id {
         label_filters.push(format!("{JAIL_LABEL}={jail_id}"));
     }
+    remove_labelled(engine, label_filters).await
+}
+
+/// What [`remove_scope`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemovedScope {
+    /// The ids of the containers (jail containers and keepers).
+    pub containers: Vec<String>,
+    /// The names of the volumes.
+    pub volumes: Vec<String>,
+    /// The Docker networks.
+    pub networks: Vec<String>,
+    /// The nft tables.
+    pub tables: Vec<String>,
+}
+
+/// Why [`remove_scope`] failed. Both steps were attempted; when both failed,
+/// the containers' error is the one returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveScopeError {
+    /// Listing or removing the scope's containers or volumes failed.
+    #[error("removing the containers and volumes of scope {scope} failed: {source}")]
+    Containers {
+        /// The scope.
+        scope: Scope,
+        /// What failed.
+        #[source]
+        source: CleanupError,
+    },
+    /// Listing or removing the scope's networks or nft tables failed.
+    #[error("removing the networks and nft tables of scope {scope} failed: {source}")]
+    Networks {
+        /// The scope.
+        scope: Scope,
+        /// What failed.
+        #[source]
+        source: OrphanError,
+    },
+}
+
+/// Removes everything labelled `amai.managed=true` and `amai.scope=<scope>`:
+/// force-removes the containers, then the volumes, then the Docker networks
+/// (force-disconnecting what is still attached), then the nft tables whose
+/// comment names `scope` and whose network is gone (see
+/// [`remove_orphan_networks_in_scope`]). Resources without a scope or of
+/// another scope stay. What is already gone is not an error. For the orphan
+/// reconciliation of a deployment at start, when none of its jails is live.
+pub async fn remove_scope(
+    engine: &Engine,
+    scope: &Scope,
+) -> Result<RemovedScope, RemoveScopeError> {
+    let label_filters = vec![
+        format!("{MANAGED_LABEL}=true"),
+        format!("{SCOPE_LABEL}={scope}"),
+    ];
+    // Containers first: no jail of the scope is running when its network goes.
+    let containers = remove_labelled(engine, label_filters).await;
+    let networks = remove_orphan_networks_in_scope(engine, scope, |_| false).await;
+    match (containers, networks) {
+        (Ok(containers), Ok(networks)) => Ok(RemovedScope {
+            containers: containers.container_ids,
+            volumes: containers.volume_names,
+            networks: networks.networks,
+            tables: networks.tables,
+        }),
+        (Err(source), _) => Err(RemoveScopeError::Containers {
+            scope: scope.clone(),
+            source,
+        }),
+        (Ok(_), Err(source)) => Err(RemoveScopeError::Networks {
+            scope: scope.clone(),
+            source,
+        }),
+    }
+}
+
+/// Force-removes the containers, then the volumes, carrying every label of
+/// `label_filters` (`key=value`).
+async fn remove_labelled(
+    engine: &Engine,
+    label_filters: Vec<String>,
+) -> Result<RemovedContainers, CleanupError> {
     let filters = HashMap::from([("label".to_owned(), label_filters)]);
     let options = ListContainersOptionsBuilder::new()
         .all(true)

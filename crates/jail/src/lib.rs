@@ -12,8 +12,9 @@
 //! - [`diff`]: snapshots of the writable dirs, their diff, its normalised tar and
 //!   the diff policy check;
 //! - [`usage`]: resource usage followed through the engine's stats;
-//! - [`cleanup`]: removing the containers and volumes Amai manages (orphan
-//!   reconciliation);
+//! - [`scope`]: the deployment a resource belongs to (label `amai.scope`);
+//! - [`cleanup`]: removing the containers and volumes Amai manages, all of them,
+//!   one jail's or one scope's (orphan reconciliation);
 //! - [`net`]: the network of a jail with policy `llm-only` or `allow` (Docker
 //!   network, host nft rules, LLM proxy forwarding, DNS, the network log).
 #![warn(missing_docs)]
@@ -25,10 +26,13 @@ pub mod image;
 pub mod limits;
 pub mod net;
 pub mod run;
+pub mod scope;
 pub mod usage;
 pub mod workdirs;
 
-pub use cleanup::{remove_managed, CleanupError, RemovedContainers};
+pub use cleanup::{
+    remove_managed, remove_scope, CleanupError, RemoveScopeError, RemovedContainers, RemovedScope,
+};
 pub use diff::{
     check_policy, Change, DiffEntry, EntryKind, FsDiff, FsEntry, PolicyViolation, Snapshot,
     SnapshotError,
@@ -45,17 +49,20 @@ pub use image::resolve::{
 pub use image::{build_busybox, BuildImageError, ImageRef};
 pub use limits::{JailLimits, JailLimitsBuilder};
 pub use net::{
-    remove_orphan_networks, CloseNetworkError, CreateNetworkError, JailNetwork, NetworkLog,
-    NetworkLogEntry, NetworkPlan, OrphanError, RemovedNetworks,
+    remove_orphan_networks, remove_orphan_networks_in_scope, CloseNetworkError, CreateNetworkError,
+    JailNetwork, NetworkLog, NetworkLogEntry, NetworkPlan, OrphanError, RemovedNetworks,
 };
 pub use run::{
     prepare, run, verify_applied, Cleanup, LimitMismatch, PreparedRun, RunError, RunOutcome,
     RunRequest,
 };
+pub use scope::{InvalidScope, Scope};
 pub use usage::Usage;
 pub use workdirs::{verify_volume, WritableVolumes};
 
-/// The label every container Amai creates carries, with the value `true`.
+/// The label every container, volume and network Amai creates carries, with the value `true`.
 pub const MANAGED_LABEL: &str = "amai.managed";
 /// The label naming the jail a container belongs to.
 pub const JAIL_LABEL: &str = "amai.jail";
+/// The label naming the deployment (the [`Scope`]) a resource belongs to.
+pub const SCOPE_LABEL: &str = "amai.scope";

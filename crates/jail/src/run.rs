@@ -37,10 +37,11 @@ use crate::cleanup::{remove_container, remove_volume};
 use crate::diff::{EntryKind, FsDiff, FsEntry, Snapshot, SnapshotError};
 use crate::engine::Engine;
 use crate::limits::JailLimits;
+use crate::scope::Scope;
 use crate::usage::{Usage, UsageFollower};
 use crate::workdirs::{
-    keeper_config, run_nonce, verify_volume, volume_request, WritableVolumes, RUN_LABEL, TMP_DIR,
-    WORKSPACE_DIR,
+    keeper_config, run_nonce, verify_volume, volume_request, with_scope, WritableVolumes,
+    RUN_LABEL, TMP_DIR, WORKSPACE_DIR,
 };
 use crate::{JAIL_LABEL, MANAGED_LABEL};
 
@@ -79,6 +80,11 @@ pub struct RunRequest {
     /// The image of the keeper container (it needs `sleep`); `None` (the
     /// default) means the jail's image.
     pub keeper_image: Option<String>,
+    /// The deployment the run belongs to (label `amai.scope` on the jail
+    /// container, the keeper and both volumes); `None` (the default) means no
+    /// scope label, and only unscoped cleanup ([`crate::remove_managed`]) finds
+    /// the leftovers.
+    pub scope: Option<Scope>,
 }
 
 impl RunRequest {
@@ -100,6 +106,7 @@ impl RunRequest {
             network: None,
             dns: Vec::new(),
             keeper_image: None,
+            scope: None,
         }
     }
 
@@ -148,6 +155,13 @@ impl RunRequest {
         self
     }
 
+    /// Labels the jail container, the keeper and both volumes with `scope`
+    /// ([`crate::SCOPE_LABEL`]), for [`crate::remove_scope`].
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
     /// The hardened jail container configuration this request creates, with
     /// `volumes` on `/workspace` and `/tmp`.
     pub fn container_config(&self, volumes: &WritableVolumes) -> ContainerCreateBody {
@@ -178,10 +192,13 @@ impl RunRequest {
             env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(self.working_dir.clone()),
             user: Some(JAIL_USER.to_owned()),
-            labels: Some(HashMap::from([
-                (JAIL_LABEL.to_owned(), self.jail_id.clone()),
-                (MANAGED_LABEL.to_owned(), "true".to_owned()),
-            ])),
+            labels: Some(with_scope(
+                HashMap::from([
+                    (JAIL_LABEL.to_owned(), self.jail_id.clone()),
+                    (MANAGED_LABEL.to_owned(), "true".to_owned()),
+                ]),
+                self.scope.as_ref(),
+            )),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             attach_stdin: Some(false),
@@ -597,6 +614,7 @@ async fn prepare_in(
             let request = volume_request(
                 name,
                 &request.jail_id,
+                request.scope.as_ref(),
                 &nonce,
                 request.limits.tmpfs_bytes,
                 mode,
@@ -638,7 +656,12 @@ async fn prepare_in(
 
     // The keeper and the jail container at once, with the volume read-back.
     let keeper_image = request.keeper_image.as_deref().unwrap_or(&request.image);
-    let keeper_config = keeper_config(&request.jail_id, keeper_image, volumes);
+    let keeper_config = keeper_config(
+        &request.jail_id,
+        request.scope.as_ref(),
+        keeper_image,
+        volumes,
+    );
     let config = request.container_config(volumes);
     let (keeper, jail, inspected_volumes) = tokio::join!(
         docker.create_container(None, keeper_config.clone()),
@@ -1231,6 +1254,23 @@ pub fn verify_applied(
     );
     let applied_user = inspected.config.as_ref().and_then(|c| c.user.clone());
     check("Config.User", show(&requested.user), show(&applied_user));
+    // Every requested label (amai.managed, amai.jail, amai.scope, ...) reads back
+    // unchanged; the image may add labels of its own.
+    let applied_labels = inspected.config.as_ref().and_then(|c| c.labels.as_ref());
+    let wanted_labels = sorted(requested.labels.as_ref());
+    let read_back: Vec<(String, String)> = wanted_labels
+        .iter()
+        .filter_map(|(key, _)| {
+            applied_labels
+                .and_then(|labels| labels.get(key))
+                .map(|value| (key.clone(), value.clone()))
+        })
+        .collect();
+    check(
+        "Config.Labels",
+        format!("{wanted_labels:?}"),
+        format!("{read_back:?}"),
+    );
     if mismatches.is_empty() {
         Ok(())
     } else {
@@ -1334,6 +1374,7 @@ mod tests {
             ),
             config: Some(ContainerConfig {
                 user: requested.user.clone(),
+                labels: requested.labels.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1660,5 +1701,52 @@ mod tests {
             fields,
             ["HostConfig.Memory", "HostConfig.PidsLimit", "Config.User"]
         );
+    }
+
+    fn scoped(scope: &str) -> ContainerCreateBody {
+        let scope = Scope::new(scope).expect("valid scope");
+        RunRequest::new("jail-1", "amai/busybox:0123456789ab", ["true"])
+            .scope(scope)
+            .container_config(&WritableVolumes::for_jail("jail-1"))
+    }
+
+    #[test]
+    fn a_scoped_request_labels_its_container_with_the_scope() {
+        let labels = scoped("dep-a").labels.unwrap_or_default();
+        assert_eq!(labels.get("amai.scope").map(String::as_str), Some("dep-a"));
+        assert_eq!(labels.get("amai.jail").map(String::as_str), Some("jail-1"));
+        assert_eq!(labels.get("amai.managed").map(String::as_str), Some("true"));
+        // Unscoped: no scope label at all.
+        assert_eq!(
+            requested().labels.unwrap_or_default().get("amai.scope"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_scope_label_dropped_or_changed_is_caught_and_image_labels_are_not() {
+        let requested = scoped("dep-a");
+        let mut inspected = faithful(&requested);
+        let config = inspected.config.get_or_insert_with(Default::default);
+        let labels = config.labels.get_or_insert_with(Default::default);
+        labels.insert("org.example.from-image".to_owned(), "x".to_owned());
+        assert_eq!(verify_applied(&requested, &inspected), Ok(()));
+
+        for change in [Some("dep-b"), None] {
+            let mut inspected = faithful(&requested);
+            let config = inspected.config.get_or_insert_with(Default::default);
+            let labels = config.labels.get_or_insert_with(Default::default);
+            match change {
+                Some(other) => labels.insert("amai.scope".to_owned(), other.to_owned()),
+                None => labels.remove("amai.scope"),
+            };
+            let fields: Vec<_> = verify_applied(&requested, &inspected)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| m.field)
+                .collect();
+            assert_eq!(fields, ["Config.Labels"], "{change:?}");
+        }
     }
 }

@@ -51,7 +51,8 @@ use bollard::models::{
 use sha2::{Digest, Sha256};
 
 use crate::run::{LimitMismatch, DROPPED_CAPABILITIES, JAIL_USER, NO_NEW_PRIVILEGES};
-use crate::{JAIL_LABEL, MANAGED_LABEL};
+use crate::scope::Scope;
+use crate::{JAIL_LABEL, MANAGED_LABEL, SCOPE_LABEL};
 
 /// The jail's working directory volume is mounted here.
 pub const WORKSPACE_DIR: &str = "/workspace";
@@ -143,10 +144,12 @@ pub fn run_nonce() -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// The request creating one tmpfs volume of `disk_bytes` with `mode`.
+/// The request creating one tmpfs volume of `disk_bytes` with `mode`, labelled
+/// with `scope` when given.
 pub fn volume_request(
     name: &str,
     jail_id: &str,
+    scope: Option<&Scope>,
     nonce: &str,
     disk_bytes: u64,
     mode: &str,
@@ -162,11 +165,14 @@ pub fn volume_request(
                 format!("size={disk_bytes},uid=65534,gid=65534,mode={mode},nosuid,nodev"),
             ),
         ])),
-        labels: Some(HashMap::from([
-            (MANAGED_LABEL.to_owned(), "true".to_owned()),
-            (JAIL_LABEL.to_owned(), jail_id.to_owned()),
-            (RUN_LABEL.to_owned(), nonce.to_owned()),
-        ])),
+        labels: Some(with_scope(
+            HashMap::from([
+                (MANAGED_LABEL.to_owned(), "true".to_owned()),
+                (JAIL_LABEL.to_owned(), jail_id.to_owned()),
+                (RUN_LABEL.to_owned(), nonce.to_owned()),
+            ]),
+            scope,
+        )),
         ..Default::default()
     }
 }
@@ -209,6 +215,17 @@ pub fn verify_volume(
     }
 }
 
+/// `labels` plus [`SCOPE_LABEL`] when `scope` is given.
+pub(crate) fn with_scope(
+    mut labels: HashMap<String, String>,
+    scope: Option<&Scope>,
+) -> HashMap<String, String> {
+    if let Some(scope) = scope {
+        labels.insert(SCOPE_LABEL.to_owned(), scope.as_str().to_owned());
+    }
+    labels
+}
+
 fn sorted_text(map: Option<&HashMap<String, String>>) -> String {
     let mut entries: Vec<_> = map.into_iter().flatten().collect();
     entries.sort();
@@ -217,8 +234,14 @@ fn sorted_text(map: Option<&HashMap<String, String>>) -> String {
 
 /// The keeper container of a run: mounts both volumes and sleeps, hardened like
 /// the jail (nobody, no capabilities, no new privileges, read-only root, no
-/// network, no IPC namespace sharing, small memory/pids/CPU limits).
-pub fn keeper_config(jail_id: &str, image: &str, volumes: &WritableVolumes) -> ContainerCreateBody {
+/// network, no IPC namespace sharing, small memory/pids/CPU limits), labelled
+/// with `scope` when given.
+pub fn keeper_config(
+    jail_id: &str,
+    scope: Option<&Scope>,
+    image: &str,
+    volumes: &WritableVolumes,
+) -> ContainerCreateBody {
     let host_config = HostConfig {
         privileged: Some(false),
         cap_drop: Some(vec![DROPPED_CAPABILITIES.to_owned()]),
@@ -237,11 +260,14 @@ pub fn keeper_config(jail_id: &str, image: &str, volumes: &WritableVolumes) -> C
         image: Some(image.to_owned()),
         cmd: Some(KEEPER_COMMAND.iter().map(|s| (*s).to_owned()).collect()),
         user: Some(JAIL_USER.to_owned()),
-        labels: Some(HashMap::from([
-            (JAIL_LABEL.to_owned(), jail_id.to_owned()),
-            (MANAGED_LABEL.to_owned(), "true".to_owned()),
-            (ROLE_LABEL.to_owned(), KEEPER_ROLE.to_owned()),
-        ])),
+        labels: Some(with_scope(
+            HashMap::from([
+                (JAIL_LABEL.to_owned(), jail_id.to_owned()),
+                (MANAGED_LABEL.to_owned(), "true".to_owned()),
+                (ROLE_LABEL.to_owned(), KEEPER_ROLE.to_owned()),
+            ]),
+            scope,
+        )),
         attach_stdout: Some(false),
         attach_stderr: Some(false),
         attach_stdin: Some(false),
@@ -267,7 +293,7 @@ mod tests {
     }
 
     fn requested() -> VolumeCreateRequest {
-        volume_request("amai-jail-j-workspace", "j", "n", 1 << 20, "0755")
+        volume_request("amai-jail-j-workspace", "j", None, "n", 1 << 20, "0755")
     }
 
     fn fields(result: Result<(), Vec<LimitMismatch>>) -> Vec<&'static str> {
@@ -345,7 +371,7 @@ mod tests {
     #[test]
     fn the_keeper_is_hardened_and_mounts_both_volumes() {
         let volumes = WritableVolumes::for_jail("j");
-        let config = keeper_config("j", "img", &volumes);
+        let config = keeper_config("j", None, "img", &volumes);
         let host = config.host_config.clone().unwrap_or_default();
         assert_eq!(config.user.as_deref(), Some(JAIL_USER));
         assert_eq!(host.readonly_rootfs, Some(true));
@@ -359,5 +385,33 @@ mod tests {
             labels.get(ROLE_LABEL).map(String::as_str),
             Some(KEEPER_ROLE)
         );
+    }
+
+    #[test]
+    fn scoped_volumes_and_keepers_carry_the_scope_label() {
+        let scope = Scope::new("dep-a").expect("valid scope");
+        let request = volume_request("v", "j", Some(&scope), "n", 1 << 20, "0755");
+        let labels = request.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("amai.scope").map(String::as_str), Some("dep-a"));
+        assert_eq!(labels.get("amai.jail").map(String::as_str), Some("j"));
+        // The scope is part of what verify_volume reads back.
+        let mut inspected = faithful(&request);
+        inspected.labels.remove("amai.scope");
+        assert_eq!(
+            fields(verify_volume(&request, &inspected)),
+            ["Volume.Labels"]
+        );
+
+        let volumes = WritableVolumes::for_jail("j");
+        let keeper = keeper_config("j", Some(&scope), "img", &volumes);
+        let labels = keeper.labels.unwrap_or_default();
+        assert_eq!(labels.get("amai.scope").map(String::as_str), Some("dep-a"));
+        assert_eq!(
+            labels.get(ROLE_LABEL).map(String::as_str),
+            Some(KEEPER_ROLE)
+        );
+
+        let unscoped = volume_request("v", "j", None, "n", 1 << 20, "0755");
+        assert_eq!(unscoped.labels.unwrap_or_default().get("amai.scope"), None);
     }
 }

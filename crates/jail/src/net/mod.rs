@@ -13,12 +13,14 @@
 //! The Docker network is a plain (not `--internal`) bridge with inter-container
 //! traffic and IP masquerading disabled (`enable_icc=false`,
 //! `enable_ip_masquerade=false`), its bridge named `amai<10 hex>` and labelled
-//! `amai.managed=true`, `amai.jail=<id>`. It is deliberately not internal: an
+//! `amai.managed=true`, `amai.jail=<id>` (and `amai.scope=<scope>` with
+//! [`NetworkPlan::scope`]). It is deliberately not internal: an
 //! internal network gives the container no default route, so a connection to an
 //! outside address fails with `ENETUNREACH` inside the container and never reaches
 //! anything that could log it. With the default route via the gateway, every
 //! packet the jail sends arrives at the host, where the jail's nft table
-//! (`table inet amai_jail_<10 hex>`, commented `amai.jail=<id>`) takes it:
+//! (`table inet amai_jail_<10 hex>`, commented `amai.jail=<id>`, or
+//! `amai.scope=<scope> amai.jail=<id>` with a scope) takes it:
 //!
 //! - every IPv4 TCP connection is redirected to the catch-all listener, which reads
 //!   the original destination (`SO_ORIGINAL_DST`), logs the attempt, and forwards
@@ -39,6 +41,21 @@
 //! back to its private address, but packets could leave one way:
 //! [`JailNetwork::check_rules`] lets a caller verify the table right before
 //! starting a container.
+//!
+//! # Scopes
+//!
+//! A network created with [`NetworkPlan::scope`] carries the scope in its Docker
+//! label and in its table's comment; the table's name stays per jail (the same
+//! 10 hex digits as the network's, from the jail id alone), so the table of a
+//! network is found from its name whatever the scope.
+//! [`remove_orphan_networks_in_scope`] removes only the networks labelled with
+//! the scope, then only the tables whose comment names the scope **and** whose
+//! network no longer exists: a table is never deleted while a network of its
+//! name exists, whatever that network's scope. A table of another scope, or
+//! without one, is left alone even when its network is gone (a table without
+//! its network matches no bridge and protects nothing, but it is not ours to
+//! delete): its own scope's cleanup or the unscoped [`remove_orphan_networks`]
+//! removes it.
 //!
 //! # What the jail sees
 //!
@@ -103,7 +120,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::engine::Engine;
-use crate::{JAIL_LABEL, MANAGED_LABEL};
+use crate::scope::Scope;
+use crate::{JAIL_LABEL, MANAGED_LABEL, SCOPE_LABEL};
 
 pub use self::log::{
     NetworkLog, NetworkLogEntry, ParseLogError, Protocol, Verdict, MAX_LOG_ENTRIES,
@@ -124,7 +142,9 @@ pub const BRIDGE_PREFIX: &str = "amai";
 /// What [`JailNetwork::create`] sets up. Build with [`NetworkPlan::new`].
 #[derive(Debug, Clone)]
 pub struct NetworkPlan {
-    /// The jail (label `amai.jail`): 1 to 128 characters of `[A-Za-z0-9_.-]`.
+    /// The jail (label `amai.jail`): 1 to 128 characters of `[A-Za-z0-9_.-]`,
+    /// and short enough for the nft table's comment: at most 118 characters
+    /// without a scope, 128 − 22 − the scope's length with one.
     pub jail_id: String,
     /// `llm-only` or `allow` (`none` needs no network).
     pub policy: NetworkPolicy,
@@ -133,6 +153,9 @@ pub struct NetworkPlan {
     /// How allowlisted names are resolved on the host (default: the host's
     /// resolver).
     pub resolver: Arc<dyn Resolve>,
+    /// The deployment the network belongs to (label `amai.scope`, and in the nft
+    /// table's comment); `None` (the default) means none.
+    pub scope: Option<Scope>,
 }
 
 impl NetworkPlan {
@@ -143,6 +166,7 @@ impl NetworkPlan {
             policy,
             llm_proxy: None,
             resolver: Arc::new(SystemResolver),
+            scope: None,
         }
     }
 
@@ -155,6 +179,14 @@ impl NetworkPlan {
     /// Sets how allowlisted names are resolved.
     pub fn resolver(mut self, resolver: impl Resolve + 'static) -> Self {
         self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// Labels the Docker network with `scope` and names it in the nft table's
+    /// comment, for [`remove_orphan_networks_in_scope`] and
+    /// [`crate::remove_scope`].
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
         self
     }
 }
@@ -201,6 +233,7 @@ pub struct JailNetwork {
     engine: Engine,
     names: JailNetworkNames,
     jail_id: String,
+    scope: Option<Scope>,
     gateway: Ipv4Addr,
     subnet: String,
     log: log::SharedLog,
@@ -218,6 +251,17 @@ pub enum CreateNetworkError {
     InvalidJailId {
         /// The id given.
         jail_id: String,
+    },
+    /// The jail id is too long to name in the nft table's comment (at most 128
+    /// characters, the scope included).
+    #[error("jail id {jail_id:?} is too long for a jail network{}: at most {max} characters fit in the nft table comment", scope.as_ref().map(|s| format!(" in scope {s}")).unwrap_or_default())]
+    JailIdTooLong {
+        /// The id given.
+        jail_id: String,
+        /// The scope given.
+        scope: Option<Scope>,
+        /// The longest jail id that fits with that scope.
+        max: usize,
     },
     /// Policy `none` needs no network.
     #[error("network policy none needs no jail network: run the container with NetworkMode none")]
@@ -338,6 +382,7 @@ impl JailNetwork {
             policy,
             llm_proxy,
             resolver,
+            scope,
         } = plan;
         let valid = !jail_id.is_empty()
             && jail_id.len() <= 128
@@ -346,6 +391,14 @@ impl JailNetwork {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(CreateNetworkError::InvalidJailId { jail_id });
+        }
+        let max = nft::max_jail_id_len(scope.as_ref().map(Scope::as_str));
+        if jail_id.len() > max {
+            return Err(CreateNetworkError::JailIdTooLong {
+                jail_id,
+                scope,
+                max,
+            });
         }
         match (&policy, llm_proxy) {
             (NetworkPolicy::None, _) => return Err(CreateNetworkError::PolicyNone),
@@ -383,10 +436,13 @@ impl JailNetwork {
                     "false".to_owned(),
                 ),
             ])),
-            labels: Some(HashMap::from([
-                (MANAGED_LABEL.to_owned(), "true".to_owned()),
-                (JAIL_LABEL.to_owned(), jail_id.clone()),
-            ])),
+            labels: Some(crate::workdirs::with_scope(
+                HashMap::from([
+                    (MANAGED_LABEL.to_owned(), "true".to_owned()),
+                    (JAIL_LABEL.to_owned(), jail_id.clone()),
+                ]),
+                scope.as_ref(),
+            )),
             ..Default::default()
         };
         // Engines before API 1.44 create a second network with the same name
@@ -425,6 +481,7 @@ impl JailNetwork {
             engine: engine.clone(),
             names,
             jail_id,
+            scope,
             gateway: Ipv4Addr::UNSPECIFIED,
             subnet: String::new(),
             log: log::SharedLog::default(),
@@ -522,6 +579,7 @@ impl JailNetwork {
         let spec = nft::TableSpec {
             table: self.names.table.clone(),
             jail_id: self.jail_id.clone(),
+            scope: self.scope.as_ref().map(|scope| scope.as_str().to_owned()),
             bridge: self.names.bridge.clone(),
             gateway,
             tcp_port,
@@ -550,6 +608,11 @@ impl JailNetwork {
     /// The jail this network belongs to.
     pub fn jail_id(&self) -> &str {
         &self.jail_id
+    }
+
+    /// The deployment this network belongs to, if it has a scope.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
     }
 
     /// The gateway address (the bridge's address on the host).
@@ -703,13 +766,26 @@ pub enum OrphanError {
     /// Removing a network failed.
     #[error(transparent)]
     Remove(CloseNetworkError),
+    /// Looking for the network of a table failed (the table stays).
+    #[error("looking for Docker network {network} (of nft table {table}) failed, the table stays: {source}")]
+    Inspect {
+        /// The network looked for.
+        network: String,
+        /// The table kept.
+        table: String,
+        /// What the engine said.
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
 /// Removes the Docker networks labelled `amai.managed=true` and the nft tables
 /// named `amai_jail_*` whose jail is not live (`is_live(jail_id)` false; a table
-/// or network without a jail id is always an orphan). At worker start nothing is
-/// live: pass `|_| false`. Networks go first (force-disconnecting containers); the
-/// table of a network that could not be removed stays, so it stays closed.
+/// or network without a jail id is always an orphan), **whatever their scope**:
+/// only for an engine no other deployment uses; otherwise use
+/// [`remove_orphan_networks_in_scope`]. At worker start nothing is live: pass
+/// `|_| false`. Networks go first (force-disconnecting containers); the table of
+/// a network that could not be removed stays, so it stays closed.
 pub async fn remove_orphan_networks(
     engine: &Engine,
     is_live: impl Fn(&str) -> bool,
@@ -750,7 +826,10 @@ pub async fn remove_orphan_networks(
 
     match nft::owned_tables().await {
         Ok(tables) => {
-            for (table, jail) in tables {
+            for nft::OwnedTable {
+                name: table, jail, ..
+            } in tables
+            {
                 if jail
                     .as_deref()
                     .is_some_and(|jail| is_live(jail) || kept.iter().any(|k| k == jail))
@@ -773,5 +852,103 @@ pub async fn remove_orphan_networks(
     match first_error {
         Some(error) => Err(error),
         None => Ok(removed),
+    }
+}
+
+/// [`remove_orphan_networks`] limited to `scope`: removes the Docker networks
+/// labelled `amai.managed=true` and `amai.scope=<scope>` whose jail is not live
+/// (`is_live(jail_id)` false), then deletes the nft tables whose comment names
+/// `scope`, whose jail is not live and whose Docker network (same short id) no
+/// longer exists. Networks and tables of other scopes or without a scope stay,
+/// and a table whose network still exists (it could not be removed, or it
+/// belongs to another scope) stays too, so that network stays closed. See the
+/// module documentation, section Scopes.
+pub async fn remove_orphan_networks_in_scope(
+    engine: &Engine,
+    scope: &Scope,
+    is_live: impl Fn(&str) -> bool,
+) -> Result<RemovedNetworks, OrphanError> {
+    let mut removed = RemovedNetworks::default();
+    let mut first_error = None;
+
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{MANAGED_LABEL}=true"),
+            format!("{SCOPE_LABEL}={scope}"),
+        ],
+    )]);
+    let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+    let networks = engine
+        .docker()
+        .list_networks(Some(options))
+        .await
+        .map_err(OrphanError::List)?;
+    for network in networks {
+        let jail = network
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(JAIL_LABEL));
+        if jail.is_some_and(|jail| is_live(jail)) {
+            continue;
+        }
+        let Some(name) = network.name else { continue };
+        match remove_network(engine, &name).await {
+            Ok(()) => removed.networks.push(name),
+            Err(error) => {
+                first_error.get_or_insert(OrphanError::Remove(error));
+            }
+        }
+    }
+
+    match nft::owned_tables().await {
+        Ok(tables) => {
+            for table in tables {
+                if table.scope.as_deref() != Some(scope.as_str())
+                    || table.jail.as_deref().is_some_and(&is_live)
+                {
+                    continue;
+                }
+                let network = format!("{NETWORK_PREFIX}{}", table.short_id());
+                match network_exists(engine, &network).await {
+                    Ok(false) => {}
+                    // Its network is still there: keep it closed.
+                    Ok(true) => continue,
+                    Err(source) => {
+                        first_error.get_or_insert(OrphanError::Inspect {
+                            network,
+                            table: table.name,
+                            source,
+                        });
+                        continue;
+                    }
+                }
+                match nft::delete(&table.name).await {
+                    Ok(()) => removed.tables.push(table.name),
+                    Err(error) => {
+                        first_error.get_or_insert(OrphanError::Rules(error));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            first_error.get_or_insert(OrphanError::Rules(error));
+        }
+    }
+
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(removed),
+    }
+}
+
+/// Whether a Docker network named `network` exists (with any labels).
+async fn network_exists(engine: &Engine, network: &str) -> Result<bool, bollard::errors::Error> {
+    match engine.docker().inspect_network(network, None).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(error) => Err(error),
     }
 }

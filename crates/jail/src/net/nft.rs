@@ -1,7 +1,11 @@
 //! The host-side rules of one jail network: one nftables table per jail
-//! (`table inet amai_jail_<short id>`, commented `amai.jail=<jail id>`), written as
-//! nft script and applied atomically with the `nft` CLI, deleted as a whole, and
-//! listed for orphan cleanup.
+//! (`table inet amai_jail_<short id>`, the same short id as its Docker network
+//! `amai-jail-<short id>`), written as nft script and applied atomically with the
+//! `nft` CLI, deleted as a whole, and listed for orphan cleanup.
+//!
+//! The table's comment attributes it: `amai.jail=<jail id>`, preceded by
+//! `amai.scope=<scope> ` when the network has a scope (a scope has no spaces,
+//! see [`crate::Scope`]), e.g. `comment "amai.scope=dep-a amai.jail=jail-1"`.
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -12,8 +16,18 @@ use tokio::io::AsyncWriteExt;
 pub const TABLE_PREFIX: &str = "amai_jail_";
 /// The nft family of the tables.
 pub(crate) const TABLE_FAMILY: &str = "inet";
-/// The prefix of the table comment naming the jail.
+/// The prefix of the table comment's word naming the jail.
 const COMMENT_PREFIX: &str = "amai.jail=";
+/// The prefix of the table comment's word naming the scope.
+const SCOPE_COMMENT_PREFIX: &str = "amai.scope=";
+/// The longest table comment nft accepts.
+pub(crate) const MAX_COMMENT_LEN: usize = 128;
+
+/// The longest jail id whose table comment (with `scope`) nft accepts.
+pub(crate) fn max_jail_id_len(scope: Option<&str>) -> usize {
+    let scope_len = scope.map_or(0, |scope| SCOPE_COMMENT_PREFIX.len() + scope.len() + 1);
+    MAX_COMMENT_LEN.saturating_sub(COMMENT_PREFIX.len() + scope_len)
+}
 
 /// What the rules of one jail need to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +36,8 @@ pub(crate) struct TableSpec {
     pub(crate) table: String,
     /// The jail id, kept in the table's comment.
     pub(crate) jail_id: String,
+    /// The scope, kept in the table's comment when given.
+    pub(crate) scope: Option<String>,
     /// The jail network's bridge interface.
     pub(crate) bridge: String,
     /// The bridge's (gateway) address.
@@ -49,14 +65,19 @@ impl TableSpec {
         let Self {
             table,
             jail_id,
+            scope,
             bridge,
             gateway,
             tcp_port,
             dns_port,
         } = self;
+        let scope = scope
+            .as_deref()
+            .map(|scope| format!("{SCOPE_COMMENT_PREFIX}{scope} "))
+            .unwrap_or_default();
         format!(
             "table {TABLE_FAMILY} {table} {{
-  comment \"{COMMENT_PREFIX}{jail_id}\"
+  comment \"{scope}{COMMENT_PREFIX}{jail_id}\"
   chain prerouting {{
     type nat hook prerouting priority dstnat - 10; policy accept;
     iifname \"{bridge}\" meta nfproto ipv4 meta l4proto tcp redirect to :{tcp_port}
@@ -165,9 +186,27 @@ pub(crate) async fn list(table: &str) -> Result<Option<String>, NftError> {
     }
 }
 
-/// Every table with [`TABLE_PREFIX`], each with the jail id of its comment (if
-/// it has one).
-pub(crate) async fn owned_tables() -> Result<Vec<(String, Option<String>)>, NftError> {
+/// One listed table with [`TABLE_PREFIX`] and what its comment attributes it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedTable {
+    /// The table name.
+    pub(crate) name: String,
+    /// The jail of its comment, if it has one.
+    pub(crate) jail: Option<String>,
+    /// The scope of its comment, if it has one.
+    pub(crate) scope: Option<String>,
+}
+
+impl OwnedTable {
+    /// The short id shared with the table's Docker network and bridge.
+    pub(crate) fn short_id(&self) -> &str {
+        self.name.strip_prefix(TABLE_PREFIX).unwrap_or(&self.name)
+    }
+}
+
+/// Every table with [`TABLE_PREFIX`], each with the jail id and scope of its
+/// comment (if it has them).
+pub(crate) async fn owned_tables() -> Result<Vec<OwnedTable>, NftError> {
     let listing = nft(&["list", "tables", TABLE_FAMILY], None).await?;
     let mut tables = Vec::new();
     for line in listing.lines() {
@@ -177,24 +216,39 @@ pub(crate) async fn owned_tables() -> Result<Vec<(String, Option<String>)>, NftE
         if !name.starts_with(TABLE_PREFIX) {
             continue;
         }
-        let jail = list(name)
-            .await?
-            .as_deref()
-            .and_then(comment_jail)
-            .map(str::to_owned);
-        tables.push((name.to_owned(), jail));
+        // A table deleted since the listing has nothing to attribute.
+        let Some(listing) = list(name).await? else {
+            continue;
+        };
+        let (jail, scope) = attribution(&listing);
+        tables.push(OwnedTable {
+            name: name.to_owned(),
+            jail: jail.map(str::to_owned),
+            scope: scope.map(str::to_owned),
+        });
     }
     Ok(tables)
 }
 
-/// The jail id in a listed table's `comment "amai.jail=<id>"`.
-fn comment_jail(listing: &str) -> Option<&str> {
-    listing.lines().find_map(|line| {
-        line.trim()
-            .strip_prefix("comment \"")?
-            .strip_suffix('"')?
-            .strip_prefix(COMMENT_PREFIX)
-    })
+/// The jail id and the scope in a listed table's
+/// `comment "[amai.scope=<scope> ]amai.jail=<id>"`.
+fn attribution(listing: &str) -> (Option<&str>, Option<&str>) {
+    let Some(comment) = listing
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("comment \"")?.strip_suffix('"'))
+    else {
+        return (None, None);
+    };
+    let mut jail = None;
+    let mut scope = None;
+    for word in comment.split(' ') {
+        if let Some(id) = word.strip_prefix(COMMENT_PREFIX) {
+            jail = Some(id);
+        } else if let Some(id) = word.strip_prefix(SCOPE_COMMENT_PREFIX) {
+            scope = Some(id);
+        }
+    }
+    (jail, scope)
 }
 
 #[cfg(test)]
@@ -205,6 +259,7 @@ mod tests {
         TableSpec {
             table: "amai_jail_0123456789".into(),
             jail_id: "jail-1".into(),
+            scope: None,
             bridge: "amai0123456789".into(),
             gateway: Ipv4Addr::new(172, 18, 0, 1),
             tcp_port: 40000,
@@ -227,7 +282,47 @@ mod tests {
     #[test]
     fn the_comment_names_the_jail() {
         let listing = "table inet amai_jail_x {\n\tcomment \"amai.jail=abc\"\n\tchain input {\n";
-        assert_eq!(comment_jail(listing), Some("abc"));
-        assert_eq!(comment_jail("table inet amai_jail_x {\n}"), None);
+        assert_eq!(attribution(listing), (Some("abc"), None));
+        assert_eq!(attribution("table inet amai_jail_x {\n}"), (None, None));
+    }
+
+    #[test]
+    fn a_scoped_table_names_its_scope_and_jail() {
+        let script = TableSpec {
+            scope: Some("dep-a".into()),
+            ..spec()
+        }
+        .script();
+        assert!(script.contains("comment \"amai.scope=dep-a amai.jail=jail-1\""));
+        // nft lists the table with the comment as written.
+        assert_eq!(attribution(&script), (Some("jail-1"), Some("dep-a")));
+        assert_eq!(attribution(&spec().script()), (Some("jail-1"), None));
+        let table = OwnedTable {
+            name: "amai_jail_0123456789".into(),
+            jail: None,
+            scope: None,
+        };
+        assert_eq!(table.short_id(), "0123456789");
+    }
+
+    #[test]
+    fn the_longest_jail_id_fills_the_comment_exactly() {
+        let scope = "s".repeat(crate::scope::MAX_SCOPE_LEN);
+        for scope in [None, Some(scope.as_str())] {
+            let jail_id = "j".repeat(max_jail_id_len(scope));
+            let script = TableSpec {
+                jail_id: jail_id.clone(),
+                scope: scope.map(str::to_owned),
+                ..spec()
+            }
+            .script();
+            let comment = script
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("comment \"")?.strip_suffix('"'))
+                .unwrap_or_default();
+            assert_eq!(comment.len(), MAX_COMMENT_LEN, "{scope:?}");
+        }
+        assert_eq!(max_jail_id_len(None), 118);
+        assert_eq!(max_jail_id_len(Some("dep-a")), 101);
     }
 }
