@@ -35,6 +35,27 @@ pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Boxed future of a listener's server.
 pub type ListenerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// What [`Role::preflight`] knows of the deployment.
+#[derive(Clone, Debug)]
+pub struct PreflightContext {
+    /// The deployment's trust root, when the store has one: it names the
+    /// deployment (e.g. the jail role labels what it creates with it, so
+    /// deployments sharing a Docker Engine never remove each other's jails).
+    pub trust_root: Option<ed25519_dalek::VerifyingKey>,
+}
+
+impl PreflightContext {
+    /// 16 lowercase hex characters naming the deployment: of the SHA-256 of
+    /// the trust root, or `default` without one.
+    pub fn deployment(&self) -> String {
+        use sha2::Digest;
+        match &self.trust_root {
+            Some(key) => hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8]),
+            None => "default".to_string(),
+        }
+    }
+}
+
 /// Boxed future of [`Role::preflight`].
 pub type PreflightFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RoleError>> + Send + 'a>>;
 
@@ -65,7 +86,7 @@ pub trait Role: Send + Sync + 'static {
     /// a Docker Engine), and prepares it (e.g. removes what a killed instance
     /// left behind). [`RoleError::Unavailable`] says the role cannot run here
     /// and why; `amai up` then runs everything else.
-    fn preflight(&self) -> PreflightFuture<'_> {
+    fn preflight<'a>(&'a self, _ctx: &'a PreflightContext) -> PreflightFuture<'a> {
         Box::pin(async { Ok(()) })
     }
 

@@ -173,7 +173,10 @@ impl RoleRuntime {
         let name = role.name();
         // What the role needs outside NATS (a Docker Engine, ...): without it
         // the role does not start, and says why.
-        role.preflight().await?;
+        let preflight = crate::role::PreflightContext {
+            trust_root: config.store.config().get_trust_root().copied(),
+        };
+        role.preflight(&preflight).await?;
         let state_dir = state_dir(&config.state_root, name, config.instance.as_deref());
         let path = sled_path(&state_dir, name);
         let storage = |detail: String| RoleError::Storage {

@@ -4,9 +4,9 @@
 //! appended; strangers learn nothing; runs, deletion and reproduction keep
 //! their state rules. Asserts codes and `ErrorInfo` kinds, never message text.
 //!
-//! The jail role removes every container Amai manages on the engine when it
-//! starts (orphan reconciliation, one jail worker per engine), so these tests
-//! hold [`ENGINE`] while their role runs.
+//! Each test is its own deployment (its own trust root), so its jail worker's
+//! orphan reconciliation at start removes only its own leftovers: the tests
+//! run in parallel on one engine, as deployments sharing an engine do.
 
 use std::time::Duration;
 
@@ -19,9 +19,6 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::common::{agg, Env};
-
-/// One jail role on the engine at a time (see the module docs).
-static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -112,7 +109,6 @@ async fn event_positions(env: &Env) -> std::collections::BTreeMap<String, u64> {
 
 #[tokio::test]
 async fn a_jail_runs_under_its_requester_and_its_run_is_recorded() {
-    let _engine = ENGINE.lock().await;
     let env = env().await;
     let alice = env.agent("alice").await;
     let created = alice
@@ -208,7 +204,6 @@ async fn a_jail_runs_under_its_requester_and_its_run_is_recorded() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_precisely_and_append_nothing() {
-    let _engine = ENGINE.lock().await;
     let env = env().await;
     let alice = env.agent("alice").await;
     let bob = env.agent("bob").await;
@@ -314,7 +309,6 @@ async fn bad_requests_are_refused_precisely_and_append_nothing() {
 
 #[tokio::test]
 async fn run_delete_and_reproduce_keep_their_state_rules() {
-    let _engine = ENGINE.lock().await;
     let env = env().await;
     let alice = env.agent("alice").await;
     let mallory = env.agent("mallory").await;
@@ -443,7 +437,6 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
 
 #[tokio::test]
 async fn files_go_in_and_the_diff_network_log_and_policy_come_out() {
-    let _engine = ENGINE.lock().await;
     let env = env().await;
     let alice = env.agent("alice").await;
     let script =
@@ -582,7 +575,6 @@ async fn llm_env() -> (Env, amai_llm_fake_upstream::FakeUpstream) {
 
 #[tokio::test]
 async fn a_jail_records_its_llm_calls_and_a_reproduction_replays_them_without_the_upstream() {
-    let _engine = ENGINE.lock().await;
     let (env, upstream) = llm_env().await;
     let alice = env.agent("alice").await;
 
@@ -720,7 +712,6 @@ fn python_spec(prompt: &str, llm: serde_json::Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_python_agent_with_the_official_sdk_records_then_reproduces_with_the_upstream_stopped() {
-    let _engine = ENGINE.lock().await;
     // The python image is built once per recipe (minutes the first time).
     let engine = amai_jail::Engine::connect().await.expect("docker engine");
     amai_jail::build_python(&engine, |_| {})

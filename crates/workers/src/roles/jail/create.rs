@@ -133,7 +133,7 @@ impl JailRequests {
                 return Ok(failed(id, F::InvalidSpec, why));
             }
         }
-        let engine = self.engine.get().ok_or_else(|| {
+        let engine = self.engine.get().map(|c| &c.engine).ok_or_else(|| {
             ReactError::Transient("the Docker Engine is not connected yet".into())
         })?;
         let image = match resolve_image(engine, &spec.image).await {

@@ -7,8 +7,18 @@ use std::sync::{Arc, OnceLock};
 use amai_bus::proto::JailFailureKind;
 use amai_jail::Engine;
 
+/// The engine as the role's preflight connected it, and the scope labelling
+/// everything the role creates on it (its deployment).
+#[derive(Clone, Debug)]
+pub struct Connected {
+    /// The engine.
+    pub engine: Engine,
+    /// The deployment's scope.
+    pub scope: amai_jail::Scope,
+}
+
 /// The engine, connected by the role's preflight; empty until then.
-pub type EngineSlot = Arc<OnceLock<Engine>>;
+pub type EngineSlot = Arc<OnceLock<Connected>>;
 
 /// Why something about a jail failed, as a `jail.run_failed` says it.
 #[derive(Debug, Clone, PartialEq, Eq)]

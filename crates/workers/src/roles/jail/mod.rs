@@ -29,7 +29,7 @@ use amai_bus::subjects::AggregateKind;
 use amai_projections::Projection;
 
 use crate::reactor::Reactor;
-use crate::role::{PreflightFuture, QueryService, Role, RoleContext, RoleError};
+use crate::role::{PreflightContext, PreflightFuture, QueryService, Role, RoleContext, RoleError};
 
 pub use config::JailConfig;
 pub use engine::EngineSlot;
@@ -96,49 +96,42 @@ impl Role for JailRole {
         &[AggregateKind::Jail]
     }
 
-    fn preflight(&self) -> PreflightFuture<'_> {
+    fn preflight<'a>(&'a self, ctx: &'a PreflightContext) -> PreflightFuture<'a> {
         Box::pin(async move {
-            let engine =
-                amai_jail::Engine::connect()
-                    .await
-                    .map_err(|e| RoleError::Unavailable {
-                        role: NAME.to_string(),
-                        reason: e.to_string(),
-                    })?;
-            let removed = amai_jail::remove_managed(&engine, None)
+            let unavailable = |reason: String| RoleError::Unavailable {
+                role: NAME.to_string(),
+                reason,
+            };
+            let engine = amai_jail::Engine::connect()
                 .await
-                .map_err(|e| RoleError::Unavailable {
-                    role: NAME.to_string(),
-                    reason: format!("cannot remove what an earlier instance left: {e}"),
-                })?;
-            let networks = amai_jail::remove_orphan_networks(&engine, |_| false)
+                .map_err(|e| unavailable(e.to_string()))?;
+            let scope = amai_jail::Scope::new(ctx.deployment())
+                .map_err(|e| unavailable(format!("the deployment's scope: {e}")))?;
+            // Orphan reconciliation: what an earlier instance of this
+            // deployment left (containers, volumes, networks, host rules).
+            // Other deployments' jails on the same engine are not touched.
+            let removed = amai_jail::remove_scope(&engine, &scope)
                 .await
-                .map_err(|e| RoleError::Unavailable {
-                    role: NAME.to_string(),
-                    reason: format!(
-                        "cannot remove the jail networks an earlier instance left: {e}"
-                    ),
+                .map_err(|e| {
+                    unavailable(format!("cannot remove what an earlier instance left: {e}"))
                 })?;
-            if !networks.networks.is_empty() || !networks.tables.is_empty() {
+            if !removed.containers.is_empty() || !removed.networks.is_empty() {
                 tracing::warn!(
-                    networks = networks.networks.len(),
-                    rules = networks.tables.len(),
-                    "removed jail networks and host rules an earlier instance left behind"
-                );
-            }
-            if !removed.container_ids.is_empty() {
-                tracing::warn!(
-                    containers = removed.container_ids.len(),
-                    "removed jail containers an earlier instance left behind"
+                    containers = removed.containers.len(),
+                    volumes = removed.volumes.len(),
+                    networks = removed.networks.len(),
+                    rules = removed.tables.len(),
+                    "removed what an earlier jail instance left behind"
                 );
             }
             tracing::info!(
                 engine = %engine.version().server_version,
                 api = %engine.version().negotiated_api_version,
+                scope = %scope,
                 "jail role: Docker Engine ready"
             );
             // A second start of the same role value keeps the first engine.
-            let _ = self.engine.set(engine);
+            let _ = self.engine.set(engine::Connected { engine, scope });
             Ok(())
         })
     }

@@ -210,8 +210,8 @@ impl QueryState {
             self.caught_up_with(&jail.jail_id).await?;
             jail = self.jail(&jail.jail_id)?;
         }
-        if let Some(engine) = self.engine.get() {
-            amai_jail::remove_managed(engine, Some(&jail.jail_id))
+        if let Some(connected) = self.engine.get() {
+            amai_jail::remove_managed(&connected.engine, Some(&jail.jail_id))
                 .await
                 .map_err(|e| unavailable(format!("removing the jail's containers failed: {e}")))?;
         }

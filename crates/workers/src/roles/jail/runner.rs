@@ -185,6 +185,10 @@ impl JailRuns {
     }
 
     fn engine(&self) -> Result<&amai_jail::Engine, ReactError> {
+        self.connected().map(|c| &c.engine)
+    }
+
+    fn connected(&self) -> Result<&super::engine::Connected, ReactError> {
         self.engine
             .get()
             .ok_or_else(|| ReactError::Transient("the Docker Engine is not connected yet".into()))
@@ -306,7 +310,8 @@ impl JailRuns {
                 return self.fail(store, input, jail_id, failure).await;
             }
         };
-        let mut request = run_request(jail_id, &created.image_id, &spec);
+        let scope = self.connected()?.scope.clone();
+        let mut request = run_request(jail_id, &created.image_id, &spec).scope(scope);
         if let Some(key) = &llm_key {
             request = request
                 .env("OPENAI_API_KEY", key.clone())
@@ -504,8 +509,14 @@ impl JailRuns {
         }
         // The proxy is the one endpoint `llm-only` reaches; without a session
         // of the jail it answers 401.
+        let scope = self
+            .connected()
+            .map_err(|e| Failure::new(F::EngineUnavailable, e.to_string()))?
+            .scope
+            .clone();
         let plan = amai_jail::NetworkPlan::new(jail_id, spec.network.clone())
-            .llm_proxy(self.config.llm_proxy);
+            .llm_proxy(self.config.llm_proxy)
+            .scope(scope);
         let network = amai_jail::JailNetwork::create(engine, plan)
             .await
             .map_err(|e| Failure::new(F::NetworkSetup, e.to_string()))?;
