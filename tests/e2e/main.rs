@@ -3,6 +3,7 @@
 //! Each test gets its own nats-server, temp dir and ports.
 
 mod crash;
+mod jail;
 mod least_privilege;
 mod llm;
 mod rebuild;
