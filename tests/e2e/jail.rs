@@ -149,3 +149,112 @@ async fn up_without_a_docker_engine_runs_everything_but_the_jail_role_and_says_w
         .await
         .expect("register while the jail role is unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_jail_and_shows_its_logs_diff_network_and_reproduction() {
+    let world = World::new();
+    let _identity = world.worker("i1").await;
+    let _jail = jail_worker(&world, "j1").await;
+    let (_gateway, _client) = world.gateway().await;
+    let (key, id) = gen_keys(&world, "alice").await;
+    world
+        .cli(&["agent", "register", "--keys", &key, "--name", "alice"])
+        .await
+        .ok();
+    let spec = world.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        br#"{"image": "busybox",
+             "command": ["sh", "-c", "echo made > /workspace/made.txt; echo out; exit 7"],
+             "limits": {"timeout": "30s"}}"#,
+    )
+    .expect("spec");
+    let spec = spec.display().to_string();
+
+    // `jail run` waits, prints JSON and exits with the jail's exit code.
+    let run = world
+        .cli(&["jail", "run", "--keys", &key, "--spec", &spec, "--json"])
+        .await;
+    assert_eq!(run.status.code(), Some(7), "{}\n{}", run.stdout, run.stderr);
+    let shown: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(shown["state"], "finished");
+    assert_eq!(shown["owner"], id.as_str());
+    assert_eq!(shown["finished"]["exit_code"], 7);
+    assert_eq!(shown["finished"]["paths_added"], 1);
+    let jail = shown["jail_id"].as_str().expect("jail id").to_string();
+
+    let logs = world
+        .cli(&["jail", "logs", "--keys", &key, &jail])
+        .await
+        .ok();
+    assert_eq!(logs, "out\n");
+    let diff = world
+        .cli(&["jail", "diff", "--keys", &key, &jail, "--json"])
+        .await
+        .json();
+    assert_eq!(diff["diff_sha256"], shown["finished"]["diff_sha256"]);
+    assert_eq!(diff["entries"][0]["path"], "/workspace/made.txt");
+    assert_eq!(diff["entries"][0]["change"], "added");
+    let network = world
+        .cli(&["jail", "network", "--keys", &key, &jail, "--json"])
+        .await
+        .json();
+    assert_eq!(
+        network,
+        serde_json::json!([]),
+        "network none: nothing attempted"
+    );
+    let listed = world
+        .cli(&["jail", "ls", "--keys", &key, "--json"])
+        .await
+        .json();
+    assert_eq!(listed[0]["jail_id"], jail.as_str());
+
+    // A deterministic run reproduces: exit 0 and IDENTICAL.
+    let again = world
+        .cli(&["jail", "reproduce", "--keys", &key, &jail, "--json"])
+        .await;
+    assert!(again.status.success(), "{}\n{}", again.stdout, again.stderr);
+    let again: serde_json::Value = serde_json::from_str(again.stdout.trim()).expect("json");
+    assert_eq!(
+        again["reproducibility"]["verdict"],
+        "JAIL_VERDICT_IDENTICAL"
+    );
+
+    // A bad spec is refused before anything is signed, naming the JSON path.
+    std::fs::write(
+        world.path().join("bad.json"),
+        br#"{"image": "busybox", "command": [], "limits": {"pids": 0}}"#,
+    )
+    .expect("bad spec");
+    let bad = world
+        .cli(&[
+            "jail",
+            "run",
+            "--keys",
+            &key,
+            "--spec",
+            &world.path().join("bad.json").display().to_string(),
+        ])
+        .await;
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("limits.pids"), "{}", bad.stderr);
+
+    let removed = world.cli(&["jail", "rm", "--keys", &key, &jail]).await.ok();
+    assert!(removed.contains("deleted"), "{removed}");
+    let listed = world
+        .cli(&["jail", "ls", "--keys", &key, "--json"])
+        .await
+        .json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|j| j["jail_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [again["jail_id"].as_str().expect("id")],
+        "the deleted jail is not listed"
+    );
+}
