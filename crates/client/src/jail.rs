@@ -268,7 +268,9 @@ impl AmaiClient {
             )
             .await?;
         if let Some(wait) = wait {
-            req.set_timeout(wait + Duration::from_secs(5));
+            // The gateway answers a little before this deadline, with the
+            // jail as it is then.
+            req.set_timeout(wait + Duration::from_millis(500));
         }
         Ok(self.jail.clone().get_status(req).await?.into_inner())
     }

@@ -167,6 +167,33 @@ impl Reader {
         self.operator || self.granted.contains(stream) || owner_of(stream) == Owner::Everyone
     }
 
+    /// The owner a listing of `stream`'s things (`what`: "llm sessions",
+    /// "jails") asks the role for: empty asks for everyone's, allowed only to
+    /// those who read the whole stream (others get their own); another
+    /// owner's needs the same.
+    pub fn listing_owner(
+        &self,
+        stream: &str,
+        requested: &str,
+        what: &str,
+    ) -> Result<String, crate::status::ApiError> {
+        let everyone = self.reads_all_of(stream);
+        if requested.is_empty() {
+            return Ok(if everyone {
+                String::new()
+            } else {
+                self.id.clone()
+            });
+        }
+        if requested != self.id && !everyone {
+            return Err(crate::status::ApiError::ReadNotPermitted {
+                actor: self.id.clone(),
+                what: format!("the {what} of {requested}"),
+            });
+        }
+        Ok(requested.to_string())
+    }
+
     /// Whether it may read anything at all of `stream` (decided before any read).
     pub fn reads_any_of(&self, stream: &str) -> bool {
         self.reads_all_of(stream) || owner_of(stream) == Owner::AggregateId

@@ -69,15 +69,23 @@ fn is_done(jail: &proto::Jail) -> bool {
     )
 }
 
-/// How long a call may wait: the client's `grpc-timeout`, else [`MAX_WAIT`].
+/// How long a call may wait: a little less than the client's `grpc-timeout`
+/// (so the answer, the state as it is then, arrives before the deadline), else
+/// [`MAX_WAIT`].
 fn wait_bound<T>(request: &Request<T>) -> Duration {
     request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
+        .map(|deadline| {
+            deadline.saturating_sub((deadline / 10).clamp(ANSWER_MARGIN, Duration::from_secs(5)))
+        })
         .unwrap_or(MAX_WAIT)
 }
+
+/// The least time kept, before the client's deadline, to answer a wait.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     let (n, unit) = v.split_at(v.len().checked_sub(1)?);
@@ -465,17 +473,7 @@ impl JailSvc {
     ) -> Result<proto::ListJailsResponse, ApiError> {
         let reader = self.reader(LIST_JAILS_METHOD, &request).await?;
         let mut req = request.into_inner();
-        let everyone = reader.reads_all_of(JAIL_STREAM);
-        if req.owner.is_empty() {
-            if !everyone {
-                req.owner = reader.id.clone();
-            }
-        } else if req.owner != reader.id && !everyone {
-            return Err(ApiError::ReadNotPermitted {
-                actor: reader.id,
-                what: format!("the jails of {}", req.owner),
-            });
-        }
+        req.owner = reader.listing_owner(JAIL_STREAM, &req.owner, "jails")?;
         self.shared.query(JAIL_LIST, &req).await
     }
 

@@ -489,18 +489,7 @@ impl LlmSvc {
             )
             .await?;
         let mut req = request.into_inner();
-        let everyone = reader.reads_all_of(LLM_STREAM);
-        if req.owner.is_empty() {
-            // Empty asks the role for every session: only for those who read them all.
-            if !everyone {
-                req.owner = reader.id.clone();
-            }
-        } else if req.owner != reader.id && !everyone {
-            return Err(ApiError::ReadNotPermitted {
-                actor: reader.id,
-                what: format!("the llm sessions of {}", req.owner),
-            });
-        }
+        req.owner = reader.listing_owner(LLM_STREAM, &req.owner, "llm sessions")?;
         self.shared.query(LLM_SESSIONS, &req).await
     }
 

@@ -996,11 +996,15 @@ async fn run_prepared(
     resources: &mut Resources,
 ) -> Result<RunOutcome, RunError> {
     let docker = engine.docker();
+    // Attached before the start, so the stream carries every byte; asking
+    // for the logs too (`logs=true`) replays what the log driver already
+    // holds, which under load repeats output the stream also delivers (seen:
+    // "same\nsame\n" from one `echo same`). `docker run` attaches the same way.
     let attach_options = AttachContainerOptionsBuilder::new()
         .stdout(true)
         .stderr(true)
         .stream(true)
-        .logs(true)
+        .logs(false)
         .build();
     let mut attached = docker
         .attach_container(container_id, Some(attach_options))

@@ -136,6 +136,18 @@ async fn echo_exits_zero_with_its_output() {
     assert!(!outcome.timed_out && !outcome.oom_killed && !outcome.output_truncated);
 }
 
+/// Output written the moment the process starts comes back exactly once (an
+/// attach that also replayed the log driver's copy repeated it under load).
+#[tokio::test]
+async fn early_output_comes_back_exactly_once() {
+    let expected: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+    let runs = (0..4).map(|_| run_sh("seq 1 2000", JailLimits::default()));
+    for outcome in futures::future::join_all(runs).await {
+        assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+        assert_eq!(text(&outcome.stdout), expected);
+    }
+}
+
 #[tokio::test]
 async fn stdout_and_stderr_are_separated() {
     let outcome = run_sh("echo out; echo err >&2", JailLimits::default()).await;

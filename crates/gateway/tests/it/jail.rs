@@ -817,3 +817,95 @@ async fn a_python_agent_with_the_official_sdk_records_then_reproduces_with_the_u
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_rogue_client_cannot_forge_jail_records_or_borrow_an_llm_session() {
+    let (env, _upstream) = llm_env().await;
+    let alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let jail = alice
+        .create_jail(&spec(&["true"]), false)
+        .await
+        .expect("create");
+    let aggregate =
+        amai_bus::Aggregate::new(amai_bus::subjects::AggregateKind::Jail, &jail.jail_id)
+            .expect("agg");
+
+    // The owner cannot write its jail's records: only the jail service can.
+    let head = env.client.chain_head(&aggregate).await.expect("head");
+    let forged = EventDraft::new(
+        aggregate.clone(),
+        Kind::JailRunFinished(proto::JailRunFinished {
+            jail_id: jail.jail_id.clone(),
+            exit_code: 0,
+            ..Default::default()
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .signer_seq(env.head_seq(&agg(&alice)).await)
+    .sign(alice.keys(), alice.id());
+    let e = env
+        .client
+        .append(forged)
+        .await
+        .expect_err("a forged record");
+    assert_eq!(
+        e.status().map(|s| s.code()),
+        Some(Code::PermissionDenied),
+        "{e}"
+    );
+    assert_eq!(env.head_seq(&aggregate).await, head.aggregate_seq);
+
+    // Bob cannot run a jail on Alice's LLM session (her recordings, her bill).
+    let (session, _key) = alice
+        .create_llm_session(proto::LlmMode::Record, Vec::new(), Default::default())
+        .await
+        .expect("session");
+    // Settled: the jail is created (its spec stored) before the snapshot.
+    env.client
+        .wait_jail(&jail.jail_id, Duration::from_millis(300))
+        .await
+        .expect("jail");
+    let before = event_positions(&env).await;
+    let with_llm = serde_json::to_vec(&json!({
+        "image": "busybox", "command": ["true"], "network": "llm-only",
+        "llm": {"create": {"mode": "record"}},
+    }))
+    .expect("json");
+    let e = create(
+        &env,
+        request(&env, &bob, &with_llm, |_, r| {
+            r.llm_session_id = session.session_id.clone();
+            r.sealed_llm_key = vec![1; 80];
+        })
+        .await,
+    )
+    .await
+    .expect_err("another owner's session");
+    assert_eq!(
+        code_and_kind(&e),
+        (Code::PermissionDenied, ErrorKind::NotSessionOwner)
+    );
+    assert_eq!(event_positions(&env).await, before, "nothing was appended");
+
+    // A key the jail service cannot open never runs: the run fails, unstarted.
+    let created = create(
+        &env,
+        request(&env, &alice, &with_llm, |_, r| {
+            r.llm_session_id = session.session_id.clone();
+            r.sealed_llm_key = vec![1; 80];
+        })
+        .await,
+    )
+    .await
+    .expect("accepted: only the jail service can open the box");
+    let done = alice
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let failed = done.failed.clone().unwrap_or_else(|| panic!("{done:?}"));
+    assert_eq!(failed.kind, proto::JailFailureKind::LlmSession as i32);
+    assert!(done.started_at.is_none(), "never started");
+    env.stop().await;
+}
