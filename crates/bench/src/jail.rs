@@ -265,11 +265,22 @@ fn diff_spec(bytes: u64) -> String {
 async fn jail_run(agent: &Agent, spec: &[u8]) -> Result<(proto::Jail, f64), Fail> {
     let started = Instant::now();
     let created = agent.create_jail(spec, true).await.context("create_jail")?;
-    let jail = agent
-        .client()
-        .wait_jail(&created.jail_id, JAIL_WAIT)
-        .await
-        .context("wait_jail")?;
+    // The gateway may answer before the run ends (its own bound): ask again.
+    let deadline = started + JAIL_WAIT;
+    let jail = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let jail = agent
+            .client()
+            .wait_jail(&created.jail_id, left)
+            .await
+            .context("wait_jail")?;
+        let ended = [JailState::Finished, JailState::Failed, JailState::Deleted]
+            .iter()
+            .any(|s| *s as i32 == jail.state);
+        if ended || left.is_zero() {
+            break jail;
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64() * 1e3;
     if jail.state != JailState::Finished as i32 {
         let why = jail

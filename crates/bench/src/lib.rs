@@ -121,7 +121,7 @@ impl std::fmt::Debug for Progress {
 pub struct BenchConfig {
     /// The NATS to use (the caller starts one, or names a deployment's).
     pub nats_url: String,
-    /// Smaller sizes and shorter latency windows (~40 s in all, the llm phases included).
+    /// Smaller sizes, shorter latency windows and fewer jail runs.
     pub quick: bool,
     /// Streams and store, as the deployment configures them.
     pub store: StoreSettings,
