@@ -169,7 +169,7 @@ pub(crate) async fn measure(p: &mut Platform, sizes: &Sizes) -> Result<JailFigur
     let engine = match amai_jail::Engine::connect().await {
         Ok(engine) => engine,
         Err(e) => {
-            let reason = format!("no Docker Engine answered: {e}");
+            let reason = e.to_string();
             p.say(&format!("jail phase skipped: {reason}"));
             return Ok(JailFigures {
                 skipped: Some(reason),
