@@ -15,7 +15,7 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Smaller sizes and shorter latency windows (~40 s in all, the llm phases included).
+    /// Smaller sizes, shorter latency windows and fewer jail runs.
     #[arg(long)]
     quick: bool,
 }

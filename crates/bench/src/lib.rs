@@ -26,7 +26,13 @@
 //! 8. the llm role's recording/replay proxy against a fake OpenAI upstream
 //!    started by the bench (see the `llm` module): direct baseline, record and
 //!    replay latencies (non-streamed and streamed) under an open-loop load, and
-//!    replay throughput with [`LLM_CONCURRENCY`] requests in flight.
+//!    replay throughput with [`LLM_CONCURRENCY`] requests in flight;
+//! 9. the jail role on the local Docker Engine (see the `jail` module): a
+//!    trivial command (`busybox`, `true`) run in a jail through the gateway,
+//!    request to finished, against `docker run --rm` of the same image and
+//!    command interleaved with it, and jail runs writing 0, 1 and 16 MiB to
+//!    show the diff step's cost as the size of what changed grows (skipped,
+//!    with the reason in the report, when no engine answers).
 //!
 //! The identity role starts after (3), so (2) and (3) measure the append path
 //! alone; it then catches up before (4) and runs for (6) and (7), as under
@@ -38,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod jail;
 mod llm;
 mod load;
 mod platform;
@@ -114,7 +121,7 @@ impl std::fmt::Debug for Progress {
 pub struct BenchConfig {
     /// The NATS to use (the caller starts one, or names a deployment's).
     pub nats_url: String,
-    /// Smaller sizes and shorter latency windows (~40 s in all, the llm phases included).
+    /// Smaller sizes, shorter latency windows and fewer jail runs.
     pub quick: bool,
     /// Streams and store, as the deployment configures them.
     pub store: StoreSettings,
@@ -138,6 +145,10 @@ pub(crate) struct Sizes {
     llm_latency_for: Duration,
     /// Each llm throughput window.
     llm_throughput_for: Duration,
+    /// Jail runs (and as many `docker run`s) of the trivial command.
+    jail_runs: usize,
+    /// Jail runs per diff size.
+    jail_diff_runs: usize,
 }
 
 impl Sizes {
@@ -151,6 +162,8 @@ impl Sizes {
                 latency_for: Duration::from_secs(1),
                 llm_latency_for: Duration::from_secs(3),
                 llm_throughput_for: Duration::from_secs(2),
+                jail_runs: 5,
+                jail_diff_runs: 3,
             }
         } else {
             Sizes {
@@ -161,6 +174,8 @@ impl Sizes {
                 latency_for: Duration::from_secs(3),
                 llm_latency_for: Duration::from_secs(5),
                 llm_throughput_for: Duration::from_secs(3),
+                jail_runs: 10,
+                jail_diff_runs: 3,
             }
         }
     }
@@ -450,6 +465,10 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
     // 8. The llm proxy against its upstream (after everything above, so the
     // identity phases are unaffected).
     report.llm = llm::measure(p, sizes).await?;
+
+    // 9. Jails against docker run (last: the containers' churn would disturb
+    // every phase above).
+    report.jail = jail::measure(p, sizes).await?;
     Ok(report)
 }
 

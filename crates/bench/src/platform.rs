@@ -3,7 +3,9 @@
 //! [`RoleRuntime`] with its service identity registered by
 //! [`deploy::register_service`], and the gateway on `127.0.0.1:0`. The llm
 //! role (its HTTP API on `127.0.0.1:0`) starts on demand for the llm phases,
-//! with its own service identity endorsed by the same operator.
+//! and the registry's jail role (on the local Docker Engine) for the jail
+//! phase, each with its own service identity endorsed by the same operator
+//! for what the role writes (and failures).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +15,7 @@ use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
 use amai_projections::ProjectionHandle;
 use amai_workers::deploy;
 use amai_workers::role::Role;
+use amai_workers::roles::jail;
 use amai_workers::roles::llm::{self, LlmConfig, LlmRole};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use async_nats::jetstream;
@@ -49,6 +52,8 @@ pub(crate) struct Platform {
     query_timeout: std::time::Duration,
     /// The llm role, once [`Platform::start_llm_role`] started it.
     llm_role: Option<RoleRuntime>,
+    /// The jail role, once [`Platform::start_jail_role`] started it.
+    jail_role: Option<RoleRuntime>,
 }
 
 /// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
@@ -136,6 +141,7 @@ impl Platform {
             state_root: scratch.join("state"),
             query_timeout: config.query_timeout,
             llm_role: None,
+            jail_role: None,
         })
     }
 
@@ -179,30 +185,10 @@ impl Platform {
         config: LlmConfig,
     ) -> Result<(String, ProjectionHandle), Fail> {
         let role: Arc<dyn Role> = Arc::new(LlmRole::with_config(config));
-        let keys = IdentityKeys::generate();
-        let signer = deploy::register_service(
-            &self.store,
-            deploy::Operator {
-                keys: &self.operator,
-                name: &format!("bench-op-{}", self.run_id),
-                registered_at: self.operator_registered_at,
-            },
-            deploy::Service {
-                keys: &keys,
-                name: &format!("bench-llm-{}", self.run_id),
-                registered_at: amai_bus::envelope::now_timestamp(),
-            },
-            role.as_ref(),
-        )
-        .await?;
-        let config = RoleRuntimeConfig::new(
-            self.client.clone(),
-            self.store.clone(),
-            self.state_root.clone(),
-            signer,
-        )
-        .min_position_timeout(self.query_timeout)
-        .listen_addr(llm::LISTENER, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let config = self
+            .service_config(role.as_ref(), "llm")
+            .await?
+            .listen_addr(llm::LISTENER, SocketAddr::from(([127, 0, 0, 1], 0)));
         let runtime = RoleRuntime::start(role.clone(), config)
             .await
             .context("cannot start the llm role")?;
@@ -220,11 +206,69 @@ impl Platform {
         wait_positions(&projection, &ends)
             .await
             .context("the llm role did not catch up")?;
+        self.wait_reactors(role.as_ref()).await?;
+        Ok((format!("http://{addr}"), projection))
+    }
+
+    /// Starts the registry's jail role (settings from the environment, as
+    /// under `amai up`) with its own service identity, and waits until its
+    /// projection and reactors have caught up with everything appended so far.
+    /// The role's preflight needs the Docker Engine, and removes the jail
+    /// containers an earlier instance left on it.
+    pub(crate) async fn start_jail_role(&mut self) -> Result<(), Fail> {
+        let role = amai_workers::roles::find(jail::NAME)?;
+        let config = self.service_config(role.as_ref(), "jail").await?;
+        let runtime = RoleRuntime::start(role.clone(), config)
+            .await
+            .context("cannot start the jail role")?;
+        let projection = runtime
+            .projection(jail::JAIL_PROJECTION)
+            .context("the jail role has no jail projection")?
+            .clone();
+        self.jail_role = Some(runtime);
+        let ends = projection_stream_ends(&self.js, &jail::JailProjection).await?;
+        wait_positions(&projection, &ends)
+            .await
+            .context("the jail role did not catch up")?;
+        self.wait_reactors(role.as_ref()).await
+    }
+
+    /// A runtime configuration for `role` under a new service identity
+    /// (`bench-<what>-<run id>`) that the run's operator endorses for what the
+    /// role writes.
+    async fn service_config(&self, role: &dyn Role, what: &str) -> Result<RoleRuntimeConfig, Fail> {
+        let keys = IdentityKeys::generate();
+        let signer = deploy::register_service(
+            &self.store,
+            deploy::Operator {
+                keys: &self.operator,
+                name: &format!("bench-op-{}", self.run_id),
+                registered_at: self.operator_registered_at,
+            },
+            deploy::Service {
+                keys: &keys,
+                name: &format!("bench-{what}-{}", self.run_id),
+                registered_at: amai_bus::envelope::now_timestamp(),
+            },
+            role,
+        )
+        .await?;
+        Ok(RoleRuntimeConfig::new(
+            self.client.clone(),
+            self.store.clone(),
+            self.state_root.clone(),
+            signer,
+        )
+        .min_position_timeout(self.query_timeout))
+    }
+
+    /// Waits until every reactor of `role` has drained its consumer.
+    async fn wait_reactors(&self, role: &dyn Role) -> Result<(), Fail> {
         for reactor in role.reactors() {
             let sub = reactor.subscription();
             self.wait_drained(sub.stream(), sub.durable()).await?;
         }
-        Ok((format!("http://{addr}"), projection))
+        Ok(())
     }
 
     /// Waits (bounded) until a durable consumer has nothing pending or unacked.
@@ -260,6 +304,9 @@ impl Platform {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.say(&format!("gateway stopped with an error: {e}")),
             Err(e) => self.say(&format!("gateway task failed: {e}")),
+        }
+        if let Some(role) = self.jail_role.as_mut() {
+            role.stop().await;
         }
         if let Some(role) = self.llm_role.as_mut() {
             role.stop().await;

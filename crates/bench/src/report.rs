@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::jail::{JailFigures, Samples, DIFF_SIZES};
 use crate::llm::{LlmFigures, LLM_CONCURRENCY, LLM_RPS};
 use crate::load::Latency;
 use crate::{Sizes, AGENTS, APPEND_VISIBLE_RPS, GET_IDENTITY_RPS, PUBLISH_WINDOW};
@@ -23,6 +24,9 @@ const GOAL_LLM_REPLAY_OVERHEAD_P50_MS: f64 = 0.5;
 const GOAL_LLM_REPLAY_OVERHEAD_P99_MS: f64 = 2.0;
 /// Latency the llm proxy adds to a recorded call, the durable append included.
 const GOAL_LLM_RECORD_OVERHEAD_P50_MS: f64 = 2.0;
+/// Median jail run of a trivial command (request to finished, through the
+/// gateway) / median `docker run --rm` of the same image and command.
+const GOAL_JAIL_VS_DOCKER_RUN: f64 = 1.5;
 
 /// Everything one run measured, with the sizes it ran at. Render it with
 /// [`Report::table`] or [`Report::to_json`].
@@ -45,6 +49,7 @@ pub struct Report {
     pub(crate) identity_query_nats: Latency,
     pub(crate) append_visible: Latency,
     pub(crate) llm: LlmFigures,
+    pub(crate) jail: JailFigures,
 }
 
 /// `12345.6` -> `12,346`.
@@ -126,6 +131,123 @@ impl Report {
         l.record.errors == 0
             && l.direct.errors == 0
             && l.record_overhead_p50() < GOAL_LLM_RECORD_OVERHEAD_P50_MS
+    }
+
+    /// The jail run within its goal (never when the phase was skipped).
+    fn jail_met(&self) -> bool {
+        self.jail.skipped.is_none() && self.jail.jail_vs_docker_run() <= GOAL_JAIL_VS_DOCKER_RUN
+    }
+
+    /// The jail phase's JSON fields (`null` figures when it was skipped).
+    fn jail_json(&self) -> Vec<(String, serde_json::Value)> {
+        let j = &self.jail;
+        let b = &j.breakdown;
+        let mut out: Vec<(String, serde_json::Value)> = [
+            ("jail_skipped", json!(j.skipped)),
+            ("jail_run_ms", json!(round(j.jail_run.median(), 2))),
+            ("jail_run_p90_ms", json!(round(j.jail_run.p90(), 2))),
+            ("docker_run_ms", json!(round(j.docker_run.median(), 2))),
+            ("docker_run_p90_ms", json!(round(j.docker_run.p90(), 2))),
+            (
+                "jail_vs_docker_run",
+                json!(round(j.jail_vs_docker_run(), 3)),
+            ),
+            ("jail_runs", json!(j.jail_run.len())),
+            (
+                "jail_request_to_started_ms",
+                json!(round(b.to_started.median(), 2)),
+            ),
+            ("jail_container_ms", json!(round(b.container.median(), 2))),
+            ("jail_after_exit_ms", json!(round(b.after_exit.median(), 2))),
+            (
+                "jail_finished_to_client_ms",
+                json!(round(b.to_client.median(), 2)),
+            ),
+            ("jail_engine_version", json!(j.engine_version)),
+            ("jail_image_id", json!(j.image_id)),
+            (
+                "goal_jail_vs_docker_run_max",
+                json!(GOAL_JAIL_VS_DOCKER_RUN),
+            ),
+            (
+                "goal_jail_vs_docker_run_met",
+                // Not measured: neither met nor missed.
+                match j.skipped {
+                    Some(_) => serde_json::Value::Null,
+                    None => json!(self.jail_met()),
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (name, _) in DIFF_SIZES {
+            let found = j.diff.iter().find(|(n, _, _)| *n == name);
+            let median = |s: Option<&Samples>| json!(round(s.map_or(f64::NAN, Samples::median), 2));
+            out.push((
+                format!("jail_diff_{name}_ms"),
+                median(found.map(|(_, ms, _)| ms)),
+            ));
+            out.push((
+                format!("jail_diff_{name}_after_exit_ms"),
+                median(found.map(|(_, _, after)| after)),
+            ));
+        }
+        out
+    }
+
+    /// The jail phase's table rows.
+    fn jail_rows(&self) -> Vec<[String; 5]> {
+        let j = &self.jail;
+        if j.skipped.is_some() {
+            return vec![[
+                "jail run (busybox true)".into(),
+                "skipped".into(),
+                "no Docker Engine (see below)".into(),
+                format!("<= {GOAL_JAIL_VS_DOCKER_RUN:.2}x"),
+                "n/a".into(),
+            ]];
+        }
+        let b = &j.breakdown;
+        let mut rows = vec![
+            [
+                "docker run --rm busybox true, median/p90".into(),
+                format!("{:.1}/{:.1} ms", j.docker_run.median(), j.docker_run.p90()),
+                "1.00x (baseline)".into(),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "jail run busybox true (gateway), median/p90".into(),
+                format!("{:.1}/{:.1} ms", j.jail_run.median(), j.jail_run.p90()),
+                format!("{:.2}x docker run", j.jail_vs_docker_run()),
+                format!("<= {GOAL_JAIL_VS_DOCKER_RUN:.2}x"),
+                met(self.jail_met()).into(),
+            ],
+            [
+                "  request->started/container/after exit/->client".into(),
+                format!(
+                    "{:.0}/{:.0}/{:.0}/{:.0} ms",
+                    b.to_started.median(),
+                    b.container.median(),
+                    b.after_exit.median(),
+                    b.to_client.median()
+                ),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+        ];
+        for (name, ms, after) in &j.diff {
+            rows.push([
+                format!("jail writing {name} (after exit), median"),
+                format!("{:.1} ms ({:.1} ms)", ms.median(), after.median()),
+                format!("{:.2}x docker run", ms.median() / j.docker_run.median()),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        rows
     }
 
     /// One JSON object with every figure, ratio and goal.
@@ -374,6 +496,7 @@ impl Report {
             fields
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(self.jail_json())
                 .collect(),
         )
     }
@@ -386,7 +509,7 @@ impl Report {
         let vis_rps = fmt_int(f64::from(APPEND_VISIBLE_RPS));
         let llm_rps = fmt_int(f64::from(LLM_RPS));
         let l = &self.llm;
-        let rows: Vec<[String; 5]> = vec![
+        let mut rows: Vec<[String; 5]> = vec![
             [
                 format!(
                     "raw publish ({} msgs, window {PUBLISH_WINDOW})",
@@ -566,6 +689,7 @@ impl Report {
                 none(),
             ],
         ];
+        rows.extend(self.jail_rows());
         let header = ["measurement", "result", "ratio vs baseline", "goal", "met"];
         let mut widths = header.map(str::len);
         for row in &rows {
@@ -623,6 +747,16 @@ impl Report {
             l.replay_tput.errors,
             l.replay_upstream_hits,
         ));
+        match &self.jail.skipped {
+            Some(reason) => out.push_str(&format!("jail: skipped: {reason}\n")),
+            None => out.push_str(&format!(
+                "jail: Docker Engine {}, image {}; {} jail runs interleaved with as many `docker run --rm <image> true` (docker CLI, default network), after one warm-up each; a jail run is timed from create_jail(run) until wait_jail returns it finished; the split uses the jail events' JetStream publish times; {} runs per diff size (`head -c N /dev/zero > /workspace/f`)\n",
+                self.jail.engine_version,
+                self.jail.image_id,
+                self.jail.jail_run.len(),
+                self.jail.diff.first().map_or(0, |(_, ms, _)| ms.len()),
+            )),
+        }
         out
     }
 }
@@ -674,5 +808,62 @@ mod tests {
         // Nothing measured: no goal is met.
         assert_eq!(json["goal_llm_replay_overhead_p50_met"], false);
         assert!(Report::default().table().contains("llm replay p50"));
+    }
+
+    #[test]
+    fn a_skipped_jail_phase_says_why_in_the_json_and_the_table() {
+        let report = Report {
+            jail: JailFigures {
+                skipped: Some("no Docker Engine answers on test".into()),
+                ..JailFigures::default()
+            },
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["jail_skipped"], "no Docker Engine answers on test");
+        for key in [
+            "jail_run_ms",
+            "docker_run_ms",
+            "jail_vs_docker_run",
+            "jail_diff_0_ms",
+            "jail_diff_1mib_ms",
+            "jail_diff_16mib_ms",
+        ] {
+            assert!(json[key].is_null(), "{key}: {}", json[key]);
+        }
+        assert_eq!(json["goal_jail_vs_docker_run_max"], 1.5);
+        assert!(json["goal_jail_vs_docker_run_met"].is_null());
+        let table = report.table();
+        assert!(
+            table.contains("jail: skipped: no Docker Engine answers on test"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_measured_jail_phase_reports_the_ratio_of_the_medians() {
+        let report = Report {
+            jail: JailFigures {
+                jail_run: Samples::from_ms(vec![300.0, 100.0, 200.0]),
+                docker_run: Samples::from_ms(vec![150.0, 100.0, 50.0]),
+                diff: vec![(
+                    "1mib",
+                    Samples::from_ms(vec![250.0]),
+                    Samples::from_ms(vec![20.0]),
+                )],
+                ..JailFigures::default()
+            },
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert!(json["jail_skipped"].is_null());
+        assert_eq!(json["jail_run_ms"], 200.0);
+        assert_eq!(json["docker_run_ms"], 100.0);
+        assert_eq!(json["jail_vs_docker_run"], 2.0);
+        assert_eq!(json["goal_jail_vs_docker_run_met"], false);
+        assert_eq!(json["jail_diff_1mib_ms"], 250.0);
+        assert_eq!(json["jail_diff_1mib_after_exit_ms"], 20.0);
+        assert!(json["jail_diff_16mib_ms"].is_null());
+        assert!(report.table().contains("2.00x docker run"));
     }
 }
