@@ -39,6 +39,7 @@ use amai_proto::wire::{
     DELETE_JAIL_METHOD, GET_JAIL_DIFF_METHOD, GET_JAIL_LOGS_METHOD, GET_JAIL_NETWORK_LOG_METHOD,
     GET_JAIL_STATUS_METHOD, GET_JAIL_USAGE_METHOD, LIST_JAILS_METHOD, RUN_JAIL_METHOD,
 };
+use futures::StreamExt;
 use prost::Message;
 
 use crate::access::Reader;
@@ -50,8 +51,8 @@ use crate::Shared;
 pub const JAIL_STREAM: &str = "AMAI_JAILS";
 /// Size of a `GetLogs` chunk.
 pub const LOG_CHUNK: usize = 64 * 1024;
-/// How often a waiting call looks at the jail again.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a waiting call looks at the jail again when no event woke it.
+const POLL: Duration = Duration::from_secs(1);
 /// The longest a `wait` call waits when the client set no deadline.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
@@ -339,20 +340,42 @@ impl JailSvc {
         }
     }
 
-    /// Polls until `done(jail)` or `bound` elapsed; answers the last state.
+    /// Waits until `done(jail)` or `bound` elapsed; answers the last state.
+    /// Woken by every event stored on `jail/<id>` (a core subscription to its
+    /// subject), then asks the role at the jail's new head (`min_position`),
+    /// so no state is missed and nothing is polled in a tight loop; a slow
+    /// poll covers a missed message.
     async fn wait_until(
         &self,
         jail_id: &str,
         bound: Duration,
         done: impl Fn(&proto::Jail) -> bool,
     ) -> Result<proto::Jail, ApiError> {
+        let aggregate = jail_aggregate(jail_id)?;
         let deadline = tokio::time::Instant::now() + bound;
+        let mut stored = self
+            .shared
+            .nats
+            .subscribe(aggregate.subject())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot watch jail {jail_id}: {e}")))?;
+        let mut at = None;
         loop {
-            let jail = self.jail(jail_id, None).await?;
-            if done(&jail) || tokio::time::Instant::now() + POLL >= deadline {
+            let jail = self.jail(jail_id, at.take()).await?;
+            if done(&jail) {
                 return Ok(jail);
             }
-            tokio::time::sleep(POLL).await;
+            let wake = tokio::time::Instant::now() + POLL;
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(jail),
+                _ = stored.next() => {
+                    let head = self.shared.store.chain_head(&aggregate).await.map_err(|e| {
+                        ApiError::Unavailable(format!("cannot read jail {jail_id}: {e}"))
+                    })?;
+                    at = Some(amai_bus::Position::new(aggregate.stream(), head.stream_seq).into());
+                }
+                _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+            }
         }
     }
 

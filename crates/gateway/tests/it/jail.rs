@@ -831,6 +831,13 @@ async fn a_rogue_client_cannot_forge_jail_records_or_borrow_an_llm_session() {
         amai_bus::Aggregate::new(amai_bus::subjects::AggregateKind::Jail, &jail.jail_id)
             .expect("agg");
 
+    // Settled: the jail is created (its spec stored) before anything is compared.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.client.jail(&jail.jail_id).await.expect("jail").state != JailState::Created as i32 {
+        assert!(tokio::time::Instant::now() < deadline, "never created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The owner cannot write its jail's records: only the jail service can.
     let head = env.client.chain_head(&aggregate).await.expect("head");
     let forged = EventDraft::new(
@@ -861,11 +868,6 @@ async fn a_rogue_client_cannot_forge_jail_records_or_borrow_an_llm_session() {
         .create_llm_session(proto::LlmMode::Record, Vec::new(), Default::default())
         .await
         .expect("session");
-    // Settled: the jail is created (its spec stored) before the snapshot.
-    env.client
-        .wait_jail(&jail.jail_id, Duration::from_millis(300))
-        .await
-        .expect("jail");
     let before = event_positions(&env).await;
     let with_llm = serde_json::to_vec(&json!({
         "image": "busybox", "command": ["true"], "network": "llm-only",

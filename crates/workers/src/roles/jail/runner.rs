@@ -55,6 +55,9 @@ pub struct JailRuns {
     signer: Arc<OnceSigner>,
     config: JailConfig,
     running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    /// The busybox image id, resolved once (its recipe does not change
+    /// while the process runs).
+    keeper_image: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// The service signer, set when the runtime starts the reactor's role.
@@ -68,6 +71,7 @@ impl JailRuns {
             signer,
             config,
             running: Arc::default(),
+            keeper_image: Arc::default(),
         }
     }
 
@@ -330,8 +334,16 @@ impl JailRuns {
         }
         // The keeper holding /workspace and /tmp is always the busybox image:
         // the jail's own image may have no `sleep`.
-        match amai_jail::build_busybox(&engine).await {
-            Ok(busybox) => request = request.keeper_image(busybox.image_id),
+        match self
+            .keeper_image
+            .get_or_try_init(|| async {
+                amai_jail::build_busybox(&engine)
+                    .await
+                    .map(|busybox| busybox.image_id)
+            })
+            .await
+        {
+            Ok(image) => request = request.keeper_image(image.clone()),
             Err(e) => {
                 close_network(network).await;
                 return self
