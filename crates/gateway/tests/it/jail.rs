@@ -911,3 +911,65 @@ async fn a_rogue_client_cannot_forge_jail_records_or_borrow_an_llm_session() {
     assert!(done.started_at.is_none(), "never started");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn beyond_the_parallel_limit_jails_queue_and_run_in_turn() {
+    let env = Env::with_jail(JailConfig::default().parallel(1)).await;
+    let alice = env.agent("alice").await;
+    let first = alice
+        .create_jail(&spec(&["sleep", "300"]), true)
+        .await
+        .expect("first");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice
+        .client()
+        .jail(&first.jail_id)
+        .await
+        .expect("first")
+        .state
+        != JailState::Running as i32
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = alice
+        .create_jail(&spec(&["echo", "my turn"]), true)
+        .await
+        .expect("second");
+    // While the one slot is taken, the second waits (created, not started).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let waiting = alice.client().jail(&second.jail_id).await.expect("second");
+        assert_eq!(waiting.state, JailState::Queued as i32, "{waiting:?}");
+        assert!(waiting.started_at.is_none());
+        if !waiting.image_id.is_empty() {
+            break; // created, and still queued behind the first
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = alice.client().jails("", "", 10, false).await.expect("ls");
+    assert_eq!(listed.jails.len(), 2);
+    // The slot frees: the second runs.
+    alice
+        .client()
+        .delete_jail(&first.jail_id, "make room")
+        .await
+        .expect("delete");
+    let done = alice
+        .client()
+        .wait_jail(&second.jail_id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(done.finished.expect("finished").exit_code, 0);
+    let logs = alice
+        .client()
+        .jail_logs(&second.jail_id, false)
+        .await
+        .expect("logs");
+    assert_eq!(logs.stdout, b"my turn\n");
+    env.stop().await;
+}

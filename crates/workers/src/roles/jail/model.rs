@@ -7,6 +7,11 @@
 //! - `j/<jail_id>`: the jail (`proto::Jail`);
 //! - `o/<owner>/<jail_id>`: empty; lists an owner's jails.
 //!
+//! States: QUEUED from the request until the run starts when the run follows
+//! creation (the request, then a free run slot, are awaited), or from a
+//! `jail.run_queued`; CREATED for a jail created without a run; RUNNING,
+//! FINISHED, FAILED; DELETED whatever comes after.
+//!
 //! A `jail.requested` whose jail id is not the one derived from the requester
 //! and the event ([`amai_bus::jail::jail_id`]) is refused (an integrity
 //! violation of kind `Rejected`) and changes nothing, so nobody can create a
@@ -138,11 +143,16 @@ fn apply_record(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()> {
             if !created.llm_session_id.is_empty() {
                 jail.llm_session_id = created.llm_session_id.clone();
             }
-            if jail.state == state(proto::JailState::Queued) {
+            // Waiting for a run slot (the run follows creation), or created.
+            if jail.state == state(proto::JailState::Queued) && !created.run {
                 jail.state = state(proto::JailState::Created);
             }
         }
-        Kind::JailRunQueued(_) => {}
+        Kind::JailRunQueued(_) => {
+            if jail.state == state(proto::JailState::Created) {
+                jail.state = state(proto::JailState::Queued);
+            }
+        }
         Kind::JailRunStarted(started) => {
             jail.started_at = now;
             jail.limits = started.limits;
