@@ -284,6 +284,23 @@ pub(crate) struct World {
     pub(crate) gateway_addr: String,
 }
 
+impl Drop for World {
+    /// Removes what this deployment's jail workers left on the engine (the
+    /// processes are dropped, so killed, before the world).
+    fn drop(&mut self) {
+        if let Ok(operator) =
+            amai_bus::IdentityKeys::load(&self.data_dir().join("keys/operator.json"))
+        {
+            amai_testkit::remove_jail_scope(
+                &amai_workers::role::PreflightContext {
+                    trust_root: Some(operator.public_key()),
+                }
+                .deployment(),
+            );
+        }
+    }
+}
+
 impl World {
     /// A fresh nats-server and temp dir; a free port for the gateway.
     pub(crate) fn new() -> World {

@@ -66,10 +66,12 @@ pub const KEEPER_ROLE: &str = "keeper";
 pub const RUN_LABEL: &str = "amai.run";
 /// The keeper's command: sleep for as long as `sleep` can.
 pub const KEEPER_COMMAND: [&str; 2] = ["sleep", "2147483647"];
-/// The keeper's memory limit (it only sleeps).
-pub const KEEPER_MEMORY_BYTES: i64 = 16 * 1024 * 1024;
-/// The keeper's pids limit.
-pub const KEEPER_PIDS: i64 = 4;
+/// The keeper's memory limit. It only sleeps, but the engine's `runc init`
+/// runs inside its cgroup while starting it: too tight a limit makes the
+/// start fail under load ("cannot start a stopped process").
+pub const KEEPER_MEMORY_BYTES: i64 = 64 * 1024 * 1024;
+/// The keeper's pids limit (threads count: `runc init` starts several).
+pub const KEEPER_PIDS: i64 = 32;
 /// The keeper's CPU quota (a tenth of a CPU).
 pub const KEEPER_NANO_CPUS: i64 = 100_000_000;
 

@@ -492,6 +492,67 @@ impl NatsCluster {
     }
 }
 
+/// Removes, with the docker and nft CLIs, everything a jail worker of the
+/// deployment `scope` left on the local engine (containers, volumes, networks
+/// labelled `amai.scope=<scope>`, and nft tables whose comment names it).
+/// For test teardown, also while unwinding from a failed assertion, when the
+/// test's runtime (and so the worker's own cleanup) is gone. Never fails:
+/// what it cannot remove stays for the next deployment of that scope.
+pub fn remove_jail_scope(scope: &str) {
+    let label = format!("label=amai.scope={scope}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let quietly = |args: &[&str]| {
+        let _ = Command::new(args[0])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    for id in ids(&["ps", "-aq", "--filter", &label]) {
+        quietly(&["docker", "rm", "-f", "-v", &id]);
+    }
+    for id in ids(&["volume", "ls", "-q", "--filter", &label]) {
+        quietly(&["docker", "volume", "rm", "-f", &id]);
+    }
+    for id in ids(&["network", "ls", "-q", "--filter", &label]) {
+        quietly(&["docker", "network", "rm", &id]);
+    }
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let needle = format!("amai.scope={scope} ");
+    for line in tables.lines() {
+        let mut words = line.split_whitespace().skip(1);
+        let (Some(family), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !name.starts_with("amai_jail_") {
+            continue;
+        }
+        let listed = Command::new("nft")
+            .args(["list", "table", family, name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if listed.contains(&needle) {
+            quietly(&["nft", "delete", "table", family, name]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,18 @@ pub(crate) struct Env {
     server: Option<tokio::task::JoinHandle<Result<(), amai_gateway::GatewayError>>>,
     roles: Vec<(RoleRuntime, tempfile::TempDir)>,
     _nats: NatsServer,
+    /// Removes what the jail worker left on the engine, last (also after a
+    /// failed assertion).
+    _jail_scope: Option<JailScopeCleanup>,
+}
+
+/// Removes the deployment's jail leftovers from the engine when dropped.
+pub(crate) struct JailScopeCleanup(String);
+
+impl Drop for JailScopeCleanup {
+    fn drop(&mut self) {
+        amai_testkit::remove_jail_scope(&self.0);
+    }
 }
 
 impl Env {
@@ -102,6 +114,14 @@ impl Env {
         ensure_operator(&store, &operator, "operator", now)
             .await
             .expect("operator");
+        let _jail_scope = jail.as_ref().map(|_| {
+            JailScopeCleanup(
+                amai_workers::role::PreflightContext {
+                    trust_root: Some(operator.public_key()),
+                }
+                .deployment(),
+            )
+        });
         let mut roles = Vec::new();
         let mut wanted: Vec<(std::sync::Arc<dyn Role>, &str)> = Vec::new();
         if worker {
@@ -191,6 +211,7 @@ impl Env {
             server: Some(server),
             roles,
             _nats: nats,
+            _jail_scope,
         }
     }
 

@@ -148,10 +148,8 @@ fn apply_record(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()> {
                 jail.state = state(proto::JailState::Created);
             }
         }
-        Kind::JailRunQueued(_) => {
-            if jail.state == state(proto::JailState::Created) {
-                jail.state = state(proto::JailState::Queued);
-            }
+        Kind::JailRunQueued(_) if jail.state == state(proto::JailState::Created) => {
+            jail.state = state(proto::JailState::Queued);
         }
         Kind::JailRunStarted(started) => {
             jail.started_at = now;

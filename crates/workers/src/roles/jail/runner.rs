@@ -409,17 +409,47 @@ impl JailRuns {
             }
             Some(Ok(done)) => done,
         };
-        // The keeper, the volumes and the network go while the run is recorded.
-        tokio::spawn(async move {
+        // The keeper, the volumes and the network go while the run is
+        // recorded; the input is acknowledged only once they are gone (a
+        // graceful stop waits for it; a crash leaves them to the next start).
+        let cleanup = tokio::spawn(async move {
             if let Err(e) = cleanup.wait().await {
                 tracing::warn!(error = %e, "removing a finished jail's keeper and volumes failed; left for orphan reconciliation");
             }
             close_network(network).await;
         });
-        let finished = match self
-            .finished(store, jail_id, &spec, &outcome, net_log.as_ref())
-            .await
-        {
+        let recorded = self
+            .record_outcome(
+                store,
+                input,
+                jail_id,
+                &created,
+                &spec,
+                &outcome,
+                net_log.as_ref(),
+            )
+            .await;
+        if let Err(e) = cleanup.await {
+            tracing::warn!(jail_id, error = %e, "the cleanup of a finished jail panicked");
+        }
+        recorded
+    }
+
+    /// Records how a run that ended went: `jail.run_finished` (or
+    /// `jail.run_failed` when collecting failed) and, for a reproduction,
+    /// `jail.reproducibility_checked`.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_outcome(
+        &self,
+        store: &EventStore,
+        input: &VerifiedEvent,
+        jail_id: &str,
+        created: &proto::JailCreated,
+        spec: &JailSpec,
+        outcome: &RunOutcome,
+        net_log: Option<&amai_jail::NetworkLog>,
+    ) -> Result<(), ReactError> {
+        let finished = match self.finished(store, jail_id, spec, outcome, net_log).await {
             Ok(mut f) => {
                 if !created.llm_session_id.is_empty() {
                     let llm = llm_session_usage(store, &created.llm_session_id).await?;
