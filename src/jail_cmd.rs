@@ -335,12 +335,13 @@ fn read_spec(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the spec {}", path.display()))
 }
 
+/// The acting identity's handle on the gateway.
+async fn connect_as(settings: &Settings, acting: &Acting) -> anyhow::Result<amai_client::Agent> {
+    acting.agent(&connect(settings).await?)
+}
+
 /// `amai jail ...`
 pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Result<ExitCode> {
-    if let JailCommand::Image(cmd) = cmd {
-        return image(cmd).await;
-    }
-    let client = connect(settings).await?;
     match cmd {
         JailCommand::Run {
             acting,
@@ -348,7 +349,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             wait_secs,
             json,
         } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let spec = read_spec(&spec)?;
             let created = agent.create_jail(&spec, true).await.map_err(hint)?;
             let jail = wait_done(
@@ -362,7 +363,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             Ok(exit_code_of(&jail))
         }
         JailCommand::Show { acting, jail, json } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let j = agent.client().jail(&jail).await.map_err(hint)?;
             print(json, jail_json(&j), jail_text(&j));
             Ok(ExitCode::SUCCESS)
@@ -372,7 +373,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             jail,
             follow,
         } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let logs = agent
                 .client()
                 .jail_logs(&jail, follow)
@@ -383,7 +384,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
         JailCommand::Diff { acting, jail, json } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let diff = agent.client().jail_diff(&jail).await.map_err(hint)?;
             let change = |c: i32| match proto::JailChange::try_from(c).unwrap_or_default() {
                 proto::JailChange::Added => "added",
@@ -423,7 +424,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
         JailCommand::Network { acting, jail, json } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let log = agent.client().jail_network_log(&jail).await.map_err(hint)?;
             let verdict = |v: i32| match proto::JailNetVerdict::try_from(v).unwrap_or_default() {
                 proto::JailNetVerdict::Allowed => "allowed",
@@ -458,7 +459,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             wait_secs,
             json,
         } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let original = agent.client().jail(&jail).await.map_err(hint)?;
             if original.spec_json.is_empty() {
                 anyhow::bail!("jail {jail}'s spec is not inline; reproduce it with the SDK from the spec file");
@@ -490,7 +491,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             jail,
             reason,
         } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let j = agent
                 .client()
                 .delete_jail(&jail, &reason)
@@ -500,7 +501,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
         JailCommand::Ls { acting, all, json } => {
-            let agent = acting.agent(&client)?;
+            let agent = connect_as(settings, &acting).await?;
             let mut after = String::new();
             let mut jails = Vec::new();
             loop {
@@ -534,7 +535,7 @@ pub(crate) async fn jail(settings: &Settings, cmd: JailCommand) -> anyhow::Resul
             );
             Ok(ExitCode::SUCCESS)
         }
-        JailCommand::Image(_) => unreachable!("handled above"),
+        JailCommand::Image(cmd) => image(cmd).await,
     }
 }
 
