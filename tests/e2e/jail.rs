@@ -240,6 +240,24 @@ async fn the_cli_runs_a_jail_and_shows_its_logs_diff_network_and_reproduction() 
     assert!(!bad.status.success());
     assert!(bad.stderr.contains("limits.pids"), "{}", bad.stderr);
 
+    // The base images: busybox is already built (the runs built it), so the
+    // build finds it; both listings show it.
+    let built = world
+        .cli(&["jail", "image", "build", "busybox", "--json"])
+        .await
+        .json();
+    assert_eq!(built["built"], false, "{built}");
+    assert_eq!(built["image_id"], shown["image_id"]);
+    let images = world.cli(&["jail", "image", "ls", "--json"]).await.json();
+    assert!(
+        images
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|i| i["image_id"] == shown["image_id"]),
+        "{images}"
+    );
+
     let removed = world.cli(&["jail", "rm", "--keys", &key, &jail]).await.ok();
     assert!(removed.contains("deleted"), "{removed}");
     let listed = world

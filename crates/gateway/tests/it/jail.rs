@@ -347,6 +347,18 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         (Code::FailedPrecondition, ErrorKind::JailState)
     );
 
+    // Following the logs of a running jail answers once it ended, with all of it.
+    let late = alice
+        .create_jail(&spec(&["sh", "-c", "sleep 1; echo late"]), true)
+        .await
+        .expect("create");
+    let logs = alice
+        .client()
+        .jail_logs(&late.jail_id, true)
+        .await
+        .expect("follow");
+    assert_eq!(logs.stdout, b"late\n");
+
     // Deleting a running jail stops it and removes its container.
     let sleeper = alice
         .create_jail(&spec(&["sleep", "300"]), true)
