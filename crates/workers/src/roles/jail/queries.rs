@@ -193,8 +193,13 @@ impl QueryState {
         if jail.state == JailState::Deleted as i32 {
             return Ok(Bytes::from(jail.encode_to_vec()));
         }
-        // Stop a run in progress (the instance running it records the failure).
+        // Stop a run in progress, or about to start (the instance preparing
+        // or running it records the failure), asking again while it runs.
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        self.client
+            .publish(cancel_subject(&jail.jail_id), Bytes::new())
+            .await
+            .map_err(unavailable)?;
         while jail.state == JailState::Running as i32 {
             self.client
                 .publish(cancel_subject(&jail.jail_id), Bytes::new())

@@ -303,6 +303,11 @@ impl JailRuns {
             runs: self,
             jail_id: jail_id.to_string(),
         };
+        // A deletion whose cancellation came before this run was registered
+        // is on the chain by now: do not start a deleted jail.
+        if history(&jail_events(store, jail_id).await?).deleted {
+            return Ok(());
+        }
         let network = match self.network(&engine, jail_id, &spec).await {
             Ok(network) => network,
             Err(failure) => return self.fail(store, input, jail_id, failure).await,
