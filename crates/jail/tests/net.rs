@@ -352,17 +352,42 @@ fn assert_logged(log: &NetworkLog, protocol: Protocol, destination: &str, verdic
     );
 }
 
-/// A denial seen by busybox wget: a reset (or refusal), never a timeout.
-fn assert_reset(output: &str, marker: &str) {
-    let line = output
+/// The lines between `<marker>` and `</marker>`.
+fn framed<'a>(output: &'a str, marker: &str) -> String {
+    output
         .lines()
         .skip_while(|line| !line.contains(&format!("<{marker}>")))
         .take_while(|line| !line.contains(&format!("</{marker}>")))
-        .collect::<Vec<_>>()
-        .join("\n");
+        .collect::<Vec<&'a str>>()
+        .join("\n")
+}
+
+/// A denial by the nft table seen by busybox wget: "Connection refused" (a reset
+/// answering the SYN), never a reset after a handshake, never a timeout.
+fn assert_refused(output: &str, marker: &str) {
+    let lines = framed(output, marker);
     assert!(
-        line.contains("reset") || line.contains("refused"),
-        "{marker}: expected a reset or refusal:\n{output}"
+        lines.contains("Connection refused"),
+        "{marker}: expected Connection refused:\n{output}"
+    );
+    assert!(
+        !lines.contains("reset"),
+        "{marker}: a reset after the handshake, not a refusal:\n{output}"
+    );
+    assert!(
+        output.contains(&format!("{marker}_rc=1")),
+        "{marker}: wget should fail fast with 1 (143 is busybox timeout killing a hang):\n{output}"
+    );
+}
+
+/// A denial by the catch-all listener (a destination the table lets through,
+/// refused once the listener knows more) seen by busybox wget: a reset right
+/// after the handshake, never a timeout.
+fn assert_reset(output: &str, marker: &str) {
+    let lines = framed(output, marker);
+    assert!(
+        lines.contains("reset"),
+        "{marker}: expected a reset:\n{output}"
     );
     assert!(
         output.contains(&format!("{marker}_rc=1")),
@@ -414,7 +439,7 @@ async fn llm_only_reaches_the_proxy_and_no_host_port() {
         "{output}"
     );
     assert!(output.contains("proxy_rc=0"), "{output}");
-    assert_reset(&output, "service");
+    assert_refused(&output, "service");
     assert_eq!(proxy.accepted(), 1);
     assert_eq!(host_service.accepted(), 0, "the host service was reached");
 
@@ -456,9 +481,13 @@ async fn another_jail_is_unreachable() {
         wget("jail", &format!("http://{target}:8080/")),
         wget("gateway", &format!("http://{other_gateway}/"))
     );
+    // Each concurrent jail network reads its own NFLOG group.
+    let groups = (first.log_group(), second.log_group());
+    assert!(groups.0.is_some() && groups.1.is_some(), "{groups:?}");
+    assert_ne!(groups.0, groups.1);
     let (_, output) = run_in_jail(&image, &first, &script).await;
-    assert_reset(&output, "jail");
-    assert_reset(&output, "gateway");
+    assert_refused(&output, "jail");
+    assert_refused(&output, "gateway");
     assert_eq!(host_service.accepted(), 0, "the host service was reached");
     let served = server.logs().await;
     assert!(
@@ -475,7 +504,12 @@ async fn another_jail_is_unreachable() {
         &format!("{target}:8080"),
         Verdict::Denied,
     );
-    second.close().await.expect("close second");
+    let second_log = second.close().await.expect("close second");
+    assert!(
+        second_log.entries.is_empty(),
+        "the first jail's refusals went to the second's log:\n{}",
+        second_log.to_json_lines()
+    );
 }
 
 #[tokio::test]
@@ -499,7 +533,7 @@ async fn the_internet_is_unreachable_and_every_route_leads_to_the_gateway() {
         wget("internet", &format!("http://{standin_ip}:8080/")),
     );
     let (_, output) = run_in_jail(&image, &network, &script).await;
-    assert_reset(&output, "internet");
+    assert_refused(&output, "internet");
     let served = standin.logs().await;
     assert!(
         !served.contains("url:"),
@@ -532,10 +566,37 @@ async fn the_internet_is_unreachable_and_every_route_leads_to_the_gateway() {
         table.contains(&format!("amai.jail={}", network.jail_id())),
         "{table}"
     );
+    // Only the proxy is redirected to the catch-all listener ...
     assert!(
         table.contains(&format!(
-            "iifname \"{bridge}\" meta nfproto ipv4 meta l4proto tcp redirect to :"
+            "iifname \"{bridge}\" ip daddr . tcp dport @allowed_tcp redirect to :"
         )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("elements = {{ {gateway} . {LLM_PROXY_PORT} }}")),
+        "{table}"
+    );
+    // ... every other SYN, and UDP and ICMP, is logged to the jail's group, then
+    // rejected.
+    let group = network.log_group().expect("a log group");
+    let table_name = &network.names().table;
+    assert_eq!(
+        table
+            .matches(&format!(
+                "iifname \"{bridge}\" meta nfproto ipv4 tcp flags syn / syn,ack log prefix \"{table_name}\" group {group}\n"
+            ))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(
+        table
+            .matches(&format!(
+                "iifname \"{bridge}\" meta nfproto ipv4 meta l4proto {{ icmp, udp }} log prefix \"{table_name}\" group {group}\n"
+            ))
+            .count(),
+        2,
         "{table}"
     );
     assert!(
@@ -570,6 +631,63 @@ async fn the_internet_is_unreachable_and_every_route_leads_to_the_gateway() {
         &format!("{standin_ip}:8080"),
         Verdict::Denied,
     );
+    // The tftp datagram is in the log too (once per flow, however often tftp
+    // retried it within the dedupe window).
+    assert_logged(
+        &log,
+        Protocol::Udp,
+        &format!("{standin_ip}:9999"),
+        Verdict::Denied,
+    );
+    assert_eq!(log.allowed(), 0, "{}", log.to_json_lines());
+}
+
+/// A ping from the jail network (as root with only `CAP_NET_RAW`: the hardened
+/// jail user cannot open an ICMP socket at all) is rejected and logged denied,
+/// once for the echo flow however many echoes within the dedupe window.
+#[tokio::test]
+async fn a_ping_is_rejected_and_logged() {
+    let engine = engine().await;
+    let image = image(&engine).await;
+    let internet = TestNetwork::create().await;
+    let standin = start_httpd(&image, &internet.name, Vec::new()).await;
+    let standin_ip = standin.ip_on(&internet.name).await;
+    let network = JailNetwork::create(&engine, NetworkPlan::new(jail_id(), allow(Vec::new())))
+        .await
+        .expect("network");
+    let _leftovers_network = Leftovers::of(&network);
+
+    let mut config = hardened(
+        &image,
+        network.docker_network_name(),
+        network.dns_servers(),
+        &format!(
+            "echo '<ping>'; timeout 20 ping -c 2 -W 2 {standin_ip} 2>&1; echo ping_rc=$?; echo '</ping>'"
+        ),
+    );
+    config.user = Some("0:0".into());
+    if let Some(host_config) = config.host_config.as_mut() {
+        host_config.cap_add = Some(vec!["NET_RAW".into()]);
+    }
+    let container = Container::create(config).await;
+    let (_, output) = container.finish().await;
+    drop(container);
+    assert!(
+        output.contains("ping_rc=1"),
+        "ping got through or hung: {output}"
+    );
+    assert!(
+        !output.contains("permission denied"),
+        "ping sent nothing: {output}"
+    );
+
+    let log = network.close().await.expect("close");
+    assert_logged(
+        &log,
+        Protocol::Icmp,
+        &standin_ip.to_string(),
+        Verdict::Denied,
+    );
     assert_eq!(log.allowed(), 0, "{}", log.to_json_lines());
 }
 
@@ -593,10 +711,11 @@ async fn dns_is_logged_refused_or_synthetic_and_the_allowlist_is_exact() {
         "echo '<blocked>'; timeout 20 nslookup blocked.test 2>&1; echo blocked_rc=$?; echo '</blocked>'; \
          echo '<direct>'; timeout 20 nslookup direct.test {standin_ip} 2>&1; echo direct_rc=$?; echo '</direct>'; \
          echo '<allowed>'; timeout 20 nslookup standin.test 2>&1; echo allowed_rc=$?; echo '</allowed>'; \
-         {}{}{}",
+         {}{}{}{}",
         wget("by_name", "http://standin.test:8080/"),
         wget("by_ip", &format!("http://{standin_ip}:8080/")),
         wget("other_port", &format!("http://{standin_ip}:8081/")),
+        wget("name_other_port", "http://standin.test:8081/"),
     );
     let (_, output) = run_in_jail(&image, &network, &script).await;
 
@@ -608,7 +727,8 @@ async fn dns_is_logged_refused_or_synthetic_and_the_allowlist_is_exact() {
     assert!(output.contains("by_name_rc=0"), "{output}");
     assert!(output.contains("by_ip_rc=0"), "{output}");
     assert_eq!(output.matches("standin\n").count(), 2, "{output}");
-    assert_reset(&output, "other_port");
+    assert_refused(&output, "other_port");
+    assert_refused(&output, "name_other_port");
     let served = standin.logs().await;
     assert_eq!(served.matches("url:/").count(), 2, "{served}");
 
@@ -631,6 +751,9 @@ async fn dns_is_logged_refused_or_synthetic_and_the_allowlist_is_exact() {
         &format!("{standin_ip}:8081"),
         Verdict::Denied,
     );
+    // Refused at the SYN by the table, logged through NFLOG with the name
+    // behind the synthetic address.
+    assert_logged(&log, Protocol::Tcp, "standin.test:8081", Verdict::Denied);
     // The JSON-lines encoding keeps everything but sub-millisecond time.
     let round_trip = NetworkLog::from_json_lines(&log.to_json_lines()).expect("parses");
     assert_eq!(round_trip.entries.len(), log.entries.len());

@@ -1,6 +1,7 @@
 //! The network log of one jail: every TCP connection attempt and every DNS query
-//! that reached the jail's gateway, with its time, destination and verdict, and its
-//! JSON-lines encoding.
+//! that reached the jail's gateway, and every TCP, UDP and ICMP attempt the jail's
+//! nft table refused (read from its NFLOG group), with its time, destination and
+//! verdict, and its JSON-lines encoding.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +16,11 @@ pub enum Protocol {
     Tcp,
     /// A DNS query over UDP (the destination is the queried name).
     Dns,
+    /// A UDP datagram other than DNS (the destination is `host:port`); always
+    /// denied.
+    Udp,
+    /// An ICMP message (the destination is the address); always denied.
+    Icmp,
 }
 
 /// Whether the policy let the attempt through.
@@ -23,7 +29,10 @@ pub enum Protocol {
 pub enum Verdict {
     /// Forwarded (TCP) or answered (DNS).
     Allowed,
-    /// Reset (TCP) or refused (DNS).
+    /// Refused at the SYN (TCP: the client sees "connection refused"), reset
+    /// after the handshake (TCP allowed by the nft table but refused by the
+    /// listener, e.g. a name resolving onto the host), refused (DNS), or rejected
+    /// (UDP, ICMP).
     Denied,
 }
 

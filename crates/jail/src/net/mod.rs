@@ -3,7 +3,8 @@
 //!
 //! This module owns, per jail: a Docker bridge network, one nftables table on the
 //! host, a catch-all TCP listener and a DNS responder on the network's gateway
-//! address, and the network log they write. [`JailNetwork::create`] sets them up
+//! address, a reader of the NFLOG group the table logs refused packets to, and
+//! the network log they write. [`JailNetwork::create`] sets them up
 //! before any container joins; [`JailNetwork::close`] takes them down (the caller
 //! removes its containers first); [`remove_orphan_networks`] removes what a crashed
 //! worker left behind.
@@ -22,15 +23,28 @@
 //! (`table inet amai_jail_<10 hex>`, commented `amai.jail=<id>`, or
 //! `amai.scope=<scope> amai.jail=<id>` with a scope) takes it:
 //!
-//! - every IPv4 TCP connection is redirected to the catch-all listener, which reads
-//!   the original destination (`SO_ORIGINAL_DST`), logs the attempt, and forwards
-//!   the bytes (the LLM proxy, an allowlisted address or name) or resets;
+//! - an IPv4 TCP connection to an allowed destination (the LLM proxy as the jail
+//!   dials it, an allowlisted `IP:port`, the synthetic address of an allowlisted
+//!   name with one of its ports: the table's set `allowed_tcp`, fixed when the
+//!   network is created) is redirected to the catch-all listener, which reads
+//!   the original destination (`SO_ORIGINAL_DST`), logs the attempt, and
+//!   forwards the bytes;
+//! - every other TCP SYN from the bridge, to the host (`input`) or to anywhere
+//!   else (`forward`), is logged to the jail's NFLOG group and answered with a
+//!   reset; the reader of the group (see `nflog`) logs it as denied;
 //! - every UDP datagram to port 53 is redirected to the DNS responder (whichever
 //!   server it was sent to), which logs the question and answers or refuses;
-//! - everything else from the bridge (other UDP, ICMP, IPv6) is rejected on the host
-//!   (`input`) and in forwarding (`forward`), with an ICMP port-unreachable (TCP
-//!   that somehow was not redirected: a reset). Nothing is forwarded off the
-//!   bridge, and nothing is forwarded onto it.
+//! - every other IPv4 UDP datagram and ICMP message from the bridge is logged to
+//!   the NFLOG group too (denied, protocol `udp` or `icmp`), and rejected with an
+//!   ICMP port-unreachable, like everything else from the bridge (IPv6). Nothing
+//!   is forwarded off the bridge, and nothing is forwarded onto it.
+//!
+//! The NFLOG group (`log group <n>`) is the jail network's own: its reader binds
+//! it before the table is installed, starting from a number derived from the
+//! jail id and moving on while the kernel says a group is taken (a group has one
+//! reader at a time, whichever process: concurrent jails of this process and of
+//! others never share one); the group is free again when the reader's socket
+//! closes with the network. [`JailNetwork::log_group`] tells which.
 //!
 //! The table is installed before [`JailNetwork::create`] returns, so it is in place
 //! before any container joins; if installing it fails, the Docker network is
@@ -62,10 +76,15 @@
 //! - The LLM proxy at [`JailNetwork::llm_base_url`], `http://<gateway>:8088`; the
 //!   listener forwards that destination to the proxy's real address on the host
 //!   ([`NetworkPlan::llm_proxy`], e.g. `127.0.0.1:8088`).
-//! - A denied connection **completes its TCP handshake and is then reset at once**
-//!   (`ECONNRESET`, e.g. wget's "Connection reset by peer"): the handshake is what
-//!   lets the listener learn the destination and log it. Nothing of the jail's data
-//!   goes anywhere. It never hangs.
+//! - How a denial looks to the client: a connection to a destination the
+//!   policy does not allow is **refused at its SYN** (a reset answers the SYN:
+//!   `ECONNREFUSED`, e.g. wget's "Connection refused"); no handshake completes
+//!   and nothing of the jail's data goes anywhere. It never hangs. The attempt
+//!   is in the log all the same, from the NFLOG group. A connection the table
+//!   lets through but the listener then turns down (an allowlisted name that
+//!   resolves onto the host, below; a connection dialling the listener's own
+//!   port) completes its handshake and is reset at once (`ECONNRESET`, wget's
+//!   "Connection reset by peer").
 //! - DNS: the container's `HostConfig.Dns` is [`JailNetwork::dns_servers`] (the
 //!   gateway). Docker's embedded resolver (127.0.0.11, always used on user-defined
 //!   networks) answers the names of containers on the jail's own network and
@@ -89,20 +108,25 @@
 //!
 //! - Denials of UDP and ICMP are ICMP port-unreachable messages; a client with an
 //!   unconnected UDP socket (busybox `tftp`) does not see them and times out.
+//! - A UDP or ICMP flow is logged once per [`DEDUPE_WINDOW`] (a client retrying
+//!   the same datagram is one entry); each refused TCP SYN is one entry. When the
+//!   kernel has to drop NFLOG messages for a full socket buffer (a jail flooding
+//!   refused packets), their entries are lost (the packets are still rejected).
 //! - The log keeps at most [`MAX_LOG_ENTRIES`] entries and counts the rest.
 //! - Each jail network takes a subnet from Docker's default address pools, which
 //!   hold a few dozen networks.
-//! - Non-DNS UDP, ICMP and IPv6 are rejected by nft rules with counters but are not
-//!   in the [`NetworkLog`] (they are not redirected to a socket of ours).
+//! - IPv6 is rejected by nft rules with counters but is not in the [`NetworkLog`]
+//!   (the jail has no IPv6 address; only IPv4 is logged to the NFLOG group).
 //! - Queries for the names Docker's embedded resolver answers itself (containers of
 //!   the jail's own network) are not logged.
-//! - DNS over TCP is a TCP connection to port 53 and is denied (and logged) like any
-//!   other.
+//! - DNS over TCP is a TCP connection to port 53 and is refused (and logged) like
+//!   any other.
 //! - Allowed connections are logged once, when they are forwarded; their bytes are
 //!   not counted, and neither their number nor their bandwidth is limited here.
 
 mod dns;
 mod log;
+mod nflog;
 mod nft;
 mod policy;
 mod resolve;
@@ -126,6 +150,7 @@ use crate::{JAIL_LABEL, MANAGED_LABEL, SCOPE_LABEL};
 pub use self::log::{
     NetworkLog, NetworkLogEntry, ParseLogError, Protocol, Verdict, MAX_LOG_ENTRIES,
 };
+pub use self::nflog::{NflogError, DEDUPE_WINDOW, FIRST_GROUP, MAX_PROBES};
 pub use self::nft::{NftError, TABLE_PREFIX};
 pub use self::policy::{MAX_SYNTHETIC_NAMES, SYNTHETIC_BASE};
 pub use self::resolve::{Resolve, StaticResolver, SystemResolver};
@@ -238,6 +263,8 @@ pub struct JailNetwork {
     subnet: String,
     log: log::SharedLog,
     tasks: Vec<JoinHandle<()>>,
+    /// The NFLOG reader and what it logs with, drained when the network closes.
+    nflog: Option<(Arc<nflog::NflogReader>, Arc<Context>)>,
     closed: bool,
 }
 
@@ -312,6 +339,15 @@ pub enum CreateNetworkError {
         /// What the OS said.
         #[source]
         source: std::io::Error,
+    },
+    /// Opening the NFLOG reader of refused attempts failed.
+    #[error("reading refused attempts of jail network {network} (NFLOG) failed: {source}")]
+    Nflog {
+        /// The network.
+        network: String,
+        /// What went wrong.
+        #[source]
+        source: NflogError,
     },
     /// Installing the nft table failed.
     #[error("installing the nft table of jail network {network} failed: {source}")]
@@ -486,6 +522,7 @@ impl JailNetwork {
             subnet: String::new(),
             log: log::SharedLog::default(),
             tasks: Vec::new(),
+            nflog: None,
             closed: false,
         };
         match network.start(&policy, llm_proxy, resolver).await {
@@ -572,9 +609,25 @@ impl JailNetwork {
             .local_addr()
             .map_err(bind_error("DNS responder"))?
             .port();
+        let allowed_tcp = context.rules.allowed_tcp();
+        let reader = Arc::new(
+            nflog::NflogReader::bind(
+                &Sha256::digest(self.jail_id.as_bytes()),
+                self.names.table.clone(),
+            )
+            .map_err(|source| CreateNetworkError::Nflog {
+                network: name.clone(),
+                source,
+            })?,
+        );
+        let log_group = reader.group();
         self.tasks
             .push(tokio::spawn(tcp::serve(tcp, context.clone())));
-        self.tasks.push(tokio::spawn(dns::serve(udp, context)));
+        self.tasks
+            .push(tokio::spawn(dns::serve(udp, context.clone())));
+        self.tasks
+            .push(tokio::spawn(reader.clone().serve(context.clone())));
+        self.nflog = Some((reader, context));
 
         let spec = nft::TableSpec {
             table: self.names.table.clone(),
@@ -584,6 +637,8 @@ impl JailNetwork {
             gateway,
             tcp_port,
             dns_port,
+            log_group,
+            allowed_tcp,
         };
         nft::install(&spec)
             .await
@@ -591,7 +646,7 @@ impl JailNetwork {
                 network: name,
                 source,
             })?;
-        tracing::info!(jail = %self.jail_id, network = %self.names.network, %gateway, tcp_port, dns_port, "jail network up");
+        tracing::info!(jail = %self.jail_id, network = %self.names.network, %gateway, tcp_port, dns_port, log_group, "jail network up");
         Ok(())
     }
 
@@ -640,6 +695,12 @@ impl JailNetwork {
         self.log.snapshot()
     }
 
+    /// The NFLOG group the table logs refused attempts to (bound by this
+    /// network's reader until it closes), or `None` before it is set up.
+    pub fn log_group(&self) -> Option<u16> {
+        self.nflog.as_ref().map(|(reader, _)| reader.group())
+    }
+
     /// The jail's nft table as `nft list table` prints it, failing when it is
     /// missing: call before starting a container to know the rules are in place.
     pub async fn check_rules(&self) -> Result<String, CheckRulesError> {
@@ -664,6 +725,12 @@ impl JailNetwork {
     async fn teardown(&mut self) -> Result<(), CloseNetworkError> {
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+        // What was refused before now is in the socket already (the kernel
+        // sends each logged packet at once): log it, then close the socket,
+        // which unbinds the group.
+        if let Some((reader, context)) = self.nflog.take() {
+            reader.drain(&context);
         }
         // The network goes first: while a container may still be attached, the
         // table keeps it closed.

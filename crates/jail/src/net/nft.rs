@@ -7,7 +7,7 @@
 //! `amai.scope=<scope> ` when the network has a scope (a scope has no spaces,
 //! see [`crate::Scope`]), e.g. `comment "amai.scope=dep-a amai.jail=jail-1"`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
@@ -46,21 +46,37 @@ pub(crate) struct TableSpec {
     pub(crate) tcp_port: u16,
     /// The DNS responder's UDP port on the gateway.
     pub(crate) dns_port: u16,
+    /// The NFLOG group refused attempts are logged to (bound by the jail's
+    /// reader before the table is installed), with the table's name as prefix.
+    pub(crate) log_group: u16,
+    /// The TCP destinations redirected to the catch-all listener (the policy's
+    /// allowed ones); every other TCP connection is refused at its SYN.
+    pub(crate) allowed_tcp: Vec<SocketAddrV4>,
 }
 
 impl TableSpec {
     /// The nft script creating the table (applied with `nft -f -`, atomically).
     ///
-    /// - `prerouting` (nat, priority `dstnat - 10`, before Docker's): every IPv4
-    ///   TCP connection from the bridge is redirected to the catch-all listener,
-    ///   every UDP datagram to port 53 to the DNS responder (so even a query sent to
-    ///   another server, or forwarded by Docker's embedded resolver, reaches us);
+    /// - set `allowed_tcp` (`ipv4_addr . inet_service`): [`TableSpec::allowed_tcp`];
+    /// - `prerouting` (nat, priority `dstnat - 10`, before Docker's): an IPv4 TCP
+    ///   connection from the bridge to an address and port of `allowed_tcp` is
+    ///   redirected to the catch-all listener, every UDP datagram to port 53 to
+    ///   the DNS responder (so even a query sent to another server, or forwarded
+    ///   by Docker's embedded resolver, reaches us);
     /// - `input` (filter, `filter - 10`): from the bridge only those two sockets
     ///   on the gateway address (and established/related traffic) are accepted;
-    ///   other TCP gets a reset, everything else (UDP, ICMP, IPv6) an ICMP
-    ///   port-unreachable;
-    /// - `forward` (filter, `filter - 10`): everything from or to the bridge is
-    ///   rejected. A reject is final whatever other tables (Docker's) say.
+    ///   other TCP gets a reset (a SYN is first logged to NFLOG group
+    ///   [`TableSpec::log_group`], so the refusal is in the network log), IPv4 UDP
+    ///   and ICMP are logged to the group too, and everything else from the
+    ///   bridge (UDP, ICMP, IPv6) gets an ICMP port-unreachable;
+    /// - `forward` (filter, `filter - 11`): everything from the bridge is logged
+    ///   (TCP SYNs, UDP, ICMP) and rejected the same way;
+    /// - `forward_in` (filter, `filter - 10`): everything to the bridge is
+    ///   rejected (not logged: it is not the jail's attempt). It comes after every
+    ///   jail's `forward`, so one jail's attempt on another is logged by the
+    ///   first before the second's `forward_in` could reject it unlogged.
+    ///
+    /// A reject is final whatever other tables (Docker's) say.
     pub(crate) fn script(&self) -> String {
         let Self {
             table,
@@ -70,17 +86,38 @@ impl TableSpec {
             gateway,
             tcp_port,
             dns_port,
+            log_group,
+            allowed_tcp,
         } = self;
         let scope = scope
             .as_deref()
             .map(|scope| format!("{SCOPE_COMMENT_PREFIX}{scope} "))
             .unwrap_or_default();
+        let elements = if allowed_tcp.is_empty() {
+            String::new()
+        } else {
+            let list = allowed_tcp
+                .iter()
+                .map(|address| format!("{} . {}", address.ip(), address.port()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("\n    elements = {{ {list} }}")
+        };
+        let refuse = format!(
+            "iifname \"{bridge}\" meta nfproto ipv4 tcp flags & (syn | ack) == syn log prefix \"{table}\" group {log_group}
+    iifname \"{bridge}\" meta l4proto tcp counter reject with tcp reset
+    iifname \"{bridge}\" meta nfproto ipv4 meta l4proto {{ udp, icmp }} log prefix \"{table}\" group {log_group}
+    iifname \"{bridge}\" counter reject with icmpx port-unreachable"
+        );
         format!(
             "table {TABLE_FAMILY} {table} {{
   comment \"{scope}{COMMENT_PREFIX}{jail_id}\"
+  set allowed_tcp {{
+    type ipv4_addr . inet_service{elements}
+  }}
   chain prerouting {{
     type nat hook prerouting priority dstnat - 10; policy accept;
-    iifname \"{bridge}\" meta nfproto ipv4 meta l4proto tcp redirect to :{tcp_port}
+    iifname \"{bridge}\" meta nfproto ipv4 ip daddr . tcp dport @allowed_tcp redirect to :{tcp_port}
     iifname \"{bridge}\" meta nfproto ipv4 udp dport 53 redirect to :{dns_port}
   }}
   chain input {{
@@ -88,13 +125,14 @@ impl TableSpec {
     iifname \"{bridge}\" meta nfproto ipv4 ip daddr {gateway} tcp dport {tcp_port} accept
     iifname \"{bridge}\" meta nfproto ipv4 ip daddr {gateway} udp dport {dns_port} accept
     iifname \"{bridge}\" meta nfproto ipv4 ct state established,related accept
-    iifname \"{bridge}\" meta l4proto tcp counter reject with tcp reset
-    iifname \"{bridge}\" counter reject with icmpx port-unreachable
+    {refuse}
   }}
   chain forward {{
+    type filter hook forward priority filter - 11; policy accept;
+    {refuse}
+  }}
+  chain forward_in {{
     type filter hook forward priority filter - 10; policy accept;
-    iifname \"{bridge}\" meta l4proto tcp counter reject with tcp reset
-    iifname \"{bridge}\" counter reject with icmpx port-unreachable
     oifname \"{bridge}\" counter reject with icmpx port-unreachable
   }}
 }}
@@ -264,15 +302,37 @@ mod tests {
             gateway: Ipv4Addr::new(172, 18, 0, 1),
             tcp_port: 40000,
             dns_port: 40001,
+            log_group: 1234,
+            allowed_tcp: vec![
+                SocketAddrV4::new(Ipv4Addr::new(172, 18, 0, 1), 8088),
+                SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 443),
+            ],
         }
     }
 
     #[test]
-    fn the_script_redirects_tcp_and_dns_and_rejects_the_rest() {
+    fn the_script_redirects_allowed_tcp_and_dns_and_logs_and_rejects_the_rest() {
         let script = spec().script();
         assert!(script.starts_with("table inet amai_jail_0123456789 {"));
         assert!(script.contains("comment \"amai.jail=jail-1\""));
-        assert!(script.contains("meta l4proto tcp redirect to :40000"));
+        assert!(script.contains("elements = { 172.18.0.1 . 8088, 198.18.0.1 . 443 }"));
+        assert!(script.contains("ip daddr . tcp dport @allowed_tcp redirect to :40000"));
+        assert_eq!(
+            script
+                .matches("log prefix \"amai_jail_0123456789\" group 1234")
+                .count(),
+            4,
+            "{script}"
+        );
+        assert!(script.contains(
+            "tcp flags & (syn | ack) == syn log prefix \"amai_jail_0123456789\" group 1234"
+        ));
+        let empty = TableSpec {
+            allowed_tcp: Vec::new(),
+            ..spec()
+        }
+        .script();
+        assert!(!empty.contains("elements"), "{empty}");
         assert!(script.contains("udp dport 53 redirect to :40001"));
         assert!(script.contains("ip daddr 172.18.0.1 tcp dport 40000 accept"));
         assert!(script.contains("oifname \"amai0123456789\" counter reject"));

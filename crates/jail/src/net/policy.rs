@@ -4,7 +4,7 @@
 //! answers them with. Pure: no sockets.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use amai_jail_spec::{Endpoint, Host, NetworkPolicy};
 
@@ -125,6 +125,30 @@ impl Rules {
         }
     }
 
+    /// Every IPv4 TCP destination [`Rules::decide`] does not deny: the proxy as
+    /// the jail dials it, the allowlisted IPv4 endpoints, and each allowlisted
+    /// name's synthetic address with each of its ports. The jail's nft table
+    /// redirects exactly these to the catch-all listener and refuses the rest.
+    /// (Allowlisted IPv6 endpoints are not here: the jail has no IPv6.)
+    pub(crate) fn allowed_tcp(&self) -> Vec<SocketAddrV4> {
+        let mut out: Vec<SocketAddrV4> = self
+            .proxy
+            .iter()
+            .map(|(dialed, _)| *dialed)
+            .chain(self.addresses.iter().copied())
+            .filter_map(|address| match address {
+                SocketAddr::V4(address) => Some(address),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        for (address, ports) in self.names.values() {
+            out.extend(ports.iter().map(|port| SocketAddrV4::new(*address, *port)));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The name behind a synthetic address, if it is one.
     pub(crate) fn name_of(&self, ip: IpAddr) -> Option<&str> {
         match ip {
@@ -173,6 +197,10 @@ mod tests {
             Decision::Deny { .. }
         ));
         assert_eq!(rules.answer("example.test"), None);
+        assert_eq!(
+            rules.allowed_tcp(),
+            vec![SocketAddrV4::new(Ipv4Addr::new(172, 18, 0, 1), 8088)]
+        );
     }
 
     #[test]
@@ -223,6 +251,27 @@ mod tests {
         assert_eq!(a, SYNTHETIC_BASE);
         assert_ne!(a, b);
         assert_eq!(rules.name_count(), 2);
+        // Exactly what decide allows is what nft redirects.
+        let allowed: Vec<String> = rules
+            .allowed_tcp()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                "10.1.2.3:443",
+                "198.18.0.1:443",
+                "198.18.0.1:8443",
+                "198.18.0.2:80"
+            ]
+        );
+        for address in rules.allowed_tcp() {
+            assert!(!matches!(
+                rules.decide(address.into()),
+                Decision::Deny { .. }
+            ));
+        }
         assert_eq!(
             rules.decide(SocketAddr::new(a.into(), 8443)),
             Decision::ConnectName {

@@ -1,9 +1,13 @@
-//! The catch-all TCP listener of one jail: every TCP connection the jail opens,
-//! whatever its destination, is redirected here by the jail's nft table. The
-//! listener reads the original destination (`SO_ORIGINAL_DST`), decides by the
-//! policy, logs the attempt, and either forwards the bytes both ways to the real
-//! target or resets the connection at once (`SO_LINGER` 0, so the client sees
-//! `ECONNRESET` right after its handshake completed).
+//! The catch-all TCP listener of one jail: every TCP connection the jail opens to
+//! a destination its policy allows is redirected here by the jail's nft table
+//! (every other one is refused at its SYN by the table and logged through NFLOG,
+//! see `nflog`). The listener reads the original destination
+//! (`SO_ORIGINAL_DST`), decides by the policy again (a connection dialling the
+//! listener's port directly is not allowed), logs the attempt, and either
+//! forwards the bytes both ways to the real target or resets the connection at
+//! once (`SO_LINGER` 0, so the client sees `ECONNRESET` right after its
+//! handshake completed): a name resolving onto the host, a target that does not
+//! answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
