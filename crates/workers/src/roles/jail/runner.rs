@@ -754,6 +754,8 @@ fn net_entry(e: &amai_jail::NetworkLogEntry) -> proto::JailNetworkEntry {
         protocol: match e.protocol {
             amai_jail::net::Protocol::Tcp => "tcp",
             amai_jail::net::Protocol::Dns => "dns",
+            amai_jail::net::Protocol::Udp => "udp",
+            amai_jail::net::Protocol::Icmp => "icmp",
         }
         .to_string(),
         destination: e.destination.clone(),
