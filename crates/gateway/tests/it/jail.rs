@@ -985,3 +985,128 @@ async fn beyond_the_parallel_limit_jails_queue_and_run_in_turn() {
     assert_eq!(logs.stdout, b"my turn\n");
     env.stop().await;
 }
+
+/// Publishes `event` raw onto its subject, around the store (a rogue NATS
+/// publisher), and waits until the reactor `durable` on `stream` has
+/// acknowledged it.
+async fn publish_raw_and_wait_consumed(
+    env: &Env,
+    event: &proto::SignedEvent,
+    subject: String,
+    stream: &str,
+    durable: &str,
+) {
+    let ack = env
+        .js
+        .publish(subject, prost::Message::encode_to_vec(event).into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = env
+            .js
+            .get_stream(stream)
+            .await
+            .expect("stream")
+            .get_consumer(durable)
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("info");
+        if info.ack_floor.stream_sequence >= ack.sequence {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{durable} never consumed it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rogue_nats_publisher_can_neither_create_nor_run_a_jail() {
+    let env = env().await;
+    let alice = env.agent("alice").await;
+    let rogue = amai_bus::IdentityKeys::generate();
+
+    // A forged `jail.run_queued` for Alice's created jail, published around the store.
+    let idle = alice
+        .create_jail(&spec(&["echo", "ran"]), false)
+        .await
+        .expect("create");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice
+        .client()
+        .jail(&idle.jail_id)
+        .await
+        .expect("jail")
+        .state
+        != JailState::Created as i32
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let aggregate =
+        amai_bus::Aggregate::new(amai_bus::subjects::AggregateKind::Jail, &idle.jail_id)
+            .expect("agg");
+    let head = env.client.chain_head(&aggregate).await.expect("head");
+    let forged = EventDraft::new(
+        aggregate.clone(),
+        Kind::JailRunQueued(proto::JailRunQueued {
+            jail_id: idle.jail_id.clone(),
+            requested_by: alice.id().to_string(),
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .signer_seq(1)
+    .sign(&rogue, alice.id());
+    publish_raw_and_wait_consumed(
+        &env,
+        &forged,
+        aggregate.subject(),
+        "AMAI_JAILS",
+        "jail-runs",
+    )
+    .await;
+    let jail = alice.client().jail(&idle.jail_id).await.expect("jail");
+    assert_eq!(jail.state, JailState::Created as i32, "{jail:?}");
+    assert!(jail.started_at.is_none(), "the forged run was not acted on");
+
+    // A forged `jail.requested` on Bob's chain: no jail is created for him.
+    let bob = env.agent("bob").await;
+    let bob_chain = agg(&bob);
+    let head = env.client.chain_head(&bob_chain).await.expect("head");
+    let id = uuid::Uuid::now_v7();
+    let jail_id = amai_bus::jail::jail_id(bob.id(), &id.to_string());
+    let body = spec(&["echo", "pwned"]);
+    let forged = EventDraft::new(
+        bob_chain.clone(),
+        Kind::JailRequested(proto::JailRequested {
+            jail_id: jail_id.clone(),
+            spec_json: body.clone(),
+            spec_sha256: JailSpec::from_json(&body)
+                .expect("spec")
+                .canonical_digest()
+                .to_vec(),
+            run: true,
+            ..Default::default()
+        }),
+    )
+    .id(id)
+    .after(head.aggregate_seq, head.hash)
+    .sign(&rogue, bob.id());
+    publish_raw_and_wait_consumed(
+        &env,
+        &forged,
+        bob_chain.subject(),
+        "AMAI_AGENTS",
+        "jail-requests",
+    )
+    .await;
+    let jail_chain =
+        amai_bus::Aggregate::new(amai_bus::subjects::AggregateKind::Jail, &jail_id).expect("agg");
+    assert_eq!(env.head_seq(&jail_chain).await, 0, "no jail was created");
+    env.stop().await;
+}

@@ -66,19 +66,52 @@ pub(crate) async fn spec_bytes(
     }
 }
 
-/// The first event of a jail's chain, decoded (its `jail.created`, if any).
+/// Whether `input` is part of its chain as the store verified it: the event
+/// at its aggregate seq is this one, and it comes before any invalid event
+/// (one published around the store). A rogue NATS publisher's forged request,
+/// creation or run is thereby never acted on.
+pub(crate) async fn on_verified_chain(
+    store: &EventStore,
+    input: &VerifiedEvent,
+) -> Result<bool, ReactError> {
+    let transient = |e: amai_bus::store::ReadError| ReactError::Transient(e.to_string());
+    let corruption = store
+        .corruption(&input.aggregate)
+        .await
+        .map_err(transient)?;
+    let at = store
+        .read_chain(&input.aggregate, input.body.aggregate_seq, 1)
+        .await
+        .map_err(transient)?;
+    let Some(stored) = at.first() else {
+        return Ok(false);
+    };
+    let same = VerifiedEvent::decode(&stored.payload).is_ok_and(|e| e.body.id == input.body.id);
+    let valid = corruption.is_none_or(|c| stored.position.seq < c.position.seq);
+    Ok(same && valid)
+}
+
+/// The events of a jail's chain, decoded, up to its first invalid event (one
+/// published around the store): what the jail service itself stored.
 pub(crate) async fn jail_events(
     store: &EventStore,
     jail_id: &str,
 ) -> Result<Vec<VerifiedEvent>, ReactError> {
     let aggregate = Aggregate::new(AggregateKind::Jail, jail_id)
         .map_err(|e| ReactError::Poison(e.to_string()))?;
+    let transient = |e: amai_bus::store::ReadError| ReactError::Transient(e.to_string());
+    let corruption = store.corruption(&aggregate).await.map_err(transient)?;
     let stored = store
         .read_chain(&aggregate, 1, 10_000)
         .await
-        .map_err(|e| ReactError::Transient(e.to_string()))?;
+        .map_err(transient)?;
     Ok(stored
         .iter()
+        .take_while(|s| {
+            corruption
+                .as_ref()
+                .is_none_or(|c| s.position.seq < c.position.seq)
+        })
         .filter_map(|s| VerifiedEvent::decode(&s.payload).ok())
         .collect())
 }
@@ -221,6 +254,10 @@ impl Reactor for JailRequests {
             let Kind::JailRequested(request) = &input.payload else {
                 return Ok(Vec::new());
             };
+            if !on_verified_chain(store, input).await? {
+                tracing::warn!(event = %input.body.id, "a jail request that is not on its requester's verified chain is ignored");
+                return Ok(Vec::new());
+            }
             let owner = input.aggregate.id.as_str();
             let expected = amai_bus::jail::jail_id(owner, &input.body.id);
             if request.jail_id != expected {

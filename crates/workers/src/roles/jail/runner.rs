@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::config::JailConfig;
-use super::create::{jail_events, spec_bytes};
+use super::create::{jail_events, on_verified_chain, spec_bytes};
 use super::engine::{run_failure, EngineSlot, Failure};
 use crate::reactor::{
     append_caused, output_id, ReactError, ReactFuture, Reactor, ReactorOptions, ServiceSigner,
@@ -860,6 +860,10 @@ impl Reactor for JailRuns {
                 Kind::JailRunQueued(q) => q.jail_id.clone(),
                 _ => return Ok(Vec::new()),
             };
+            if !on_verified_chain(store, input).await? {
+                tracing::warn!(event = %input.body.id, "a jail record that is not on the jail's verified chain is ignored");
+                return Ok(Vec::new());
+            }
             if jail_id != input.aggregate.id {
                 return Err(ReactError::Poison(format!(
                     "a record for jail {jail_id} on jail/{}",
