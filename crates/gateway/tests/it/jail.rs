@@ -1096,7 +1096,7 @@ async fn a_rogue_nats_publisher_can_neither_create_nor_run_a_jail() {
     )
     .id(id)
     .after(head.aggregate_seq, head.hash)
-    .sign(&rogue, bob.id());
+    .sign(&rogue, &rogue.identity_id().to_string());
     publish_raw_and_wait_consumed(
         &env,
         &forged,
