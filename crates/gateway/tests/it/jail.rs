@@ -100,6 +100,22 @@ async fn gone(jail_id: &str) {
     }
 }
 
+/// Waits until the jail is in `state`; panics after `WAIT`.
+async fn wait_state(client: &amai_client::AmaiClient, jail_id: &str, state: JailState) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let jail = client.jail(jail_id).await.expect("jail");
+        if jail.state == state as i32 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jail {jail_id} never got {state:?}: {jail:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Last sequence of every event stream (the nonce bucket of signed reads aside).
 async fn event_positions(env: &Env) -> std::collections::BTreeMap<String, u64> {
     let mut positions = env.stream_positions().await;
@@ -364,18 +380,7 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         .create_jail(&spec(&["sleep", "300"]), true)
         .await
         .expect("create");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alice
-        .client()
-        .jail(&sleeper.jail_id)
-        .await
-        .expect("get")
-        .state
-        != JailState::Running as i32
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_state(alice.client(), &sleeper.jail_id, JailState::Running).await;
     let deleted = alice
         .client()
         .delete_jail(&sleeper.jail_id, "enough")
@@ -844,11 +849,7 @@ async fn a_rogue_client_cannot_forge_jail_records_or_borrow_an_llm_session() {
             .expect("agg");
 
     // Settled: the jail is created (its spec stored) before anything is compared.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while env.client.jail(&jail.jail_id).await.expect("jail").state != JailState::Created as i32 {
-        assert!(tokio::time::Instant::now() < deadline, "never created");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_state(&env.client, &jail.jail_id, JailState::Created).await;
 
     // The owner cannot write its jail's records: only the jail service can.
     let head = env.client.chain_head(&aggregate).await.expect("head");
@@ -932,21 +933,7 @@ async fn beyond_the_parallel_limit_jails_queue_and_run_in_turn() {
         .create_jail(&spec(&["sleep", "300"]), true)
         .await
         .expect("first");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alice
-        .client()
-        .jail(&first.jail_id)
-        .await
-        .expect("first")
-        .state
-        != JailState::Running as i32
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_state(alice.client(), &first.jail_id, JailState::Running).await;
     let second = alice
         .create_jail(&spec(&["echo", "my turn"]), true)
         .await
@@ -1036,18 +1023,7 @@ async fn a_rogue_nats_publisher_can_neither_create_nor_run_a_jail() {
         .create_jail(&spec(&["echo", "ran"]), false)
         .await
         .expect("create");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alice
-        .client()
-        .jail(&idle.jail_id)
-        .await
-        .expect("jail")
-        .state
-        != JailState::Created as i32
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never created");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_state(alice.client(), &idle.jail_id, JailState::Created).await;
     let aggregate =
         amai_bus::Aggregate::new(amai_bus::subjects::AggregateKind::Jail, &idle.jail_id)
             .expect("agg");
