@@ -120,7 +120,8 @@ pub(crate) fn existing_operator_key(
 fn load_or_create(path: &Path) -> anyhow::Result<IdentityKeys> {
     warn_if_open(path);
     if path.exists() {
-        return IdentityKeys::load(path).map_err(anyhow::Error::new);
+        // Possibly created a moment ago by a concurrent opener still writing it.
+        return load_written(path);
     }
     let keys = IdentityKeys::generate();
     match keys.save(path) {
@@ -131,20 +132,26 @@ fn load_or_create(path: &Path) -> anyhow::Result<IdentityKeys> {
         Err(KeyFileError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::AlreadyExists =>
         {
-            let mut attempt = 0;
-            loop {
-                match IdentityKeys::load(path) {
-                    Ok(keys) => return Ok(keys),
-                    Err(e) if attempt < 5 => {
-                        tracing::debug!(error = %e, "key file being written by another process; retrying");
-                        attempt += 1;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            load_written(path)
         }
         Err(e) => Err(anyhow::Error::new(e).context("cannot save a new key")),
+    }
+}
+
+/// Loads a key file another opener may still be writing (it is created
+/// exclusively, then written): retries briefly while it does not parse yet.
+fn load_written(path: &Path) -> anyhow::Result<IdentityKeys> {
+    let mut attempt = 0;
+    loop {
+        match IdentityKeys::load(path) {
+            Ok(keys) => return Ok(keys),
+            Err(e) if attempt < 25 => {
+                tracing::debug!(error = %e, "key file being written by another process; retrying");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
