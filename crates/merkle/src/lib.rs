@@ -21,6 +21,22 @@
 //!   before hashing, so a wrong length is reported as such, and every failure
 //!   has a [`kind`](VerifyInclusionError::kind) to match on.
 //!
+//! ```
+//! use amai_merkle::{consistency_proof, inclusion_proof, leaf_hash, root};
+//! use amai_merkle::{verify_consistency, verify_inclusion};
+//!
+//! let events: Vec<[u8; 32]> = (0u8..5).map(|i| [i; 32]).collect();
+//! let leaves: Vec<_> = events.iter().map(|e| leaf_hash(e)).collect();
+//! let (old_root, new_root) = (root(&leaves[..3]), root(&leaves));
+//!
+//! let proof = inclusion_proof(&leaves, 2)?;
+//! verify_inclusion(&leaves[2], 2, 5, &proof, &new_root)?;
+//!
+//! let proof = consistency_proof(&leaves, 3)?;
+//! verify_consistency(3, 5, &old_root, &new_root, &proof)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Why hand-written
 //!
 //! The algorithms are short and fully specified. The best-kept Rust crate,
