@@ -90,10 +90,6 @@ struct ClaimRecord {
     genesis_hash: Vec<u8>,
 }
 
-fn corrupt(e: impl std::fmt::Display) -> ConflictableTransactionError<ApplyError> {
-    ConflictableTransactionError::Abort(ApplyError::Corrupt(e.to_string()))
-}
-
 fn incr(
     tx: &TransactionalTree,
     key: &[u8],
@@ -122,12 +118,12 @@ impl IdentityProjection {
         let Some(claim) = tx.get(claim_key(name))? else {
             return Ok(());
         };
-        let claim: ClaimRecord = serde_json::from_slice(&claim).map_err(corrupt)?;
+        let claim: ClaimRecord = serde_json::from_slice(&claim).map_err(ApplyError::corrupt)?;
         let Some(rec) = tx.get(id_key(&claim.agent_id))? else {
             return Ok(());
         };
-        let rec: IdentityRecord = serde_json::from_slice(&rec).map_err(corrupt)?;
-        let state = rec.identity.to_state().map_err(corrupt)?;
+        let rec: IdentityRecord = serde_json::from_slice(&rec).map_err(ApplyError::corrupt)?;
+        let state = rec.identity.to_state().map_err(ApplyError::corrupt)?;
         if claim.genesis_hash == rec.genesis_hash && state.name == name {
             tx.insert(name_key(name), claim.agent_id.as_bytes())?;
         }
@@ -164,11 +160,11 @@ impl Projection for IdentityProjection {
             let genesis_hash = if event.aggregate_seq() == 1 {
                 event.hash
             } else {
-                let rec = tx
-                    .get(id_key(id))?
-                    .ok_or_else(|| corrupt(format!("identity {id} has events but no record")))?;
+                let rec = tx.get(id_key(id))?.ok_or_else(|| {
+                    ApplyError::corrupt(format!("identity {id} has events but no record"))
+                })?;
                 serde_json::from_slice::<IdentityRecord>(&rec)
-                    .map_err(corrupt)?
+                    .map_err(ApplyError::corrupt)?
                     .genesis_hash
             };
             tx.insert(

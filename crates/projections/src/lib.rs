@@ -29,7 +29,7 @@ pub mod projection;
 pub mod runner;
 
 pub use identity_model::{IdentityProjection, IdentityReadModel, ReadModelError};
-pub use projection::{AppliedEvent, ApplyError, Projection};
+pub use projection::{AppliedEvent, ApplyError, ApplyResult, Projection};
 pub use runner::{
     rebuild_projection, IntegrityViolation, ProjectionError, ProjectionHandle, ProjectionRunner,
     ViolationKind, WaitError,

@@ -26,6 +26,22 @@ pub enum ApplyError {
     Corrupt(String),
 }
 
+/// What [`Projection::apply`] returns inside its transaction.
+pub type ApplyResult<T> = Result<T, ConflictableTransactionError<ApplyError>>;
+
+impl ApplyError {
+    /// Aborts the transaction: the event breaks a rule of the projection
+    /// (recorded as an integrity violation; nothing it would write is kept).
+    pub fn rejected(msg: impl Into<String>) -> ConflictableTransactionError<ApplyError> {
+        ConflictableTransactionError::Abort(ApplyError::Rejected(msg.into()))
+    }
+
+    /// Aborts the transaction: the projection's own state did not decode.
+    pub fn corrupt(msg: impl std::fmt::Display) -> ConflictableTransactionError<ApplyError> {
+        ConflictableTransactionError::Abort(ApplyError::Corrupt(msg.to_string()))
+    }
+}
+
 /// An event that passed every check, with where it is stored.
 #[derive(Clone, Debug)]
 pub struct AppliedEvent {

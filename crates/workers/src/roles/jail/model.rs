@@ -20,9 +20,9 @@
 
 use amai_bus::proto::{self, payload::Kind};
 use amai_bus::subjects::AggregateKind;
-use amai_projections::{AppliedEvent, ApplyError, Projection};
+use amai_projections::{AppliedEvent, ApplyError, ApplyResult, Projection};
 use prost::Message;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 
 /// Name of the jail projection (and of its sled tree).
 pub const JAIL_PROJECTION: &str = "jail";
@@ -31,15 +31,7 @@ pub const JAIL_PROJECTION_VERSION: u32 = 1;
 /// Largest page of [`JailReadModel::list`].
 pub const MAX_JAILS_PAGE: usize = 500;
 
-type TxResult<T> = Result<T, ConflictableTransactionError<ApplyError>>;
-
-fn rejected(msg: impl Into<String>) -> ConflictableTransactionError<ApplyError> {
-    ConflictableTransactionError::Abort(ApplyError::Rejected(msg.into()))
-}
-
-fn corrupt(msg: impl std::fmt::Display) -> ConflictableTransactionError<ApplyError> {
-    ConflictableTransactionError::Abort(ApplyError::Corrupt(msg.to_string()))
-}
+type TxResult<T> = ApplyResult<T>;
 
 fn jail_key(id: &str) -> Vec<u8> {
     format!("j/{id}").into_bytes()
@@ -85,7 +77,9 @@ impl Projection for JailProjection {
 fn load(tx: &TransactionalTree, id: &str) -> TxResult<Option<proto::Jail>> {
     match tx.get(jail_key(id))? {
         None => Ok(None),
-        Some(b) => proto::Jail::decode(b.as_ref()).map(Some).map_err(corrupt),
+        Some(b) => proto::Jail::decode(b.as_ref())
+            .map(Some)
+            .map_err(ApplyError::corrupt),
     }
 }
 
@@ -102,13 +96,16 @@ fn apply_request(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()> {
     let owner = event.aggregate.id.as_str();
     let expected = amai_bus::jail::jail_id(owner, &event.body.id);
     if request.jail_id != expected {
-        return Err(rejected(format!(
+        return Err(ApplyError::rejected(format!(
             "jail id {:?} is not the one derived from the requester and the event ({expected})",
             request.jail_id
         )));
     }
     if load(tx, &request.jail_id)?.is_some() {
-        return Err(rejected(format!("jail {} already exists", request.jail_id)));
+        return Err(ApplyError::rejected(format!(
+            "jail {} already exists",
+            request.jail_id
+        )));
     }
     let jail = proto::Jail {
         jail_id: request.jail_id.clone(),
@@ -131,7 +128,7 @@ fn apply_record(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()> {
     let event = &ev.event;
     let id = event.aggregate.id.as_str();
     let Some(mut jail) = load(tx, id)? else {
-        return Err(rejected(format!(
+        return Err(ApplyError::rejected(format!(
             "jail {id} was never requested; its records are ignored"
         )));
     };

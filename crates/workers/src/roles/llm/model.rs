@@ -29,9 +29,9 @@
 
 use amai_bus::proto::{self, payload::Kind};
 use amai_bus::subjects::AggregateKind;
-use amai_projections::{AppliedEvent, ApplyError, Projection};
+use amai_projections::{AppliedEvent, ApplyError, ApplyResult, Projection};
 use prost::Message;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 
 /// Name of the llm projection (and of its sled tree).
 pub const LLM_PROJECTION: &str = "llm";
@@ -40,15 +40,7 @@ pub const LLM_PROJECTION_VERSION: u32 = 1;
 /// Largest page of [`LlmReadModel::list_sessions`].
 pub const MAX_SESSIONS_PAGE: usize = 500;
 
-type TxResult<T> = Result<T, ConflictableTransactionError<ApplyError>>;
-
-fn rejected(msg: impl Into<String>) -> ConflictableTransactionError<ApplyError> {
-    ConflictableTransactionError::Abort(ApplyError::Rejected(msg.into()))
-}
-
-fn corrupt(msg: impl std::fmt::Display) -> ConflictableTransactionError<ApplyError> {
-    ConflictableTransactionError::Abort(ApplyError::Corrupt(msg.to_string()))
-}
+type TxResult<T> = ApplyResult<T>;
 
 fn session_key(id: &str) -> Vec<u8> {
     format!("s/{id}").into_bytes()
@@ -168,7 +160,7 @@ fn load_session(tx: &TransactionalTree, id: &str) -> TxResult<Option<proto::LlmS
         None => Ok(None),
         Some(b) => proto::LlmSession::decode(b.as_ref())
             .map(Some)
-            .map_err(corrupt),
+            .map_err(ApplyError::corrupt),
     }
 }
 
@@ -179,26 +171,29 @@ fn store_session(tx: &TransactionalTree, s: &proto::LlmSession) -> TxResult<()> 
 
 /// The session `id`, which must exist, be owned by `owner` and not be deleted.
 fn owned_session(tx: &TransactionalTree, id: &str, owner: &str) -> TxResult<proto::LlmSession> {
-    let s = load_session(tx, id)?.ok_or_else(|| rejected(format!("no llm session {id}")))?;
+    let s = load_session(tx, id)?
+        .ok_or_else(|| ApplyError::rejected(format!("no llm session {id}")))?;
     if s.owner != owner {
-        return Err(rejected(format!(
+        return Err(ApplyError::rejected(format!(
             "llm session {id} belongs to {}, not {owner}",
             s.owner
         )));
     }
     if s.deleted {
-        return Err(rejected(format!("llm session {id} is deleted")));
+        return Err(ApplyError::rejected(format!("llm session {id} is deleted")));
     }
     Ok(s)
 }
 
 fn bind_key(tx: &TransactionalTree, sha: &[u8], session: &str) -> TxResult<()> {
     if sha.len() != 32 {
-        return Err(rejected("a session key hash is 32 bytes (SHA-256)"));
+        return Err(ApplyError::rejected(
+            "a session key hash is 32 bytes (SHA-256)",
+        ));
     }
     if let Some(b) = tx.get(binding_key(sha))? {
-        let existing = proto::LlmKeyBinding::decode(b.as_ref()).map_err(corrupt)?;
-        return Err(rejected(format!(
+        let existing = proto::LlmKeyBinding::decode(b.as_ref()).map_err(ApplyError::corrupt)?;
+        return Err(ApplyError::rejected(format!(
             "key {} is already bound to llm session {}",
             hex::encode(sha),
             existing.session_id
@@ -215,7 +210,7 @@ fn bind_key(tx: &TransactionalTree, sha: &[u8], session: &str) -> TxResult<()> {
 fn valid_mode(mode: i32) -> TxResult<()> {
     match proto::LlmMode::try_from(mode) {
         Ok(proto::LlmMode::Record | proto::LlmMode::Replay) => Ok(()),
-        _ => Err(rejected("mode must be record or replay")),
+        _ => Err(ApplyError::rejected("mode must be record or replay")),
     }
 }
 
@@ -229,13 +224,13 @@ fn apply_owner_action(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()>
         Kind::LlmSessionOpened(open) => {
             let expected = amai_bus::llm::session_id(owner, &event.body.id);
             if open.session_id != expected {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "session id {:?} is not the one derived from the owner and the event ({expected})",
                     open.session_id
                 )));
             }
             if load_session(tx, &open.session_id)?.is_some() {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "llm session {} is already open",
                     open.session_id
                 )));
@@ -243,10 +238,10 @@ fn apply_owner_action(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()>
             valid_mode(open.mode)?;
             if !open.replay_from.is_empty() {
                 let source = load_session(tx, &open.replay_from)?.ok_or_else(|| {
-                    rejected(format!("no llm session {} to replay", open.replay_from))
+                    ApplyError::rejected(format!("no llm session {} to replay", open.replay_from))
                 })?;
                 if source.owner != owner {
-                    return Err(rejected(
+                    return Err(ApplyError::rejected(
                         "a session replays only sessions of the same owner",
                     ));
                 }
@@ -297,7 +292,7 @@ fn apply_owner_action(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()>
         Kind::LlmSessionKeyRevoked(k) => {
             let mut s = owned_session(tx, &k.session_id, owner)?;
             let Some(entry) = s.keys.iter_mut().find(|e| e.key_sha256 == k.key_sha256) else {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "key {} is not a key of llm session {}",
                     hex::encode(&k.key_sha256),
                     k.session_id
@@ -325,7 +320,9 @@ fn apply_owner_action(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<()>
 fn load_counters(tx: &TransactionalTree, id: &str) -> TxResult<SessionCounters> {
     match tx.get(counters_key(id))? {
         None => Ok(SessionCounters::default()),
-        Some(b) => SessionCounters::decode(&b).ok_or_else(|| corrupt("bad session counters")),
+        Some(b) => {
+            SessionCounters::decode(&b).ok_or_else(|| ApplyError::corrupt("bad session counters"))
+        }
     }
 }
 
@@ -337,14 +334,14 @@ fn apply_session_record(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<(
     match &event.payload {
         Kind::LlmInteractionRecorded(rec) => {
             if rec.session_id != session {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "a recording of session {:?} on llm/{session}",
                     rec.session_id
                 )));
             }
             let hk = hash_key(session, &rec.request_hash, rec.occurrence);
             if tx.get(&hk)?.is_some() {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "llm/{session} already holds occurrence {} of request {}",
                     rec.occurrence,
                     hex::encode(&rec.request_hash)
@@ -360,7 +357,7 @@ fn apply_session_record(tx: &TransactionalTree, ev: &AppliedEvent) -> TxResult<(
         }
         Kind::LlmReplayMissed(miss) => {
             if miss.session_id != session {
-                return Err(rejected(format!(
+                return Err(ApplyError::rejected(format!(
                     "a miss of session {:?} on llm/{session}",
                     miss.session_id
                 )));
