@@ -27,6 +27,37 @@ pub type QueryFuture = Pin<Box<dyn Future<Output = Result<Bytes, QueryError>> + 
 /// A query handler: request payload in, reply payload out.
 pub type QueryHandler = Arc<dyn Fn(Bytes) -> QueryFuture + Send + Sync>;
 
+/// An endpoint answering requests of type `Req`: the payload is decoded
+/// (`INVALID_ARGUMENT`, `UNDECODABLE_MESSAGE` when it does not) and handed to
+/// `answer` with the shared `state`.
+pub fn typed_endpoint<S, Req, F, Fut>(
+    subject: &'static str,
+    state: Arc<S>,
+    answer: F,
+) -> (&'static str, QueryHandler)
+where
+    S: Send + Sync + 'static,
+    Req: prost::Message + Default + 'static,
+    F: Fn(Arc<S>, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, QueryError>> + Send + 'static,
+{
+    let answer = Arc::new(answer);
+    let handler: QueryHandler = Arc::new(move |payload: Bytes| {
+        let (state, answer) = (state.clone(), answer.clone());
+        Box::pin(async move {
+            let req = Req::decode(payload).map_err(|e| {
+                QueryError::new(
+                    QueryCode::InvalidArgument,
+                    format!("undecodable request: {e}"),
+                )
+                .with_reason(reason::UNDECODABLE_MESSAGE)
+            })?;
+            answer(state, req).await
+        })
+    });
+    (subject, handler)
+}
+
 /// Why a query service could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("query service {service}: {detail}")]

@@ -20,16 +20,8 @@ use prost::Message;
 use super::engine::EngineSlot;
 use super::model::JailReadModel;
 use super::runner::{cancel_subject, CANCEL_WAIT};
-use crate::query_service::QueryHandler;
+use crate::query_service::{typed_endpoint, QueryHandler};
 use crate::reactor::ServiceSigner;
-
-fn bad_request(e: prost::DecodeError) -> QueryError {
-    QueryError::new(
-        QueryCode::InvalidArgument,
-        format!("undecodable request: {e}"),
-    )
-    .with_reason(query::reason::UNDECODABLE_MESSAGE)
-}
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::new(QueryCode::Internal, e.to_string()).with_reason(query::reason::INTERNAL)
@@ -246,48 +238,19 @@ const JAIL_COMMAND_NAMESPACE: uuid::Uuid =
 /// The endpoints of the jail query service.
 pub(crate) fn endpoints(state: QueryState) -> Vec<(&'static str, QueryHandler)> {
     let state = Arc::new(state);
-    let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state);
     vec![
-        (
-            query::JAIL_GET,
-            Arc::new(move |b: Bytes| {
-                let s = s1.clone();
-                Box::pin(async move {
-                    let req = proto::GetJailRequest::decode(b).map_err(bad_request)?;
-                    s.get(req).await
-                })
-            }),
-        ),
-        (
-            query::JAIL_LIST,
-            Arc::new(move |b: Bytes| {
-                let s = s2.clone();
-                Box::pin(async move {
-                    let req = proto::ListJailsRequest::decode(b).map_err(bad_request)?;
-                    s.projection.caught_up().await;
-                    s.list(req)
-                })
-            }),
-        ),
-        (
-            query::JAIL_RUN,
-            Arc::new(move |b: Bytes| {
-                let s = s3.clone();
-                Box::pin(async move {
-                    let req = proto::RunJailRequest::decode(b).map_err(bad_request)?;
-                    s.run(req).await
-                })
-            }),
-        ),
-        (
-            query::JAIL_DELETE,
-            Arc::new(move |b: Bytes| {
-                let s = s4.clone();
-                Box::pin(async move {
-                    let req = proto::DeleteJailRequest::decode(b).map_err(bad_request)?;
-                    s.delete(req).await
-                })
-            }),
-        ),
+        typed_endpoint(query::JAIL_GET, state.clone(), |s, req| async move {
+            s.get(req).await
+        }),
+        typed_endpoint(query::JAIL_LIST, state.clone(), |s, req| async move {
+            s.projection.caught_up().await;
+            s.list(req)
+        }),
+        typed_endpoint(query::JAIL_RUN, state.clone(), |s, req| async move {
+            s.run(req).await
+        }),
+        typed_endpoint(query::JAIL_DELETE, state, |s, req| async move {
+            s.delete(req).await
+        }),
     ]
 }

@@ -15,15 +15,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::model::LlmReadModel;
-use crate::query_service::QueryHandler;
-
-fn bad_request(e: prost::DecodeError) -> QueryError {
-    QueryError::new(
-        QueryCode::InvalidArgument,
-        format!("undecodable request: {e}"),
-    )
-    .with_reason(query::reason::UNDECODABLE_MESSAGE)
-}
+use crate::query_service::{typed_endpoint, QueryHandler};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::new(QueryCode::Internal, e.to_string()).with_reason(query::reason::INTERNAL)
@@ -112,38 +104,14 @@ impl QueryState {
 /// The endpoints of the llm query service.
 pub(crate) fn endpoints(state: QueryState) -> Vec<(&'static str, QueryHandler)> {
     let state = Arc::new(state);
-    let (s1, s2, s3) = (state.clone(), state.clone(), state);
     vec![
-        (
-            query::LLM_SESSION,
-            Arc::new(move |b: Bytes| {
-                let s = s1.clone();
-                Box::pin(async move {
-                    let req = proto::GetLlmSessionRequest::decode(b).map_err(bad_request)?;
-                    s.session(req).await
-                })
-            }),
-        ),
-        (
-            query::LLM_SESSIONS,
-            Arc::new(move |b: Bytes| {
-                let s = s2.clone();
-                Box::pin(async move {
-                    let req = proto::ListLlmSessionsRequest::decode(b).map_err(bad_request)?;
-                    s.projection.caught_up().await;
-                    s.sessions(req)
-                })
-            }),
-        ),
-        (
-            query::LLM_KEY,
-            Arc::new(move |b: Bytes| {
-                let s = s3.clone();
-                Box::pin(async move {
-                    let req = proto::LlmKeyLookup::decode(b).map_err(bad_request)?;
-                    s.key(req)
-                })
-            }),
-        ),
+        typed_endpoint(query::LLM_SESSION, state.clone(), |s, req| async move {
+            s.session(req).await
+        }),
+        typed_endpoint(query::LLM_SESSIONS, state.clone(), |s, req| async move {
+            s.projection.caught_up().await;
+            s.sessions(req)
+        }),
+        typed_endpoint(query::LLM_KEY, state, |s, req| async move { s.key(req) }),
     ]
 }
