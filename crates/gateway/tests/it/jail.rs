@@ -100,6 +100,26 @@ async fn gone(jail_id: &str) {
     }
 }
 
+/// Runs `spec` as a new jail of `agent` until it ended, then reproduces it
+/// and waits for the verdict.
+async fn run_then_reproduce(
+    agent: &Agent,
+    spec: &[u8],
+) -> (proto::Jail, proto::JailReproducibilityChecked) {
+    let created = agent.create_jail(spec, true).await.expect("create");
+    let original = agent
+        .client()
+        .wait_jail(&created.jail_id, WAIT)
+        .await
+        .expect("wait");
+    let again = agent
+        .reproduce_jail(&original.jail_id, spec, Some(WAIT))
+        .await
+        .expect("reproduce");
+    let verdict = again.reproducibility.expect("checked");
+    (original, verdict)
+}
+
 /// Waits until the jail is in `state`; panics after `WAIT`.
 async fn wait_state(client: &amai_client::AmaiClient, jail_id: &str, state: JailState) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -398,17 +418,7 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         "-c",
         "echo same; mkdir -p /workspace/out; echo x > /workspace/out/f",
     ]);
-    let original = alice.create_jail(&steady, true).await.expect("create");
-    alice
-        .client()
-        .wait_jail(&original.jail_id, WAIT)
-        .await
-        .expect("wait");
-    let again = alice
-        .reproduce_jail(&original.jail_id, &steady, Some(WAIT))
-        .await
-        .expect("reproduce");
-    let verdict = again.reproducibility.expect("checked");
+    let (original, verdict) = run_then_reproduce(&alice, &steady).await;
     assert_eq!(
         verdict.verdict,
         proto::JailVerdict::Identical as i32,
@@ -417,17 +427,7 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
     assert_eq!(verdict.original_jail_id, original.jail_id);
 
     let random = spec(&["cat", "/proc/sys/kernel/random/uuid"]);
-    let original = alice.create_jail(&random, true).await.expect("create");
-    alice
-        .client()
-        .wait_jail(&original.jail_id, WAIT)
-        .await
-        .expect("wait");
-    let again = alice
-        .reproduce_jail(&original.jail_id, &random, Some(WAIT))
-        .await
-        .expect("reproduce");
-    let verdict = again.reproducibility.expect("checked");
+    let (original, verdict) = run_then_reproduce(&alice, &random).await;
     assert_eq!(
         verdict.verdict,
         proto::JailVerdict::Different as i32,
