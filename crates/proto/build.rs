@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "amai/v1/jail.proto",
         "amai/v1/jail_service.proto",
         "amai/v1/gateway.proto",
+        "amai/v1/trust_service.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -416,6 +416,9 @@ impl IdentityState {
                 ));
             }
         }
+        if let Kind::AgentEndorsed(e) = &ev.payload {
+            check_endorsement(e, &self.id)?;
+        }
         Ok(SignerRequirement::None)
     }
 
@@ -451,6 +454,30 @@ impl IdentityState {
     }
 }
 
+/// Longest endorsement statement, in bytes.
+pub const MAX_ENDORSEMENT_STATEMENT_BYTES: usize = 512;
+
+/// The rules an `agent.endorsed` action keeps on its own (whether the endorsee
+/// exists and is not revoked is checked where identities can be looked up: the
+/// gateway, and the trust role, which ignores what it cannot attribute).
+fn check_endorsement(e: &proto::AgentEndorsed, endorser: &str) -> Result<(), RuleError> {
+    crate::subjects::validate_id(&e.endorsee).map_err(|err| {
+        RuleError::Invalid(format!("endorsee is not an identity id: {err}"))
+    })?;
+    if e.endorsee == endorser {
+        return Err(RuleError::Invalid(
+            "an identity cannot endorse itself; endorse another agent".into(),
+        ));
+    }
+    if e.statement.len() > MAX_ENDORSEMENT_STATEMENT_BYTES {
+        return Err(RuleError::Invalid(format!(
+            "the endorsement statement is {} bytes; at most {MAX_ENDORSEMENT_STATEMENT_BYTES} are allowed",
+            e.statement.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a payload is an action of an identity on its own chain (genesis
 /// excepted: it is only valid at seq 1).
 fn belongs_on_agent_chain(kind: &Kind) -> bool {
@@ -460,6 +487,7 @@ fn belongs_on_agent_chain(kind: &Kind) -> bool {
             | Kind::AgentRevoked(_)
             | Kind::AgentMessageSent(_)
             | Kind::AgentAction(_)
+            | Kind::AgentEndorsed(_)
             | Kind::LlmSessionOpened(_)
             | Kind::LlmSessionModeSet(_)
             | Kind::LlmSessionKeyIssued(_)
@@ -473,7 +501,9 @@ fn belongs_on_agent_chain(kind: &Kind) -> bool {
 /// are not service results (identity actions, name claims).
 fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
     match kind {
-        Kind::TrustInitialized(_) => Some(AggregateKind::Trust),
+        Kind::TrustInitialized(_) | Kind::TrustAdjusted(_) | Kind::TrustAlertRaised(_) => {
+            Some(AggregateKind::Trust)
+        }
         Kind::ReactorFailed(_) => Some(AggregateKind::Failure),
         Kind::LlmInteractionRecorded(_) | Kind::LlmReplayMissed(_) => Some(AggregateKind::Llm),
         Kind::JailCreated(_)
@@ -489,6 +519,7 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         | Kind::AgentRevoked(_)
         | Kind::AgentMessageSent(_)
         | Kind::AgentAction(_)
+        | Kind::AgentEndorsed(_)
         | Kind::LlmSessionOpened(_)
         | Kind::LlmSessionModeSet(_)
         | Kind::LlmSessionKeyIssued(_)
