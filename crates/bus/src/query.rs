@@ -54,6 +54,23 @@ pub const JAIL_RUN: &str = "amai.query.jail.run";
 /// `jail.deleted`.
 pub const JAIL_DELETE: &str = "amai.query.jail.delete";
 
+/// The trust role's query service name.
+pub const TRUST_SERVICE: &str = "amai-trust";
+/// `GetTrustRequest` → `TrustSummary` (NOT_FOUND for an agent the trust
+/// projection has not seen registered).
+pub const TRUST_GET: &str = "amai.query.trust.get";
+/// `GetTrustHistoryRequest` → `TrustHistoryPage`.
+pub const TRUST_HISTORY: &str = "amai.query.trust.history";
+/// `ListTrustAlertsRequest` → `TrustAlertList`.
+pub const TRUST_ALERTS: &str = "amai.query.trust.alerts";
+/// `GetTrustReportRequest` → `TrustReport`.
+pub const TRUST_REPORT: &str = "amai.query.trust.report";
+/// `ExplainTrustRequest` → `TrustExplanation` (NOT_FOUND for an id that is no
+/// trust delta or alert).
+pub const TRUST_EXPLAIN: &str = "amai.query.trust.explain";
+/// `TrustEndorsementQuery` → `TrustEndorsementAnswer`.
+pub const TRUST_ENDORSEMENT: &str = "amai.query.trust.endorsement";
+
 /// Header carrying a query error's reason.
 pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
 /// Prefix of the headers carrying a query error's metadata.
