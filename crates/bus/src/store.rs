@@ -181,6 +181,32 @@ pub enum AppendErrorKind {
     Other,
 }
 
+/// How far in the future an event's `occurred_at` may be when it is appended.
+/// Event time drives trust decay: an identity must not be able to age its own
+/// evidence by dating its actions ahead.
+pub const MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn check_not_future(ev: &VerifiedEvent) -> Result<(), AppendError> {
+    let occurred = ev.body.occurred_at.unwrap_or_default();
+    let occurred_ms = occurred.seconds.saturating_mul(1000) + i64::from(occurred.nanos / 1_000_000);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let ahead_ms = occurred_ms.saturating_sub(now_ms);
+    if ahead_ms > MAX_FUTURE_SKEW.as_millis() as i64 {
+        return Err(AppendError::new(
+            AppendErrorKind::Invalid,
+            format!(
+                "occurred_at is {} s ahead of the server's clock (at most {} s allowed); fix the signer's clock (NTP) and sign again",
+                ahead_ms / 1000,
+                MAX_FUTURE_SKEW.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An append failure.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
@@ -341,6 +367,7 @@ impl EventStore {
             ));
         }
         let ev = VerifiedEvent::from_signed(signed)?;
+        check_not_future(&ev)?;
         let span = tracing::Span::current();
         span.record("aggregate", ev.aggregate.to_string());
         span.record("seq", ev.aggregate_seq());

@@ -61,6 +61,66 @@ pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::
     }
 }
 
+/// The trust feed: one stream that *sources* every stream whose events are
+/// evidence about agents (soulchains, LLM sessions, jails, lifecycle), so the
+/// evidence has **one total order**, fixed once by JetStream as it arrives.
+/// The trust role is a deterministic fold of this order; replaying the same
+/// feed into a fresh deployment gives byte-identical trust events (see
+/// docs/architecture.md, "Trust"). It stores copies of the original signed
+/// events, on their original subjects.
+pub const TRUST_FEED_STREAM: &str = "AMAI_TRUST_FEED";
+
+/// The aggregate kinds the trust feed sources, in this order.
+pub const TRUST_FEED_SOURCES: [AggregateKind; 4] = [
+    AggregateKind::Agent,
+    AggregateKind::Llm,
+    AggregateKind::Jail,
+    AggregateKind::Lifecycle,
+];
+
+/// The trust feed's stream config (sources only, no subjects of its own).
+pub fn trust_feed_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: TRUST_FEED_STREAM.to_string(),
+        description: Some(
+            "amai trust feed: agent, llm, jail and lifecycle events in one order".to_string(),
+        ),
+        subjects: Vec::new(),
+        sources: Some(
+            TRUST_FEED_SOURCES
+                .iter()
+                .map(|kind| stream::Source {
+                    name: kind.stream().to_string(),
+                    filter_subject: Some(kind.stream_subject()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        deny_delete: true,
+        deny_purge: true,
+        duplicate_window: settings.dedup_window,
+        num_replicas: settings.replicas,
+        max_message_size: STREAM_MAX_MESSAGE_BYTES,
+        max_consumers: -1,
+        max_messages: -1,
+        max_bytes: -1,
+        ..Default::default()
+    }
+}
+
+/// Every stream Amai runs on: one per aggregate kind, then the trust feed
+/// (which sources some of them, so it comes last).
+pub fn all_stream_configs(settings: &StreamSettings) -> Vec<stream::Config> {
+    let mut configs: Vec<_> = AggregateKind::ALL
+        .into_iter()
+        .map(|kind| stream_config(kind, settings))
+        .collect();
+    configs.push(trust_feed_config(settings));
+    configs
+}
+
 /// Why the streams could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create or update stream {stream}: {detail}. Is nats-server running with JetStream enabled (-js)? \
@@ -86,6 +146,21 @@ pub fn matches_spec(current: &stream::Config, spec: &stream::Config) -> bool {
         && current.max_bytes == spec.max_bytes
         && current.max_consumers == spec.max_consumers
         && current.description == spec.description
+        && sources_match(current, spec)
+}
+
+fn sources_match(current: &stream::Config, spec: &stream::Config) -> bool {
+    let key = |c: &stream::Config| {
+        let mut v: Vec<(String, Option<String>)> = c
+            .sources
+            .iter()
+            .flatten()
+            .map(|s| (s.name.clone(), s.filter_subject.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    key(current) == key(spec)
 }
 
 /// Creates every Amai stream, or updates it to the spec if it differs. A stream
@@ -94,17 +169,17 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: &StreamSettings,
 ) -> Result<(), EnsureStreamsError> {
-    for kind in AggregateKind::ALL {
-        let config = stream_config(kind, settings);
+    for config in all_stream_configs(settings) {
         if let Ok(existing) = js.get_stream(&config.name).await {
             if matches_spec(&existing.cached_info().config, &config) {
                 continue;
             }
         }
+        let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
             .map_err(|e| EnsureStreamsError {
-                stream: kind.stream().to_string(),
+                stream: name,
                 detail: e.to_string(),
             })?;
     }

@@ -486,3 +486,40 @@ async fn a_resent_claim_completes_a_half_done_registration() {
         .expect("the genesis followed");
     assert_eq!(state.name, "halfway");
 }
+
+/// An identity dating its actions ahead would age its own trust evidence (trust
+/// decays in event time): the store refuses `occurred_at` beyond the allowed
+/// skew, precisely, and appends nothing; an event within the skew is fine.
+#[tokio::test]
+async fn events_dated_in_the_future_are_refused() {
+    let server = NatsServer::start();
+    let store = setup(&server, EventStoreConfig::default()).await;
+    let alice = IdentityKeys::generate();
+    let agg = register(&store, &alice, "alice").await;
+    let head = store.chain_head(&agg).await.expect("head");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let at = |secs: i64| prost_types::Timestamp {
+        seconds: now + secs,
+        nanos: 0,
+    };
+    let future = EventDraft::action(agg.clone(), "task.done", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .occurred_at(at(24 * 3600))
+        .sign(&alice, &agg.id);
+    let err = store.append(future).await.expect_err("future-dated");
+    assert_eq!(err.kind(), AppendErrorKind::Invalid);
+    assert!(err.to_string().contains("ahead"), "{err}");
+    assert_eq!(
+        store.chain_head(&agg).await.expect("head").aggregate_seq,
+        head.aggregate_seq,
+        "nothing appended"
+    );
+    let slightly = EventDraft::action(agg.clone(), "task.done", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .occurred_at(at(60))
+        .sign(&alice, &agg.id);
+    store.append(slightly).await.expect("within the skew");
+}

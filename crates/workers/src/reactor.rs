@@ -68,6 +68,13 @@ pub struct PlannedOutput {
     /// events to one aggregate (an import) chains them, since it cannot know
     /// the hashes of outputs not signed yet.
     pub after_previous: bool,
+    /// The exact aggregate seq this output must take (`head_seq`/`head_hash`
+    /// are ignored): for outputs whose positions were planned
+    /// deterministically ahead (the trust role's). Appended once the slot
+    /// before it is filled (a reaction that finds an earlier slot still empty
+    /// is retried later); a slot already holding this output counts as
+    /// applied; a slot holding anything else is poison.
+    pub slot: Option<u64>,
 }
 
 impl PlannedOutput {
@@ -79,6 +86,7 @@ impl PlannedOutput {
             head_seq,
             head_hash,
             after_previous: false,
+            slot: None,
         }
     }
 
@@ -90,6 +98,19 @@ impl PlannedOutput {
             head_seq: 0,
             head_hash: amai_bus::ZERO_HASH,
             after_previous: true,
+            slot: None,
+        }
+    }
+
+    /// An output that must take aggregate seq `seq` (see [`PlannedOutput::slot`]).
+    pub fn in_slot(aggregate: Aggregate, payload: Kind, seq: u64) -> Self {
+        Self {
+            aggregate,
+            payload,
+            head_seq: 0,
+            head_hash: amai_bus::ZERO_HASH,
+            after_previous: false,
+            slot: Some(seq),
         }
     }
 }
@@ -119,6 +140,18 @@ pub trait Reactor: Send + Sync + 'static {
     /// Decides the outputs for `input`, reading whatever state it needs fresh
     /// (chain heads come from JetStream through `store`).
     fn react<'a>(&'a self, store: &'a EventStore, input: &'a VerifiedEvent) -> ReactFuture<'a>;
+    /// [`Reactor::react`], told where the input is stored (its sequence in the
+    /// subscribed stream): for reactors whose decisions were prepared by a
+    /// projection of the same stream (the trust role). Default: `react`.
+    fn react_at<'a>(
+        &'a self,
+        store: &'a EventStore,
+        input: &'a VerifiedEvent,
+        stream_seq: u64,
+    ) -> ReactFuture<'a> {
+        let _ = stream_seq;
+        self.react(store, input)
+    }
     /// Adjusts the runtime's options for this reactor (concurrency, redelivery,
     /// heartbeat). Default: unchanged.
     fn options(&self, base: ReactorOptions) -> ReactorOptions {
@@ -587,7 +620,7 @@ async fn process<R: Reactor + ?Sized>(
         ))
     })?;
     for attempt in 0..MAX_DECISION_ATTEMPTS {
-        let outputs = reactor.react(store, &input).await?;
+        let outputs = reactor.react_at(store, &input, delivery.stream_seq).await?;
         match append_outputs(
             reactor.role(),
             store,
@@ -661,10 +694,46 @@ async fn append_outputs(
             }
         }
         let id = output_id(&input.body.id, index);
+        let (head_seq, head_hash) = match out.slot {
+            None => (head_seq, head_hash),
+            Some(slot) => {
+                let head = store
+                    .chain_head(&out.aggregate)
+                    .await
+                    .map_err(|e| OutputError::Fail(ReactError::Transient(e.to_string())))?;
+                if head.aggregate_seq + 1 < slot {
+                    return Err(OutputError::Fail(ReactError::Transient(format!(
+                        "{} is at seq {}: output {index} waits for slot {} to be filled",
+                        out.aggregate,
+                        head.aggregate_seq,
+                        slot - 1
+                    ))));
+                }
+                if head.aggregate_seq >= slot {
+                    let held = slot_holds(store, &out.aggregate, slot, &id)
+                        .await
+                        .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;
+                    match held {
+                        Some(hash) => {
+                            stats.already_applied.fetch_add(1, Ordering::Relaxed);
+                            previous = Some((out.aggregate, slot, hash));
+                            continue;
+                        }
+                        None => {
+                            return Err(OutputError::Fail(ReactError::Poison(format!(
+                                "slot {slot} of {} holds another event than the planned output {id}",
+                                out.aggregate
+                            ))))
+                        }
+                    }
+                }
+                (head.aggregate_seq, head.hash)
+            }
+        };
         // Beyond JetStream's dedup window a redelivered input would be decided
         // again on a head that has moved on: look for the output it caused.
         // An empty head cannot hold it.
-        if !out.after_previous && head_seq > 0 {
+        if !out.after_previous && out.slot.is_none() && head_seq > 0 {
             let found = already_caused(store, &out.aggregate, &input.body.id, &id)
                 .await
                 .map_err(|e| OutputError::Fail(ReactError::Transient(e)))?;

@@ -111,6 +111,7 @@ impl Reactor for TestReactor {
                 head_seq: head.aggregate_seq,
                 head_hash: head.hash,
                 after_previous: false,
+                slot: None,
             }])
         })
     }

@@ -59,6 +59,7 @@ impl Reactor for ProbeReactor {
                 head_seq: 0,
                 head_hash: head.hash,
                 after_previous: false,
+                slot: None,
             }])
         })
     }

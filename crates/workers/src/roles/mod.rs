@@ -13,6 +13,8 @@ pub mod identity;
 pub mod jail;
 #[cfg(feature = "llm")]
 pub mod llm;
+#[cfg(feature = "trust")]
+pub mod trust;
 
 /// Every role compiled into this build, in start order.
 // One `push` per role, each behind its feature: clearer than a `vec![]` of cfg'ed items.
@@ -26,6 +28,8 @@ pub fn registry() -> Vec<Arc<dyn Role>> {
     roles.push(Arc::new(llm::LlmRole::default()));
     #[cfg(feature = "jail")]
     roles.push(Arc::new(jail::JailRole::default()));
+    #[cfg(feature = "trust")]
+    roles.push(Arc::new(trust::TrustRole::default()));
     roles
 }
 

@@ -55,6 +55,7 @@ impl Reactor for TrustInitializer {
                 head_seq: head.aggregate_seq,
                 head_hash: head.hash,
                 after_previous: false,
+                slot: None,
             }])
         })
     }

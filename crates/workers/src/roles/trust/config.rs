@@ -1,0 +1,123 @@
+//! The trust role's settings: the model's parameters (`amai_trust::TrustConfig`:
+//! weights, half-life, anomaly thresholds) and how many feed events the
+//! publisher works on at once.
+//!
+//! Every instance of a deployment must run with the same model parameters:
+//! the trust chain is a deterministic function of the feed *and* of these
+//! numbers. Instances with different settings plan different events for the
+//! same slot; the publisher then records a `reactor.failed` instead of
+//! appending a second version.
+
+use std::time::Duration;
+
+use amai_trust::TrustConfig;
+
+/// The publisher's default number of feed events in flight.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Settings of the trust role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrustRoleConfig {
+    /// The model's parameters.
+    pub model: TrustConfig,
+    /// Feed events the publisher handles at once (across the instance).
+    pub concurrency: usize,
+    /// How long the publisher waits for its own projection to reach a feed
+    /// event before handing it back for redelivery.
+    pub projection_wait: Duration,
+}
+
+impl Default for TrustRoleConfig {
+    fn default() -> Self {
+        Self {
+            model: TrustConfig::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+            projection_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A duration setting such as `7d`, `12h`, `30m`, `45s` or `250ms`.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl TrustRoleConfig {
+    /// The defaults, overridden by `AMAI_TRUST_HALF_LIFE` and
+    /// `AMAI_TRUST_BUCKET` (durations such as `7d`, `1m`, `500ms`) and
+    /// `AMAI_TRUST_CONCURRENCY`. Unparseable values are reported and ignored.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        let duration = |name: &str| {
+            let v = std::env::var(name).ok()?;
+            let d = parse_duration(&v);
+            if d.is_none() {
+                tracing::warn!(%name, value = %v, "not a duration (e.g. 7d, 12h, 30s, 250ms); using the default");
+            }
+            d
+        };
+        if let Some(d) = duration("AMAI_TRUST_HALF_LIFE") {
+            config.model.half_life_ms = millis(d);
+        }
+        if let Some(d) = duration("AMAI_TRUST_BUCKET") {
+            config.model.bucket_ms = millis(d);
+        }
+        if let Some(n) = std::env::var("AMAI_TRUST_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            config = config.concurrency(n);
+        }
+        config
+    }
+
+    /// Sets the model's parameters.
+    pub fn model(mut self, model: TrustConfig) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Sets the publisher's concurrency (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit_and_refuse_the_rest() {
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3_600)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1_800)));
+        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "7", "d", "0s", "3w", "-1s", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn concurrency_is_at_least_one() {
+        assert_eq!(TrustRoleConfig::default().concurrency(0).concurrency, 1);
+    }
+}
