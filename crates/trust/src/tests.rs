@@ -979,3 +979,29 @@ fn worked_example_matches_the_docs() {
     assert!(scores[1] > scores[0] && scores[3] > scores[2] && scores[4] < scores[3]);
     assert!(scores[5] > scores[4] && scores[6] < scores[5] && scores[6] > 60_000);
 }
+
+#[test]
+fn one_action_to_many_new_peers_is_critical_at_once_and_weighs_twice() {
+    let cfg = TrustConfig::default();
+    let mut model = AgentModel::new("a", 0);
+    let peers: Vec<String> = (0..60).map(|i| format!("p{i}")).collect();
+    let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+    let out = model.observe(&cfg, &action("blast", 5, "agent.message_sent", &peers));
+    let [Output::Alert(alert), Output::Adjusted(a)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(alert.severity, Severity::Critical);
+    assert_eq!(alert.statistic_milli, 60_000);
+    assert_eq!(alert.threshold_milli, 50_000);
+    assert_eq!(alert.window.count, 60);
+    assert_eq!(alert.evidence, ["blast"], "one action, one id");
+    assert_eq!(a.signal, "fan_out");
+    assert_eq!(a.negative_milli, 2_000);
+    // Quiet afterwards, even for more new peers inside the window.
+    assert!(model
+        .observe(
+            &cfg,
+            &action("more", 6, "agent.message_sent", &["q1", "q2"])
+        )
+        .is_empty());
+}
