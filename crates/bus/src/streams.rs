@@ -61,22 +61,7 @@ pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::
     }
 }
 
-/// The trust feed: one stream that *sources* every stream whose events are
-/// evidence about agents (soulchains, LLM sessions, jails, lifecycle), so the
-/// evidence has **one total order**, fixed once by JetStream as it arrives.
-/// The trust role is a deterministic fold of this order; replaying the same
-/// feed into a fresh deployment gives byte-identical trust events (see
-/// docs/architecture.md, "Trust"). It stores copies of the original signed
-/// events, on their original subjects.
-pub const TRUST_FEED_STREAM: &str = "AMAI_TRUST_FEED";
-
-/// The aggregate kinds the trust feed sources, in this order.
-pub const TRUST_FEED_SOURCES: [AggregateKind; 4] = [
-    AggregateKind::Agent,
-    AggregateKind::Llm,
-    AggregateKind::Jail,
-    AggregateKind::Lifecycle,
-];
+pub use crate::subjects::{TRUST_FEED_SOURCES, TRUST_FEED_STREAM};
 
 /// The trust feed's stream config (sources only, no subjects of its own).
 pub fn trust_feed_config(settings: &StreamSettings) -> stream::Config {

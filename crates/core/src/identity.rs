@@ -461,9 +461,8 @@ pub const MAX_ENDORSEMENT_STATEMENT_BYTES: usize = 512;
 /// exists and is not revoked is checked where identities can be looked up: the
 /// gateway, and the trust role, which ignores what it cannot attribute).
 fn check_endorsement(e: &proto::AgentEndorsed, endorser: &str) -> Result<(), RuleError> {
-    crate::subjects::validate_id(&e.endorsee).map_err(|err| {
-        RuleError::Invalid(format!("endorsee is not an identity id: {err}"))
-    })?;
+    crate::subjects::validate_id(&e.endorsee)
+        .map_err(|err| RuleError::Invalid(format!("endorsee is not an identity id: {err}")))?;
     if e.endorsee == endorser {
         return Err(RuleError::Invalid(
             "an identity cannot endorse itself; endorse another agent".into(),

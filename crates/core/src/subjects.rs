@@ -28,6 +28,20 @@ pub enum AggregateKind {
     Failure,
 }
 
+/// The trust feed: a stream with no subjects of its own that *sources* every
+/// stream whose events are evidence about agents, so that evidence has one
+/// total order, fixed once by JetStream. It holds copies of the original
+/// signed events on their original subjects.
+pub const TRUST_FEED_STREAM: &str = "AMAI_TRUST_FEED";
+
+/// The aggregate kinds the trust feed sources.
+pub const TRUST_FEED_SOURCES: [AggregateKind; 4] = [
+    AggregateKind::Agent,
+    AggregateKind::Llm,
+    AggregateKind::Jail,
+    AggregateKind::Lifecycle,
+];
+
 impl AggregateKind {
     /// Every kind.
     pub const ALL: [AggregateKind; 8] = [
@@ -67,6 +81,13 @@ impl AggregateKind {
             AggregateKind::Audit => "AMAI_AUDIT",
             AggregateKind::Failure => "AMAI_FAILURES",
         }
+    }
+
+    /// Whether events of this kind may be stored in `stream`: their own
+    /// stream, or the trust feed when it sources them.
+    pub fn may_be_stored_in(self, stream: &str) -> bool {
+        stream == self.stream()
+            || (stream == TRUST_FEED_STREAM && TRUST_FEED_SOURCES.contains(&self))
     }
 
     /// The wildcard subject of the stream (`amai.agent.*`).

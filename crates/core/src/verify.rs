@@ -203,7 +203,9 @@ pub struct Pending {
 /// subject and stream its aggregate maps to. Stateless; run it in parallel.
 pub fn verify_stored(stored: &StoredEvent) -> Result<VerifiedEvent, Failure> {
     let ev = VerifiedEvent::decode(&stored.payload)?;
-    if stored.subject != ev.aggregate.subject() || stored.position.stream != ev.aggregate.stream() {
+    if stored.subject != ev.aggregate.subject()
+        || !ev.aggregate.kind.may_be_stored_in(&stored.position.stream)
+    {
         return Err(Failure::new(
             FailureKind::WrongAggregate,
             format!(

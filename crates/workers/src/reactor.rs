@@ -721,9 +721,9 @@ async fn append_outputs(
                         }
                         None => {
                             return Err(OutputError::Fail(ReactError::Poison(format!(
-                                "slot {slot} of {} holds another event than the planned output {id}",
-                                out.aggregate
-                            ))))
+                            "slot {slot} of {} holds another event than the planned output {id}",
+                            out.aggregate
+                        ))))
                         }
                     }
                 }

@@ -30,6 +30,10 @@ use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 use prost::Message;
 
 const MINUTE: i64 = 60_000;
+/// The tests' rate bucket: event time only moves forward (dating back changes
+/// nothing) and the store takes dates up to 5 minutes ahead, so a history of
+/// buckets fits in the next few minutes.
+const BUCKET: i64 = 10_000;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -48,7 +52,7 @@ fn ts(ms: i64) -> prost_types::Timestamp {
 fn model_config() -> TrustConfig {
     TrustConfig {
         half_life_ms: 3_600_000,
-        bucket_ms: MINUTE,
+        bucket_ms: BUCKET,
         ..TrustConfig::default()
     }
 }
@@ -56,7 +60,7 @@ fn model_config() -> TrustConfig {
 /// A deployment with the identity role (slot 1 of every trust chain) and the
 /// services whose records are evidence.
 struct World {
-    server: NatsServer,
+    _server: NatsServer,
     client: async_nats::Client,
     store: EventStore,
     operator: IdentityKeys,
@@ -73,11 +77,23 @@ struct Agent {
     keys: IdentityKeys,
 }
 
-async fn service(store: &EventStore, operator: &IdentityKeys, name: &str, kinds: &[AggregateKind]) -> ServiceSigner {
+async fn service(
+    store: &EventStore,
+    operator: &IdentityKeys,
+    name: &str,
+    kinds: &[AggregateKind],
+) -> ServiceSigner {
     let keys = IdentityKeys::generate();
-    let id = ensure_service(store, operator, &keys, name, kinds, amai_bus::envelope::now_timestamp())
-        .await
-        .expect("service");
+    let id = ensure_service(
+        store,
+        operator,
+        &keys,
+        name,
+        kinds,
+        amai_bus::envelope::now_timestamp(),
+    )
+    .await
+    .expect("service");
     ServiceSigner { keys, id }
 }
 
@@ -85,12 +101,19 @@ impl World {
     async fn new() -> Self {
         let server = NatsServer::start();
         let client = async_nats::connect(server.url()).await.expect("connect");
-        let (store, operator, identity_signer) = bootstrap(&client, &StreamSettings::default()).await;
-        let trust_signer = service(&store, &operator, "svc-trust", &[AggregateKind::Trust, AggregateKind::Failure]).await;
+        let (store, operator, identity_signer) =
+            bootstrap(&client, &StreamSettings::default()).await;
+        let trust_signer = service(
+            &store,
+            &operator,
+            "svc-trust",
+            &[AggregateKind::Trust, AggregateKind::Failure],
+        )
+        .await;
         let jail = service(&store, &operator, "svc-jail", &[AggregateKind::Jail]).await;
         let llm = service(&store, &operator, "svc-llm", &[AggregateKind::Llm]).await;
         let mut w = Self {
-            server,
+            _server: server,
             client,
             store,
             operator,
@@ -109,7 +132,12 @@ impl World {
         let dir = tempfile::tempdir().expect("dir");
         let rt = RoleRuntime::start(
             Arc::new(IdentityRole),
-            RoleRuntimeConfig::new(self.client.clone(), self.store.clone(), dir.path(), self.identity_signer.clone()),
+            RoleRuntimeConfig::new(
+                self.client.clone(),
+                self.store.clone(),
+                dir.path(),
+                self.identity_signer.clone(),
+            ),
         )
         .await
         .expect("identity role");
@@ -119,13 +147,28 @@ impl World {
 
     /// Starts a trust instance on its own state dir; returns its index.
     async fn start_trust(&mut self, options: Option<ReactorOptions>) -> usize {
+        self.start_trust_with(options, model_config()).await
+    }
+
+    async fn start_trust_with(
+        &mut self,
+        options: Option<ReactorOptions>,
+        model: TrustConfig,
+    ) -> usize {
         let dir = tempfile::tempdir().expect("dir");
-        let mut config = RoleRuntimeConfig::new(self.client.clone(), self.store.clone(), dir.path(), self.trust_signer.clone());
+        let mut config = RoleRuntimeConfig::new(
+            self.client.clone(),
+            self.store.clone(),
+            dir.path(),
+            self.trust_signer.clone(),
+        );
         if let Some(o) = options {
             config = config.reactor_options(o);
         }
-        let role = TrustRole::with_config(TrustRoleConfig::default().model(model_config()));
-        let rt = RoleRuntime::start(Arc::new(role), config).await.expect("trust role");
+        let role = TrustRole::with_config(TrustRoleConfig::default().model(model));
+        let rt = RoleRuntime::start(Arc::new(role), config)
+            .await
+            .expect("trust role");
         self.runtimes.push(rt);
         self.dirs.push(dir);
         self.runtimes.len() - 1
@@ -137,9 +180,16 @@ impl World {
 
     async fn identity(&self, name: &str, kind: IdentityKind) -> Agent {
         let keys = IdentityKeys::generate();
-        let id = ensure_identity(&self.store, &keys, name, kind, None, amai_bus::envelope::now_timestamp())
-            .await
-            .expect("register");
+        let id = ensure_identity(
+            &self.store,
+            &keys,
+            name,
+            kind,
+            None,
+            amai_bus::envelope::now_timestamp(),
+        )
+        .await
+        .expect("register");
         Agent { id, keys }
     }
 
@@ -158,15 +208,16 @@ impl World {
     }
 
     async fn free_action(&self, who: &Agent, ty: &str, at: i64) -> String {
-        self.act_at(
-            who,
-            Kind::AgentAction(proto::AgentAction {
-                r#type: ty.to_string(),
-                data_json: "{}".into(),
-            }),
-            at,
-        )
-        .await
+        let agg = Aggregate::agent(&who.id).expect("agg");
+        let head = self.store.chain_head(&agg).await.expect("head");
+        let id = uuid::Uuid::now_v7();
+        let signed = EventDraft::action(agg, ty, "{}")
+            .after(head.aggregate_seq, head.hash)
+            .id(id)
+            .occurred_at(ts(at))
+            .sign(&who.keys, &who.id);
+        self.store.append(signed).await.expect("append action");
+        id.to_string()
     }
 
     async fn endorse(&self, who: &Agent, endorsee: &str) -> String {
@@ -183,7 +234,12 @@ impl World {
 
     /// A jail run of `who` requested at `at`, finished as `finished` says
     /// (the jail service's record); returns (request id, run_finished id).
-    async fn jail_run(&self, who: &Agent, at: i64, finished: proto::JailRunFinished) -> (String, String) {
+    async fn jail_run(
+        &self,
+        who: &Agent,
+        at: i64,
+        finished: proto::JailRunFinished,
+    ) -> (String, String) {
         let agg = Aggregate::agent(&who.id).expect("agg");
         let head = self.store.chain_head(&agg).await.expect("head");
         let request_id = uuid::Uuid::now_v7();
@@ -203,12 +259,28 @@ impl World {
         .sign(&who.keys, &who.id);
         self.store.append(signed).await.expect("request");
         let finished_id = self
-            .service_record(&self.jail, AggregateKind::Jail, &jail_id, Kind::JailRunFinished(proto::JailRunFinished { jail_id: jail_id.clone(), ..finished }), at)
+            .service_record(
+                &self.jail,
+                AggregateKind::Jail,
+                &jail_id,
+                Kind::JailRunFinished(proto::JailRunFinished {
+                    jail_id: jail_id.clone(),
+                    ..finished
+                }),
+                at,
+            )
             .await;
         (request_id.to_string(), finished_id)
     }
 
-    async fn service_record(&self, svc: &ServiceSigner, kind: AggregateKind, id: &str, payload: Kind, at: i64) -> String {
+    async fn service_record(
+        &self,
+        svc: &ServiceSigner,
+        kind: AggregateKind,
+        id: &str,
+        payload: Kind,
+        at: i64,
+    ) -> String {
         let agg = Aggregate::new(kind, id).expect("agg");
         let head = self.store.chain_head(&agg).await.expect("head");
         let signer_head = self
@@ -249,13 +321,11 @@ impl World {
             common::trust_seq(&self.store, agent).await == 1 + n
         })
         .await;
-        let mut summary = self.summary(agent).await;
         wait_until("the summary", || async {
-            summary = self.summary(agent).await;
-            summary.last_deltas.len() as u64 == n
+            self.summary(agent).await.last_deltas.len() as u64 == n
         })
         .await;
-        summary
+        self.summary(agent).await
     }
 
     async fn explain(&self, event_id: &str) -> proto::TrustExplanation {
@@ -315,7 +385,11 @@ async fn a_well_behaved_agent_rises_citing_each_clean_run() {
         runs.push(w.jail_run(&alice, t + i * MINUTE, clean()).await);
     }
     let summary = w.settled(&alice.id, 3).await;
-    assert!(summary.score_milli > 60_000, "score {}", summary.score_milli);
+    assert!(
+        summary.score_milli > 60_000,
+        "score {}",
+        summary.score_milli
+    );
     assert_eq!(summary.score, summary.score_milli as f64 / 1000.0);
     let mut before = 60_000;
     // Oldest first: each clean run raised the score, citing run and request.
@@ -326,21 +400,31 @@ async fn a_well_behaved_agent_rises_citing_each_clean_run() {
         assert_eq!(a.score_before_milli, before);
         assert!(a.score_after_milli > before);
         before = a.score_after_milli;
-        assert_eq!(delta.cause_id, *finished);
-        assert_eq!(delta.cause_type, "jail.run_finished");
+        // Caused by the run, or by the request when the run's record reached
+        // the feed first (the feed sources each stream on its own).
+        match delta.cause_type.as_str() {
+            "jail.run_finished" => assert_eq!(delta.cause_id, *finished),
+            "jail.requested" => assert_eq!(delta.cause_id, *request),
+            other => panic!("caused by {other}"),
+        }
         assert_eq!(a.evidence, vec![finished.clone(), request.clone()]);
     }
-    let component = summary.components.iter().find(|c| c.signal == "jail_clean").expect("component");
+    let component = summary
+        .components
+        .iter()
+        .find(|c| c.signal == "jail_clean")
+        .expect("component");
     assert_eq!(component.count, 3);
     // The chain holds exactly those events, signed by the trust service and
     // caused by the runs.
     let chain = trust_chain(&w.store, &alice.id).await;
     assert_eq!(chain.len(), 4);
     assert_eq!(chain[0].r#type, "trust.initialized");
-    for (body, (_, finished)) in chain[1..].iter().zip(&runs) {
+    for (body, delta) in chain[1..].iter().zip(summary.last_deltas.iter().rev()) {
         assert_eq!(body.r#type, "trust.adjusted");
         assert_eq!(body.actor, w.trust_signer.id);
-        assert_eq!(body.causation_id, *finished);
+        assert_eq!(body.id, delta.event_id);
+        assert_eq!(body.causation_id, delta.cause_id);
     }
     w.stop().await;
 }
@@ -368,8 +452,17 @@ async fn a_misbehaving_agent_falls_with_each_reason_cited_and_explained() {
     };
     let (request, finished) = w.jail_run(&mallory, now_ms(), bad).await;
     let summary = w.settled(&mallory.id, 2).await;
-    assert!(summary.score_milli < 60_000, "score {}", summary.score_milli);
-    let signals: Vec<_> = summary.last_deltas.iter().rev().map(|d| adjusted(d).signal.clone()).collect();
+    assert!(
+        summary.score_milli < 60_000,
+        "score {}",
+        summary.score_milli
+    );
+    let signals: Vec<_> = summary
+        .last_deltas
+        .iter()
+        .rev()
+        .map(|d| adjusted(d).signal.clone())
+        .collect();
     assert_eq!(signals, ["jail_policy_violation", "jail_network_denied"]);
     for d in &summary.last_deltas {
         let a = adjusted(d);
@@ -377,9 +470,17 @@ async fn a_misbehaving_agent_falls_with_each_reason_cited_and_explained() {
         assert!(a.score_after_milli < a.score_before_milli);
     }
     let violation = adjusted(&summary.last_deltas[1]);
-    assert!(violation.reason.contains('2'), "names the violation count: {}", violation.reason);
+    assert!(
+        violation.reason.contains('2'),
+        "names the violation count: {}",
+        violation.reason
+    );
     let denied = adjusted(&summary.last_deltas[0]);
-    assert!(denied.reason.contains('7'), "names the attempts: {}", denied.reason);
+    assert!(
+        denied.reason.contains('7'),
+        "names the attempts: {}",
+        denied.reason
+    );
     // Explain returns the evidence as stored, verifiable events.
     let why = w.explain(&summary.last_deltas[0].event_id).await;
     let ids: Vec<String> = why
@@ -387,7 +488,9 @@ async fn a_misbehaving_agent_falls_with_each_reason_cited_and_explained() {
         .iter()
         .map(|s| {
             let signed = s.event.clone().expect("event");
-            proto::EventBody::decode(signed.body.as_slice()).expect("body").id
+            proto::EventBody::decode(signed.body.as_slice())
+                .expect("body")
+                .id
         })
         .collect();
     assert_eq!(ids, vec![finished, request]);
@@ -412,7 +515,11 @@ async fn a_misbehaving_agent_falls_with_each_reason_cited_and_explained() {
 async fn an_endorsement_ring_of_fresh_agents_is_dampened_and_an_operator_counts() {
     let mut w = World::new().await;
     w.start_trust(None).await;
-    let ring = [w.agent("ring-a").await, w.agent("ring-b").await, w.agent("ring-c").await];
+    let ring = [
+        w.agent("ring-a").await,
+        w.agent("ring-b").await,
+        w.agent("ring-c").await,
+    ];
     for i in 0..3 {
         w.endorse(&ring[i], &ring[(i + 1) % 3].id).await;
         w.endorse(&ring[i], &ring[(i + 2) % 3].id).await;
@@ -452,23 +559,30 @@ async fn an_endorsement_ring_of_fresh_agents_is_dampened_and_an_operator_counts(
 #[tokio::test]
 async fn a_burst_raises_a_rate_alert_citing_its_window() {
     let mut w = World::new().await;
+    let bucket = BUCKET;
     w.start_trust(None).await;
     let bob = w.agent("bob").await;
-    let start = (now_ms() / MINUTE - 30) * MINUTE;
-    // A steady history: two actions a minute for 12 minutes.
+    let start = (now_ms() / bucket + 1) * bucket;
+    // A steady history: two actions per bucket for 12 buckets.
     for m in 0..12 {
         for k in 0..2 {
-            w.free_action(&bob, "task.step", start + m * MINUTE + k * 1000).await;
+            w.free_action(&bob, "task.step", start + m * bucket + k * 1000)
+                .await;
         }
     }
-    // Then 40 in one minute.
-    let burst_at = start + 20 * MINUTE;
+    // Then 40 in one bucket.
+    let burst_at = start + 20 * bucket;
     let mut burst = Vec::new();
     for k in 0..40 {
         burst.push(w.free_action(&bob, "task.step", burst_at + k * 100).await);
     }
-    wait_until("an alert", || async { common::trust_seq(&w.store, &bob.id).await >= 3 }).await;
-    let summary = w.settled(&bob.id, common::trust_seq(&w.store, &bob.id).await - 1).await;
+    wait_until("an alert", || async {
+        common::trust_seq(&w.store, &bob.id).await >= 3
+    })
+    .await;
+    let summary = w
+        .settled(&bob.id, common::trust_seq(&w.store, &bob.id).await - 1)
+        .await;
     let alert = summary
         .last_deltas
         .iter()
@@ -484,12 +598,17 @@ async fn a_burst_raises_a_rate_alert_citing_its_window() {
     let window = alert.window.clone().expect("window");
     assert_eq!(window.first_event, burst[0]);
     assert!(burst.contains(&window.last_event));
-    assert_eq!(delta.cause_id, window.last_event, "raised by the action that crossed the threshold");
-    assert!(window.from_ms >= burst_at && window.to_ms < burst_at + MINUTE);
+    assert_eq!(
+        delta.cause_id, window.last_event,
+        "raised by the action that crossed the threshold"
+    );
+    assert!(window.from_ms >= burst_at && window.to_ms < burst_at + bucket);
     assert!(window.count >= 20 && window.count <= 40);
     assert!(alert.evidence.iter().all(|id| burst.contains(id)));
     // The burst also costs trust, and nothing was raised for the steady part.
-    assert!(summary.last_deltas.iter().any(|d| matches!(&d.kind, Some(proto::trust_delta::Kind::Adjusted(a)) if a.signal == "burst")));
+    assert!(summary.last_deltas.iter().any(
+        |d| matches!(&d.kind, Some(proto::trust_delta::Kind::Adjusted(a)) if a.signal == "burst")
+    ));
     let alerts: proto::TrustAlertList = query::request(
         &w.client,
         query::TRUST_ALERTS,
@@ -509,20 +628,66 @@ async fn a_burst_raises_a_rate_alert_citing_its_window() {
 #[tokio::test]
 async fn decay_returns_the_score_toward_sixty_in_event_time() {
     let mut w = World::new().await;
-    w.start_trust(None).await;
+    w.start_trust_with(
+        None,
+        TrustConfig {
+            half_life_ms: MINUTE,
+            ..model_config()
+        },
+    )
+    .await;
     let eve = w.agent("eve").await;
-    let t0 = now_ms() - 10 * 3_600_000;
-    w.jail_run(&eve, t0, proto::JailRunFinished { connections_denied: 1, ..Default::default() }).await;
+    w.jail_run(
+        &eve,
+        now_ms(),
+        proto::JailRunFinished {
+            connections_denied: 1,
+            ..Default::default()
+        },
+    )
+    .await;
     let summary = w.settled(&eve.id, 1).await;
     let fallen = adjusted(&summary.last_deltas[0]).score_after_milli;
     assert!(fallen < 60_000);
-    // Ten half-lives of event time later (any event advances the clock).
-    w.free_action(&eve, "task.step", now_ms()).await;
-    wait_until("the clock to move", || async { w.summary(&eve.id).await.clock_ms >= now_ms() - 60_000 }).await;
+    // Dating evidence back does not make it count less.
+    let back = w.agent("eve-back").await;
+    w.jail_run(
+        &back,
+        now_ms() - 24 * 3_600_000,
+        proto::JailRunFinished {
+            connections_denied: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let backdated = w.settled(&back.id, 1).await;
+    assert_eq!(
+        adjusted(&backdated.last_deltas[0]).score_after_milli,
+        fallen
+    );
+    // Four half-lives of event time later (any event advances the clock; the
+    // store takes dates up to 5 minutes ahead).
+    let later_at = now_ms() + 4 * MINUTE;
+    w.free_action(&eve, "task.step", later_at).await;
+    wait_until("the clock to move", || async {
+        w.summary(&eve.id).await.clock_ms >= later_at
+    })
+    .await;
     let later = w.summary(&eve.id).await;
-    assert!(later.score_milli > fallen, "{} <= {fallen}", later.score_milli);
+    assert!(
+        later.score_milli > fallen,
+        "{} <= {fallen}",
+        later.score_milli
+    );
     assert!(later.score_milli <= 60_000, "never past the baseline");
-    assert!(60_000 - later.score_milli < (60_000 - fallen) / 500, "about 2^-10 of the drop is left: {}", later.score_milli);
+    let left = 60_000 - later.score_milli;
+    let drop = 60_000 - fallen;
+    assert!(
+        left * 10 < drop * 2 && left * 20 > drop / 2,
+        "about 1/16 of the drop is left: {left} of {drop}"
+    );
+    // The other agent decays with the deployment's clock too.
+    assert!(w.summary(&back.id).await.score_milli > fallen);
     w.stop().await;
 }
 
@@ -548,13 +713,16 @@ async fn scenario(w: &World) -> Vec<String> {
     .await;
     w.endorse(&alice, &carol.id).await;
     w.endorse(&bob, &carol.id).await;
+    let start = (now_ms() / BUCKET + 1) * BUCKET;
     for m in 0..8 {
         for k in 0..2 {
-            w.free_action(&carol, "task.step", t + m * MINUTE + k * 1000).await;
+            w.free_action(&carol, "task.step", start + m * BUCKET + k * 1000)
+                .await;
         }
     }
     for k in 0..30 {
-        w.free_action(&carol, "task.step", t + 20 * MINUTE + k * 100).await;
+        w.free_action(&carol, "task.step", start + 12 * BUCKET + k * 100)
+            .await;
     }
     // An LLM replay session of bob's that missed.
     let session = uuid::Uuid::now_v7().to_string();
@@ -565,7 +733,7 @@ async fn scenario(w: &World) -> Vec<String> {
             mode: proto::LlmMode::Replay as i32,
             ..Default::default()
         }),
-        t + 30 * MINUTE,
+        now_ms(),
     )
     .await;
     w.service_record(
@@ -577,7 +745,7 @@ async fn scenario(w: &World) -> Vec<String> {
             reason: "no recording matches".into(),
             ..Default::default()
         }),
-        t + 31 * MINUTE,
+        now_ms(),
     )
     .await;
     vec![alice.id, bob.id, carol.id]
@@ -588,7 +756,11 @@ async fn scenario(w: &World) -> Vec<String> {
 /// endorsements, a burst alert and its adjustment (at least).
 async fn settle_scenario(w: &World, ids: &[String]) {
     wait_until("the publisher drained", || {
-        common::consumer_drained(&w.store, TRUST_FEED_STREAM, amai_workers::roles::trust::PUBLISHER_DURABLE)
+        common::consumer_drained(
+            &w.store,
+            TRUST_FEED_STREAM,
+            amai_workers::roles::trust::PUBLISHER_DURABLE,
+        )
     })
     .await;
     assert_eq!(common::trust_seq(&w.store, &ids[0]).await, 3);
@@ -622,17 +794,27 @@ async fn replaying_the_feed_into_a_fresh_deployment_gives_byte_identical_trust_c
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = async_nats::jetstream::new(client.clone());
-    amai_bus::streams::ensure_streams(&js, &StreamSettings::default()).await.expect("streams");
+    amai_bus::streams::ensure_streams(&js, &StreamSettings::default())
+        .await
+        .expect("streams");
     let store = EventStore::new(
         js.clone(),
         amai_bus::EventStoreConfig::default().trust_root(a.operator.public_key()),
     );
     for (subject, payload) in &names {
-        js.publish(subject.clone(), payload.clone().into()).await.expect("publish").await.expect("ack");
+        js.publish(subject.clone(), payload.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
     }
     let fresh_feed = js.get_stream(TRUST_FEED_STREAM).await.expect("feed");
     for (i, (subject, payload)) in feed.iter().enumerate() {
-        js.publish(subject.clone(), payload.clone().into()).await.expect("publish").await.expect("ack");
+        js.publish(subject.clone(), payload.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
         // One at a time: the fresh feed takes the same order.
         let mut f = fresh_feed.clone();
         wait_until("sourced", || {
@@ -643,7 +825,7 @@ async fn replaying_the_feed_into_a_fresh_deployment_gives_byte_identical_trust_c
         let _ = f.info().await;
     }
     let b = World {
-        server,
+        _server: server,
         client,
         store,
         operator: a.operator.clone(),
@@ -657,9 +839,21 @@ async fn replaying_the_feed_into_a_fresh_deployment_gives_byte_identical_trust_c
     let mut b = b;
     b.start_identity().await;
     b.start_trust(None).await;
-    assert_eq!(stream_raw(&js, TRUST_FEED_STREAM).await, feed, "the same feed");
+    assert_eq!(
+        stream_raw(&js, TRUST_FEED_STREAM).await,
+        feed,
+        "the same feed"
+    );
     wait_until("the fresh trust stream", || async {
-        js.get_stream("AMAI_TRUST").await.expect("s").get_info().await.expect("i").state.messages as usize >= trust_a.len()
+        js.get_stream("AMAI_TRUST")
+            .await
+            .expect("s")
+            .get_info()
+            .await
+            .expect("i")
+            .state
+            .messages as usize
+            >= trust_a.len()
     })
     .await;
     settle_scenario(&b, &ids).await;
@@ -680,8 +874,11 @@ async fn replaying_the_feed_into_a_fresh_deployment_gives_byte_identical_trust_c
 
 /// Fails output 1 of every reaction once (a crash between two outputs) and
 /// loses the first ack of every input (a crash after storing, before acking).
-fn crashy() -> FaultHook {
-    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<(String, u8)>::new()));
+fn crashy(fired: Arc<std::sync::atomic::AtomicU64>) -> FaultHook {
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<(
+        String,
+        u8,
+    )>::new()));
     Arc::new(move |point: FaultPoint, input: &str| {
         let tag = match point {
             FaultPoint::AppendOutput { index: 1 } => 1,
@@ -689,6 +886,7 @@ fn crashy() -> FaultHook {
             _ => return Ok(()),
         };
         if seen.lock().expect("lock").insert((input.to_string(), tag)) {
+            fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Err(format!("injected crash at {point:?}"))
         } else {
             Ok(())
@@ -700,7 +898,9 @@ fn crashy() -> FaultHook {
 async fn two_instances_with_crashes_never_apply_an_adjustment_twice() {
     let mut w = World::new().await;
     let fast = ReactorOptions::default().redelivery(vec![Duration::from_millis(50)]);
-    w.start_trust(Some(fast.clone().fault_hook(crashy()))).await;
+    let fired = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    w.start_trust(Some(fast.clone().fault_hook(crashy(fired.clone()))))
+        .await;
     w.start_trust(Some(fast.clone())).await;
     let ids = scenario(&w).await;
     // Kill one instance mid-way and bring it back on its own state.
@@ -709,12 +909,25 @@ async fn two_instances_with_crashes_never_apply_an_adjustment_twice() {
     let mut first = first;
     first.stop().await;
     drop(first);
-    let config = RoleRuntimeConfig::new(w.client.clone(), w.store.clone(), dir.path(), w.trust_signer.clone())
-        .reactor_options(fast.fault_hook(crashy()));
+    let config = RoleRuntimeConfig::new(
+        w.client.clone(),
+        w.store.clone(),
+        dir.path(),
+        w.trust_signer.clone(),
+    )
+    .reactor_options(fast.fault_hook(crashy(fired.clone())));
     let role = TrustRole::with_config(TrustRoleConfig::default().model(model_config()));
-    w.runtimes.push(RoleRuntime::start(Arc::new(role), config).await.expect("restart"));
+    w.runtimes.push(
+        RoleRuntime::start(Arc::new(role), config)
+            .await
+            .expect("restart"),
+    );
     w.dirs.push(dir);
     settle_scenario(&w, &ids).await;
+    assert!(
+        fired.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the crashes happened"
+    );
     for id in &ids {
         let chain = trust_chain(&w.store, id).await;
         let mut seen = std::collections::HashSet::new();

@@ -9,15 +9,22 @@
 //! times are event times, numbers are fixed point. The publisher
 //! ([`super::publisher`]) only appends what this fold planned.
 //!
-//! Event time: an event's `occurred_at`, clamped to at most
-//! [`MAX_FUTURE_SKEW_MS`] past the time JetStream stored it, so an event
-//! published around the store with a date far ahead cannot age anyone's
-//! evidence (the store already refuses such dates).
+//! Event time: the deployment's clock when the feed reaches the event, the
+//! latest `occurred_at` so far (monotone). An event's own `occurred_at` counts
+//! at most [`MAX_FUTURE_SKEW_MS`] past the time JetStream stored it, so an
+//! event published around the store with a date far ahead cannot age anyone's
+//! evidence (the store already refuses such dates); and since observations
+//! happen at the clock, dating an event back changes nothing either (no
+//! evidence enters pre-decayed, no burst hides in the past).
 //!
 //! Keys (tree `trust`):
 //! - `r/<agent>`: the agent's record ([`AgentRecord`]: kind, name, revoked,
 //!   next trust slot, model), postcard;
 //! - `j/<jail_id>`, `s/<session_id>`: who requested a jail, who owns a session;
+//! - `q/j/<jail_id>`, `q/s/<session_id>`: evidence that reached the feed
+//!   before the event saying whose it is (the feed sources each stream on its
+//!   own, so a jail's records can overtake the request); it is observed, in
+//!   feed order, by the fold of that event, which is then its trust events' cause;
 //! - `e/<endorser>/<endorsee>`: the endorsement event id (counted ones only);
 //! - `p/<event_id>`: the feed sequence of every event that can be cited;
 //! - `o/<feed_seq>`: the trust events planned for that feed event ([`Planned`]);
@@ -126,10 +133,46 @@ fn alert_key(window_end_ms: i64, event_id: &str) -> Vec<u8> {
     k
 }
 pub(crate) fn alert_window_end(key: &[u8]) -> Option<i64> {
-    let b: [u8; 8] = key.get(ALERT_PREFIX.len()..ALERT_PREFIX.len() + 8)?.try_into().ok()?;
+    let b: [u8; 8] = key
+        .get(ALERT_PREFIX.len()..ALERT_PREFIX.len() + 8)?
+        .try_into()
+        .ok()?;
     Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
 }
 pub(crate) const CLOCK_KEY: &[u8] = b"g/clock";
+fn jail_owner_key(jail_id: &str) -> Vec<u8> {
+    format!("j/{jail_id}").into_bytes()
+}
+fn session_owner_key(session_id: &str) -> Vec<u8> {
+    format!("s/{session_id}").into_bytes()
+}
+fn pending_jail_key(jail_id: &str) -> Vec<u8> {
+    format!("q/j/{jail_id}").into_bytes()
+}
+fn pending_session_key(session_id: &str) -> Vec<u8> {
+    format!("q/s/{session_id}").into_bytes()
+}
+
+/// Most pieces of evidence kept for one jail or session whose owner is not
+/// known yet (a rogue publisher cannot grow this without bound).
+const MAX_PENDING: usize = 256;
+
+/// Evidence that reached the feed before what attributes it (the feed sources
+/// each stream on its own, so a jail's records can overtake its request).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PendingEvidence {
+    event_id: String,
+    at_ms: i64,
+    /// The encoded `proto::Payload`.
+    payload: Vec<u8>,
+}
+
+fn decode_payload(b: &[u8]) -> ApplyResult<Kind> {
+    proto::Payload::decode(b)
+        .map_err(ApplyError::corrupt)?
+        .kind
+        .ok_or_else(|| ApplyError::corrupt("pending evidence without a payload"))
+}
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
     postcard::to_stdvec(v).map_err(|e| e.to_string())
@@ -205,10 +248,13 @@ impl Fold<'_> {
             .min(self.ev.published_ms().saturating_add(MAX_FUTURE_SKEW_MS));
         let clock = self.clock()?.max(at_ms);
         self.tx.insert(CLOCK_KEY, &clock.to_be_bytes())?;
+        // Every observation happens at the clock: dating an event back
+        // (evidence that would enter already decayed, a burst spread over the
+        // past) changes nothing.
         let observations = match event.aggregate.kind {
-            AggregateKind::Agent => self.agent_event(at_ms, clock)?,
-            AggregateKind::Jail => self.jail_event(at_ms)?,
-            AggregateKind::Llm => self.llm_event(at_ms)?,
+            AggregateKind::Agent => self.agent_event(clock, clock)?,
+            AggregateKind::Jail => self.jail_event(clock)?,
+            AggregateKind::Llm => self.llm_event(clock)?,
             _ => Vec::new(),
         };
         let mut planned = Vec::new();
@@ -283,7 +329,8 @@ impl Fold<'_> {
                 }
             }
             Kind::AgentMessageSent(m) => {
-                if get::<AgentRecord>(self.tx, &record_key(&m.to))?.is_some() {
+                let recipient_known = get::<AgentRecord>(self.tx, &record_key(&m.to))?.is_some();
+                if recipient_known {
                     out.push((
                         m.to.clone(),
                         self.observation(
@@ -299,22 +346,33 @@ impl Fold<'_> {
                     out.push((e.endorsee.clone(), obs));
                 }
             }
-            Kind::JailRequested(r) => {
-                // Only the id derived from the requester and the event is
-                // theirs (the jail role refuses any other).
-                if r.jail_id == amai_bus::jail::jail_id(&actor, &event.body.id) {
-                    let owner = JailOwner {
-                        owner: actor.clone(),
-                        request_id: event.body.id.clone(),
-                        reproduces: r.reproduces.clone(),
-                    };
-                    put(self.tx, format!("j/{}", r.jail_id).into_bytes(), &owner)?;
+            // Only the id derived from the requester and the event is theirs
+            // (the jail role refuses any other).
+            Kind::JailRequested(r)
+                if r.jail_id == amai_bus::jail::jail_id(&actor, &event.body.id) =>
+            {
+                let owner = JailOwner {
+                    owner: actor.clone(),
+                    request_id: event.body.id.clone(),
+                    reproduces: r.reproduces.clone(),
+                };
+                put(self.tx, jail_owner_key(&r.jail_id), &owner)?;
+                for mut p in self.take_pending(pending_jail_key(&r.jail_id))? {
+                    p.at_ms = at_ms;
+                    out.extend(self.jail_observations(&p)?);
                 }
             }
             Kind::LlmSessionOpened(s) => {
-                let key = format!("s/{}", s.session_id).into_bytes();
+                let key = session_owner_key(&s.session_id);
                 if get::<SessionOwner>(self.tx, &key)?.is_none() {
-                    put(self.tx, key, &SessionOwner { owner: actor.clone() })?;
+                    let owner = SessionOwner {
+                        owner: actor.clone(),
+                    };
+                    put(self.tx, key, &owner)?;
+                    for mut p in self.take_pending(pending_session_key(&s.session_id))? {
+                        p.at_ms = at_ms;
+                        out.extend(self.llm_observations(&owner, &p)?);
+                    }
                 }
             }
             _ => {}
@@ -369,32 +427,59 @@ impl Fold<'_> {
 
     fn jail_event(&self, at_ms: i64) -> ApplyResult<Vec<(String, Observation)>> {
         let event = &self.ev.event;
-        let owner_of = |jail_id: &str| get::<JailOwner>(self.tx, &format!("j/{jail_id}").into_bytes());
+        let jail_id = match &event.payload {
+            Kind::JailRunFinished(run) => &run.jail_id,
+            Kind::JailReproducibilityChecked(check) if evidence::not_reproducible(check) => {
+                &check.jail_id
+            }
+            _ => return Ok(Vec::new()),
+        };
+        self.cite()?;
+        let pending = PendingEvidence {
+            event_id: event.body.id.clone(),
+            at_ms,
+            payload: proto::Payload {
+                kind: Some(event.payload.clone()),
+            }
+            .encode_to_vec(),
+        };
+        if get::<JailOwner>(self.tx, &jail_owner_key(jail_id))?.is_none() {
+            // The feed sources each stream on its own: a jail's records can
+            // reach it before the request that says whose jail it is.
+            return self.defer(pending_jail_key(jail_id), pending);
+        }
+        self.jail_observations(&pending)
+    }
+
+    /// The observations a jail record makes, its owner being known.
+    fn jail_observations(&self, p: &PendingEvidence) -> ApplyResult<Vec<(String, Observation)>> {
+        let kind = decode_payload(&p.payload)?;
+        let owner_of = |jail_id: &str| get::<JailOwner>(self.tx, &jail_owner_key(jail_id));
+        let observe = |kind: ObservationKind, cites: Vec<String>| Observation {
+            event_id: p.event_id.clone(),
+            at_ms: p.at_ms,
+            kind,
+            cites,
+        };
         let mut out = Vec::new();
-        match &event.payload {
+        match &kind {
             Kind::JailRunFinished(run) => {
                 let Some(owner) = owner_of(&run.jail_id)? else {
                     return Ok(out);
                 };
-                self.cite()?;
                 for signal in evidence::jail_run_signals(run) {
                     out.push((
                         owner.owner.clone(),
-                        self.observation(
-                            at_ms,
-                            evidence::evidence(signal),
-                            vec![owner.request_id.clone()],
-                        ),
+                        observe(evidence::evidence(signal), vec![owner.request_id.clone()]),
                     ));
                 }
             }
-            Kind::JailReproducibilityChecked(check) if evidence::not_reproducible(check) => {
+            Kind::JailReproducibilityChecked(check) => {
                 let Some(repro) = owner_of(&check.jail_id)? else {
                     return Ok(out);
                 };
                 // The run that did not reproduce is the original's.
                 let original = owner_of(&check.original_jail_id)?.unwrap_or(repro.clone());
-                self.cite()?;
                 let mut cites = vec![original.request_id.clone(), repro.request_id.clone()];
                 if let Some(miss) = check
                     .llm_divergence
@@ -406,8 +491,7 @@ impl Fold<'_> {
                 }
                 out.push((
                     original.owner,
-                    self.observation(
-                        at_ms,
+                    observe(
                         evidence::evidence(amai_trust::Signal::JailNotReproducible),
                         cites,
                     ),
@@ -420,18 +504,68 @@ impl Fold<'_> {
 
     fn llm_event(&self, at_ms: i64) -> ApplyResult<Vec<(String, Observation)>> {
         let event = &self.ev.event;
-        let Some(signal) = evidence::llm_signal(&event.payload) else {
+        if evidence::llm_signal(&event.payload).is_none() {
             return Ok(Vec::new());
-        };
-        let key = format!("s/{}", event.aggregate.id).into_bytes();
-        let Some(session) = get::<SessionOwner>(self.tx, &key)? else {
-            return Ok(Vec::new());
-        };
+        }
         self.cite()?;
-        Ok(vec![(
-            session.owner,
-            self.observation(at_ms, evidence::evidence(signal), Vec::new()),
-        )])
+        let pending = PendingEvidence {
+            event_id: event.body.id.clone(),
+            at_ms,
+            payload: proto::Payload {
+                kind: Some(event.payload.clone()),
+            }
+            .encode_to_vec(),
+        };
+        let session = &event.aggregate.id;
+        match get::<SessionOwner>(self.tx, &session_owner_key(session))? {
+            None => self.defer(pending_session_key(session), pending),
+            Some(owner) => self.llm_observations(&owner, &pending),
+        }
+    }
+
+    fn llm_observations(
+        &self,
+        owner: &SessionOwner,
+        p: &PendingEvidence,
+    ) -> ApplyResult<Vec<(String, Observation)>> {
+        let kind = decode_payload(&p.payload)?;
+        Ok(evidence::llm_signal(&kind)
+            .map(|signal| {
+                (
+                    owner.owner.clone(),
+                    Observation {
+                        event_id: p.event_id.clone(),
+                        at_ms: p.at_ms,
+                        kind: evidence::evidence(signal),
+                        cites: Vec::new(),
+                    },
+                )
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Keeps evidence whose owner the feed has not told yet.
+    fn defer(
+        &self,
+        key: Vec<u8>,
+        pending: PendingEvidence,
+    ) -> ApplyResult<Vec<(String, Observation)>> {
+        let mut all: Vec<PendingEvidence> = get(self.tx, &key)?.unwrap_or_default();
+        if all.len() < MAX_PENDING {
+            all.push(pending);
+            put(self.tx, key, &all)?;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Evidence that waited for the owner `key` now names.
+    fn take_pending(&self, key: Vec<u8>) -> ApplyResult<Vec<PendingEvidence>> {
+        let all: Vec<PendingEvidence> = get(self.tx, &key)?.unwrap_or_default();
+        if !all.is_empty() {
+            self.tx.remove(key)?;
+        }
+        Ok(all)
     }
 
     /// Feeds one observation to its agent's model and plans what it outputs.
@@ -491,7 +625,8 @@ impl Fold<'_> {
                         evidence,
                     };
                     let end = a.window.to_ms;
-                    self.tx.insert(alert_key(end, &event_id), delta_key(agent, seq))?;
+                    self.tx
+                        .insert(alert_key(end, &event_id), delta_key(agent, seq))?;
                     (
                         Kind::TrustAlertRaised(payload.clone()),
                         proto::trust_delta::Kind::Alert(payload),

@@ -70,7 +70,11 @@ impl QueryState {
 
     /// The event-time clock a live score is computed at.
     fn clock(&self, record: &AgentRecord) -> Result<i64, QueryError> {
-        Ok(self.model.clock().map_err(internal)?.max(record.model.clock_ms()))
+        Ok(self
+            .model
+            .clock()
+            .map_err(internal)?
+            .max(record.model.clock_ms()))
     }
 
     async fn get(&self, req: proto::GetTrustRequest) -> Result<Bytes, QueryError> {
