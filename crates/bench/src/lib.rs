@@ -27,7 +27,11 @@
 //!    started by the bench (see the `llm` module): direct baseline, record and
 //!    replay latencies (non-streamed and streamed) under an open-loop load, and
 //!    replay throughput with [`LLM_CONCURRENCY`] requests in flight;
-//! 9. the jail role on the local Docker Engine (see the `jail` module): a
+//! 9. the trust role (see the `trust` module): a fresh fold of the trust feed
+//!    (every event appended above) against the identity projection's fresh
+//!    replay rate of (4), and `GetTrust` latency through the gateway under an
+//!    open-loop load;
+//! 10. the jail role on the local Docker Engine (see the `jail` module): a
 //!    trivial command (`busybox`, `true`) run in a jail through the gateway,
 //!    request to finished, against `docker run --rm` of the same image and
 //!    command interleaved with it, and jail runs writing 0, 1 and 16 MiB to
@@ -49,6 +53,7 @@ mod llm;
 mod load;
 mod platform;
 mod report;
+mod trust;
 
 use std::future::Future;
 use std::path::Path;
@@ -73,6 +78,7 @@ use report::fmt_int;
 
 pub use error::BenchError;
 pub use llm::{LLM_CONCURRENCY, LLM_RPS};
+pub use trust::GET_TRUST_RPS;
 pub use report::Report;
 
 /// Stream of the raw publish baseline.
@@ -88,7 +94,7 @@ const GET_IDENTITY_RPS: u32 = 2_000;
 /// Open-loop rate of the append-to-visible latency test.
 const APPEND_VISIBLE_RPS: u32 = 1_000;
 /// Bound on any single wait (a request, a projection catching up).
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Where progress lines go (stderr in the binary).
 #[derive(Clone)]
@@ -462,11 +468,15 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
         report.append_visible.summary()
     ));
 
-    // 8. The llm proxy against its upstream (after everything above, so the
+    // 8. The trust role: a fresh fold of the trust feed against the identity
+    // projection's replay rate (4), and GetTrust latency.
+    report.trust = trust::measure(p, sizes, scratch, ids.clone()).await?;
+
+    // 9. The llm proxy against its upstream (after everything above, so the
     // identity phases are unaffected).
     report.llm = llm::measure(p, sizes).await?;
 
-    // 9. Jails against docker run (last: the containers' churn would disturb
+    // 10. Jails against docker run (last: the containers' churn would disturb
     // every phase above).
     report.jail = jail::measure(p, sizes).await?;
     Ok(report)

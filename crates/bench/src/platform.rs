@@ -54,6 +54,8 @@ pub(crate) struct Platform {
     llm_role: Option<RoleRuntime>,
     /// The jail role, once [`Platform::start_jail_role`] started it.
     jail_role: Option<RoleRuntime>,
+    /// The trust role, once [`Platform::start_trust_role`] started it.
+    trust_role: Option<RoleRuntime>,
 }
 
 /// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
@@ -142,6 +144,7 @@ impl Platform {
             query_timeout: config.query_timeout,
             llm_role: None,
             jail_role: None,
+            trust_role: None,
         })
     }
 
@@ -233,6 +236,31 @@ impl Platform {
         self.wait_reactors(role.as_ref()).await
     }
 
+    /// Starts the registry's trust role (settings from the environment, as
+    /// under `amai up`) with its own service identity, and waits until its
+    /// projection has folded the whole feed and its publisher has drained.
+    pub(crate) async fn start_trust_role(&mut self) -> Result<(), Fail> {
+        let role = amai_workers::roles::find(amai_workers::roles::trust::NAME)?;
+        let config = self.service_config(role.as_ref(), "trust").await?;
+        let runtime = RoleRuntime::start(role.clone(), config)
+            .await
+            .context("cannot start the trust role")?;
+        let projection = runtime
+            .projection(amai_workers::roles::trust::TRUST_PROJECTION)
+            .context("the trust role has no trust projection")?
+            .clone();
+        self.trust_role = Some(runtime);
+        let ends = projection_stream_ends(
+            &self.js,
+            &amai_workers::roles::trust::TrustProjection::new(Default::default()),
+        )
+        .await?;
+        wait_positions(&projection, &ends)
+            .await
+            .context("the trust role did not catch up")?;
+        self.wait_reactors(role.as_ref()).await
+    }
+
     /// A runtime configuration for `role` under a new service identity
     /// (`bench-<what>-<run id>`) that the run's operator endorses for what the
     /// role writes.
@@ -306,6 +334,9 @@ impl Platform {
             Err(e) => self.say(&format!("gateway task failed: {e}")),
         }
         if let Some(role) = self.jail_role.as_mut() {
+            role.stop().await;
+        }
+        if let Some(role) = self.trust_role.as_mut() {
             role.stop().await;
         }
         if let Some(role) = self.llm_role.as_mut() {

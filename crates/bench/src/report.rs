@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::jail::{JailFigures, Samples, DIFF_SIZES};
 use crate::llm::{LlmFigures, LLM_CONCURRENCY, LLM_RPS};
 use crate::load::Latency;
+use crate::trust::{TrustFigures, GET_TRUST_RPS};
 use crate::{Sizes, AGENTS, APPEND_VISIBLE_RPS, GET_IDENTITY_RPS, PUBLISH_WINDOW};
 
 // Goals on a 2-core machine (reported, never asserted).
@@ -27,6 +28,10 @@ const GOAL_LLM_RECORD_OVERHEAD_P50_MS: f64 = 2.0;
 /// Median jail run of a trivial command (request to finished, through the
 /// gateway) / median `docker run --rm` of the same image and command.
 const GOAL_JAIL_VS_DOCKER_RUN: f64 = 1.5;
+/// Trust analysis rate (a fresh fold of the trust feed) / the identity
+/// projection's fresh replay rate: the analysis must not be the bottleneck.
+const GOAL_TRUST_VS_PROJECTION: f64 = 0.8;
+const GOAL_GET_TRUST_P99_MS: f64 = 2.0;
 
 /// Everything one run measured, with the sizes it ran at. Render it with
 /// [`Report::table`] or [`Report::to_json`].
@@ -50,6 +55,7 @@ pub struct Report {
     pub(crate) append_visible: Latency,
     pub(crate) llm: LlmFigures,
     pub(crate) jail: JailFigures,
+    pub(crate) trust: TrustFigures,
 }
 
 /// `12345.6` -> `12,346`.
@@ -136,6 +142,65 @@ impl Report {
     /// The jail run within its goal (never when the phase was skipped).
     fn jail_met(&self) -> bool {
         self.jail.skipped.is_none() && self.jail.jail_vs_docker_run() <= GOAL_JAIL_VS_DOCKER_RUN
+    }
+
+    fn trust_vs_projection(&self) -> f64 {
+        self.trust.vs_projection(self.projection_apply_per_s)
+    }
+
+    /// The trust phase's JSON fields.
+    fn trust_json(&self) -> Vec<(String, serde_json::Value)> {
+        let t = &self.trust;
+        [
+            ("trust_events", json!(t.events)),
+            ("trust_events_per_s", json!(round(t.events_per_s, 1))),
+            ("trust_vs_projection", json!(round(self.trust_vs_projection(), 3))),
+            ("get_trust_target_rps", json!(GET_TRUST_RPS)),
+            ("get_trust_p50_ms", json!(round(t.get_trust.p50(), 3))),
+            ("get_trust_p99_ms", json!(round(t.get_trust.p99(), 3))),
+            ("get_trust_errors", json!(t.get_trust.errors)),
+            ("goal_trust_vs_projection_min", json!(GOAL_TRUST_VS_PROJECTION)),
+            (
+                "goal_trust_vs_projection_met",
+                json!(self.trust_vs_projection() >= GOAL_TRUST_VS_PROJECTION),
+            ),
+            ("goal_get_trust_p99_ms_max", json!(GOAL_GET_TRUST_P99_MS)),
+            (
+                "goal_get_trust_p99_met",
+                json!(t.get_trust.meets(GOAL_GET_TRUST_P99_MS)),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn trust_rows(&self) -> Vec<[String; 5]> {
+        let t = &self.trust;
+        let rps = fmt_int(f64::from(GET_TRUST_RPS));
+        vec![
+            [
+                format!("trust analysis ({} feed events, fresh)", fmt_int(t.events as f64)),
+                format!("{}/s", fmt_int(t.events_per_s)),
+                format!("{:.2}x projection apply", self.trust_vs_projection()),
+                format!(">= {GOAL_TRUST_VS_PROJECTION:.2}x"),
+                met(self.trust_vs_projection() >= GOAL_TRUST_VS_PROJECTION).into(),
+            ],
+            [
+                format!("get_trust p50 @ {rps} rps"),
+                format!("{:.2} ms", t.get_trust.p50()),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+            [
+                format!("get_trust p99 @ {rps} rps"),
+                format!("{:.2} ms", t.get_trust.p99()),
+                String::new(),
+                format!("< {GOAL_GET_TRUST_P99_MS} ms"),
+                met(t.get_trust.meets(GOAL_GET_TRUST_P99_MS)).into(),
+            ],
+        ]
     }
 
     /// The jail phase's JSON fields (`null` figures when it was skipped).
@@ -496,6 +561,7 @@ impl Report {
             fields
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(self.trust_json())
                 .chain(self.jail_json())
                 .collect(),
         )
@@ -689,6 +755,7 @@ impl Report {
                 none(),
             ],
         ];
+        rows.extend(self.trust_rows());
         rows.extend(self.jail_rows());
         let header = ["measurement", "result", "ratio vs baseline", "goal", "met"];
         let mut widths = header.map(str::len);
@@ -787,6 +854,26 @@ mod tests {
         let table = report.table();
         assert!(table.contains("1.50x raw verify"), "{table}");
         assert!(table.contains("2.00x raw verify"), "{table}");
+    }
+
+    #[test]
+    fn the_json_carries_the_trust_figures_and_their_goals() {
+        let report = Report {
+            projection_apply_per_s: 40.0,
+            trust: TrustFigures {
+                events: 100,
+                secs: 2.0,
+                events_per_s: 50.0,
+                ..TrustFigures::default()
+            },
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["trust_events_per_s"], 50.0);
+        assert_eq!(json["trust_vs_projection"], 1.25);
+        assert_eq!(json["goal_trust_vs_projection_met"], true);
+        assert!(json.get("get_trust_p99_ms").is_some());
+        assert!(report.table().contains("1.25x projection apply"));
     }
 
     #[test]
