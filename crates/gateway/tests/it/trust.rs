@@ -4,10 +4,10 @@
 //! the agent itself and operators only. Asserts codes and `ErrorInfo` kinds,
 //! never message text.
 //!
-//! The trust role's query service is stood in for by [`FakeTrust`], a NATS
-//! responder on `amai.query.trust.>` with fixed answers: these tests check
+//! Most tests stand in for the trust role's query service with [`FakeTrust`],
+//! a NATS responder on `amai.query.trust.>` with fixed answers: they check
 //! what the gateway decides (access, ordering, refusals), not what the role
-//! computes.
+//! computes. The last ones run the real trust role.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -646,5 +646,157 @@ async fn get_identity_shows_the_live_score_when_the_trust_role_answers() {
     drop(trust);
     let after = env.client.get_identity(alice.id()).await.expect("identity");
     assert_eq!(after.trust_score, before.trust_score);
+    env.stop().await;
+}
+
+/// Polls `f` (every 100 ms, at most 30 s) until it returns `Some`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen");
+}
+
+/// The trust summary of `agent` once the trust role knows it and shows
+/// `deltas` deltas after its initialisation.
+async fn settled(env: &Env, agent: &str, deltas: usize) -> proto::TrustSummary {
+    eventually("the trust role's summary", || async {
+        match env.anonymous.trust(agent).await {
+            Ok(s) => Some(s).filter(|s| s.last_deltas.len() >= deltas),
+            Err(e) => {
+                eprintln!("GetTrust {agent}: {e}");
+                None
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_trust_role_an_endorsement_counts_once_and_is_explained_to_its_agent() {
+    let env = Env::with_trust().await;
+    let alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let carol = env.agent("carol").await;
+
+    // A fresh agent: 60.0, public.
+    let fresh = settled(&env, alice.id(), 0).await;
+    assert_eq!(fresh.score, 60.0);
+    assert_eq!(fresh.score_milli, 60_000);
+
+    // An operator (a pre-trusted peer) endorses alice: her score rises.
+    let operator = env.client.agent(env.operator.clone());
+    let first = operator
+        .endorse(alice.id(), "operated it for a week")
+        .await
+        .expect("endorsed");
+    let summary = settled(&env, alice.id(), 1).await;
+    let delta = summary.last_deltas[0].clone();
+    let Some(proto::trust_delta::Kind::Adjusted(adjusted)) = &delta.kind else {
+        panic!("not an adjustment: {delta:?}");
+    };
+    assert_eq!(adjusted.signal, "endorsed");
+    assert!(summary.score > 60.0, "{summary:?}");
+    // GetIdentity shows the live score.
+    let identity = env.client.get_identity(alice.id()).await.expect("identity");
+    assert_eq!(identity.trust_score, Some(summary.score));
+
+    // The same endorsement again: idempotent. A second one: refused, and
+    // nothing appended.
+    let head = env.client.chain_head(&operator.aggregate().expect("agg")).await.expect("head");
+    let page = env
+        .client
+        .read_chain(&operator.aggregate().expect("agg"), head.aggregate_seq, 1)
+        .await
+        .expect("read");
+    let event = page.events[0].event.clone().expect("event");
+    let again = endorse(&env, event).await.expect("idempotent");
+    assert!(again.duplicate);
+    assert_eq!(again.aggregate_seq, first.aggregate_seq);
+    let before = env.stream_positions().await;
+    let err = operator
+        .endorse(alice.id(), "and again")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::AlreadyEndorsed, "{err}");
+    assert_eq!(err.code(), Some(Code::AlreadyExists));
+    assert_eq!(env.stream_positions().await, before);
+
+    // The delta is explained to alice and operators; bob and carol learn
+    // nothing, exactly as for an unknown id.
+    let mine = alice
+        .client()
+        .explain_trust(&delta.event_id)
+        .await
+        .expect("alice's delta");
+    assert_eq!(mine.delta.as_ref().map(|d| &d.event_id), Some(&delta.event_id));
+    assert!(
+        !mine.evidence.is_empty(),
+        "alice reads the endorsement of her: {mine:?}"
+    );
+    env.client
+        .explain_trust(&delta.event_id)
+        .await
+        .expect("operator");
+    for stranger in [&bob, &carol] {
+        read_refused(
+            stranger.client().explain_trust(&delta.event_id).await,
+            Code::NotFound,
+            ErrorKind::NotFound,
+        );
+    }
+    read_refused(
+        bob.client()
+            .explain_trust(&uuid::Uuid::now_v7().to_string())
+            .await,
+        Code::NotFound,
+        ErrorKind::NotFound,
+    );
+
+    // History and report: alice's own, and the operator's; not bob's.
+    let history = alice
+        .client()
+        .trust_history(alice.id(), 0, 0)
+        .await
+        .expect("own history");
+    assert!(history
+        .deltas
+        .iter()
+        .any(|d| d.event_id == delta.event_id));
+    env.client
+        .trust_history(alice.id(), 0, 0)
+        .await
+        .expect("operator");
+    read_refused(
+        bob.client().trust_history(alice.id(), 0, 0).await,
+        Code::PermissionDenied,
+        ErrorKind::ReadNotPermitted,
+    );
+    let report = alice.client().trust_report(alice.id()).await.expect("report");
+    assert!(!report.markdown.is_empty());
+    read_refused(
+        bob.client().trust_report(alice.id()).await,
+        Code::PermissionDenied,
+        ErrorKind::ReadNotPermitted,
+    );
+    alice
+        .client()
+        .trust_alerts(proto::ListTrustAlertsRequest::default())
+        .await
+        .expect("own alerts");
+
+    // An agent endorses another once; the second is refused once the trust
+    // role has seen the first.
+    bob.endorse(carol.id(), "").await.expect("endorsed");
+    settled(&env, carol.id(), 1).await;
+    let err = bob.endorse(carol.id(), "").await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::AlreadyEndorsed, "{err}");
     env.stop().await;
 }
