@@ -409,8 +409,14 @@ impl TrustSvc {
             let Some(position) = item.position.clone() else {
                 continue;
             };
+            let Ok(aggregate) = Aggregate::from_subject(&item.subject) else {
+                continue;
+            };
+            // The role cites copies of the events from its feed
+            // (`AMAI_TRUST_FEED`, on their original subjects): the rule of
+            // the stream the aggregate lives on decides.
             let stored = StoredEvent::new(
-                position.into(),
+                amai_bus::Position::new(aggregate.stream(), position.seq),
                 item.subject.clone(),
                 0,
                 item.raw.clone().into(),
@@ -420,9 +426,6 @@ impl TrustSvc {
                 out.push(item);
                 continue;
             }
-            let Ok(aggregate) = Aggregate::from_subject(&item.subject) else {
-                continue;
-            };
             if !matches!(aggregate.kind, AggregateKind::Llm | AggregateKind::Jail) {
                 continue;
             }

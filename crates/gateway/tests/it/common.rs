@@ -139,7 +139,10 @@ impl Env {
             wanted.push((std::sync::Arc::new(LlmRole::with_config(config)), "svc-llm"));
         }
         if trust {
-            wanted.push((std::sync::Arc::new(TrustRole::with_config(TrustRoleConfig::default())), "svc-trust"));
+            wanted.push((
+                std::sync::Arc::new(TrustRole::with_config(TrustRoleConfig::default())),
+                "svc-trust",
+            ));
         }
         let jail_name = "svc-jail";
         if let Some(config) = &jail {
@@ -244,7 +247,9 @@ impl Env {
             .aggregate_seq
     }
 
-    /// Last sequence of every stream (JetStream KV buckets included).
+    /// Last sequence of every stream (JetStream KV buckets included), but the
+    /// trust feed: it only sources the other streams, asynchronously, so it
+    /// may still be catching up with appends made before the snapshot.
     pub(crate) async fn stream_positions(&self) -> std::collections::BTreeMap<String, u64> {
         use futures::TryStreamExt;
         let names: Vec<String> = self
@@ -255,6 +260,9 @@ impl Env {
             .expect("stream names");
         let mut out = std::collections::BTreeMap::new();
         for name in names {
+            if name == amai_bus::streams::TRUST_FEED_STREAM {
+                continue;
+            }
             let mut stream = self.js.get_stream(&name).await.expect("stream");
             let last = stream.info().await.expect("info").state.last_sequence;
             out.insert(name, last);
