@@ -68,7 +68,11 @@ pub(crate) struct Reading {
 
 impl Reading {
     /// The client, signing reads as this identity.
-    fn sign(&self, client: AmaiClient, settings: &Settings) -> anyhow::Result<AmaiClient> {
+    pub(crate) fn sign(
+        &self,
+        client: AmaiClient,
+        settings: &Settings,
+    ) -> anyhow::Result<AmaiClient> {
         let Some(path) = &self.keys else {
             anyhow::bail!(
                 "reads are signed requests: pass --keys FILE (or AMAI_KEYS) with the key file of the identity that reads \

@@ -16,6 +16,7 @@ mod shutdown;
 mod telemetry;
 #[cfg(test)]
 mod test_support;
+mod trust_cmd;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,9 @@ enum Command {
     /// Jails: run agents in hardened containers, inspect and reproduce runs.
     #[command(subcommand)]
     Jail(jail_cmd::JailCommand),
+    /// Trust: scores, history, alerts, explanations, reports, endorsements.
+    #[command(subcommand)]
+    Trust(trust_cmd::TrustCommand),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             Command::Stats(args) => client_cmd::stats(&settings, args).await,
             Command::Llm(cmd) => llm_cmd::llm(&settings, cmd).await,
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
+            Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

@@ -8,5 +8,6 @@ mod least_privilege;
 mod llm;
 mod rebuild;
 mod scale_out;
+mod trust;
 mod util;
 mod walkthrough;

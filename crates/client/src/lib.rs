@@ -11,6 +11,9 @@
 //! - [`agent`] — [`Agent`];
 //! - [`audit`] — client-side chain verification;
 //! - [`llm`] — LLM recording sessions (commands on an [`Agent`], signed reads);
+//! - [`jail`] — jails (commands on an [`Agent`], signed reads);
+//! - [`trust`] — endorsements ([`Agent::endorse`]), scores, history, alerts,
+//!   reports and explanations;
 //! - [`read_grant`] — operator grants that let a reader identity read streams.
 //!
 //! Reads (`ReadChain`, `GetEvent`, `GetChainHead`, `Subscribe`, `GetBlob`,
@@ -25,6 +28,7 @@ pub mod jail;
 pub mod llm;
 pub use amai_bus::read_grant;
 pub mod request_auth;
+pub mod trust;
 
 use ed25519_dalek::VerifyingKey;
 use prost::Message;
@@ -34,7 +38,7 @@ use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
     self, blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
     identity_service_client::IdentityServiceClient, jail_service_client::JailServiceClient,
-    llm_service_client::LlmServiceClient,
+    llm_service_client::LlmServiceClient, trust_service_client::TrustServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
@@ -64,6 +68,7 @@ pub struct AmaiClient {
     blobs: BlobServiceClient<Channel>,
     llm: LlmServiceClient<Channel>,
     jail: JailServiceClient<Channel>,
+    trust: TrustServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
     signer: Option<Signer>,
@@ -103,7 +108,9 @@ impl AmaiClient {
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             llm: LlmServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
-            jail: JailServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            jail: JailServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            trust: TrustServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
             deployment: Default::default(),
             signer: None,
@@ -403,6 +410,11 @@ impl AmaiClient {
     /// The raw `JailService` client.
     pub fn jail_service(&self) -> JailServiceClient<Channel> {
         self.jail.clone()
+    }
+
+    /// The raw `TrustService` client.
+    pub fn trust_service(&self) -> TrustServiceClient<Channel> {
+        self.trust.clone()
     }
 
     /// The raw `BlobService` client.

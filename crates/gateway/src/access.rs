@@ -11,7 +11,8 @@
 //!   and nothing else beyond what any identity reads;
 //! - **every identity** reads, per stream ([`RULES`]): its own aggregates
 //!   (`agent/<self>`, `trust/<self>`, `lifecycle/<self>`), the messages
-//!   addressed to it (`agent.message_sent` with `to = self`), the key events of
+//!   addressed to it (`agent.message_sent` with `to = self`) and the
+//!   endorsements of it (`agent.endorsed` with `endorsee = self`), the key events of
 //!   any agent chain (`agent.registered`, `agent.key_rotated`, `agent.revoked`:
 //!   public key material, needed to seal to and verify others), the whole chains
 //!   of operator and service identities (infrastructure: needed to verify
@@ -216,7 +217,8 @@ impl Reader {
     }
 
     /// Whether it sees `stored` in a stream it does not read all of: an event
-    /// of its own aggregate, a message addressed to it, or a key event.
+    /// of its own aggregate, a message addressed to it, an endorsement of it,
+    /// or a key event.
     pub fn sees(&self, stored: &StoredEvent) -> bool {
         let stream = stored.position.stream.as_str();
         if self.reads_all_of(stream) {
@@ -240,10 +242,11 @@ impl Reader {
         let Some(body) = body_of(stored) else {
             return false;
         };
-        matches!(
-            body.payload.and_then(|p| p.kind),
-            Some(Kind::AgentMessageSent(m)) if m.to == self.id
-        )
+        match body.payload.and_then(|p| p.kind) {
+            Some(Kind::AgentMessageSent(m)) => m.to == self.id,
+            Some(Kind::AgentEndorsed(e)) => e.endorsee == self.id,
+            _ => false,
+        }
     }
 }
 
@@ -301,6 +304,42 @@ mod tests {
             assert_eq!(op.reads_all_of(stream), op_all, "{stream}");
             assert_eq!(auditor.reads_all_of(stream), auditor_all, "{stream}");
         }
+    }
+
+    fn on_chain_of(keys: &amai_bus::IdentityKeys, payload: Kind) -> StoredEvent {
+        let actor = keys.identity_id();
+        let aggregate = Aggregate::agent(&actor).expect("aggregate");
+        let ev = amai_bus::EventDraft::new(aggregate.clone(), payload).sign(keys, &actor);
+        StoredEvent::new(
+            amai_bus::Position::new("AMAI_AGENTS", 2),
+            aggregate.subject(),
+            0,
+            ev.encode_to_vec().into(),
+            None,
+        )
+    }
+
+    #[test]
+    fn an_agent_sees_the_messages_to_it_and_the_endorsements_of_it() {
+        let alice = amai_bus::IdentityKeys::generate();
+        let bob = reader(BOB, false, &[]);
+        let carol = reader("cccccccccccccccccccccccccccccccc", false, &[]);
+        let endorsed = on_chain_of(
+            &alice,
+            Kind::AgentEndorsed(proto::AgentEndorsed {
+                endorsee: BOB.into(),
+                statement: "good".into(),
+            }),
+        );
+        assert!(bob.sees(&endorsed));
+        assert!(!carol.sees(&endorsed));
+        let action = on_chain_of(
+            &alice,
+            Kind::AgentAction(proto::AgentAction {
+                ..Default::default()
+            }),
+        );
+        assert!(!bob.sees(&action));
     }
 
     #[test]

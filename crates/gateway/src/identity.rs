@@ -131,6 +131,40 @@ impl IdentitySvc {
     }
 }
 
+impl IdentitySvc {
+    /// The identity from the identity role, its `trust_score` the live score
+    /// when the trust role answers within [`crate::trust::LIVE_SCORE_TIMEOUT`]
+    /// (else the identity projection's value). Asked side by side when the
+    /// request names an id.
+    async fn get_identity_inner(
+        &self,
+        req: &proto::GetIdentityRequest,
+    ) -> Result<proto::Identity, ApiError> {
+        use proto::get_identity_request::Selector;
+        let (identity, live) = match &req.selector {
+            Some(Selector::Id(id)) => {
+                let (identity, live) = tokio::join!(
+                    self.shared.query::<_, proto::Identity>(IDENTITY_GET, req),
+                    crate::trust::live_score(&self.shared, id)
+                );
+                (identity?, live)
+            }
+            _ => {
+                let identity: proto::Identity = self.shared.query(IDENTITY_GET, req).await?;
+                let live = crate::trust::live_score(&self.shared, &identity.id).await;
+                (identity, live)
+            }
+        };
+        Ok(match live {
+            Some(score) => proto::Identity {
+                trust_score: Some(score),
+                ..identity
+            },
+            None => identity,
+        })
+    }
+}
+
 /// An identity query names an id or a name (refused here, before any query).
 fn check_selector(req: &proto::GetIdentityRequest) -> Result<(), ApiError> {
     use proto::get_identity_request::Selector;
@@ -177,7 +211,7 @@ impl IdentityService for IdentitySvc {
     ) -> Result<Response<proto::Identity>, Status> {
         check_selector(request.get_ref())?;
         Ok(Response::new(
-            self.shared.query(IDENTITY_GET, request.get_ref()).await?,
+            self.get_identity_inner(request.get_ref()).await?,
         ))
     }
 

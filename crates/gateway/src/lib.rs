@@ -15,7 +15,9 @@
 //! - [`identity`] — `IdentityService`;
 //! - [`events`] — `EventService`;
 //! - [`blobs`] — `BlobService`;
-//! - [`llm`] — `LlmService` (LLM recording sessions).
+//! - [`llm`] — `LlmService` (LLM recording sessions);
+//! - [`jail`] — `JailService` (jails);
+//! - [`trust`] — `TrustService` (endorsements, scores, alerts, explanations).
 #![warn(missing_docs)]
 
 pub mod access;
@@ -27,6 +29,7 @@ pub mod jail;
 pub mod llm;
 pub mod metrics;
 pub mod status;
+pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +41,7 @@ use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
 use amai_bus::proto::jail_service_server::JailServiceServer;
 use amai_bus::proto::llm_service_server::LlmServiceServer;
+use amai_bus::proto::trust_service_server::TrustServiceServer;
 use amai_bus::EventStore;
 
 pub use events::EventSvc;
@@ -45,6 +49,7 @@ pub use identity::IdentitySvc;
 pub use jail::JailSvc;
 pub use llm::LlmSvc;
 pub use status::{to_status, ApiError};
+pub use trust::TrustSvc;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -355,6 +360,7 @@ pub async fn serve(
         .await;
     health.set_serving::<LlmServiceServer<LlmSvc>>().await;
     health.set_serving::<JailServiceServer<JailSvc>>().await;
+    health.set_serving::<TrustServiceServer<TrustSvc>>().await;
     // Both reflection versions: grpcurl and current tools speak v1, many stock
     // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -387,6 +393,8 @@ pub async fn serve(
         uploaders.clone(),
     ))
     .max_decoding_message_size(max_message);
+    let trust = TrustServiceServer::new(TrustSvc::new(shared.clone()))
+        .max_decoding_message_size(max_message);
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
@@ -406,6 +414,7 @@ pub async fn serve(
         .add_service(blob_service)
         .add_service(llm)
         .add_service(jail)
+        .add_service(trust)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -36,6 +36,13 @@
 //! | LLM command on a deleted session | `FAILED_PRECONDITION` | `SESSION_DELETED` (`session_id`) |
 //! | session key hash already bound to a session | `ALREADY_EXISTS` | `KEY_IN_USE` |
 //! | revoking a key that is not the session's / already revoked | `NOT_FOUND` / `FAILED_PRECONDITION` | `KEY_NOT_FOUND` / `KEY_REVOKED` |
+//! | `agent.endorsed` naming its own actor | `INVALID_ARGUMENT` | `SELF_ENDORSEMENT` |
+//! | endorsee not registered | `NOT_FOUND` | `ENDORSEE_NOT_FOUND` (`endorsee`) |
+//! | endorsee an operator or service identity | `INVALID_ARGUMENT` | `ENDORSEE_NOT_AN_AGENT` (`endorsee`, `kind`) |
+//! | endorsee revoked | `FAILED_PRECONDITION` | `ENDORSEE_REVOKED` (`endorsee`) |
+//! | endorser already endorsed the endorsee | `ALREADY_EXISTS` | `ALREADY_ENDORSED` (`endorsee`, `event_id`) |
+//! | no trust delta or alert with this id (or not the caller's) | `NOT_FOUND` | `NOT_FOUND` |
+//! | an endorsement cannot be checked: the trust worker does not answer | `UNAVAILABLE` | `WORKER_UNAVAILABLE` |
 //! | anything unexpected | `INTERNAL` | `INTERNAL` |
 //!
 //! Unauthenticated means "we cannot tell who you are" (the signature or key does
@@ -184,6 +191,43 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
+    /// An `agent.endorsed` names its own actor.
+    #[error("{0} cannot endorse itself; endorse another agent")]
+    SelfEndorsement(String),
+    /// The endorsee is not a registered identity.
+    #[error("no identity {0} to endorse; check the id (`amai agent show <id>`), or retry if it registered a moment ago")]
+    EndorseeNotFound(String),
+    /// The endorsee is an operator or service identity.
+    #[error("{endorsee} is a {kind} identity, not an agent; only agents are endorsed")]
+    EndorseeNotAnAgent {
+        /// The endorsee.
+        endorsee: String,
+        /// Its kind (`operator`, `service`).
+        kind: String,
+    },
+    /// The endorsee is revoked.
+    #[error("{0} is revoked; a revoked identity cannot be endorsed")]
+    EndorseeRevoked(String),
+    /// The endorser already endorsed this endorsee.
+    #[error(
+        "{endorser} already endorsed {endorsee} (event {event_id}); an endorsement counts once"
+    )]
+    AlreadyEndorsed {
+        /// The endorser.
+        endorser: String,
+        /// The endorsee.
+        endorsee: String,
+        /// The earlier `agent.endorsed` event.
+        event_id: String,
+    },
+    /// No trust delta or alert with this id that the caller may read (the
+    /// same answer whether it does not exist or is someone else's).
+    #[error("no trust delta or alert {0} of yours; list them with `amai trust history`")]
+    TrustDeltaNotFound(String),
+    /// The trust worker does not answer, so a command that depends on its
+    /// answer is refused (nothing was appended).
+    #[error("the trust worker is not running or not answering ({0}); start it (`amai worker --role trust`, or `amai up`) and retry; nothing was appended")]
+    TrustWorkerUnavailable(String),
     /// Something already exists (an identity registered with another genesis).
     #[error("{0}")]
     AlreadyExists(String),
@@ -354,6 +398,43 @@ fn classify(err: ApiError) -> Classified {
             HashMap::from([("state".to_string(), state)]),
             None,
         ),
+        ApiError::SelfEndorsement(_) => plain(Code::InvalidArgument, ErrorKind::SelfEndorsement),
+        ApiError::EndorseeNotFound(endorsee) => (
+            Code::NotFound,
+            ErrorKind::EndorseeNotFound,
+            HashMap::from([("endorsee".to_string(), endorsee)]),
+            None,
+        ),
+        ApiError::EndorseeNotAnAgent { endorsee, kind } => (
+            Code::InvalidArgument,
+            ErrorKind::EndorseeNotAnAgent,
+            HashMap::from([
+                ("endorsee".to_string(), endorsee),
+                ("kind".to_string(), kind),
+            ]),
+            None,
+        ),
+        ApiError::EndorseeRevoked(endorsee) => (
+            Code::FailedPrecondition,
+            ErrorKind::EndorseeRevoked,
+            HashMap::from([("endorsee".to_string(), endorsee)]),
+            None,
+        ),
+        ApiError::AlreadyEndorsed {
+            endorsee, event_id, ..
+        } => (
+            Code::AlreadyExists,
+            ErrorKind::AlreadyEndorsed,
+            HashMap::from([
+                ("endorsee".to_string(), endorsee),
+                ("event_id".to_string(), event_id),
+            ]),
+            None,
+        ),
+        ApiError::TrustDeltaNotFound(_) => plain(Code::NotFound, ErrorKind::NotFound),
+        ApiError::TrustWorkerUnavailable(_) => {
+            plain(Code::Unavailable, ErrorKind::WorkerUnavailable)
+        }
         ApiError::AlreadyExists(_) => plain(Code::AlreadyExists, ErrorKind::AlreadyExists),
         ApiError::TooLarge(_) => plain(Code::ResourceExhausted, ErrorKind::TooLarge),
         ApiError::Unavailable(_) => plain(Code::Unavailable, ErrorKind::Unavailable),
@@ -494,6 +575,66 @@ mod tests {
         assert_eq!(
             err.error_metadata().get("session_id").map(String::as_str),
             Some("s1")
+        );
+    }
+
+    #[test]
+    fn trust_refusals_map_to_their_codes_and_reasons() {
+        let table = [
+            (
+                ApiError::SelfEndorsement("a".into()),
+                Code::InvalidArgument,
+                ErrorKind::SelfEndorsement,
+            ),
+            (
+                ApiError::EndorseeNotFound("b".into()),
+                Code::NotFound,
+                ErrorKind::EndorseeNotFound,
+            ),
+            (
+                ApiError::EndorseeNotAnAgent {
+                    endorsee: "b".into(),
+                    kind: "operator".into(),
+                },
+                Code::InvalidArgument,
+                ErrorKind::EndorseeNotAnAgent,
+            ),
+            (
+                ApiError::EndorseeRevoked("b".into()),
+                Code::FailedPrecondition,
+                ErrorKind::EndorseeRevoked,
+            ),
+            (
+                ApiError::AlreadyEndorsed {
+                    endorser: "a".into(),
+                    endorsee: "b".into(),
+                    event_id: "e".into(),
+                },
+                Code::AlreadyExists,
+                ErrorKind::AlreadyEndorsed,
+            ),
+            (
+                ApiError::TrustDeltaNotFound("d".into()),
+                Code::NotFound,
+                ErrorKind::NotFound,
+            ),
+            (
+                ApiError::TrustWorkerUnavailable("no responders".into()),
+                Code::Unavailable,
+                ErrorKind::WorkerUnavailable,
+            ),
+        ];
+        for (err, code, kind) in table {
+            assert_eq!(kind_of(to_status(err)), (code, kind));
+        }
+        let err = ClientError::from(to_status(ApiError::AlreadyEndorsed {
+            endorser: "a".into(),
+            endorsee: "b".into(),
+            event_id: "e1".into(),
+        }));
+        assert_eq!(
+            err.error_metadata().get("event_id").map(String::as_str),
+            Some("e1")
         );
     }
 

@@ -76,6 +76,19 @@ pub const DELETE_JAIL_METHOD: &str = "/amai.v1.JailService/Delete";
 /// gRPC method path of `JailService.List` (signed read).
 pub const LIST_JAILS_METHOD: &str = "/amai.v1.JailService/List";
 
+/// gRPC method path of `TrustService.Endorse` (a command: the `agent.endorsed` event is signed).
+pub const ENDORSE_METHOD: &str = "/amai.v1.TrustService/Endorse";
+/// gRPC method path of `TrustService.GetTrust` (public).
+pub const GET_TRUST_METHOD: &str = "/amai.v1.TrustService/GetTrust";
+/// gRPC method path of `TrustService.GetHistory` (signed read: the agent or an operator).
+pub const GET_TRUST_HISTORY_METHOD: &str = "/amai.v1.TrustService/GetHistory";
+/// gRPC method path of `TrustService.ListAlerts` (signed read).
+pub const LIST_TRUST_ALERTS_METHOD: &str = "/amai.v1.TrustService/ListAlerts";
+/// gRPC method path of `TrustService.GetReport` (signed read: the agent or an operator).
+pub const GET_TRUST_REPORT_METHOD: &str = "/amai.v1.TrustService/GetReport";
+/// gRPC method path of `TrustService.Explain` (signed read: the agent or an operator).
+pub const EXPLAIN_TRUST_METHOD: &str = "/amai.v1.TrustService/Explain";
+
 macro_rules! error_kinds {
     ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
         /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
@@ -203,6 +216,17 @@ error_kinds! {
     JailNotFound => "JAIL_NOT_FOUND",
     /// The jail is not in a state that allows the call (metadata: `state`).
     JailState => "JAIL_STATE",
+    // Trust (`TrustService`, the trust role's queries).
+    /// An `agent.endorsed` names its own actor as the endorsee.
+    SelfEndorsement => "SELF_ENDORSEMENT",
+    /// The endorsee is not a registered identity (metadata: `endorsee`).
+    EndorseeNotFound => "ENDORSEE_NOT_FOUND",
+    /// The endorsee is an operator or service identity, not an agent (metadata: `endorsee`, `kind`).
+    EndorseeNotAnAgent => "ENDORSEE_NOT_AN_AGENT",
+    /// The endorsee is revoked (metadata: `endorsee`).
+    EndorseeRevoked => "ENDORSEE_REVOKED",
+    /// The endorser already endorsed this endorsee (metadata: `endorsee`, `event_id` of the endorsement).
+    AlreadyEndorsed => "ALREADY_ENDORSED",
     // Queries (`min_position` and pages).
     /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
     StalePosition => "STALE_POSITION",
@@ -246,24 +270,46 @@ pub fn status_kind(status: &Status) -> ErrorKind {
 mod jail_method_tests {
     use prost::Message;
 
-    /// Every `JailService` method path names a method of the compiled service,
-    /// and every method of the service has a path here.
-    #[test]
-    fn jail_method_paths_name_the_services_methods() {
+    /// The method paths of the compiled service `name`, sorted.
+    fn compiled_methods(name: &str) -> Vec<String> {
         let fds = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
             .expect("descriptor set");
         let service = fds
             .file
             .iter()
             .flat_map(|f| f.service.iter())
-            .find(|s| s.name() == "JailService")
-            .expect("JailService");
+            .find(|s| s.name() == name)
+            .expect("service");
         let mut compiled: Vec<String> = service
             .method
             .iter()
-            .map(|m| format!("/amai.v1.JailService/{}", m.name()))
+            .map(|m| format!("/amai.v1.{name}/{}", m.name()))
             .collect();
         compiled.sort();
+        compiled
+    }
+
+    /// Every `TrustService` method path names a method of the compiled
+    /// service, and every method of the service has a path here.
+    #[test]
+    fn trust_method_paths_name_the_services_methods() {
+        let mut paths = vec![
+            super::ENDORSE_METHOD,
+            super::GET_TRUST_METHOD,
+            super::GET_TRUST_HISTORY_METHOD,
+            super::LIST_TRUST_ALERTS_METHOD,
+            super::GET_TRUST_REPORT_METHOD,
+            super::EXPLAIN_TRUST_METHOD,
+        ];
+        paths.sort();
+        assert_eq!(compiled_methods("TrustService"), paths);
+    }
+
+    /// Every `JailService` method path names a method of the compiled service,
+    /// and every method of the service has a path here.
+    #[test]
+    fn jail_method_paths_name_the_services_methods() {
+        let compiled = compiled_methods("JailService");
         let mut paths = vec![
             super::CREATE_JAIL_METHOD,
             super::RUN_JAIL_METHOD,

@@ -1,5 +1,6 @@
 //! A nats-server, the streams and a gateway on 127.0.0.1:0, plus an SDK client;
-//! optionally an identity worker (so queries are answered) and an llm worker.
+//! optionally an identity worker (so queries are answered), an llm worker, a
+//! jail worker and a trust worker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use amai_workers::role::Role;
 use amai_workers::roles::identity::IdentityRole;
 use amai_workers::roles::jail::{JailConfig, JailRole};
 use amai_workers::roles::llm::{LlmConfig, LlmRole};
+use amai_workers::roles::trust::{TrustRole, TrustRoleConfig};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
 
 /// Event size limit used by the tests (small, to test the limit cheaply).
@@ -77,18 +79,23 @@ impl Env {
 
     /// Gateway, an identity worker and a jail worker on the local Docker Engine.
     pub(crate) async fn with_jail(config: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config)).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config), false).await
     }
 
     /// Gateway, identity, llm (with `llm`) and jail workers; the jails reach
     /// the llm role's proxy.
     pub(crate) async fn with_jail_llm(jail: JailConfig, llm: LlmConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail)).await
+        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail), false).await
     }
 
     async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
         let llm = llm.then(|| LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2));
-        Self::start_full(max_event_bytes, worker, llm, None).await
+        Self::start_full(max_event_bytes, worker, llm, None, false).await
+    }
+
+    /// Gateway, an identity worker and a trust worker.
+    pub(crate) async fn with_trust() -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, true).await
     }
 
     async fn start_full(
@@ -96,6 +103,7 @@ impl Env {
         worker: bool,
         llm: Option<LlmConfig>,
         jail: Option<JailConfig>,
+        trust: bool,
     ) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
@@ -129,6 +137,12 @@ impl Env {
         }
         if let Some(config) = llm {
             wanted.push((std::sync::Arc::new(LlmRole::with_config(config)), "svc-llm"));
+        }
+        if trust {
+            wanted.push((
+                std::sync::Arc::new(TrustRole::with_config(TrustRoleConfig::default())),
+                "svc-trust",
+            ));
         }
         let jail_name = "svc-jail";
         if let Some(config) = &jail {
@@ -233,7 +247,9 @@ impl Env {
             .aggregate_seq
     }
 
-    /// Last sequence of every stream (JetStream KV buckets included).
+    /// Last sequence of every stream (JetStream KV buckets included), but the
+    /// trust feed: it only sources the other streams, asynchronously, so it
+    /// may still be catching up with appends made before the snapshot.
     pub(crate) async fn stream_positions(&self) -> std::collections::BTreeMap<String, u64> {
         use futures::TryStreamExt;
         let names: Vec<String> = self
@@ -244,6 +260,9 @@ impl Env {
             .expect("stream names");
         let mut out = std::collections::BTreeMap::new();
         for name in names {
+            if name == amai_bus::streams::TRUST_FEED_STREAM {
+                continue;
+            }
             let mut stream = self.js.get_stream(&name).await.expect("stream");
             let last = stream.info().await.expect("info").state.last_sequence;
             out.insert(name, last);

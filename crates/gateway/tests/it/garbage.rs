@@ -1,6 +1,6 @@
-//! The garbage run: every RPC of every service in `proto/amai/v1/gateway.proto`
-//! and `llm_service.proto` (read from the descriptor set, so a new RPC cannot
-//! be left out) gets
+//! The garbage run: every RPC of every service in `proto/amai/v1/gateway.proto`,
+//! `llm_service.proto` and `trust_service.proto` (read from the descriptor set,
+//! so a new RPC cannot be left out) gets
 //!
 //! (a) bytes that are no protobuf encoding at all (fixed malformed samples and
 //!     seeded random ones, each checked to be undecodable),
@@ -113,6 +113,14 @@ const EMPTY_MESSAGE: &[(&str, Code)] = &[
     ("/amai.v1.LlmService/ListRecordings", Code::Unauthenticated),
     ("/amai.v1.LlmService/GetRecording", Code::Unauthenticated),
     ("/amai.v1.LlmService/Export", Code::Unauthenticated),
+    // TrustService: Endorse needs its signed event, GetTrust an agent id
+    // (checked before any query); the other reads are signed.
+    ("/amai.v1.TrustService/Endorse", Code::InvalidArgument),
+    ("/amai.v1.TrustService/GetTrust", Code::InvalidArgument),
+    ("/amai.v1.TrustService/GetHistory", Code::Unauthenticated),
+    ("/amai.v1.TrustService/ListAlerts", Code::Unauthenticated),
+    ("/amai.v1.TrustService/GetReport", Code::Unauthenticated),
+    ("/amai.v1.TrustService/Explain", Code::Unauthenticated),
     // Has no fields: an empty message is the valid request (OK = it succeeds).
     ("/amai.v1.EventService/GetDeployment", Code::Ok),
 ];
@@ -137,16 +145,20 @@ fn rpcs() -> Vec<Rpc> {
         .flat_map(|f| f.message_type.iter())
         .map(|m| (format!(".amai.v1.{}", m.name()), m))
         .collect();
-    let services = ["amai/v1/gateway.proto", "amai/v1/llm_service.proto"]
-        .into_iter()
-        .flat_map(|name| {
-            fds.file
-                .iter()
-                .find(|f| f.name() == name)
-                .unwrap_or_else(|| panic!("{name} in the descriptor set"))
-                .service
-                .iter()
-        });
+    let services = [
+        "amai/v1/gateway.proto",
+        "amai/v1/llm_service.proto",
+        "amai/v1/trust_service.proto",
+    ]
+    .into_iter()
+    .flat_map(|name| {
+        fds.file
+            .iter()
+            .find(|f| f.name() == name)
+            .unwrap_or_else(|| panic!("{name} in the descriptor set"))
+            .service
+            .iter()
+    });
     let mut out = Vec::new();
     for service in services {
         for method in &service.method {
@@ -205,7 +217,13 @@ fn decodes_as(input: &str, bytes: &[u8]) -> bool {
         ListLlmSessionsRequest,
         ListLlmRecordingsRequest,
         GetLlmRecordingRequest,
-        ExportLlmSessionRequest
+        ExportLlmSessionRequest,
+        EndorseCommand,
+        GetTrustRequest,
+        GetTrustHistoryRequest,
+        ListTrustAlertsRequest,
+        GetTrustReportRequest,
+        ExplainTrustRequest
     )
 }
 

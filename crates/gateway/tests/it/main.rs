@@ -11,3 +11,4 @@ mod jail;
 mod llm;
 mod queries;
 mod reads;
+mod trust;
