@@ -32,11 +32,11 @@
 //!    replay rate of (4), and `GetTrust` latency through the gateway under an
 //!    open-loop load;
 //! 10. the jail role on the local Docker Engine (see the `jail` module): a
-//!    trivial command (`busybox`, `true`) run in a jail through the gateway,
-//!    request to finished, against `docker run --rm` of the same image and
-//!    command interleaved with it, and jail runs writing 0, 1 and 16 MiB to
-//!    show the diff step's cost as the size of what changed grows (skipped,
-//!    with the reason in the report, when no engine answers).
+//!     trivial command (`busybox`, `true`) run in a jail through the gateway,
+//!     request to finished, against `docker run --rm` of the same image and
+//!     command interleaved with it, and jail runs writing 0, 1 and 16 MiB to
+//!     show the diff step's cost as the size of what changed grows (skipped,
+//!     with the reason in the report, when no engine answers).
 //!
 //! The identity role starts after (3), so (2) and (3) measure the append path
 //! alone; it then catches up before (4) and runs for (6) and (7), as under
@@ -78,8 +78,8 @@ use report::fmt_int;
 
 pub use error::BenchError;
 pub use llm::{LLM_CONCURRENCY, LLM_RPS};
-pub use trust::GET_TRUST_RPS;
 pub use report::Report;
+pub use trust::GET_TRUST_RPS;
 
 /// Stream of the raw publish baseline.
 const BENCH_STREAM: &str = "AMAI_BENCH";
@@ -468,13 +468,13 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
         report.append_visible.summary()
     ));
 
-    // 8. The trust role: a fresh fold of the trust feed against the identity
-    // projection's replay rate (4), and GetTrust latency.
-    report.trust = trust::measure(p, sizes, scratch, ids.clone()).await?;
-
-    // 9. The llm proxy against its upstream (after everything above, so the
+    // 8. The llm proxy against its upstream (after everything above, so the
     // identity phases are unaffected).
     report.llm = llm::measure(p, sizes).await?;
+
+    // 9. The trust role: a fresh fold of the trust feed (everything above)
+    // against the identity projection's replay rate (4), and GetTrust latency.
+    report.trust = trust::measure(p, sizes, scratch, ids.clone()).await?;
 
     // 10. Jails against docker run (last: the containers' churn would disturb
     // every phase above).

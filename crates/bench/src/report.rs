@@ -154,12 +154,18 @@ impl Report {
         [
             ("trust_events", json!(t.events)),
             ("trust_events_per_s", json!(round(t.events_per_s, 1))),
-            ("trust_vs_projection", json!(round(self.trust_vs_projection(), 3))),
+            (
+                "trust_vs_projection",
+                json!(round(self.trust_vs_projection(), 3)),
+            ),
             ("get_trust_target_rps", json!(GET_TRUST_RPS)),
             ("get_trust_p50_ms", json!(round(t.get_trust.p50(), 3))),
             ("get_trust_p99_ms", json!(round(t.get_trust.p99(), 3))),
             ("get_trust_errors", json!(t.get_trust.errors)),
-            ("goal_trust_vs_projection_min", json!(GOAL_TRUST_VS_PROJECTION)),
+            (
+                "goal_trust_vs_projection_min",
+                json!(GOAL_TRUST_VS_PROJECTION),
+            ),
             (
                 "goal_trust_vs_projection_met",
                 json!(self.trust_vs_projection() >= GOAL_TRUST_VS_PROJECTION),
@@ -180,7 +186,10 @@ impl Report {
         let rps = fmt_int(f64::from(GET_TRUST_RPS));
         vec![
             [
-                format!("trust analysis ({} feed events, fresh)", fmt_int(t.events as f64)),
+                format!(
+                    "trust analysis ({} feed events, fresh)",
+                    fmt_int(t.events as f64)
+                ),
                 format!("{}/s", fmt_int(t.events_per_s)),
                 format!("{:.2}x projection apply", self.trust_vs_projection()),
                 format!(">= {GOAL_TRUST_VS_PROJECTION:.2}x"),

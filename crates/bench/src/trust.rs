@@ -1,6 +1,6 @@
 //! The trust phase of `amai bench`: how fast the trust role analyses evidence,
 //! against the identity projection's replay rate measured in the same run, and
-//! `GetTrust` latency under an open-loop load.
+//! `GetTrust` latency through the gateway under an open-loop load.
 //!
 //! 1. Waits until the trust feed has sourced everything appended so far (the
 //!    agents' actions of the earlier phases).
@@ -52,11 +52,10 @@ impl TrustFigures {
 
 /// Messages in `stream`.
 async fn messages(p: &Platform, stream: &str) -> Result<u64, Fail> {
-    let mut s = p
-        .js
-        .get_stream(stream)
-        .await
-        .with_context(|| format!("stream {stream}"))?;
+    let mut s =
+        p.js.get_stream(stream)
+            .await
+            .with_context(|| format!("stream {stream}"))?;
     Ok(s.info().await?.state.messages)
 }
 
@@ -119,30 +118,21 @@ pub(crate) async fn measure(
 
     p.start_trust_role().await?;
     p.say("trust role started and caught up");
-    let ask = |client: async_nats::Client, id: String| async move {
-        amai_bus::query::request::<_, amai_bus::proto::TrustSummary>(
-            &client,
-            amai_bus::query::TRUST_GET,
-            &amai_bus::proto::GetTrustRequest {
-                agent_id: id,
-                last: 10,
-                min_position: None,
-            },
-            WAIT,
-        )
-        .await
-        .map(|_| ())
-        .map_err(Fail::from)
-    };
+    let sdk = amai_client::AmaiClient::connect(p.gateway_url.clone()).await?;
     for id in agent_ids.iter().take(16) {
-        ask(p.client.clone(), id.clone())
-            .await
-            .context("GetTrust warm-up")?;
+        sdk.trust(id).await.context("GetTrust warm-up")?;
     }
     let mut rng = XorShift::seeded();
     figures.get_trust = open_loop(GET_TRUST_RPS, sizes.latency_for, |_| {
-        let i = rng.pick(agent_ids.len());
-        ask(p.client.clone(), agent_ids[i].clone())
+        let (sdk, ids) = (sdk.clone(), agent_ids.clone());
+        let i = rng.pick(ids.len());
+        async move {
+            tokio::time::timeout(WAIT, sdk.trust(&ids[i]))
+                .await
+                .map_err(|_| Fail::msg("GetTrust timed out"))?
+                .map(|_| ())
+                .map_err(Fail::from)
+        }
     })
     .await;
     p.say(&format!(

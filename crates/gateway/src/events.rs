@@ -253,6 +253,15 @@ impl EventService for EventSvc {
         self.shared.check_size(&event)?;
         if let Some(ty) = crate::identity::event_type_of(&event) {
             tracing::Span::current().record("event_type", ty.as_str());
+            if ty == "agent.endorsed" {
+                // The same checks as TrustService.Endorse (endorsee, repeat):
+                // no path appends an endorsement without them.
+                return crate::trust::TrustSvc::new(self.shared.clone())
+                    .endorse_checked(proto::EndorseCommand { event: Some(event) })
+                    .await
+                    .map(Response::new)
+                    .map_err(Status::from);
+            }
         }
         let out = self
             .shared

@@ -182,7 +182,9 @@ impl TrustSvc {
         Self { shared }
     }
 
-    async fn endorse_inner(
+    /// Validates an endorsement completely, then appends it (also what
+    /// `EventService.Append` does with an `agent.endorsed`).
+    pub(crate) async fn endorse_checked(
         &self,
         command: proto::EndorseCommand,
     ) -> Result<proto::AppendResponse, ApiError> {
@@ -477,7 +479,7 @@ impl TrustService for TrustSvc {
         request: Request<proto::EndorseCommand>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         Ok(Response::new(
-            self.endorse_inner(request.into_inner()).await?,
+            self.endorse_checked(request.into_inner()).await?,
         ))
     }
 

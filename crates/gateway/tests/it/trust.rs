@@ -816,3 +816,47 @@ async fn with_the_trust_role_an_endorsement_counts_once_and_is_explained_to_its_
     assert_eq!(err.kind(), ErrorKind::AlreadyEndorsed, "{err}");
     env.stop().await;
 }
+
+/// `EventService.Append` is no way around `Endorse`: an endorsement sent there
+/// gets the same checks and the same precise refusals, and a valid one is
+/// appended as through `Endorse`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endorsement_through_the_generic_append_gets_the_same_checks() {
+    let env = Env::with_worker(crate::common::MAX_EVENT_BYTES).await;
+    let _trust = FakeTrust::start(&env, 60.0).await;
+    let alice = env.agent("alice").await;
+    let bob = env.agent("bob").await;
+    let append = |event: proto::SignedEvent| {
+        let client = env.client.clone();
+        async move {
+            client
+                .event_service()
+                .append(proto::AppendRequest { event: Some(event) })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let nobody = IdentityKeys::generate().identity_id();
+    let before = env.stream_positions().await;
+    let err = append(signed(&env, &alice, endorsement(&nobody, "")).await)
+        .await
+        .expect_err("unknown endorsee");
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert_eq!(
+        amai_client::error::status_kind(&err),
+        ErrorKind::EndorseeNotFound
+    );
+    let err = append(signed(&env, &alice, endorsement(&env.operator.identity_id(), "")).await)
+        .await
+        .expect_err("an operator");
+    assert_eq!(
+        amai_client::error::status_kind(&err),
+        ErrorKind::EndorseeNotAnAgent
+    );
+    assert_eq!(env.stream_positions().await, before, "nothing appended");
+    wait_visible(&env, &bob).await;
+    let out = append(signed(&env, &alice, endorsement(bob.id(), "fine")).await)
+        .await
+        .expect("a valid endorsement");
+    assert!(!out.duplicate);
+}
