@@ -6,11 +6,164 @@ use crate::util::*;
 
 /// Starts `amai worker --role trust`.
 async fn trust_worker(world: &World) -> Proc {
+    trust_worker_with(world, "t1", &[]).await
+}
+
+/// Starts `amai worker --role trust --instance <instance>` with extra env.
+async fn trust_worker_with(world: &World, instance: &str, env: &[(&str, &str)]) -> Proc {
     let mut a = world.globals();
-    a.extend(args(&["worker", "--role", "trust", "--instance", "t1"]));
-    let mut p = Proc::spawn("worker-trust", world.path(), &a);
+    a.extend(args(&["worker", "--role", "trust", "--instance", instance]));
+    let mut p = Proc::spawn_with_env(&format!("worker-trust-{instance}"), world.path(), &a, env);
     p.wait_for_log("trust role up", DEADLINE).await;
     p
+}
+
+/// Trust chains (event ids in order) of every agent, read from AMAI_TRUST.
+async fn trust_chains(
+    js: &async_nats::jetstream::Context,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    use prost::Message;
+    let stream = js.get_stream("AMAI_TRUST").await.expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let mut chains: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let signed = amai_bus::proto::SignedEvent::decode(m.payload.as_ref()).expect("signed");
+        let body = amai_bus::proto::EventBody::decode(signed.body.as_slice()).expect("body");
+        chains
+            .entry(m.subject.to_string())
+            .or_default()
+            .push(body.id);
+    }
+    chains
+}
+
+/// Two trust workers share the feed; one is killed with SIGKILL mid-stream,
+/// the other dies (AMAI_FAULT) right after storing the outputs of an input
+/// and before acking it. Both come back on their own state: every endorsement
+/// adjusts its agent's trust exactly once, and nothing is recorded as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_workers_killed_mid_stream_adjust_each_agent_exactly_once() {
+    const AGENTS: usize = 12;
+    let world = World::new();
+    let _identity = world.worker("w1").await;
+    let mut faulty =
+        trust_worker_with(&world, "t1", &[("AMAI_FAULT", "crash-after-publish:3")]).await;
+    let mut killed = trust_worker_with(&world, "t2", &[]).await;
+    let (_gateway, client) = world.gateway().await;
+    let js = world.jetstream().await;
+    let operator = amai_bus::IdentityKeys::load(&world.data_dir().join("keys/operator.json"))
+        .expect("operator key");
+    let operator = client.agent(operator);
+
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        agents.push(register_one(&client, &format!("trusted-{i}")).await);
+    }
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let traffic = {
+        let (operator, progress) = (operator.clone(), progress.clone());
+        let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+        tokio::spawn(async move {
+            for id in ids {
+                wait_until("an endorsement", DEADLINE, || {
+                    let (operator, id) = (operator.clone(), id.clone());
+                    async move {
+                        operator
+                            .endorse(&id, "vetted")
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .await;
+                progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until("a third of the endorsements", DEADLINE, || async {
+        let p = progress.load(std::sync::atomic::Ordering::SeqCst);
+        if p >= AGENTS / 3 {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    })
+    .await;
+    killed.kill9();
+    // It comes back on its own state (endorsements are refused, not lost,
+    // while no trust worker answers: the traffic retries).
+    let _killed = trust_worker_with(&world, "t2", &[]).await;
+    let status = faulty.wait_exit(DEADLINE).await;
+    assert_eq!(
+        status.code(),
+        Some(86),
+        "the injected crash: {status:?}; log:\n{}",
+        faulty.log()
+    );
+    let _faulty = trust_worker_with(&world, "t1", &[]).await;
+    tokio::time::timeout(std::time::Duration::from_secs(120), traffic)
+        .await
+        .expect("traffic finishes")
+        .expect("traffic task");
+
+    let expected: Vec<String> = agents
+        .iter()
+        .map(|a| format!("amai.trust.{}", a.id))
+        .collect();
+    let chains = wait_until("every endorsement adjusted its agent", DEADLINE, || async {
+        let chains = trust_chains(&js).await;
+        let done = expected
+            .iter()
+            .all(|s| chains.get(s).map(Vec::len) >= Some(2));
+        if done {
+            Ok(chains)
+        } else {
+            Err(format!("{} chains", chains.len()))
+        }
+    })
+    .await;
+    // The publisher has nothing left in flight: the counts are final.
+    wait_until("the trust publisher drained", DEADLINE, || async {
+        let stream = js
+            .get_stream("AMAI_TRUST_FEED")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut c = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("trust-publisher")
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = c.info().await.map_err(|e| e.to_string())?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} pending", info.num_pending))
+        }
+    })
+    .await;
+    let after = trust_chains(&js).await;
+    assert_eq!(
+        after, chains,
+        "nothing more arrived after the chains were complete"
+    );
+    for subject in &expected {
+        let ids = &after[subject];
+        assert_eq!(
+            ids.len(),
+            2,
+            "{subject}: trust.initialized and one adjustment, got {ids:?}"
+        );
+        assert_ne!(ids[0], ids[1]);
+    }
+    assert_eq!(
+        stream_messages(&js, "AMAI_FAILURES").await,
+        0,
+        "no reactor.failed"
+    );
+    for a in &agents {
+        let summary = client.trust(&a.id).await.expect("trust");
+        assert!(summary.score > 60.0, "{}: {}", a.name, summary.score);
+        assert_eq!(summary.last_deltas.len(), 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -837,18 +837,16 @@ async fn an_endorsement_through_the_generic_append_gets_the_same_checks() {
         }
     };
     let nobody = IdentityKeys::generate().identity_id();
+    let to_nobody = signed(&env, &alice, endorsement(&nobody, "")).await;
+    let to_operator = signed(&env, &alice, endorsement(&env.operator.identity_id(), "")).await;
     let before = env.stream_positions().await;
-    let err = append(signed(&env, &alice, endorsement(&nobody, "")).await)
-        .await
-        .expect_err("unknown endorsee");
+    let err = append(to_nobody).await.expect_err("unknown endorsee");
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     assert_eq!(
         amai_client::error::status_kind(&err),
         ErrorKind::EndorseeNotFound
     );
-    let err = append(signed(&env, &alice, endorsement(&env.operator.identity_id(), "")).await)
-        .await
-        .expect_err("an operator");
+    let err = append(to_operator).await.expect_err("an operator");
     assert_eq!(
         amai_client::error::status_kind(&err),
         ErrorKind::EndorseeNotAnAgent
