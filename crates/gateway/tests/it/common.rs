@@ -93,6 +93,11 @@ impl Env {
         Self::start_full(max_event_bytes, worker, llm, None, false).await
     }
 
+    /// Gateway, identity, jail and trust workers.
+    pub(crate) async fn with_jail_trust(jail: JailConfig) -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(jail), true).await
+    }
+
     /// Gateway, an identity worker and a trust worker.
     pub(crate) async fn with_trust() -> Env {
         Self::start_full(MAX_EVENT_BYTES, true, None, None, true).await

@@ -858,3 +858,77 @@ async fn an_endorsement_through_the_generic_append_gets_the_same_checks() {
         .expect("a valid endorsement");
     assert!(!out.duplicate);
 }
+
+/// Real jail runs on the local Docker Engine move the requester's trust: a run
+/// that writes where its diff policy forbids falls, citing the stored
+/// `jail.run_finished` and the request; a clean run rises. The agent gets the
+/// evidence through `Explain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_jail_runs_move_the_requesters_trust_with_the_runs_as_evidence() {
+    let env = Env::with_jail_trust(amai_workers::roles::jail::JailConfig::default()).await;
+    let alice = env.agent("alice").await;
+    let run = |script: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "network": "none",
+            "diff_policy": {"writable": ["/workspace/**"]},
+            "limits": {"timeout": 60},
+        }))
+        .expect("json")
+    };
+    let wait = std::time::Duration::from_secs(60);
+    let bad = alice
+        .create_jail(&run("echo x > /tmp/not-allowed"), true)
+        .await
+        .expect("create");
+    let bad = alice
+        .client()
+        .wait_jail(&bad.jail_id, wait)
+        .await
+        .expect("wait");
+    let finished = bad.finished.clone().unwrap_or_else(|| panic!("{bad:?}"));
+    assert!(!finished.violations.is_empty(), "{finished:?}");
+    let summary = settled(&env, alice.id(), 1).await;
+    let delta = &summary.last_deltas[0];
+    let Some(proto::trust_delta::Kind::Adjusted(a)) = &delta.kind else {
+        panic!("{delta:?}")
+    };
+    assert_eq!(a.signal, "jail_policy_violation");
+    assert!(a.score_after_milli < 60_000);
+    assert_eq!(a.evidence.get(1), Some(&bad.requested_event_id));
+    let why = alice
+        .client()
+        .clone()
+        .with_signer(alice.id().to_string(), alice.keys().clone())
+        .explain_trust(&delta.event_id)
+        .await
+        .expect("explain");
+    let types: Vec<String> = why
+        .evidence
+        .iter()
+        .map(|s| {
+            let signed = s.event.clone().expect("event");
+            proto::EventBody::decode(signed.body.as_slice())
+                .expect("body")
+                .r#type
+        })
+        .collect();
+    assert_eq!(types, ["jail.run_finished", "jail.requested"]);
+
+    let good = alice
+        .create_jail(&run("echo ok > /workspace/out"), true)
+        .await
+        .expect("create");
+    alice
+        .client()
+        .wait_jail(&good.jail_id, wait)
+        .await
+        .expect("wait");
+    let summary = settled(&env, alice.id(), 2).await;
+    let Some(proto::trust_delta::Kind::Adjusted(a)) = &summary.last_deltas[0].kind else {
+        panic!("{summary:?}")
+    };
+    assert_eq!(a.signal, "jail_clean");
+    assert!(a.score_after_milli > a.score_before_milli);
+}
