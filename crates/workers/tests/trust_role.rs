@@ -949,3 +949,55 @@ async fn two_instances_with_crashes_never_apply_an_adjustment_twice() {
     }
     w.stop().await;
 }
+
+fn message_to(to: &Agent) -> Kind {
+    Kind::AgentMessageSent(proto::AgentMessageSent {
+        to: to.id.clone(),
+        sealed: b"sealed bytes".to_vec(),
+        recipient_x25519_key: to.keys.x25519_public().to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn messaging_many_new_peers_raises_a_fan_out_alert_and_known_peers_do_not_count() {
+    let mut w = World::new().await;
+    w.start_trust(None).await;
+    let spammer = w.agent("spammer").await;
+    let mut peers = Vec::new();
+    for i in 0..12 {
+        peers.push(w.agent(&format!("peer-{i}")).await);
+    }
+    // Two peers wrote to the spammer first: writing back is no new contact.
+    for p in &peers[..2] {
+        w.act_at(p, message_to(&spammer), now_ms()).await;
+    }
+    let mut sent = Vec::new();
+    for p in &peers[..11] {
+        sent.push(w.act_at(&spammer, message_to(p), now_ms()).await);
+    }
+    // 9 new peers so far: under the warning threshold (10).
+    let twelfth = w.act_at(&spammer, message_to(&peers[11]), now_ms()).await;
+    sent.push(twelfth.clone());
+    let summary = w.settled(&spammer.id, 2).await;
+    let (delta, alert) = summary
+        .last_deltas
+        .iter()
+        .find_map(|d| match &d.kind {
+            Some(proto::trust_delta::Kind::Alert(a)) => Some((d, a)),
+            _ => None,
+        })
+        .expect("an alert");
+    assert_eq!(alert.kind, "new_peers");
+    assert_eq!(delta.cause_id, twelfth, "the tenth new peer raised it");
+    assert_eq!(alert.window.as_ref().expect("window").count, 10);
+    assert!(
+        alert.evidence.iter().all(|id| sent[2..].contains(id)),
+        "only new contacts are cited"
+    );
+    let fan_out = adjusted(&summary.last_deltas[0]);
+    assert_eq!(fan_out.signal, "fan_out");
+    assert!(fan_out.negative_milli > 0);
+    // The peers who received messages got no adjustment for it.
+    assert_eq!(common::trust_seq(&w.store, &peers[5].id).await, 1);
+    w.stop().await;
+}
