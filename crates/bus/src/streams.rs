@@ -37,16 +37,12 @@ impl Default for StreamSettings {
     }
 }
 
-/// The stream config of one aggregate kind.
-pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::Config {
+/// The settings every Amai stream shares: file storage, no deletes or
+/// purges, the dedup window, replicas, unlimited retention.
+fn amai_stream(name: &str, description: String, settings: &StreamSettings) -> stream::Config {
     stream::Config {
-        name: kind.stream().to_string(),
-        description: Some(format!(
-            "amai {} aggregates ({})",
-            kind.as_str(),
-            kind.stream_subject()
-        )),
-        subjects: vec![kind.stream_subject()],
+        name: name.to_string(),
+        description: Some(description),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         deny_delete: true,
@@ -61,16 +57,27 @@ pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::
     }
 }
 
+/// The stream config of one aggregate kind.
+pub fn stream_config(kind: AggregateKind, settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        subjects: vec![kind.stream_subject()],
+        ..amai_stream(
+            kind.stream(),
+            format!(
+                "amai {} aggregates ({})",
+                kind.as_str(),
+                kind.stream_subject()
+            ),
+            settings,
+        )
+    }
+}
+
 pub use crate::subjects::{TRUST_FEED_SOURCES, TRUST_FEED_STREAM};
 
 /// The trust feed's stream config (sources only, no subjects of its own).
 pub fn trust_feed_config(settings: &StreamSettings) -> stream::Config {
     stream::Config {
-        name: TRUST_FEED_STREAM.to_string(),
-        description: Some(
-            "amai trust feed: agent, llm, jail and lifecycle events in one order".to_string(),
-        ),
-        subjects: Vec::new(),
         sources: Some(
             TRUST_FEED_SOURCES
                 .iter()
@@ -81,17 +88,11 @@ pub fn trust_feed_config(settings: &StreamSettings) -> stream::Config {
                 })
                 .collect(),
         ),
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        deny_delete: true,
-        deny_purge: true,
-        duplicate_window: settings.dedup_window,
-        num_replicas: settings.replicas,
-        max_message_size: STREAM_MAX_MESSAGE_BYTES,
-        max_consumers: -1,
-        max_messages: -1,
-        max_bytes: -1,
-        ..Default::default()
+        ..amai_stream(
+            TRUST_FEED_STREAM,
+            "amai trust feed: agent, llm, jail and lifecycle events in one order".to_string(),
+            settings,
+        )
     }
 }
 

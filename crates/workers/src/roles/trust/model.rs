@@ -284,6 +284,18 @@ impl Fold<'_> {
         Ok(())
     }
 
+    /// The folded event as evidence (kept while its owner is unknown).
+    fn as_evidence(&self, at_ms: i64) -> PendingEvidence {
+        PendingEvidence {
+            event_id: self.ev.event.body.id.clone(),
+            at_ms,
+            payload: proto::Payload {
+                kind: Some(self.ev.event.payload.clone()),
+            }
+            .encode_to_vec(),
+        }
+    }
+
     fn observation(&self, at_ms: i64, kind: ObservationKind, cites: Vec<String>) -> Observation {
         Observation {
             event_id: self.ev.event.body.id.clone(),
@@ -435,14 +447,7 @@ impl Fold<'_> {
             _ => return Ok(Vec::new()),
         };
         self.cite()?;
-        let pending = PendingEvidence {
-            event_id: event.body.id.clone(),
-            at_ms,
-            payload: proto::Payload {
-                kind: Some(event.payload.clone()),
-            }
-            .encode_to_vec(),
-        };
+        let pending = self.as_evidence(at_ms);
         if get::<JailOwner>(self.tx, &jail_owner_key(jail_id))?.is_none() {
             // The feed sources each stream on its own: a jail's records can
             // reach it before the request that says whose jail it is.
@@ -508,14 +513,7 @@ impl Fold<'_> {
             return Ok(Vec::new());
         }
         self.cite()?;
-        let pending = PendingEvidence {
-            event_id: event.body.id.clone(),
-            at_ms,
-            payload: proto::Payload {
-                kind: Some(event.payload.clone()),
-            }
-            .encode_to_vec(),
-        };
+        let pending = self.as_evidence(at_ms);
         let session = &event.aggregate.id;
         match get::<SessionOwner>(self.tx, &session_owner_key(session))? {
             None => self.defer(pending_session_key(session), pending),
