@@ -12,7 +12,9 @@
 //!   models and plans every trust event at its exact slot;
 //! - the publisher ([`publisher`]): a reactor on a shared durable consumer of
 //!   the feed that appends what the fold planned;
-//! - the query service `amai.query.trust.*` ([`queries`]).
+//! - the query service `amai.query.trust.*` ([`queries`]); with a
+//!   [`NarrativeConfig`], reports get an LLM narrative ([`narrative`]) from a
+//!   session the trust service records through the llm role's proxy.
 //!
 //! Writes `trust/<agent_id>` from slot 2 on (slot 1 is the identity role's
 //! `trust.initialized`). Given the same feed (and the same service key and
@@ -22,6 +24,7 @@
 pub mod config;
 pub mod evidence;
 pub mod model;
+pub mod narrative;
 pub mod publisher;
 pub mod queries;
 pub mod read;
@@ -37,6 +40,7 @@ use crate::role::{QueryService, Role, RoleContext, RoleError};
 
 pub use config::TrustRoleConfig;
 pub use model::{AgentRecord, TrustProjection, TRUST_PROJECTION};
+pub use narrative::{NarrativeConfig, NarrativeError};
 pub use publisher::{TrustPublisher, PUBLISHER_DURABLE};
 pub use read::TrustReadModel;
 
@@ -115,6 +119,11 @@ impl Role for TrustRole {
             store: ctx.store.clone(),
             cfg: self.config.model.clone(),
             timeout: ctx.min_position_timeout,
+            narrator: self
+                .config
+                .narrative
+                .clone()
+                .map(|n| narrative::Narrator::new(n, ctx.store.clone(), ctx.signer.clone())),
         };
         Ok(Some(QueryService {
             name: query::TRUST_SERVICE,

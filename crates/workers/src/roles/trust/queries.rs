@@ -1,7 +1,8 @@
 //! The trust query service (`amai.query.trust.*`), answered from the trust
 //! projection: `get` (live score, components, last deltas, fingerprint; with
 //! `min_position`), `history` (paged by trust slot), `alerts` (filtered,
-//! newest first), `report` (deterministic markdown), `explain` (the stored
+//! newest first), `report` (deterministic markdown, narrated by an LLM when
+//! configured: [`super::narrative`]), `explain` (the stored
 //! evidence events behind a delta) and `endorsement` (for the gateway's
 //! double-endorsement check). The gateway decides who may ask what.
 
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::model::AgentRecord;
+use super::narrative::{Narrated, Narrator};
 use super::read::{AlertFilter, TrustReadModel};
 use crate::query_service::{typed_endpoint, QueryHandler};
 
@@ -57,6 +59,8 @@ pub(crate) struct QueryState {
     pub(crate) store: EventStore,
     pub(crate) cfg: TrustConfig,
     pub(crate) timeout: Duration,
+    /// Narrates reports, when configured.
+    pub(crate) narrator: Option<Narrator>,
 }
 
 impl QueryState {
@@ -174,7 +178,7 @@ impl QueryState {
         ))
     }
 
-    fn report(&self, req: proto::GetTrustReportRequest) -> Result<Bytes, QueryError> {
+    async fn report(&self, req: proto::GetTrustReportRequest) -> Result<Bytes, QueryError> {
         let record = self.record(&req.agent_id)?;
         let clock = self.clock(&record)?;
         let deltas = self
@@ -200,11 +204,18 @@ impl QueryState {
             recent: &recent,
             alerts: &alerts,
         });
+        let Narrated { markdown, source } = match &self.narrator {
+            Some(narrator) => narrator.report(&req.agent_id, markdown).await,
+            None => Narrated {
+                markdown,
+                source: "model".to_string(),
+            },
+        };
         Ok(Bytes::from(
             proto::TrustReport {
                 agent_id: req.agent_id,
                 markdown,
-                source: "model".to_string(),
+                source,
             }
             .encode_to_vec(),
         ))
@@ -317,7 +328,7 @@ pub(crate) fn endpoints(state: Arc<QueryState>) -> Vec<(&'static str, QueryHandl
             s.alerts(req)
         }),
         typed_endpoint(query::TRUST_REPORT, state.clone(), |s, req| async move {
-            s.report(req)
+            s.report(req).await
         }),
         typed_endpoint(query::TRUST_EXPLAIN, state.clone(), |s, req| async move {
             s.explain(req).await
