@@ -7,11 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use rand_core::RngCore;
 use sha2::Digest;
 
 use amai_bus::envelope::EventDraft;
-use amai_bus::llm::{key_sha256, session_id, SESSION_KEY_PREFIX};
+use amai_bus::llm::session_id;
 use amai_bus::proto::{self, payload::Kind, SignedEvent};
 
 use crate::{
@@ -19,52 +18,7 @@ use crate::{
     GET_LLM_SESSION_METHOD, LIST_LLM_RECORDINGS_METHOD, LIST_LLM_SESSIONS_METHOD,
 };
 
-/// A freshly generated session key: `amai-sk-` + base64url (no padding) of 32
-/// random bytes. Show it once; only [`SessionKey::sha256`] goes in events.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionKey(String);
-
-impl std::fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never in logs.
-        f.write_str("SessionKey(..)")
-    }
-}
-
-impl SessionKey {
-    /// A new random key.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand_core::OsRng.fill_bytes(&mut bytes);
-        Self(format!("{SESSION_KEY_PREFIX}{}", base64url(&bytes)))
-    }
-
-    /// The key, to hand to the LLM client (as its API key).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Its SHA-256, as events carry it.
-    pub fn sha256(&self) -> [u8; 32] {
-        key_sha256(&self.0)
-    }
-}
-
-/// base64url without padding (RFC 4648 §5).
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
+pub use amai_bus::llm::SessionKey;
 
 /// A whole session as `Export` streams it: each event's stated hash checked
 /// against its stored bytes, blobs against their digests. (Signatures are
@@ -433,38 +387,5 @@ impl AmaiClient {
             return Err(ClientError::Integrity("the export stream was empty".into()));
         }
         Ok(export)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64url_matches_rfc4648_vectors() {
-        // RFC 4648 §10, in the url alphabet without padding.
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64url(input.as_bytes()), want);
-        }
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
-    }
-
-    #[test]
-    fn keys_are_prefixed_random_and_hashed() {
-        let a = SessionKey::generate();
-        let b = SessionKey::generate();
-        assert_ne!(a, b);
-        assert!(a.expose().starts_with(SESSION_KEY_PREFIX));
-        assert_eq!(a.expose().len(), SESSION_KEY_PREFIX.len() + 43);
-        assert_eq!(a.sha256(), key_sha256(a.expose()));
-        assert_eq!(format!("{a:?}"), "SessionKey(..)");
     }
 }

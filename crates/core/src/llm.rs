@@ -46,3 +46,60 @@ mod tests {
         );
     }
 }
+
+/// A freshly generated session key: [`SESSION_KEY_PREFIX`] + base64url (no
+/// padding) of 32 random bytes. Show it once; only [`SessionKey::sha256`]
+/// goes in events. The SDK makes them for clients, the trust role for its own
+/// narrative sessions.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey(String);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never in logs.
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        use rand_core::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        Self(format!(
+            "{SESSION_KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        ))
+    }
+
+    /// The key, to hand to the LLM client (as its API key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Its SHA-256, as events carry it.
+    pub fn sha256(&self) -> [u8; 32] {
+        key_sha256(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod session_key_tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefixed_random_base64url_and_hashed() {
+        let a = SessionKey::generate();
+        let b = SessionKey::generate();
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with(SESSION_KEY_PREFIX));
+        assert_eq!(a.expose().len(), SESSION_KEY_PREFIX.len() + 43);
+        assert!(a.expose()[SESSION_KEY_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(a.sha256(), key_sha256(a.expose()));
+        assert_eq!(format!("{a:?}"), "SessionKey(..)");
+    }
+}

@@ -319,7 +319,18 @@ impl Shared {
         subject: &str,
         req: &Req,
     ) -> Result<Resp, ApiError> {
-        Ok(amai_bus::query::request(&self.nats, subject, req, self.query_timeout).await?)
+        self.query_within(subject, req, self.query_timeout).await
+    }
+
+    /// [`Shared::query`] with its own bound (queries that do slow work: a
+    /// trust report narrated by an LLM).
+    pub(crate) async fn query_within<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        subject: &str,
+        req: &Req,
+        timeout: std::time::Duration,
+    ) -> Result<Resp, ApiError> {
+        Ok(amai_bus::query::request(&self.nats, subject, req, timeout).await?)
     }
 }
 

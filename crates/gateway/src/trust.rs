@@ -177,6 +177,10 @@ pub(crate) async fn live_score(shared: &Shared, agent_id: &str) -> Option<f64> {
     }
 }
 
+/// How long a report may take: longer than the trust role's narrative
+/// timeout plus its wait for the llm role to know the session.
+const REPORT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 impl TrustSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
@@ -357,7 +361,10 @@ impl TrustSvc {
         let req = request.into_inner();
         check_agent_id(&req.agent_id)?;
         check_reads_trust_of(&reader, &req.agent_id, "report")?;
-        self.shared.query(TRUST_REPORT, &req).await
+        // A narrated report waits for an LLM (the role falls back to the
+        // model's report after its own narrative timeout, 30 s by default).
+        let bound = self.shared.query_timeout.max(REPORT_QUERY_TIMEOUT);
+        self.shared.query_within(TRUST_REPORT, &req, bound).await
     }
 
     async fn explain_inner(

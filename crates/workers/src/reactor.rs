@@ -172,9 +172,25 @@ pub struct ServiceSigner {
 /// (its key's validity is judged there, causally). Identical for every
 /// instance, so outputs stay byte-identical.
 async fn signer_seq(store: &EventStore, signer: &ServiceSigner) -> Result<u64, String> {
-    let agg = amai_bus::Aggregate::agent(&signer.id).map_err(|e| e.to_string())?;
-    let head = store.chain_head(&agg).await.map_err(|e| e.to_string())?;
-    Ok(head.aggregate_seq)
+    let state = store
+        .identity_state(&signer.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(stable_signer_seq(&state))
+}
+
+/// The position of the signer's chain an output cites (`signer_seq`): the
+/// first event its current key signed, so outputs do not change with the
+/// service's later unrelated actions (a trust report's LLM session): a
+/// replay of the same inputs signs the same bytes. Before the current key
+/// signed anything (right after a rotation), the head.
+fn stable_signer_seq(state: &amai_bus::identity::IdentityState) -> u64 {
+    state
+        .keys
+        .last()
+        .map(|k| k.from_seq)
+        .filter(|&from| from >= 1 && from <= state.head_seq)
+        .unwrap_or(state.head_seq)
 }
 
 /// Counters of a running reactor.
