@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod event_ref;
 pub mod fixed;
 pub mod model;
 pub mod report;

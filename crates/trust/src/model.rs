@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrustConfig;
+use crate::event_ref::EventRef;
 use crate::fixed::{decay, decay_factor_q32, div_round, format_milli, format_signed_milli, Milli};
 
 /// The full scale of a score: 100_000 milli-points is 100.0.
@@ -455,10 +456,10 @@ struct Bucket {
     count: u64,
     from_ms: i64,
     to_ms: i64,
-    first_event: String,
-    last_event: String,
+    first_event: EventRef,
+    last_event: EventRef,
     /// The first `MAX_WINDOW_IDS` event ids.
-    ids: Vec<String>,
+    ids: Vec<EventRef>,
 }
 
 impl Bucket {
@@ -468,9 +469,9 @@ impl Bucket {
             count: 1,
             from_ms: obs.at_ms,
             to_ms: obs.at_ms,
-            first_event: obs.event_id.clone(),
-            last_event: obs.event_id.clone(),
-            ids: vec![obs.event_id.clone()],
+            first_event: EventRef::new(&obs.event_id),
+            last_event: EventRef::new(&obs.event_id),
+            ids: vec![EventRef::new(&obs.event_id)],
         }
     }
 
@@ -478,9 +479,9 @@ impl Bucket {
         self.count += 1;
         self.from_ms = self.from_ms.min(obs.at_ms);
         self.to_ms = self.to_ms.max(obs.at_ms);
-        self.last_event.clone_from(&obs.event_id);
+        self.last_event = EventRef::new(&obs.event_id);
         if self.ids.len() < MAX_WINDOW_IDS {
-            self.ids.push(obs.event_id.clone());
+            self.ids.push(EventRef::new(&obs.event_id));
         }
     }
 }
@@ -490,14 +491,14 @@ impl Bucket {
 struct MixEntry {
     action_type: String,
     at_ms: i64,
-    event_id: String,
+    event_id: EventRef,
 }
 
 /// A first-time peer addressed by an action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct NewPeerEvent {
     at_ms: i64,
-    event_id: String,
+    event_id: EventRef,
 }
 
 /// The `new_peers` detector's quiet period after an alert.
@@ -1017,11 +1018,11 @@ impl AgentModel {
         let window = Window {
             from_ms: bucket.from_ms,
             to_ms: bucket.to_ms,
-            first_event: bucket.first_event.clone(),
-            last_event: bucket.last_event.clone(),
+            first_event: bucket.first_event.to_string(),
+            last_event: bucket.last_event.to_string(),
             count,
         };
-        let evidence = bucket.ids.clone();
+        let evidence: Vec<String> = bucket.ids.iter().map(ToString::to_string).collect();
         let detail = format!(
             "{count} actions in one {} bucket against a median of {} over the previous {n} \
              buckets (MAD {}): robust z {}",
@@ -1070,7 +1071,7 @@ impl AgentModel {
         self.recent.push_back(MixEntry {
             action_type: key.to_owned(),
             at_ms: obs.at_ms,
-            event_id: obs.event_id.clone(),
+            event_id: EventRef::new(&obs.event_id),
         });
         while self.recent.len() > window_len {
             self.recent.pop_front();
@@ -1129,12 +1130,12 @@ impl AgentModel {
         let first_event = self
             .recent
             .front()
-            .map(|e| e.event_id.clone())
+            .map(|e| e.event_id.to_string())
             .unwrap_or_default();
         let last_event = self
             .recent
             .back()
-            .map(|e| e.event_id.clone())
+            .map(|e| e.event_id.to_string())
             .unwrap_or_default();
         out.push(Output::Alert(Alert {
             kind: AlertKind::MixShift,
@@ -1164,7 +1165,7 @@ impl AgentModel {
                 .recent
                 .iter()
                 .take(MAX_WINDOW_IDS)
-                .map(|e| e.event_id.clone())
+                .map(|e| e.event_id.to_string())
                 .collect(),
         }));
     }
@@ -1207,7 +1208,7 @@ impl AgentModel {
                     at,
                     NewPeerEvent {
                         at_ms: obs.at_ms,
-                        event_id: obs.event_id.clone(),
+                        event_id: EventRef::new(&obs.event_id),
                     },
                 );
                 any_new = true;
@@ -1270,8 +1271,8 @@ impl AgentModel {
         let window = Window {
             from_ms: first.at_ms,
             to_ms: last.at_ms,
-            first_event: first.event_id.clone(),
-            last_event: last.event_id.clone(),
+            first_event: first.event_id.to_string(),
+            last_event: last.event_id.to_string(),
             count,
         };
         let mut evidence: Vec<String> = Vec::new();
@@ -1279,8 +1280,8 @@ impl AgentModel {
             if evidence.len() == MAX_WINDOW_IDS {
                 break;
             }
-            if evidence.last() != Some(&event.event_id) && !evidence.contains(&event.event_id) {
-                evidence.push(event.event_id.clone());
+            if !evidence.iter().any(|id| event.event_id.is(id)) {
+                evidence.push(event.event_id.to_string());
             }
         }
         let upgraded = if upgrade {
