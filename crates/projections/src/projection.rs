@@ -91,17 +91,4 @@ pub trait Projection: Send + Sync + 'static {
         tx: &TransactionalTree,
         event: &AppliedEvent,
     ) -> Result<(), ConflictableTransactionError<ApplyError>>;
-
-    /// Called at the start of every transaction, before its first `apply`
-    /// (also when sled runs a transaction again): a projection that keeps
-    /// state across the events of one transaction (a cache of what it read)
-    /// starts it afresh here. Default: nothing.
-    fn begin_batch(&self) {}
-
-    /// Called after the last `apply` of a transaction, inside it: such a
-    /// projection writes what it kept. Default: nothing.
-    fn finish_batch(&self, tx: &TransactionalTree) -> ApplyResult<()> {
-        let _ = tx;
-        Ok(())
-    }
 }

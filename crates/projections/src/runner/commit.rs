@@ -26,11 +26,9 @@ impl Ctx {
         let ckpt = ckpt_key(stream);
         let seq_bytes = codec::u64_bytes(last.seq());
         let r = self.shared.tree.transaction(|tx| {
-            self.projection.begin_batch();
             for step in steps {
                 self.write_step(tx, step)?;
             }
-            self.projection.finish_batch(tx)?;
             tx.insert(ckpt.as_slice(), &seq_bytes)?;
             Ok(())
         });
@@ -78,9 +76,7 @@ impl Ctx {
         let ckpt = ckpt_key(stream);
         let seq_bytes = codec::u64_bytes(step.seq());
         let write = |tx: &TransactionalTree, step: &Step| {
-            self.projection.begin_batch();
             self.write_step(tx, step)?;
-            self.projection.finish_batch(tx)?;
             tx.insert(ckpt.as_slice(), &seq_bytes)?;
             Ok(())
         };

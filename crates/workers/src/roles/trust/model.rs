@@ -33,9 +33,6 @@
 //! - `al/<window_end>/<trust_event_id>`: every alert, by event time;
 //! - `g/clock`: the deployment's event-time clock (the latest event time).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use amai_bus::proto::{self, payload::Kind, IdentityKind};
 use amai_bus::subjects::AggregateKind;
 use amai_projections::{AppliedEvent, ApplyError, ApplyResult, Projection};
@@ -202,28 +199,15 @@ pub(crate) fn ts_ms(t: Option<&prost_types::Timestamp>) -> i64 {
 }
 
 /// The trust projection.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TrustProjection {
     cfg: TrustConfig,
-    /// The records read or changed in the current transaction (a batch of
-    /// feed events), decoded once and written once, in
-    /// [`Projection::finish_batch`]: a record is rewritten after every event,
-    /// and most of the fold's cost was decoding and encoding it.
-    batch: Mutex<BTreeMap<String, AgentRecord>>,
 }
 
 impl TrustProjection {
     /// The projection with the model's parameters.
     pub fn new(cfg: TrustConfig) -> Self {
-        Self {
-            cfg,
-            batch: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn batch(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AgentRecord>> {
-        // A poisoned lock only means an apply panicked; the next batch starts afresh.
-        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+        Self { cfg }
     }
 }
 
@@ -241,26 +225,12 @@ impl Projection for TrustProjection {
     }
 
     fn apply(&self, tx: &TransactionalTree, ev: &AppliedEvent) -> ApplyResult<()> {
-        let mut batch = self.batch();
         Fold {
             cfg: &self.cfg,
             tx,
             ev,
-            records: &mut batch,
         }
         .run()
-    }
-
-    fn begin_batch(&self) {
-        self.batch().clear();
-    }
-
-    fn finish_batch(&self, tx: &TransactionalTree) -> ApplyResult<()> {
-        let mut batch = self.batch();
-        for (agent, record) in std::mem::take(&mut *batch) {
-            put(tx, record_key(&agent), &record)?;
-        }
-        Ok(())
     }
 }
 
@@ -269,27 +239,11 @@ struct Fold<'a> {
     cfg: &'a TrustConfig,
     tx: &'a TransactionalTree,
     ev: &'a AppliedEvent,
-    /// The transaction's records (see [`TrustProjection::finish_batch`]).
-    records: &'a mut BTreeMap<String, AgentRecord>,
 }
 
 impl Fold<'_> {
-    /// An identity's record: from this transaction's, else from the tree.
-    fn record(&mut self, agent: &str) -> ApplyResult<Option<AgentRecord>> {
-        if let Some(r) = self.records.get(agent) {
-            return Ok(Some(r.clone()));
-        }
-        get(self.tx, &record_key(agent))
-    }
-
-    /// Keeps a changed record (written when the transaction's batch ends).
-    fn keep(&mut self, agent: &str, record: AgentRecord) {
-        self.records.insert(agent.to_string(), record);
-    }
-
-    fn run(&mut self) -> ApplyResult<()> {
-        let ev = self.ev;
-        let event = &ev.event;
+    fn run(&self) -> ApplyResult<()> {
+        let event = &self.ev.event;
         let at_ms = ts_ms(event.body.occurred_at.as_ref())
             .min(self.ev.published_ms().saturating_add(MAX_FUTURE_SKEW_MS));
         let clock = self.clock()?.max(at_ms);
@@ -351,12 +305,11 @@ impl Fold<'_> {
         }
     }
 
-    fn agent_event(&mut self, at_ms: i64, clock: i64) -> ApplyResult<Vec<(String, Observation)>> {
-        let ev = self.ev;
-        let event = &ev.event;
+    fn agent_event(&self, at_ms: i64, clock: i64) -> ApplyResult<Vec<(String, Observation)>> {
+        let event = &self.ev.event;
         let actor = event.aggregate.id.clone();
         if let Kind::AgentRegistered(reg) = &event.payload {
-            if self.record(&actor)?.is_none() {
+            if get::<AgentRecord>(self.tx, &record_key(&actor))?.is_none() {
                 let record = AgentRecord {
                     kind: reg.kind,
                     name: reg.name.clone(),
@@ -364,7 +317,7 @@ impl Fold<'_> {
                     next_seq: FIRST_TRUST_SLOT,
                     model: AgentModel::new(&actor, at_ms),
                 };
-                self.keep(&actor, record);
+                put(self.tx, record_key(&actor), &record)?;
             }
             return Ok(Vec::new());
         }
@@ -382,13 +335,13 @@ impl Fold<'_> {
         )];
         match &event.payload {
             Kind::AgentRevoked(_) => {
-                if let Some(mut record) = self.record(&actor)? {
+                if let Some(mut record) = get::<AgentRecord>(self.tx, &record_key(&actor))? {
                     record.revoked = true;
-                    self.keep(&actor, record);
+                    put(self.tx, record_key(&actor), &record)?;
                 }
             }
             Kind::AgentMessageSent(m) => {
-                let recipient_known = self.record(&m.to)?.is_some();
+                let recipient_known = get::<AgentRecord>(self.tx, &record_key(&m.to))?.is_some();
                 if recipient_known {
                     out.push((
                         m.to.clone(),
@@ -443,13 +396,13 @@ impl Fold<'_> {
     /// effect) for an endorsee that is unknown, not an agent or revoked, or
     /// already endorsed by this endorser.
     fn endorsement(
-        &mut self,
+        &self,
         endorser: &str,
         e: &proto::AgentEndorsed,
         at_ms: i64,
         clock: i64,
     ) -> ApplyResult<Option<Observation>> {
-        let Some(endorsee) = self.record(&e.endorsee)? else {
+        let Some(endorsee) = get::<AgentRecord>(self.tx, &record_key(&e.endorsee))? else {
             return Ok(None);
         };
         if !endorsee.is_agent() || endorsee.revoked || e.endorsee == endorser {
@@ -458,7 +411,7 @@ impl Fold<'_> {
         if endorsee.model.has_endorsement_from(endorser) {
             return Ok(None);
         }
-        let Some(by) = self.record(endorser)? else {
+        let Some(by) = get::<AgentRecord>(self.tx, &record_key(endorser))? else {
             return Ok(None);
         };
         let credibility_milli = if by.revoked {
@@ -615,12 +568,12 @@ impl Fold<'_> {
 
     /// Feeds one observation to its agent's model and plans what it outputs.
     fn observe(
-        &mut self,
+        &self,
         agent: &str,
         obs: &Observation,
         planned: &mut Vec<Planned>,
     ) -> ApplyResult<()> {
-        let Some(mut record) = self.record(agent)? else {
+        let Some(mut record) = get::<AgentRecord>(self.tx, &record_key(agent))? else {
             // Nobody to attribute it to (an identity this feed never saw registered).
             return Ok(());
         };
@@ -697,8 +650,7 @@ impl Fold<'_> {
                 payload: proto::Payload { kind: Some(kind) }.encode_to_vec(),
             });
         }
-        self.keep(agent, record);
-        Ok(())
+        put(self.tx, record_key(agent), &record)
     }
 }
 
