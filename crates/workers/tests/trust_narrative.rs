@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::bootstrap;
+use common::{bootstrap, service};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,26 +39,6 @@ struct World {
     llm_signer: ServiceSigner,
     runtimes: Vec<RoleRuntime>,
     dirs: Vec<tempfile::TempDir>,
-}
-
-async fn service(
-    store: &EventStore,
-    operator: &IdentityKeys,
-    name: &str,
-    kinds: &[AggregateKind],
-) -> ServiceSigner {
-    let keys = IdentityKeys::generate();
-    let id = ensure_service(
-        store,
-        operator,
-        &keys,
-        name,
-        kinds,
-        amai_bus::envelope::now_timestamp(),
-    )
-    .await
-    .expect("service");
-    ServiceSigner { keys, id }
 }
 
 impl World {

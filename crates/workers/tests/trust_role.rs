@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{bootstrap, wait_until};
+use common::{bootstrap, service, wait_until};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventStore, IdentityKeys};
 use amai_testkit::NatsServer;
 use amai_trust::TrustConfig;
-use amai_workers::bootstrap::{ensure_identity, ensure_service};
+use amai_workers::bootstrap::ensure_identity;
 use amai_workers::reactor::{FaultHook, FaultPoint, ReactorOptions, ServiceSigner};
 use amai_workers::roles::identity::IdentityRole;
 use amai_workers::roles::trust::{TrustRole, TrustRoleConfig};
@@ -75,26 +75,6 @@ struct World {
 struct Agent {
     id: String,
     keys: IdentityKeys,
-}
-
-async fn service(
-    store: &EventStore,
-    operator: &IdentityKeys,
-    name: &str,
-    kinds: &[AggregateKind],
-) -> ServiceSigner {
-    let keys = IdentityKeys::generate();
-    let id = ensure_service(
-        store,
-        operator,
-        &keys,
-        name,
-        kinds,
-        amai_bus::envelope::now_timestamp(),
-    )
-    .await
-    .expect("service");
-    ServiceSigner { keys, id }
 }
 
 impl World {

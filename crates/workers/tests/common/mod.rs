@@ -71,6 +71,28 @@ pub async fn bootstrap(
     (store, operator, ServiceSigner { keys: service, id })
 }
 
+/// Registers a fresh service identity `name`, endorsed by `operator` to
+/// write `kinds`; returns its signer.
+pub async fn service(
+    store: &EventStore,
+    operator: &IdentityKeys,
+    name: &str,
+    kinds: &[AggregateKind],
+) -> ServiceSigner {
+    let keys = IdentityKeys::generate();
+    let id = ensure_service(
+        store,
+        operator,
+        &keys,
+        name,
+        kinds,
+        amai_bus::envelope::now_timestamp(),
+    )
+    .await
+    .expect("service");
+    ServiceSigner { keys, id }
+}
+
 /// Registers a fresh agent `name`; returns its id and the genesis position.
 pub async fn register(store: &EventStore, name: &str) -> (String, Position) {
     let keys = IdentityKeys::generate();
