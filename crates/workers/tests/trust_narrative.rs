@@ -19,7 +19,7 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventDraft, EventStore, IdentityKeys, VerifiedEvent};
 use amai_llm_fake_upstream::FakeUpstream;
 use amai_testkit::NatsServer;
-use amai_workers::bootstrap::{ensure_identity, ensure_service};
+use amai_workers::bootstrap::ensure_identity;
 use amai_workers::reactor::ServiceSigner;
 use amai_workers::roles::identity::IdentityRole;
 use amai_workers::roles::llm::{LlmConfig, LlmRole, LISTENER};
