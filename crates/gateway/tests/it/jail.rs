@@ -354,11 +354,16 @@ async fn run_delete_and_reproduce_keep_their_state_rules() {
         .create_jail(&spec(&["echo", "ran"]), false)
         .await
         .expect("create");
-    let idle = env
-        .client
-        .wait_jail(&idle.jail_id, Duration::from_millis(500))
-        .await
-        .expect("get");
+    // QUEUED until the request reactor created it (a loaded machine takes
+    // its time; a jail created without a run never becomes "done").
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let idle = loop {
+        let jail = env.client.jail(&idle.jail_id).await.expect("get");
+        if jail.state != JailState::Queued as i32 || tokio::time::Instant::now() > deadline {
+            break jail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(idle.state, JailState::Created as i32, "{idle:?}");
     let e = mallory
         .client()
