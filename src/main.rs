@@ -2,6 +2,7 @@
 //! crates (`amai-bus`, `amai-projections`, `amai-workers`, `amai-gateway`,
 //! `amai-client`) and in the process plumbing modules below.
 
+mod audit_cmd;
 mod bench;
 mod client_cmd;
 mod config;
@@ -75,6 +76,9 @@ enum Command {
     /// Trust: scores, history, alerts, explanations, reports, endorsements.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCommand),
+    /// Offline checks of RFC 9162 Merkle proofs (any RFC 9162 log's).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             Command::Llm(cmd) => llm_cmd::llm(&settings, cmd).await,
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
+            Command::Audit(cmd) => audit_cmd::audit(cmd),
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });
