@@ -17,7 +17,7 @@
 //! either. Lifecycle crashes become `Crash` once the lifecycle role records them.
 
 use amai_bus::proto::{self, payload::Kind};
-use amai_trust::{LimitKind, ObservationKind, Signal};
+use amai_trust::{LimitKind, Signal};
 
 /// Who requested a jail (learnt from `jail.requested`, before the jail's events).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,11 +91,6 @@ pub(crate) fn llm_signal(payload: &Kind) -> Option<Signal> {
         }
         _ => None,
     }
-}
-
-/// An `Evidence` observation kind.
-pub(crate) fn evidence(signal: Signal) -> ObservationKind {
-    ObservationKind::Evidence(signal)
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@
 //!   feed order, by the fold of that event, which is then its trust events' cause;
 //! - `e/<endorser>/<endorsee>`: the endorsement event id (counted ones only);
 //! - `p/<event_id>`: the feed sequence of every event that can be cited;
-//! - `o/<feed_seq>`: the trust events planned for that feed event ([`Planned`]);
+//! - `o/<feed_seq>`: where the trust events planned for that feed event go
+//!   ([`Planned`]: agent and slot; the content is the delta below);
 //! - `d/<agent>/<trust_seq>`: each planned trust event as a `TrustDelta`;
 //! - `x/<trust_event_id>`: its agent and slot;
 //! - `al/<window_end>/<trust_event_id>`: every alert, by event time;
@@ -47,7 +48,7 @@ use crate::reactor::output_id;
 /// Name of the trust projection (and of its sled tree).
 pub const TRUST_PROJECTION: &str = "trust";
 /// Version of the projection's schema.
-pub const TRUST_PROJECTION_VERSION: u32 = 1;
+pub const TRUST_PROJECTION_VERSION: u32 = 2;
 /// How far past its storage time an event's date is believed.
 pub const MAX_FUTURE_SKEW_MS: i64 = 300_000;
 /// The first slot of `trust/<agent>` the trust role writes: slot 1 is the
@@ -78,24 +79,22 @@ impl AgentRecord {
     }
 }
 
-/// One trust event planned for a feed event, in output order.
+/// One trust event planned for a feed event, in output order: where it goes.
+/// Its content is the delta stored at `d/<agent>/<seq>` (see
+/// [`delta_payload`]), not a second copy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Planned {
     /// The agent whose chain it goes on.
     pub agent: String,
     /// Its slot on `trust/<agent>`.
     pub seq: u64,
-    /// The encoded `proto::Payload`.
-    pub payload: Vec<u8>,
 }
 
-impl Planned {
-    /// The payload variant.
-    pub fn kind(&self) -> Result<Kind, String> {
-        proto::Payload::decode(self.payload.as_slice())
-            .map_err(|e| e.to_string())?
-            .kind
-            .ok_or_else(|| "planned payload without a variant".to_string())
+/// The payload of the trust event a stored delta records.
+pub fn delta_payload(delta: &proto::TrustDelta) -> Option<Kind> {
+    match delta.kind.clone()? {
+        proto::trust_delta::Kind::Adjusted(a) => Some(Kind::TrustAdjusted(a)),
+        proto::trust_delta::Kind::Alert(a) => Some(Kind::TrustAlertRaised(a)),
     }
 }
 
@@ -475,7 +474,10 @@ impl Fold<'_> {
                 for signal in evidence::jail_run_signals(run) {
                     out.push((
                         owner.owner.clone(),
-                        observe(evidence::evidence(signal), vec![owner.request_id.clone()]),
+                        observe(
+                            ObservationKind::Evidence(signal),
+                            vec![owner.request_id.clone()],
+                        ),
                     ));
                 }
             }
@@ -497,7 +499,7 @@ impl Fold<'_> {
                 out.push((
                     original.owner,
                     observe(
-                        evidence::evidence(amai_trust::Signal::JailNotReproducible),
+                        ObservationKind::Evidence(amai_trust::Signal::JailNotReproducible),
                         cites,
                     ),
                 ));
@@ -534,7 +536,7 @@ impl Fold<'_> {
                     Observation {
                         event_id: p.event_id.clone(),
                         at_ms: p.at_ms,
-                        kind: evidence::evidence(signal),
+                        kind: ObservationKind::Evidence(signal),
                         cites: Vec::new(),
                     },
                 )
@@ -584,7 +586,7 @@ impl Fold<'_> {
             let event_id = output_id(&event.body.id, index).to_string();
             let seq = record.next_seq;
             record.next_seq += 1;
-            let (kind, delta_kind, event_time_ms) = match output {
+            let (delta_kind, event_time_ms) = match output {
                 Output::Adjusted(a) => {
                     let payload = proto::TrustAdjusted {
                         agent_id: agent.to_string(),
@@ -597,11 +599,7 @@ impl Fold<'_> {
                         evidence: a.evidence,
                         event_time_ms: a.event_time_ms,
                     };
-                    (
-                        Kind::TrustAdjusted(payload.clone()),
-                        proto::trust_delta::Kind::Adjusted(payload),
-                        a.event_time_ms,
-                    )
+                    (proto::trust_delta::Kind::Adjusted(payload), a.event_time_ms)
                 }
                 Output::Alert(a) => {
                     let mut evidence = a.evidence;
@@ -625,11 +623,7 @@ impl Fold<'_> {
                     let end = a.window.to_ms;
                     self.tx
                         .insert(alert_key(end, &event_id), delta_key(agent, seq))?;
-                    (
-                        Kind::TrustAlertRaised(payload.clone()),
-                        proto::trust_delta::Kind::Alert(payload),
-                        end,
-                    )
+                    (proto::trust_delta::Kind::Alert(payload), end)
                 }
             };
             let delta = proto::TrustDelta {
@@ -647,7 +641,6 @@ impl Fold<'_> {
             planned.push(Planned {
                 agent: agent.to_string(),
                 seq,
-                payload: proto::Payload { kind: Some(kind) }.encode_to_vec(),
             });
         }
         put(self.tx, record_key(agent), &record)

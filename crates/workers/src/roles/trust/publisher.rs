@@ -18,6 +18,7 @@ use amai_bus::subjects::{Aggregate, AggregateKind};
 use amai_bus::{EventStore, Position, VerifiedEvent};
 use amai_projections::ProjectionHandle;
 
+use super::model::delta_payload;
 use super::read::TrustReadModel;
 use crate::reactor::{PlannedOutput, ReactError, ReactFuture, Reactor, ReactorOptions};
 
@@ -88,7 +89,8 @@ impl Reactor for TrustPublisher {
                 )
                 .await
                 .map_err(|e| ReactError::Transient(format!("trust projection behind: {e}")))?;
-            let planned = TrustReadModel::new(projection.tree().clone())
+            let model = TrustReadModel::new(projection.tree().clone());
+            let planned = model
                 .planned(stream_seq)
                 .map_err(|e| ReactError::Poison(e.to_string()))?;
             planned
@@ -96,7 +98,17 @@ impl Reactor for TrustPublisher {
                 .map(|p| {
                     let aggregate = Aggregate::new(AggregateKind::Trust, &p.agent)
                         .map_err(|e| ReactError::Poison(e.to_string()))?;
-                    let kind = p.kind().map_err(ReactError::Poison)?;
+                    let kind = model
+                        .delta_at(&p.agent, p.seq)
+                        .map_err(|e| ReactError::Poison(e.to_string()))?
+                        .as_ref()
+                        .and_then(delta_payload)
+                        .ok_or_else(|| {
+                            ReactError::Poison(format!(
+                                "the plan names slot {} of {} but the projection holds no delta there",
+                                p.seq, aggregate
+                            ))
+                        })?;
                     Ok(PlannedOutput::in_slot(aggregate, kind, p.seq))
                 })
                 .collect()

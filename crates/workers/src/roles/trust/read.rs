@@ -65,6 +65,13 @@ impl TrustReadModel {
             .unwrap_or_default())
     }
 
+    /// The delta at `seq` of `agent`'s trust chain, as planned.
+    pub fn delta_at(&self, agent: &str, seq: u64) -> Result<Option<proto::TrustDelta>, ReadError> {
+        self.get(&delta_key(agent, seq))?
+            .map(|v| proto::TrustDelta::decode(v.as_ref()).map_err(corrupt))
+            .transpose()
+    }
+
     /// The deployment's event-time clock (`i64::MIN` before any event).
     pub fn clock(&self) -> Result<i64, ReadError> {
         Ok(self
