@@ -981,3 +981,100 @@ async fn messaging_many_new_peers_raises_a_fan_out_alert_and_known_peers_do_not_
     assert_eq!(common::trust_seq(&w.store, &peers[5].id).await, 1);
     w.stop().await;
 }
+
+/// A rogue publisher with NATS access but no service key: a `jail.run_finished`
+/// signed by the agent itself, published raw, earns it nothing (the fold
+/// verifies every event and never applies this one); an action published raw
+/// with a date a year ahead (the store would refuse it) moves the event-time
+/// clock at most 5 minutes past when it was stored, so it cannot age anyone's
+/// evidence.
+#[tokio::test]
+async fn raw_published_forgeries_and_far_future_dates_change_no_score() {
+    let mut w = World::new().await;
+    w.start_trust(None).await;
+    let mallory = w.agent("mallory").await;
+    let publish_raw = |subject: String, signed: proto::SignedEvent| {
+        let js = w.store.jetstream().clone();
+        async move {
+            js.publish(subject, signed.encode_to_vec().into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    };
+    // Her own request, then a "clean run" she signed herself.
+    let bad = proto::JailRunFinished {
+        connections_denied: 1,
+        ..Default::default()
+    };
+    let (_, _) = w.jail_run(&mallory, now_ms(), bad).await;
+    let summary = w.settled(&mallory.id, 1).await;
+    let fallen = summary.score_milli;
+    // A real request of hers (its jail id derived as the jail role requires),
+    // which no jail service ever runs.
+    let own = Aggregate::agent(&mallory.id).expect("agg");
+    let head = w.store.chain_head(&own).await.expect("head");
+    let request = uuid::Uuid::now_v7();
+    let jail_id = amai_bus::jail::jail_id(&mallory.id, &request.to_string());
+    let signed = EventDraft::new(
+        own.clone(),
+        Kind::JailRequested(proto::JailRequested {
+            jail_id: jail_id.clone(),
+            spec_json: b"{}".to_vec(),
+            run: true,
+            ..Default::default()
+        }),
+    )
+    .after(head.aggregate_seq, head.hash)
+    .id(request)
+    .sign(&mallory.keys, &mallory.id);
+    w.store.append(signed).await.expect("request");
+    let agg = Aggregate::new(AggregateKind::Jail, &jail_id).expect("agg");
+    let forged = EventDraft::new(
+        agg.clone(),
+        Kind::JailRunFinished(proto::JailRunFinished {
+            jail_id: jail_id.clone(),
+            ..Default::default()
+        }),
+    )
+    .after(0, amai_bus::ZERO_HASH)
+    .sign(&mallory.keys, &mallory.id);
+    publish_raw(agg.subject(), forged).await;
+
+    // An action dated a year ahead, correctly chained and signed, published raw.
+    let head = w.store.chain_head(&own).await.expect("head");
+    let year = 365 * 24 * 3_600_000;
+    let future = EventDraft::action(own.clone(), "task.step", "{}")
+        .after(head.aggregate_seq, head.hash)
+        .occurred_at(ts(now_ms() + year))
+        .sign(&mallory.keys, &mallory.id);
+    publish_raw(own.subject(), future).await;
+
+    // A marker after both: once the fold reached it, it passed them.
+    let marker = w.agent("marker").await;
+    w.jail_run(&marker, now_ms(), clean()).await;
+    w.settled(&marker.id, 1).await;
+    let after = w.summary(&mallory.id).await;
+    assert_eq!(
+        after.last_deltas.len(),
+        1,
+        "the forged clean run counted: {:?}",
+        after.last_deltas
+    );
+    assert!(
+        after.clock_ms <= now_ms() + 6 * MINUTE,
+        "the clock jumped to {} (now {})",
+        after.clock_ms,
+        now_ms()
+    );
+    assert!(
+        60_000 - after.score_milli >= (60_000 - fallen) * 9 / 10,
+        "the evidence did not age: {} vs {fallen}",
+        after.score_milli
+    );
+    // The forgery is on record as an integrity violation of the fold.
+    let projection = w.runtimes[1].projection("trust").expect("projection");
+    assert!(projection.violation_count() >= 1);
+    w.stop().await;
+}
