@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "amai/v1/jail_service.proto",
         "amai/v1/gateway.proto",
         "amai/v1/trust_service.proto",
+        "amai/v1/audit.proto",
+        "amai/v1/audit_service.proto",
+        "amai/v1/export.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

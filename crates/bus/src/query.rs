@@ -71,6 +71,21 @@ pub const TRUST_EXPLAIN: &str = "amai.query.trust.explain";
 /// `TrustEndorsementQuery` → `TrustEndorsementAnswer`.
 pub const TRUST_ENDORSEMENT: &str = "amai.query.trust.endorsement";
 
+/// The audit role's query service name.
+pub const AUDIT_SERVICE: &str = "amai-audit";
+/// `GetCheckpointRequest` → `Checkpoint` (NOT_FOUND: no checkpoint of that
+/// stream, or of that size).
+pub const AUDIT_CHECKPOINT: &str = "amai.query.audit.checkpoint";
+/// `GetInclusionProofRequest` → `InclusionProof`.
+pub const AUDIT_INCLUSION: &str = "amai.query.audit.inclusion";
+/// `GetConsistencyProofRequest` → `ConsistencyProof`.
+pub const AUDIT_CONSISTENCY: &str = "amai.query.audit.consistency";
+/// `RequestCheckpointRequest` (the gateway checked the operator) →
+/// `Checkpoint`: checkpoints the stream now.
+pub const AUDIT_REQUEST_CHECKPOINT: &str = "amai.query.audit.request_checkpoint";
+/// `GetAuditStatusRequest` → `AuditStatus`.
+pub const AUDIT_STATUS: &str = "amai.query.audit.status";
+
 /// Header carrying a query error's reason.
 pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
 /// Prefix of the headers carrying a query error's metadata.
@@ -102,6 +117,12 @@ pub mod reason {
     /// The jail is not in a state that allows the call (run a jail that is
     /// not freshly created, ...).
     pub const JAIL_STATE: &str = "JAIL_STATE";
+    /// No checkpoint of the stream yet, or none of that size.
+    pub const NO_CHECKPOINT: &str = "NO_CHECKPOINT";
+    /// The audit tree has not reached the requested size yet.
+    pub const TREE_SIZE_BEYOND_END: &str = "TREE_SIZE_BEYOND_END";
+    /// The audit tree disagrees with the latest signed checkpoint.
+    pub const LOG_DIVERGED: &str = "LOG_DIVERGED";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -116,6 +137,9 @@ pub mod reason {
         WORKER_UNAVAILABLE,
         INTERNAL,
         JAIL_STATE,
+        NO_CHECKPOINT,
+        TREE_SIZE_BEYOND_END,
+        LOG_DIVERGED,
     ];
 }
 

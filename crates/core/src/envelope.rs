@@ -67,6 +67,9 @@ pub fn payload_event_type(kind: &Kind) -> Option<&'static str> {
         Kind::JailReproducibilityChecked(_) => "jail.reproducibility_checked",
         Kind::JailDeleted(_) => "jail.deleted",
         Kind::JailRunQueued(_) => "jail.run_queued",
+        Kind::AuditCheckpointed(_) => "audit.checkpointed",
+        Kind::AuditCheckpointCosigned(_) => "audit.checkpoint_cosigned",
+        Kind::AuditSplitViewDetected(_) => "audit.split_view_detected",
         Kind::AgentAction(_) => return None,
     })
 }

@@ -419,6 +419,14 @@ impl IdentityState {
         if let Kind::AgentEndorsed(e) = &ev.payload {
             check_endorsement(e, &self.id)?;
         }
+        if let Kind::AuditCheckpointCosigned(c) = &ev.payload {
+            if c.root_hash.len() != 32 || c.origin.is_empty() || c.witness_name.is_empty() {
+                return Err(RuleError::Invalid(
+                    "a cosignature record names the origin, the witness and a 32-byte root_hash"
+                        .into(),
+                ));
+            }
+        }
         Ok(SignerRequirement::None)
     }
 
@@ -477,6 +485,35 @@ fn check_endorsement(e: &proto::AgentEndorsed, endorser: &str) -> Result<(), Rul
     Ok(())
 }
 
+/// The rules an `audit.checkpointed` keeps on its own (sizes growing along
+/// the chain and the note's signature are checked by auditors and witnesses,
+/// which hold the previous checkpoint and the log key).
+fn check_checkpoint_shape(c: &proto::AuditCheckpointed, stream: &str) -> Result<(), RuleError> {
+    if c.stream != stream {
+        return Err(RuleError::Invalid(format!(
+            "a checkpoint of {} cannot be stored on audit/{stream}",
+            c.stream
+        )));
+    }
+    if c.tree_size == 0 || c.root_hash.len() != 32 || c.log_signature.len() != 64 {
+        return Err(RuleError::Invalid(
+            "a checkpoint has tree_size >= 1, a 32-byte root_hash and a 64-byte log_signature"
+                .into(),
+        ));
+    }
+    if c.note.is_empty() || c.origin.is_empty() {
+        return Err(RuleError::Invalid(
+            "a checkpoint carries its origin and its signed note".into(),
+        ));
+    }
+    if c.gaps.iter().any(|g| *g == 0 || *g > c.tree_size) {
+        return Err(RuleError::Invalid(
+            "checkpoint gaps are stream sequences within the tree".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a payload is an action of an identity on its own chain (genesis
 /// excepted: it is only valid at seq 1).
 fn belongs_on_agent_chain(kind: &Kind) -> bool {
@@ -493,6 +530,8 @@ fn belongs_on_agent_chain(kind: &Kind) -> bool {
             | Kind::LlmSessionKeyRevoked(_)
             | Kind::LlmSessionDeleted(_)
             | Kind::JailRequested(_)
+            | Kind::AuditCheckpointCosigned(_)
+            | Kind::AuditSplitViewDetected(_)
     )
 }
 
@@ -504,6 +543,7 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
             Some(AggregateKind::Trust)
         }
         Kind::ReactorFailed(_) => Some(AggregateKind::Failure),
+        Kind::AuditCheckpointed(_) => Some(AggregateKind::Audit),
         Kind::LlmInteractionRecorded(_) | Kind::LlmReplayMissed(_) => Some(AggregateKind::Llm),
         Kind::JailCreated(_)
         | Kind::JailRunStarted(_)
@@ -524,7 +564,9 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         | Kind::LlmSessionKeyIssued(_)
         | Kind::LlmSessionKeyRevoked(_)
         | Kind::LlmSessionDeleted(_)
-        | Kind::JailRequested(_) => None,
+        | Kind::JailRequested(_)
+        | Kind::AuditCheckpointCosigned(_)
+        | Kind::AuditSplitViewDetected(_) => None,
     }
 }
 
@@ -559,6 +601,9 @@ pub fn check_foreign_aggregate_event(
                 return Err(RuleError::Invalid(
                     "a service result names signer_seq: the position of the service's own chain at which its key was current".into(),
                 ));
+            }
+            if let Kind::AuditCheckpointed(c) = &ev.payload {
+                check_checkpoint_shape(c, &ev.aggregate.id)?;
             }
             Ok(SignerRequirement::Identity {
                 actor: ev.actor().to_string(),

@@ -145,6 +145,14 @@ impl IdentityKeys {
         did_key(&self.public_key())
     }
 
+    /// The Ed25519 signing key, for formats that are not Amai events and
+    /// carry their own domain separation: a C2SP signed note (a checkpoint)
+    /// signs text that starts with its origin line, which no PAE encoding
+    /// (`DSSEv1 ...`) can equal.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// Signs `body` under the PAE domain `domain`.
     pub fn sign(&self, domain: &str, body: &[u8]) -> [u8; 64] {
         self.signing.sign(&pae::pae(domain, body)).to_bytes()

@@ -89,6 +89,9 @@ pub const GET_TRUST_REPORT_METHOD: &str = "/amai.v1.TrustService/GetReport";
 /// gRPC method path of `TrustService.Explain` (signed read: the agent or an operator).
 pub const EXPLAIN_TRUST_METHOD: &str = "/amai.v1.TrustService/Explain";
 
+/// gRPC method path of `AuditService.RequestCheckpoint` (signed: operators only).
+pub const REQUEST_CHECKPOINT_METHOD: &str = "/amai.v1.AuditService/RequestCheckpoint";
+
 macro_rules! error_kinds {
     ($( $(#[$doc:meta])* $variant:ident => $reason:literal, )*) => {
         /// The machine-readable reason of a failure (`google.rpc.ErrorInfo.reason`
@@ -227,6 +230,14 @@ error_kinds! {
     EndorseeRevoked => "ENDORSEE_REVOKED",
     /// The endorser already endorsed this endorsee (metadata: `endorsee`, `event_id` of the endorsement).
     AlreadyEndorsed => "ALREADY_ENDORSED",
+    // Audit (`AuditService`, the audit role's queries).
+    /// No checkpoint of the stream yet, or none of that size (metadata: `stream`).
+    NoCheckpoint => "NO_CHECKPOINT",
+    /// The audit tree has not reached the requested size yet (metadata: `stream`, `tree_size`, `stored`).
+    TreeSizeBeyondEnd => "TREE_SIZE_BEYOND_END",
+    /// The audit role's tree disagrees with the latest signed checkpoint: the
+    /// stream was rewritten; nothing is signed over it (metadata: `stream`).
+    LogDiverged => "LOG_DIVERGED",
     // Queries (`min_position` and pages).
     /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
     StalePosition => "STALE_POSITION",
