@@ -11,9 +11,16 @@
 //!   holds the largest power of two strictly below the size); the empty tree
 //!   hashes to `SHA-256("")`.
 //! - [`inclusion_proof`] and [`consistency_proof`] build the RFC's PATH and
-//!   PROOF (§2.1.3.1, §2.1.4.1) from an in-memory list of leaf hashes. That
-//!   is enough for now; proofs served from stored tiles come later and must
-//!   produce the same bytes.
+//!   PROOF (§2.1.3.1, §2.1.4.1) from an in-memory list of leaf hashes.
+//! - [`stored`] keeps the tree as stored nodes (the roots of its complete
+//!   subtrees, addressed by [`NodeId`]) behind a key-value [`NodeReader`]:
+//!   [`append_leaves`] says which nodes a batch of new leaves adds, and
+//!   [`root_at`], [`inclusion_proof_at`] and [`consistency_proof_at`] give the
+//!   same bytes as the in-memory functions, at the stored size or any past
+//!   one, reading O(log n) nodes (bounds in the module docs) instead of
+//!   rehashing the leaves. The module does no I/O either: the audit role
+//!   implements [`NodeReader`] over its store and writes what
+//!   [`append_leaves`] returns.
 //! - [`verify_inclusion`] and [`verify_consistency`] implement the
 //!   verification algorithms of §2.1.3.2 and §2.1.4.2 on plain RFC inputs
 //!   (sizes, index, hashes, proof as a list of hashes), so they check proofs
@@ -51,6 +58,13 @@
 #![warn(missing_docs)]
 
 use sha2::{Digest, Sha256};
+
+pub mod stored;
+
+pub use stored::{
+    append_leaves, consistency_proof_at, inclusion_proof_at, root_at, MemNodes, NodeId, NodeReader,
+    StoredTreeError, StoredTreeErrorKind,
+};
 
 /// A SHA-256 hash: a leaf hash, an inner node hash or a root.
 pub type Hash = [u8; 32];
