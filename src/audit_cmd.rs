@@ -8,7 +8,12 @@
 //! printed, and in `--json` output); 2 the inputs are unusable (a hash that is
 //! not 32 bytes, a missing flag).
 
+mod online;
+mod witness;
+
 use std::process::ExitCode;
+
+use crate::config::Settings;
 
 use amai_merkle::{verify_consistency, verify_inclusion, Hash};
 use anyhow::{bail, Context};
@@ -59,6 +64,61 @@ pub(crate) enum AuditCommand {
         /// separate them with commas.
         #[arg(long = "proof", value_delimiter = ',')]
         proof: Vec<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every audited stream: tree size, latest checkpoint, gaps, and the
+    /// audit service's log key (through the gateway).
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A stream's latest checkpoint (or the one of `--size`), its note
+    /// verified against the deployment's log key; `--request` makes the audit
+    /// service checkpoint now (an operator's signed request: `--keys`).
+    Checkpoint {
+        /// The stream (e.g. AMAI_AGENTS).
+        #[arg(long, default_value = "AMAI_AGENTS")]
+        stream: String,
+        /// The checkpoint of exactly this tree size (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+        /// Checkpoint now (operators).
+        #[arg(long)]
+        request: bool,
+        /// A witness's C2SP verifier key to trust (repeat the flag).
+        #[arg(long = "witness-vkey")]
+        witness_vkeys: Vec<String>,
+        /// Require cosignatures of this many distinct trusted witnesses
+        /// (exit 1 otherwise).
+        #[arg(long, default_value_t = 0)]
+        require_witnesses: usize,
+        #[command(flatten)]
+        reading: crate::client_cmd::Reading,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a stream's checkpoints, cosign the consistent ones, raise a
+    /// split view (exit 3).
+    Witness(witness::WitnessArgs),
+    /// An RFC 9162 proof from the audit service, printed as the inputs of
+    /// `verify-inclusion` / `verify-consistency` (and checked here too).
+    Proof {
+        /// The stream.
+        #[arg(long, default_value = "AMAI_AGENTS")]
+        stream: String,
+        /// Inclusion of the event at this stream sequence (leaf seq - 1).
+        #[arg(long, conflicts_with = "old_size")]
+        seq: Option<u64>,
+        /// Consistency from this older tree size.
+        #[arg(long)]
+        old_size: Option<u64>,
+        /// The tree size (default: the latest checkpoint's).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -132,41 +192,67 @@ fn verdict(json_out: bool, what: &str, result: Result<(), (String, String)>) -> 
 }
 
 /// Runs `amai audit ...`.
-pub(crate) fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
-    let run = || -> anyhow::Result<ExitCode> {
-        Ok(match cmd {
-            AuditCommand::VerifyInclusion {
-                leaf_index,
-                tree_size,
-                root,
-                leaf_hash,
-                proof,
-                json,
-            } => {
-                let root = parse_hash("root", &root)?;
-                let leaf = parse_hash("leaf hash", &leaf_hash)?;
-                let proof = parse_proof(&proof)?;
-                let r = verify_inclusion(&leaf, leaf_index, tree_size, &proof, &root)
-                    .map_err(|e| (format!("{:?}", e.kind()), e.to_string()));
-                verdict(json, "inclusion", r)
-            }
-            AuditCommand::VerifyConsistency {
-                old_size,
-                new_size,
-                old_root,
-                new_root,
-                proof,
-                json,
-            } => {
-                let old_root = parse_hash("old root", &old_root)?;
-                let new_root = parse_hash("new root", &new_root)?;
-                let proof = parse_proof(&proof)?;
-                let r = verify_consistency(old_size, new_size, &old_root, &new_root, &proof)
-                    .map_err(|e| (format!("{:?}", e.kind()), e.to_string()));
-                verdict(json, "consistency", r)
-            }
-        })
-    };
+pub(crate) async fn audit(settings: &Settings, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Status { json } => online::status(settings, json).await,
+        AuditCommand::Witness(args) => witness::witness(settings, args).await,
+        AuditCommand::Checkpoint {
+            stream,
+            size,
+            request,
+            witness_vkeys,
+            require_witnesses,
+            reading,
+            json,
+        } => {
+            let witnesses = online::Witnesses {
+                vkeys: witness_vkeys,
+                required: require_witnesses,
+            };
+            online::checkpoint(settings, &stream, size, request, &witnesses, &reading, json).await
+        }
+        AuditCommand::Proof {
+            stream,
+            seq,
+            old_size,
+            size,
+            json,
+        } => online::proof(settings, &stream, seq, old_size, size, json).await,
+        AuditCommand::VerifyInclusion {
+            leaf_index,
+            tree_size,
+            root,
+            leaf_hash,
+            proof,
+            json,
+        } => offline(|| {
+            let root = parse_hash("root", &root)?;
+            let leaf = parse_hash("leaf hash", &leaf_hash)?;
+            let proof = parse_proof(&proof)?;
+            let r = verify_inclusion(&leaf, leaf_index, tree_size, &proof, &root)
+                .map_err(|e| (format!("{:?}", e.kind()), e.to_string()));
+            Ok(verdict(json, "inclusion", r))
+        }),
+        AuditCommand::VerifyConsistency {
+            old_size,
+            new_size,
+            old_root,
+            new_root,
+            proof,
+            json,
+        } => offline(|| {
+            let old_root = parse_hash("old root", &old_root)?;
+            let new_root = parse_hash("new root", &new_root)?;
+            let proof = parse_proof(&proof)?;
+            let r = verify_consistency(old_size, new_size, &old_root, &new_root, &proof)
+                .map_err(|e| (format!("{:?}", e.kind()), e.to_string()));
+            Ok(verdict(json, "consistency", r))
+        }),
+    }
+}
+
+/// Runs an offline check: unusable inputs exit with [`EXIT_USAGE`].
+fn offline(run: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     match run() {
         Ok(code) => Ok(code),
         Err(e) => {

@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             Command::Llm(cmd) => llm_cmd::llm(&settings, cmd).await,
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
-            Command::Audit(cmd) => audit_cmd::audit(cmd),
+            Command::Audit(cmd) => audit_cmd::audit(&settings, cmd).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod checkpoints;
 pub mod error;
 pub mod jail;
 pub mod llm;
@@ -36,9 +37,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
-    self, blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
-    identity_service_client::IdentityServiceClient, jail_service_client::JailServiceClient,
-    llm_service_client::LlmServiceClient, trust_service_client::TrustServiceClient,
+    self, audit_service_client::AuditServiceClient, blob_service_client::BlobServiceClient,
+    event_service_client::EventServiceClient, identity_service_client::IdentityServiceClient,
+    jail_service_client::JailServiceClient, llm_service_client::LlmServiceClient,
+    trust_service_client::TrustServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
@@ -69,6 +71,7 @@ pub struct AmaiClient {
     llm: LlmServiceClient<Channel>,
     jail: JailServiceClient<Channel>,
     trust: TrustServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
     signer: Option<Signer>,
@@ -110,7 +113,9 @@ impl AmaiClient {
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             jail: JailServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
-            trust: TrustServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
+            trust: TrustServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            audit: AuditServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
             deployment: Default::default(),
             signer: None,
@@ -415,6 +420,11 @@ impl AmaiClient {
     /// The raw `TrustService` client.
     pub fn trust_service(&self) -> TrustServiceClient<Channel> {
         self.trust.clone()
+    }
+
+    /// The raw `AuditService` client.
+    pub fn audit_service(&self) -> AuditServiceClient<Channel> {
+        self.audit.clone()
     }
 
     /// The raw `BlobService` client.

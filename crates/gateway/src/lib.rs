@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod events;
@@ -36,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amai_bus::proto::audit_service_server::AuditServiceServer;
 use amai_bus::proto::blob_service_server::BlobServiceServer;
 use amai_bus::proto::event_service_server::EventServiceServer;
 use amai_bus::proto::identity_service_server::IdentityServiceServer;
@@ -44,6 +46,7 @@ use amai_bus::proto::llm_service_server::LlmServiceServer;
 use amai_bus::proto::trust_service_server::TrustServiceServer;
 use amai_bus::EventStore;
 
+pub use audit::AuditSvc;
 pub use events::EventSvc;
 pub use identity::IdentitySvc;
 pub use jail::JailSvc;
@@ -372,6 +375,7 @@ pub async fn serve(
     health.set_serving::<LlmServiceServer<LlmSvc>>().await;
     health.set_serving::<JailServiceServer<JailSvc>>().await;
     health.set_serving::<TrustServiceServer<TrustSvc>>().await;
+    health.set_serving::<AuditServiceServer<AuditSvc>>().await;
     // Both reflection versions: grpcurl and current tools speak v1, many stock
     // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -406,6 +410,8 @@ pub async fn serve(
     .max_decoding_message_size(max_message);
     let trust = TrustServiceServer::new(TrustSvc::new(shared.clone()))
         .max_decoding_message_size(max_message);
+    let audit = AuditServiceServer::new(AuditSvc::new(shared.clone()))
+        .max_decoding_message_size(max_message);
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
@@ -426,6 +432,7 @@ pub async fn serve(
         .add_service(llm)
         .add_service(jail)
         .add_service(trust)
+        .add_service(audit)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -28,6 +28,8 @@
 
 pub mod bootstrap;
 pub mod deploy;
+#[cfg(any(feature = "trust", feature = "audit"))]
+mod duration;
 mod inbox;
 pub mod query_service;
 pub mod reactor;

@@ -171,7 +171,7 @@ pub struct ServiceSigner {
 /// The service's own chain head: the position its outputs cite as `signer_seq`
 /// (its key's validity is judged there, causally). Identical for every
 /// instance, so outputs stay byte-identical.
-async fn signer_seq(store: &EventStore, signer: &ServiceSigner) -> Result<u64, String> {
+pub(crate) async fn signer_seq(store: &EventStore, signer: &ServiceSigner) -> Result<u64, String> {
     let state = store
         .identity_state(&signer.id)
         .await

@@ -109,6 +109,33 @@ pub trait Role: Send + Sync + 'static {
     fn listeners(&self, _ctx: &RoleContext) -> Result<Vec<Listener>, RoleError> {
         Ok(Vec::new())
     }
+
+    /// Background tasks (e.g. the audit role's tree builders), built last,
+    /// after the query service and the listeners. The runtime runs each until
+    /// the shutdown signal; a task that ends early with an error stops the
+    /// role like a failed reactor.
+    fn tasks(&self, _ctx: &RoleContext) -> Result<Vec<Task>, RoleError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A background task a role declares ([`Role::tasks`]).
+pub struct Task {
+    /// Name, for logs and errors.
+    pub name: String,
+    /// The task: runs until the signal resolves.
+    pub run: TaskFn,
+}
+
+/// Runs a [`Task`] until the shutdown signal resolves.
+pub type TaskFn = Box<dyn FnOnce(ShutdownSignal) -> ListenerFuture + Send>;
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A query service on NATS request/reply (services API, queue group).

@@ -305,6 +305,11 @@ impl RoleRuntime {
             let served = (listener.serve)(socket, stopped(stop_rx.clone()));
             self.tasks.spawn(async move { (label, served.await) });
         }
+        for task in role.tasks(&ctx)? {
+            let label = format!("task {}", task.name);
+            let ran = (task.run)(stopped(stop_rx.clone()));
+            self.tasks.spawn(async move { (label, ran.await) });
+        }
         Ok(())
     }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use crate::role::{Role, UnknownRole};
 
+#[cfg(feature = "audit")]
+pub mod audit;
 #[cfg(feature = "identity")]
 pub mod identity;
 #[cfg(feature = "jail")]
@@ -30,6 +32,8 @@ pub fn registry() -> Vec<Arc<dyn Role>> {
     roles.push(Arc::new(jail::JailRole::default()));
     #[cfg(feature = "trust")]
     roles.push(Arc::new(trust::TrustRole::default()));
+    #[cfg(feature = "audit")]
+    roles.push(Arc::new(audit::AuditRole::default()));
     roles
 }
 
