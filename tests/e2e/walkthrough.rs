@@ -192,8 +192,8 @@ async fn walkthrough_cli() {
     assert_eq!(inbox[0]["from"], Value::from(alice_id.clone()));
     assert_eq!(inbox[0]["text"], "the results are in");
 
-    // Events: operator, the identity, llm, jail and trust services, alice,
-    // bob registered + one message.
+    // Events: operator, the identity, llm, jail, trust and audit services,
+    // alice, bob registered + one message.
     let out = run(vec![
         "events",
         "tail",
@@ -202,7 +202,7 @@ async fn walkthrough_cli() {
         "--from-seq",
         "1",
         "--count",
-        "8",
+        "9",
         "--json",
     ])
     .await
@@ -211,14 +211,14 @@ async fn walkthrough_cli() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    assert_eq!(events.len(), 8, "{out}");
+    assert_eq!(events.len(), 9, "{out}");
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["type"].as_str().expect("type"))
         .collect();
     assert_eq!(
         types.iter().filter(|t| **t == "agent.registered").count(),
-        7,
+        8,
         "{types:?}"
     );
     let sent: Vec<&Value> = events
@@ -235,7 +235,7 @@ async fn walkthrough_cli() {
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     // Chain verification, client-side.
     let report = run(vec![
@@ -264,8 +264,8 @@ async fn walkthrough_cli() {
         let metrics = metrics.clone();
         async move {
             let text = http_get(&metrics, "/metrics").await?;
-            // One trust.initialized per registration: operator, four services, two agents.
-            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 7") {
+            // One trust.initialized per registration: operator, five services, two agents.
+            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 8") {
                 Ok(text)
             } else {
                 Err(text)
@@ -286,7 +286,7 @@ async fn walkthrough_cli() {
         "{text}"
     );
 
-    // Stats: operator, four services, alice and bob; one message.
+    // Stats: operator, five services, alice and bob; one message.
     let stats = wait_until("stats count the message", DEADLINE, || {
         let f = run(vec!["stats", "--json"]);
         async move {
@@ -299,11 +299,11 @@ async fn walkthrough_cli() {
         }
     })
     .await;
-    assert_eq!(stats["identities"], 7, "{stats}");
+    assert_eq!(stats["identities"], 8, "{stats}");
     assert_eq!(stats["per_kind"]["agent"], 2, "{stats}");
     assert_eq!(stats["per_kind"]["operator"], 1, "{stats}");
-    // One service identity per role: identity, llm, jail and trust.
-    assert_eq!(stats["per_kind"]["service"], 4, "{stats}");
+    // One service identity per role: identity, llm, jail, trust and audit.
+    assert_eq!(stats["per_kind"]["service"], 5, "{stats}");
     assert_eq!(stats["revoked"], 0, "{stats}");
     assert_eq!(stats["integrity_violations"], 0, "{stats}");
 
@@ -588,8 +588,8 @@ async fn up_restart_keeps_state() {
     run(vec!["agent", "register", "--keys", &key, "--name", "carol"])
         .await
         .ok();
-    // operator, the identity, llm, jail and trust services, carol.
-    wait_until("carol is counted", DEADLINE, stats_with(6)).await;
+    // operator, the identity, llm, jail, trust and audit services, carol.
+    wait_until("carol is counted", DEADLINE, stats_with(7)).await;
     up.sigterm();
     assert!(up.wait_exit(DEADLINE).await.success(), "{}", up.log());
     let operator_key =
@@ -612,13 +612,13 @@ async fn up_restart_keeps_state() {
     let carol: Value = serde_json::from_str(carol.trim()).expect("json");
     assert_eq!(carol["trust_score"], 60.0);
     assert_eq!(carol["chain_length"], 1);
-    let stats = wait_until("stats answer", DEADLINE, stats_with(6)).await;
+    let stats = wait_until("stats answer", DEADLINE, stats_with(7)).await;
     assert_eq!(
         stats["per_kind"]["operator"], 1,
         "operator registered once: {stats}"
     );
     assert_eq!(
-        stats["per_kind"]["service"], 4,
+        stats["per_kind"]["service"], 5,
         "each service registered once: {stats}"
     );
     assert_eq!(

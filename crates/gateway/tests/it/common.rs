@@ -79,28 +79,33 @@ impl Env {
 
     /// Gateway, an identity worker and a jail worker on the local Docker Engine.
     pub(crate) async fn with_jail(config: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config), false).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config), false, false).await
+    }
+
+    /// Gateway, an identity worker and an audit worker (checkpoints on request only).
+    pub(crate) async fn with_audit() -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, false, true).await
     }
 
     /// Gateway, identity, llm (with `llm`) and jail workers; the jails reach
     /// the llm role's proxy.
     pub(crate) async fn with_jail_llm(jail: JailConfig, llm: LlmConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail), false).await
+        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail), false, false).await
     }
 
     async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
         let llm = llm.then(|| LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2));
-        Self::start_full(max_event_bytes, worker, llm, None, false).await
+        Self::start_full(max_event_bytes, worker, llm, None, false, false).await
     }
 
     /// Gateway, identity, jail and trust workers.
     pub(crate) async fn with_jail_trust(jail: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, Some(jail), true).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(jail), true, false).await
     }
 
     /// Gateway, an identity worker and a trust worker.
     pub(crate) async fn with_trust() -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, None, true).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, true, false).await
     }
 
     async fn start_full(
@@ -109,6 +114,7 @@ impl Env {
         llm: Option<LlmConfig>,
         jail: Option<JailConfig>,
         trust: bool,
+        audit: bool,
     ) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
@@ -147,6 +153,15 @@ impl Env {
             wanted.push((
                 std::sync::Arc::new(TrustRole::with_config(TrustRoleConfig::default())),
                 "svc-trust",
+            ));
+        }
+        if audit {
+            let config = amai_workers::roles::audit::AuditRoleConfig::default()
+                .every_events(1_000_000)
+                .interval(Duration::from_secs(3600));
+            wanted.push((
+                std::sync::Arc::new(amai_workers::roles::audit::AuditRole::with_config(config)),
+                "svc-audit",
             ));
         }
         let jail_name = "svc-jail";

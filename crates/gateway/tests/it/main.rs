@@ -1,6 +1,7 @@
 //! Gateway integration tests against a real nats-server (one test binary).
 
 mod append;
+mod audit;
 mod auth;
 mod blobs;
 mod common;
