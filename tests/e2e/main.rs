@@ -12,3 +12,4 @@ mod scale_out;
 mod trust;
 mod util;
 mod walkthrough;
+mod witness;
