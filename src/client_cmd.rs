@@ -131,6 +131,11 @@ pub(crate) enum AgentCommand {
     Show {
         /// Id (32 hex) or name.
         who: String,
+        /// As of a point in history (an RFC 3339 time or stream positions
+        /// such as `AMAI_AGENTS:120`): rebuilt from the streams (needs
+        /// --nats-url and the trust root).
+        #[arg(long)]
+        as_of: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -363,8 +368,11 @@ pub(crate) async fn agent(settings: &Settings, cmd: AgentCommand) -> anyhow::Res
                 format!("registered {name}\nid:  {}\ndid: {}", r.agent_id, r.did),
             );
         }
-        AgentCommand::Show { who, json } => {
-            let i = client.get_identity(&who).await?;
+        AgentCommand::Show { who, as_of, json } => {
+            let i = match as_of {
+                Some(at) => crate::replay_cmd::identity_as_of(settings, &who, &at).await?,
+                None => client.get_identity(&who).await?,
+            };
             let text = format!(
                 "{} ({})\nid:          {}\ndid:         {}\nkind:        {}\nchain:       {} events\ntrust score: {}\nrevoked:     {}",
                 i.name,

@@ -12,6 +12,7 @@ mod keystore;
 mod llm_cmd;
 mod metrics;
 mod nats_supervisor;
+mod replay_cmd;
 mod server;
 mod shutdown;
 mod telemetry;
@@ -76,9 +77,13 @@ enum Command {
     /// Trust: scores, history, alerts, explanations, reports, endorsements.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCommand),
-    /// Offline checks of RFC 9162 Merkle proofs (any RFC 9162 log's).
+    /// Verifiable history: checkpoints, proofs, witnesses, and offline
+    /// checks of RFC 9162 Merkle proofs (any RFC 9162 log's).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Rebuild the projections as of a point in history (a time or stream
+    /// positions) into a scratch directory.
+    Replay(replay_cmd::ReplayArgs),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Audit(cmd) => audit_cmd::audit(&settings, cmd).await,
+            Command::Replay(args) => replay_cmd::replay(&settings, args).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

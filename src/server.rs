@@ -167,6 +167,21 @@ pub(crate) async fn open_store(
     Ok((client, store))
 }
 
+/// NATS and the store for a command that reads the streams directly
+/// (`amai replay`, `--as-of`): `--nats-url` and the trust root are required.
+pub(crate) async fn nats_store(
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<(async_nats::Client, EventStore)> {
+    let url = settings
+        .nats_url
+        .clone()
+        .context("this command reads the streams: pass --nats-url (or AMAI_NATS_URL)")?;
+    let keystore = Keystore::open(&settings.data_dir)?;
+    let root = trust_root(settings, &keystore, TrustRootSource::Required)?;
+    open_store(settings, &url, name, root.public()).await
+}
+
 /// The store settings of [`deploy::open_store`] from the configuration.
 pub(crate) fn store_settings(settings: &Settings) -> deploy::StoreSettings {
     deploy::StoreSettings {

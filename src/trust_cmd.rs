@@ -26,6 +26,11 @@ pub(crate) enum TrustCommand {
         /// How many of the latest deltas to show (at most 100).
         #[arg(long, default_value_t = 10)]
         last: u32,
+        /// As of a point in history (an RFC 3339 time or stream positions
+        /// such as `AMAI_TRUST_FEED:300`): rebuilt from the streams (needs
+        /// --nats-url and the trust root).
+        #[arg(long)]
+        as_of: Option<String>,
         /// Print JSON.
         #[arg(long, alias = "as-json")]
         json: bool,
@@ -328,16 +333,30 @@ async fn agent_or_signer(client: &AmaiClient, agent: Option<&str>) -> anyhow::Re
 pub(crate) async fn trust(settings: &Settings, cmd: TrustCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
     match cmd {
-        TrustCommand::Show { agent, last, json } => {
-            let id = client.resolve_id(&agent).await.map_err(hint)?;
-            let s = client
-                .trust_request(proto::GetTrustRequest {
-                    agent_id: id.clone(),
-                    last,
-                    min_position: None,
-                })
-                .await
-                .map_err(hint)?;
+        TrustCommand::Show {
+            agent,
+            last,
+            as_of,
+            json,
+        } => {
+            let (id, s) = match as_of {
+                Some(at) => {
+                    let s = crate::replay_cmd::trust_as_of(settings, &agent, last, &at).await?;
+                    (s.agent_id.clone(), s)
+                }
+                None => {
+                    let id = client.resolve_id(&agent).await.map_err(hint)?;
+                    let s = client
+                        .trust_request(proto::GetTrustRequest {
+                            agent_id: id.clone(),
+                            last,
+                            min_position: None,
+                        })
+                        .await
+                        .map_err(hint)?;
+                    (id, s)
+                }
+            };
             let name = if agent == id {
                 id
             } else {

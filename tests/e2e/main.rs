@@ -2,6 +2,7 @@
 //! `amai gateway` and the client commands) against a real nats-server.
 //! Each test gets its own nats-server, temp dir and ports.
 
+mod as_of;
 mod audit;
 mod crash;
 mod jail;

@@ -26,6 +26,7 @@
 //! build that runs jails links the Docker client.
 #![warn(missing_docs)]
 
+pub mod as_of;
 pub mod bootstrap;
 pub mod deploy;
 #[cfg(any(feature = "trust", feature = "audit"))]

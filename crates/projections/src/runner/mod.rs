@@ -124,6 +124,9 @@ pub struct ProjectionRunner;
 
 struct Ctx {
     shared: Arc<Shared>,
+    /// Point-in-time replays: the last stream sequence to apply, per stream
+    /// (`None`: follow the streams for ever).
+    bounds: Option<Arc<HashMap<String, u64>>>,
     db: sled::Db,
     store: EventStore,
     projection: Arc<dyn Projection>,
@@ -149,6 +152,38 @@ impl ProjectionRunner {
         db: sled::Db,
         store: EventStore,
         projection: Arc<dyn Projection>,
+        shutdown: S,
+    ) -> Result<ProjectionHandle, ProjectionError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        Self::spawn_inner(db, store, projection, None, shutdown).await
+    }
+
+    /// [`ProjectionRunner::spawn`] for a point-in-time replay: each stream is
+    /// applied up to and including its sequence in `bounds` (a stream missing
+    /// from `bounds` is not applied at all), then its task idles until
+    /// shutdown. Wait with [`ProjectionHandle::wait_for`] on each bound.
+    /// Meant for a scratch sled: the tree then holds the projection exactly
+    /// as of those positions.
+    pub async fn spawn_bounded<S>(
+        db: sled::Db,
+        store: EventStore,
+        projection: Arc<dyn Projection>,
+        bounds: HashMap<String, u64>,
+        shutdown: S,
+    ) -> Result<ProjectionHandle, ProjectionError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        Self::spawn_inner(db, store, projection, Some(Arc::new(bounds)), shutdown).await
+    }
+
+    async fn spawn_inner<S>(
+        db: sled::Db,
+        store: EventStore,
+        projection: Arc<dyn Projection>,
+        bounds: Option<Arc<HashMap<String, u64>>>,
         shutdown: S,
     ) -> Result<ProjectionHandle, ProjectionError>
     where
@@ -188,6 +223,7 @@ impl ProjectionRunner {
         });
         let ctx = Arc::new(Ctx {
             shared: shared.clone(),
+            bounds,
             db,
             store,
             projection: projection.clone(),
@@ -267,14 +303,36 @@ impl Ctx {
         }
     }
 
+    /// The last sequence of `stream` to apply (`u64::MAX`: no bound).
+    fn bound(&self, stream: &str) -> u64 {
+        match &self.bounds {
+            None => u64::MAX,
+            Some(b) => b.get(stream).copied().unwrap_or(0),
+        }
+    }
+
     async fn run_stream(&self, stream: &'static str, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_MIN;
         loop {
+            let bound = self.bound(stream);
+            let reached = checkpoint(&self.shared.tree, stream).is_ok_and(|c| c >= bound);
+            if reached {
+                if let Some(st) = self.shared.streams.get(stream) {
+                    st.caught_up.send_replace(true);
+                }
+                // A point-in-time replay holds here: nothing after the bound.
+                shutdown_requested(&mut shutdown).await;
+                return;
+            }
             let result = tokio::select! {
                 r = self.consume(stream, &mut backoff) => r,
                 _ = shutdown_requested(&mut shutdown) => return,
             };
             let detail = match result {
+                // A point-in-time replay reached its bound: hold (loop top).
+                Ok(()) if checkpoint(&self.shared.tree, stream).is_ok_and(|c| c >= bound) => {
+                    continue
+                }
                 Ok(()) => "replay ended".to_string(),
                 Err(Transient(d)) => d,
             };
@@ -314,15 +372,25 @@ impl Ctx {
             "projection replay opened"
         );
         let mut handled = ckpt;
+        let bound = self.bound(stream);
+        let last = last.min(bound);
         while let Some(item) = replay.next().await {
             let mut batch = Batch::default();
-            batch.push(item.map_err(|e| Transient(e.to_string()))?, handled);
+            let item = item.map_err(|e| Transient(e.to_string()))?;
+            if item.0.position.seq > bound {
+                return Ok(());
+            }
+            batch.push(item, handled);
             // Whatever ends the replay while the batch is collected (an error,
             // its end) takes effect after the batch is written.
             let mut ended = None;
             while !batch.is_complete() {
                 // Only what is already buffered: never wait for a batch to fill.
                 match replay.next().now_or_never() {
+                    Some(Some(Ok(item))) if item.0.position.seq > bound => {
+                        ended = Some(Ok(()));
+                        break;
+                    }
                     Some(Some(Ok(item))) => batch.push(item, handled),
                     Some(Some(Err(e))) => {
                         ended = Some(Err(Transient(e.to_string())));
