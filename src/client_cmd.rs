@@ -503,6 +503,7 @@ pub(crate) async fn events(settings: &Settings, cmd: EventsCommand) -> anyhow::R
         types,
         actor: actor.unwrap_or_default(),
         start,
+        end_seq: 0,
     };
     let stream_name = req.stream.clone();
     let mut events = client.subscribe(req).await.map_err(read_hint)?;

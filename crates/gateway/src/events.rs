@@ -183,6 +183,7 @@ impl EventSvc {
             actor: (!req.actor.is_empty()).then_some(req.actor),
             visible_to,
         };
+        let end_seq = (req.end_seq != 0).then_some(req.end_seq);
         let replay = consumer::replay(
             self.shared.store.jetstream(),
             &stream,
@@ -192,7 +193,13 @@ impl EventSvc {
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot open a replay: {e}; retry shortly")))?;
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
-        tokio::spawn(forward(replay, filter, tx, self.shared.stopping.clone()));
+        tokio::spawn(forward(
+            replay,
+            filter,
+            end_seq,
+            tx,
+            self.shared.stopping.clone(),
+        ));
         Ok(ReceiverStream::new(rx))
     }
 }
@@ -202,6 +209,7 @@ impl EventSvc {
 async fn forward(
     mut replay: consumer::Replay,
     filter: Filter,
+    end_seq: Option<u64>,
     tx: tokio::sync::mpsc::Sender<Result<proto::StoredEvent, Status>>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -226,7 +234,14 @@ async fn forward(
                 break;
             }
             Some(Ok((stored, _pending))) => {
+                if end_seq.is_some_and(|end| stored.position.seq > end) {
+                    break;
+                }
+                let last = end_seq.is_some_and(|end| stored.position.seq >= end);
                 if filter.matches(&stored) && tx.send(Ok(stored.to_proto())).await.is_err() {
+                    break;
+                }
+                if last {
                     break;
                 }
             }

@@ -62,6 +62,24 @@ async fn subscribe_filters_by_type_and_starts_at_a_sequence() {
         .is_err());
     drop(sub);
 
+    // A bounded subscription (`end_seq`) ends after that sequence: an
+    // auditor reads a stream to a known end.
+    let req = proto::SubscribeRequest {
+        stream: "AMAI_AGENTS".into(),
+        start: Some(Start::StartSeq(from)),
+        end_seq: from + 1,
+        ..Default::default()
+    };
+    let mut sub = env.client.subscribe(req).await.expect("subscribe");
+    let mut seqs = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the bounded subscription ends by itself")
+    {
+        seqs.push(ev.expect("ok").position.expect("pos").seq);
+    }
+    assert_eq!(seqs, vec![from, from + 1]);
+
     // One aggregate + actor filter, from the start.
     let req = proto::SubscribeRequest {
         aggregate: agg(&alice).to_string(),

@@ -168,6 +168,14 @@ async fn resolve_size(log: &AuditLog, stream: &str, size: u64) -> Result<u64, Qu
     Ok(find_checkpoint(log, stream, 0).await?.checkpoint.tree_size)
 }
 
+/// The stream's last sequence (0 when it cannot be read).
+async fn stream_last_seq(log: &AuditLog, stream: &str) -> u64 {
+    match log.store.jetstream().get_stream(stream).await {
+        Ok(mut s) => s.info().await.map_or(0, |i| i.state.last_sequence),
+        Err(_) => 0,
+    }
+}
+
 /// The service's endpoints.
 pub(crate) fn endpoints(log: Arc<AuditLog>) -> Vec<(&'static str, QueryHandler)> {
     vec![
@@ -272,6 +280,7 @@ pub(crate) fn endpoints(log: Arc<AuditLog>) -> Vec<(&'static str, QueryHandler)>
                         checkpoint_size: latest.map_or(0, |l| l.checkpoint.tree_size),
                         gaps: slog.tree.gap_count().map_err(internal)?,
                         diverged: slog.diverged(),
+                        stream_last_seq: stream_last_seq(&log, name).await,
                     });
                 }
                 reply(proto::AuditStatus {
