@@ -9,6 +9,7 @@
 //! not 32 bytes, a missing flag).
 
 mod online;
+mod verify;
 mod witness;
 
 use std::process::ExitCode;
@@ -101,6 +102,11 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a deployment's whole history: every signature, chain link,
+    /// key, causation, checkpoint and witness; offline from an export file
+    /// (`--file`) or online through the gateway. Exit 0 authoritative, 1
+    /// invalid, 3 partial, 2 unusable input.
+    Verify(verify::VerifyArgs),
     /// Follow a stream's checkpoints, cosign the consistent ones, raise a
     /// split view (exit 3).
     Witness(witness::WitnessArgs),
@@ -196,6 +202,13 @@ pub(crate) async fn audit(settings: &Settings, cmd: AuditCommand) -> anyhow::Res
     match cmd {
         AuditCommand::Status { json } => online::status(settings, json).await,
         AuditCommand::Witness(args) => witness::witness(settings, args).await,
+        AuditCommand::Verify(args) => match verify::verify(settings, args).await {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("amai audit verify: {e:#}");
+                Ok(ExitCode::from(EXIT_USAGE))
+            }
+        },
         AuditCommand::Checkpoint {
             stream,
             size,

@@ -10,6 +10,7 @@ mod least_privilege;
 mod llm;
 mod rebuild;
 mod scale_out;
+mod tamper;
 mod trust;
 mod util;
 mod walkthrough;
