@@ -5,7 +5,7 @@
 //! references and coverage, and classifies the evidence into an
 //! [`AuditReport`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use amai_checkpoint::VerifierKey;
 use amai_core::envelope::{hash_bytes, ZERO_HASH};
@@ -268,7 +268,7 @@ impl Auditor {
                 .is_some_and(|i| engine.streams[i].scope == Scope::Complete)
         });
         check_causes(&mut engine, input_complete);
-        cover(&mut engine, &outcome, self.witnesses.required);
+        cover(&mut engine, &outcome, &self.witnesses);
         build_report(
             engine,
             &outcome,
@@ -294,9 +294,9 @@ fn check(m: Incoming, names: &[String]) -> Checked {
         event_type: None,
     };
     let result = verify::verify_stored(&stored);
-    let hash = match &result {
-        Ok(ev) => ev.hash,
-        Err(_) => hash_bytes(&stored.payload),
+    let (hash, claimed) = match &result {
+        Ok(ev) => (ev.hash, None),
+        Err(_) => (hash_bytes(&stored.payload), claimed(&stored.payload)),
     };
     Checked {
         stream: m.stream,
@@ -305,7 +305,18 @@ fn check(m: Incoming, names: &[String]) -> Checked {
         published_ms: m.published_ms,
         leaf: leaf_hash(&hash),
         result,
+        claimed,
     }
+}
+
+/// The id and aggregate sequence a message that failed verification claims,
+/// when its bytes decode at all (unauthenticated: only to locate it).
+fn claimed(bytes: &[u8]) -> Option<(String, u64)> {
+    use prost::Message as _;
+    let signed = amai_proto::v1::SignedEvent::decode(bytes).ok()?;
+    let body = amai_proto::v1::EventBody::decode(signed.body.as_slice()).ok()?;
+    let id = uuid::Uuid::parse_str(&body.id).ok()?;
+    Some((id.hyphenated().to_string(), body.aggregate_seq))
 }
 
 /// The streams of a deployment: one per aggregate kind.
@@ -406,8 +417,23 @@ fn check_causes(engine: &mut Engine, input_complete: bool) {
 
 /// Events not covered by a verified (and witnessed, if required) checkpoint
 /// are partial. AMAI_AUDIT itself is never checkpointed: its events are
-/// the checkpoints, chained and signed by the audit service.
-fn cover(engine: &mut Engine, outcome: &CheckpointOutcome, required: usize) {
+/// the checkpoints, chained and signed by the audit service. A trusted
+/// witness's own cosignature records need a verified checkpoint but no
+/// cosignature: a record cannot be inside the checkpoint it cosigns, so
+/// requiring one would leave every complete AMAI_AGENTS partial forever.
+fn cover(engine: &mut Engine, outcome: &CheckpointOutcome, witnesses: &Witnesses) {
+    let required = witnesses.required;
+    let trusted: HashSet<[u8; 32]> = witnesses
+        .keys
+        .iter()
+        .map(|k| k.verifying_key().to_bytes())
+        .collect();
+    let exempt: HashSet<(usize, usize)> = engine
+        .cosignature_marks
+        .iter()
+        .filter(|(_, _, key)| trusted.contains(key))
+        .map(|(s, m, _)| (*s, *m))
+        .collect();
     let empty = Coverage::default();
     for s in 0..engine.streams.len() {
         if engine.streams[s].name == AUDIT {
@@ -442,6 +468,9 @@ fn cover(engine: &mut Engine, outcome: &CheckpointOutcome, required: usize) {
             let (reason, detail) = if mark.seq <= cov.full {
                 continue;
             } else if mark.seq <= cov.verified_size {
+                if exempt.contains(&(s, m)) {
+                    continue;
+                }
                 (PartialKind::NotWitnessed, not_witnessed.clone())
             } else if mark.seq <= cov.unchecked {
                 (PartialKind::CheckpointUnchecked, unchecked.clone())

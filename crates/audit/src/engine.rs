@@ -52,6 +52,9 @@ pub(crate) struct Checked {
     /// `leaf_hash(event hash)`: the message's leaf in the stream's tree.
     pub(crate) leaf: Hash,
     pub(crate) result: Result<VerifiedEvent, verify::Failure>,
+    /// For a message that failed phase 1: the id and aggregate sequence its
+    /// bytes claim, when they decode (unauthenticated, to locate it).
+    pub(crate) claimed: Option<(String, u64)>,
 }
 
 /// What became of one message.
@@ -163,6 +166,7 @@ pub(crate) struct Item {
     mark: usize,
     published_ms: i64,
     result: Result<VerifiedEvent, verify::Failure>,
+    claimed: Option<(String, u64)>,
 }
 
 /// An event past [`verify::step`], waiting for its foreign signer.
@@ -265,6 +269,8 @@ pub(crate) struct Engine {
     pub(crate) partials: BTreeMap<(usize, PartialKind, String), Group>,
     pub(crate) checkpoints: Vec<CheckpointRecord>,
     pub(crate) cosignatures: HashMap<(String, u64), Vec<CosignatureRecord>>,
+    /// (stream, mark, witness key) of every cosignature record.
+    pub(crate) cosignature_marks: Vec<(usize, usize, [u8; 32])>,
     pub(crate) causes: Vec<CauseRef>,
     /// Messages through phase 1 with a valid signature.
     pub(crate) verified: u64,
@@ -309,6 +315,7 @@ impl Engine {
             partials: BTreeMap::new(),
             checkpoints: Vec::new(),
             cosignatures: HashMap::new(),
+            cosignature_marks: Vec::new(),
             causes: Vec::new(),
             verified: 0,
             folded: 0,
@@ -420,6 +427,7 @@ impl Engine {
             published_ms,
             leaf,
             result,
+            claimed,
         } = c;
         self.folded += 1;
         let st = &mut self.streams[stream];
@@ -453,6 +461,7 @@ impl Engine {
             mark,
             published_ms,
             result,
+            claimed,
         };
         match self.chain_for(stream, subject) {
             Some(chain) => self.feed(chain, item),
@@ -468,6 +477,9 @@ impl Engine {
                 };
                 let mut f = Failure::new(kind, &self.streams[stream].name, detail);
                 f.seq = Some(seq);
+                if let Some((id, _)) = item.claimed {
+                    f.event_id = Some(id);
+                }
                 self.streams[stream].marks[mark].class = Class::Invalid;
                 self.record(&[stream], f);
             }
@@ -520,18 +532,13 @@ impl Engine {
             mark,
             published_ms,
             result,
+            claimed,
         } = item;
         let ev = match result {
             Ok(ev) => ev,
             Err(f) => {
-                self.fail_chain(
-                    chain,
-                    seq,
-                    mark,
-                    None,
-                    FailureKind::from_core(f.kind),
-                    f.detail,
-                );
+                let kind = FailureKind::from_core(f.kind);
+                self.fail_chain(chain, seq, mark, Err(claimed), kind, f.detail);
                 return;
             }
         };
@@ -561,7 +568,7 @@ impl Engine {
         if ch.positions_only {
             if let Err(f) = verify::check_position(&ch.state, &ev) {
                 let kind = FailureKind::from_core(f.kind);
-                self.fail_chain(chain, seq, mark, Some(&ev), kind, f.detail);
+                self.fail_chain(chain, seq, mark, Ok(&ev), kind, f.detail);
                 return;
             }
             ch.state = ChainState {
@@ -589,7 +596,7 @@ impl Engine {
             ),
             Err(f) => {
                 let kind = self.kind_of(chain, &ev, f.kind);
-                self.fail_chain(chain, seq, mark, Some(&ev), kind, f.detail);
+                self.fail_chain(chain, seq, mark, Ok(&ev), kind, f.detail);
             }
         }
     }
@@ -604,7 +611,7 @@ impl Engine {
             }
             Resolution::Fail(f) => {
                 let kind = self.kind_of(chain, &d.ev, f.kind);
-                self.fail_chain(chain, d.seq, d.mark, Some(&d.ev), kind, f.detail);
+                self.fail_chain(chain, d.seq, d.mark, Ok(&d.ev), kind, f.detail);
             }
             Resolution::Wait(signer) => {
                 self.waiting.entry(signer).or_default().push(chain);
@@ -745,6 +752,8 @@ impl Engine {
                     .parse::<amai_checkpoint::VerifierKey>()
                     .is_ok_and(|v| v.verifying_key() == &ev.signer);
                 if own {
+                    self.cosignature_marks
+                        .push((stream, mark, ev.signer.to_bytes()));
                     self.cosignatures
                         .entry((c.origin.clone(), c.tree_size))
                         .or_default()
@@ -770,12 +779,14 @@ impl Engine {
         self.wake_identity(chain);
     }
 
+    /// Fails `chain` at the message at `seq`: the event, or what its bytes
+    /// claim when it failed phase 1.
     fn fail_chain(
         &mut self,
         chain: usize,
         seq: u64,
         mark: usize,
-        ev: Option<&VerifiedEvent>,
+        ev: Result<&VerifiedEvent, Option<(String, u64)>>,
         kind: FailureKind,
         detail: String,
     ) {
@@ -785,11 +796,15 @@ impl Engine {
         let stream = ch.stream;
         let aggregate = ch.aggregate.to_string();
         let f = match ev {
-            Some(ev) => self.event_failure(stream, seq, ev, kind, detail),
-            None => {
+            Ok(ev) => self.event_failure(stream, seq, ev, kind, detail),
+            Err(claimed) => {
                 let mut f = Failure::new(kind, &self.streams[stream].name, detail);
                 f.seq = Some(seq);
                 f.aggregate = Some(aggregate);
+                if let Some((id, aggregate_seq)) = claimed {
+                    f.event_id = Some(id);
+                    f.aggregate_seq = (aggregate_seq > 0).then_some(aggregate_seq);
+                }
                 f
             }
         };
