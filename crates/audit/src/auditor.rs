@@ -204,7 +204,10 @@ impl Auditor {
         self.declare_stream(stream, scope)?;
         for m in messages {
             if m.stream != stream {
-                return Err(InputError::UndeclaredStream { stream: m.stream });
+                return Err(InputError::MessageOfAnotherStream {
+                    stream: stream.to_string(),
+                    message: m.stream,
+                });
             }
             self.push(m)?;
         }

@@ -172,7 +172,10 @@ pub(crate) fn check_all(
                         } else if let Some(root) = ts.tree.root(size) {
                             if root.as_slice() == r.payload.root_hash.as_slice() {
                                 prog.matching = prog.matching.max(size);
-                                let witnessed = witness(engine, &signed, r, witnesses, &mut out);
+                                // Cosignatures count on checkpoints whose
+                                // signer is established only.
+                                let witnessed = !r.provisional
+                                    && witness(engine, &signed, r, witnesses, &mut out);
                                 Grade::Verified { witnessed }
                             } else {
                                 let gaps: HashSet<u64> = r.payload.gaps.iter().copied().collect();

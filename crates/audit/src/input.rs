@@ -104,6 +104,14 @@ pub enum InputError {
         /// The stream.
         stream: String,
     },
+    /// A message given with the messages of another stream.
+    #[error("a message of stream {message} was given among the messages of {stream}")]
+    MessageOfAnotherStream {
+        /// The stream being given.
+        stream: String,
+        /// The message's stream.
+        message: String,
+    },
     /// A stream name that is no JetStream stream name of Amai's form.
     #[error(
         "{stream:?} is not a stream name (capital letters, digits and '_', starting with a letter)"
@@ -138,6 +146,8 @@ pub enum InputErrorKind {
     DeclaredTwice,
     /// See [`InputError::StreamEnded`].
     StreamEnded,
+    /// See [`InputError::MessageOfAnotherStream`].
+    MessageOfAnotherStream,
     /// See [`InputError::BadStreamName`].
     BadStreamName,
     /// See [`InputError::NotACosignatureKey`].
@@ -153,6 +163,7 @@ impl InputError {
             InputError::UndeclaredStream { .. } => InputErrorKind::UndeclaredStream,
             InputError::DeclaredTwice { .. } => InputErrorKind::DeclaredTwice,
             InputError::StreamEnded { .. } => InputErrorKind::StreamEnded,
+            InputError::MessageOfAnotherStream { .. } => InputErrorKind::MessageOfAnotherStream,
             InputError::BadStreamName { .. } => InputErrorKind::BadStreamName,
             InputError::NotACosignatureKey { .. } => InputErrorKind::NotACosignatureKey,
             InputError::QuorumUnreachable { .. } => InputErrorKind::QuorumUnreachable,

@@ -613,19 +613,32 @@ impl AuditReport {
             );
             for f in &self.failures {
                 let _ = writeln!(out, "  {}", f.line());
-                if let Some(c) = &f.checkpoint {
-                    let suspect = c
-                        .first_suspect_seq
-                        .map(|s| format!(", first suspect {}:{s}", c.stream))
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "    {} diverges in {}..={}{}",
-                        c.stream,
-                        c.matching_size + 1,
-                        c.tree_size,
-                        suspect
-                    );
+                match (&f.checkpoint, f.kind) {
+                    (Some(c), FailureKind::CheckpointRootMismatch) => {
+                        let suspect = c
+                            .first_suspect_seq
+                            .map(|s| format!(", first suspect {}:{s}", c.stream))
+                            .unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "    {} diverges in {}..={}{}",
+                            c.stream,
+                            c.matching_size + 1,
+                            c.tree_size,
+                            suspect
+                        );
+                    }
+                    (Some(c), FailureKind::TruncatedStream) => {
+                        let missing = c.missing_messages.unwrap_or(0);
+                        let _ = writeln!(
+                            out,
+                            "    {} lacks {missing} message(s): {}..={}",
+                            c.stream,
+                            c.tree_size - missing + 1,
+                            c.tree_size
+                        );
+                    }
+                    _ => {}
                 }
             }
         }

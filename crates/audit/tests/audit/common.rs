@@ -450,7 +450,11 @@ pub(crate) fn audit(
             .add_stream(name, *scope, messages.clone())
             .expect("usable input");
     }
-    auditor.finish()
+    let report = auditor.finish();
+    if std::env::var_os("AMAI_AUDIT_TEST_PRINT").is_some() {
+        eprintln!("{}", report.human_summary());
+    }
+    report
 }
 
 /// The id of a signed event.

@@ -38,6 +38,14 @@ fn streams_are_declared_once_before_their_messages_and_ended_once() {
         .declare_stream("agents", Scope::Complete)
         .expect_err("bad name");
     assert_eq!(e.kind(), InputErrorKind::BadStreamName);
+    let e = a
+        .add_stream(
+            "AMAI_TRUST",
+            Scope::Complete,
+            vec![message("AMAI_NAMES", 1)],
+        )
+        .expect_err("another stream's message");
+    assert_eq!(e.kind(), InputErrorKind::MessageOfAnotherStream);
 }
 
 #[test]
