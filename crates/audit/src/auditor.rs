@@ -375,13 +375,34 @@ fn missing(engine: &mut Engine, stream: usize, from: u64, to: u64) {
     engine.record(&[stream], f);
 }
 
+/// Whether `cause` names a message of the input: a verified event's id, the
+/// id a message that failed verification claims, or `<subject>#<stream seq>`
+/// (how a reactor names a poison input that does not decode).
+fn cause_in_input(engine: &Engine, cause: &str) -> bool {
+    if let Ok(id) = uuid::Uuid::parse_str(cause) {
+        return engine
+            .streams
+            .iter()
+            .any(|s| s.ids.contains_key(&id) || s.claimed_ids.contains(&id));
+    }
+    let Some((subject, seq)) = cause.rsplit_once('#') else {
+        return false;
+    };
+    let Ok(seq) = seq.parse::<u64>() else {
+        return false;
+    };
+    engine
+        .streams
+        .iter()
+        .any(|s| s.chains.contains_key(subject) && s.has_message(seq))
+}
+
 /// Every cause must be an event of the input: dangling when the input is
 /// the deployment's whole history, outside the input otherwise.
 fn check_causes(engine: &mut Engine, input_complete: bool) {
     let causes = std::mem::take(&mut engine.causes);
     for c in &causes {
-        let known = uuid::Uuid::parse_str(&c.cause)
-            .is_ok_and(|id| engine.streams.iter().any(|s| s.ids.contains_key(&id)));
+        let known = cause_in_input(engine, &c.cause);
         if known {
             continue;
         }

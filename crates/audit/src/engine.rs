@@ -99,6 +99,9 @@ pub(crate) struct StreamState {
     pub(crate) marks: Vec<Mark>,
     /// Event ids of the stream's verified events and their sequences.
     pub(crate) ids: HashMap<Uuid, u64>,
+    /// Ids that messages which failed verification claim (a cause may name
+    /// one: a reactor records its poison inputs by the id they claim).
+    pub(crate) claimed_ids: std::collections::HashSet<Uuid>,
     /// Chain index of each subject.
     pub(crate) chains: HashMap<String, usize>,
     /// Failures concerning the stream.
@@ -120,6 +123,7 @@ impl StreamState {
             tree: StreamTree::default(),
             marks: Vec::new(),
             ids: HashMap::new(),
+            claimed_ids: std::collections::HashSet::new(),
             chains: HashMap::new(),
             failures: 0,
         }
@@ -437,6 +441,12 @@ impl Engine {
             seq,
             class: Class::Pending,
         });
+        if let Some(id) = claimed
+            .as_ref()
+            .and_then(|(id, _)| Uuid::parse_str(id).ok())
+        {
+            st.claimed_ids.insert(id);
+        }
         if let Ok(ev) = &result {
             self.verified += 1;
             if let Some(first) = st.ids.get(&ev.id).copied() {

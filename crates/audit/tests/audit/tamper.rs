@@ -501,3 +501,49 @@ fn a_documented_gap_at_a_chain_end_is_partial() {
     assert_eq!((p.len(), p[0].first_seq, p[0].events), (1, Some(last), 1));
     assert_eq!(r.stream(AGENTS).expect("agents").documented_gaps, 1);
 }
+
+#[test]
+fn a_poison_message_fails_once_and_the_reactor_record_citing_it_is_valid() {
+    let (mut d, alice, _) = busy();
+    let keys = IdentityKeys::generate();
+    let operator = d.operator.clone();
+    let e = crate::common::endorsement(&operator, &keys, "service", &["failure"]);
+    let svc = d.register_keys(keys, "svc-identity", proto::IdentityKind::Service, Some(e));
+    // Garbage published raw on alice's subject, then recorded by a reactor
+    // as it names undecodable inputs: `<subject>#<stream seq>`.
+    let mut poison = d.streams[AGENTS].last().expect("a message").clone();
+    poison.seq += 1;
+    poison.subject = alice.aggregate().subject();
+    poison.data = b"\x0a\x03not an event".to_vec();
+    let poison_seq = poison.seq;
+    d.streams
+        .get_mut(AGENTS)
+        .expect("agents")
+        .push(poison.clone());
+    let cause = format!("{}#{poison_seq}", poison.subject);
+    let (signer_seq, _) = d.head(&svc.aggregate());
+    let record = d
+        .draft(
+            Aggregate::new(AggregateKind::Failure, "identity").expect("agg"),
+            Kind::ReactorFailed(proto::ReactorFailed {
+                role: "identity".into(),
+                input_event_id: cause.clone(),
+                input_subject: poison.subject.clone(),
+                input_stream_seq: poison_seq,
+                reason: "undecodable".into(),
+                deliveries: 1,
+            }),
+        )
+        .signer_seq(signer_seq)
+        .causation(cause)
+        .sign(&svc.keys, &svc.id);
+    d.append(record);
+    let r = d.audit();
+    invalid(&r);
+    assert_eq!(r.failures.len(), 1, "{}", failures(&r));
+    let f = &r.failures[0];
+    assert_eq!(
+        (f.kind, f.stream.as_str(), f.seq),
+        (FailureKind::Malformed, AGENTS, Some(poison_seq))
+    );
+}
