@@ -48,9 +48,15 @@ type ProgressFn = Box<dyn FnMut(u64) + Send>;
 ///
 /// Declare each stream with its [`Scope`], give its messages in stream order
 /// ([`Auditor::push`], or [`Auditor::add_stream`] for all three steps), end
-/// it, and [`finish`](Auditor::finish). Give AMAI_AGENTS first: foreign
-/// signers are resolved against its identity chains, and events whose
-/// signer's chain has not been seen yet wait in memory until it has.
+/// it, and [`finish`](Auditor::finish). Streams may come in any order and
+/// the verdicts are the same, but give AMAI_AGENTS first: foreign signers
+/// are resolved against its identity chains, and an aggregate whose event
+/// cites a signer's position not folded yet waits, with the events after it,
+/// in memory until the signer's chain gets there, AMAI_AGENTS ends, or the
+/// audit finishes. With AMAI_AGENTS first nothing waits on an honest
+/// deployment, and memory is bounded by what the report needs: per message
+/// its Merkle nodes (about 64 bytes), its id and a mark; per aggregate its
+/// chain state.
 pub struct Auditor {
     engine: Engine,
     names: Vec<String>,
