@@ -156,6 +156,35 @@ fn events_after_the_last_checkpoint_are_partial_not_covered() {
 }
 
 #[test]
+fn cosignature_records_of_the_latest_checkpoint_need_no_later_checkpoint() {
+    let (mut d, alice, _) = busy();
+    let witness = d.agent("witness");
+    let key = WitnessKey::new("witness.example/w1", witness.keys.signing_key().clone())
+        .expect("witness key");
+    let checkpoints = d.checkpoint_all();
+    // The witness cosigns the latest checkpoints; its records follow them
+    // and no checkpoint covers them: the evidence stays authoritative,
+    // witnessed or not.
+    for seq in &checkpoints {
+        d.cosign(&witness, &key, *seq);
+    }
+    let r = d.audit();
+    assert_eq!(r.evidence, Evidence::Authoritative, "{}", failures(&r));
+    let r = audit(
+        d.trust_root(),
+        &complete(&d.streams),
+        Some((vec![key.verifier()], 1)),
+    );
+    assert_eq!(r.evidence, Evidence::Authoritative, "{}", failures(&r));
+    // Any other event after them is still uncovered.
+    let (late, _) = d.act(&alice, "task.late");
+    let r = d.audit();
+    let p: Vec<_> = r.partial_of(PartialKind::NotCovered).collect();
+    assert_eq!(p.len(), 1, "{}", failures(&r));
+    assert_eq!((p[0].events, p[0].first_seq), (1, Some(late)));
+}
+
+#[test]
 fn a_deployment_never_checkpointed_is_partial_not_covered() {
     let (d, _, _) = busy();
     let r = d.audit();

@@ -72,12 +72,17 @@ async fn build(log: &AuditLog, stream: &str, store: &EventStore) -> Result<(), S
                 }
             };
             let mut cosignatures = Vec::new();
-            cosignature_in(&first, &mut cosignatures);
+            let mut significant = None;
+            if !cosignature_in(&first, &mut cosignatures) {
+                significant = Some(first.position.seq);
+            }
             let mut batch = vec![(first.position.seq, first.hash)];
             while pending > 0 && batch.len() < log.config.max_batch {
                 match replay.next().now_or_never() {
                     Some(Some(Ok((ev, p)))) => {
-                        cosignature_in(&ev, &mut cosignatures);
+                        if !cosignature_in(&ev, &mut cosignatures) {
+                            significant = Some(ev.position.seq);
+                        }
                         batch.push((ev.position.seq, ev.hash));
                         pending = p;
                     }
@@ -88,7 +93,7 @@ async fn build(log: &AuditLog, stream: &str, store: &EventStore) -> Result<(), S
                 .tree
                 .append(&batch, &cosignatures)
                 .map_err(|e| e.to_string())?;
-            slog.grew(new_size);
+            slog.grew(new_size, significant);
         }
         tokio::time::sleep(RETRY).await;
     }
@@ -99,17 +104,20 @@ async fn build(log: &AuditLog, stream: &str, store: &EventStore) -> Result<(), S
 /// the witness key it names is the key that signed the event. Whether the
 /// cosignature itself verifies is checked by whoever relies on it, against
 /// the witness keys it trusts.
-fn cosignature_in(stored: &amai_bus::store::StoredEvent, out: &mut Vec<FoundCosignature>) {
+///
+/// Returns whether the message is such a record (whatever its fate): those
+/// do not count as growth for interval checkpoints.
+fn cosignature_in(stored: &amai_bus::store::StoredEvent, out: &mut Vec<FoundCosignature>) -> bool {
     if stored.position.stream != AggregateKind::Agent.stream()
-        || stored.event_type.as_deref().is_some_and(|t| t != COSIGNED)
+        || stored.event_type.as_deref() != Some(COSIGNED)
     {
-        return;
+        return false;
     }
     let Ok(ev) = amai_bus::verify::verify_stored(stored) else {
-        return;
+        return true;
     };
     let Kind::AuditCheckpointCosigned(c) = &ev.payload else {
-        return;
+        return true;
     };
     let own_key = c
         .witness_vkey
@@ -124,4 +132,5 @@ fn cosignature_in(stored: &amai_bus::store::StoredEvent, out: &mut Vec<FoundCosi
             line: c.cosignature.clone(),
         });
     }
+    true
 }

@@ -81,6 +81,10 @@ pub struct StreamLog {
     pub(crate) tree: StreamTree,
     pub(crate) origin: String,
     size: watch::Sender<u64>,
+    /// The tree size through the last message that is not a witness's
+    /// cosignature record: interval checkpoints follow it, so that a witness
+    /// cosigning every checkpoint does not make a new one every interval.
+    significant: std::sync::atomic::AtomicU64,
     /// One checkpoint append at a time per instance.
     appending: tokio::sync::Mutex<()>,
     diverged: AtomicBool,
@@ -88,18 +92,24 @@ pub struct StreamLog {
 
 impl StreamLog {
     pub(crate) fn new(tree: StreamTree, origin: String) -> Result<Self, TreeError> {
-        let (size, _) = watch::channel(tree.size()?);
+        let stored = tree.size()?;
+        let (size, _) = watch::channel(stored);
         Ok(Self {
             tree,
             origin,
             size,
+            significant: std::sync::atomic::AtomicU64::new(stored),
             appending: tokio::sync::Mutex::new(()),
             diverged: AtomicBool::new(false),
         })
     }
 
-    /// The tree reached `size` leaves.
-    pub(crate) fn grew(&self, size: u64) {
+    /// The tree reached `size` leaves; `significant` is the size through
+    /// its last message that is no cosignature record (if the batch had one).
+    pub(crate) fn grew(&self, size: u64, significant: Option<u64>) {
+        if let Some(s) = significant {
+            self.significant.fetch_max(s, Ordering::AcqRel);
+        }
         self.size.send_replace(size);
     }
 
@@ -338,7 +348,9 @@ async fn run(log: &AuditLog, stream: &str) -> Result<(), String> {
             continue;
         }
         deadline = tokio::time::Instant::now() + log.config.interval;
-        if *size_rx.borrow() <= covered || slog.diverged() {
+        let grew_by_count = *size_rx.borrow() >= covered.saturating_add(log.config.every_events);
+        let grew = slog.significant.load(Ordering::Acquire) > covered;
+        if !(grew || grew_by_count) || slog.diverged() {
             continue;
         }
         match log.checkpoint_now(stream).await {
