@@ -6,12 +6,35 @@ use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::store::{ChainHeadInfo, ChainPage, EventStore, ReadError, HEADER_TYPE};
+use crate::store::{
+    ChainHeadInfo, ChainPage, EventStore, ReadError, HEADER_PUBLISHED_AT, HEADER_TYPE,
+};
 use amai_core::stored::{aggregate_seq_of, millis};
 use amai_core::subjects::{Aggregate, AggregateKind};
 use amai_core::{Position, StoredEvent};
 
-/// Builds a stored event from a stream message's parts.
+/// A message's publish time: the time JetStream stored it or, for a message an
+/// import republished, the earlier time its original deployment stored it
+/// (the [`HEADER_PUBLISHED_AT`] header; an unparsable one is ignored). So an
+/// imported history keeps its publish times, and whoever can publish raw
+/// messages can only date one *back* with the header, never ahead (publish
+/// times are for display; dating back decides nothing anywhere, see
+/// docs/architecture.md).
+pub fn published_time(
+    stored: time::OffsetDateTime,
+    headers: Option<&HeaderMap>,
+) -> time::OffsetDateTime {
+    headers
+        .and_then(|h| h.get(HEADER_PUBLISHED_AT))
+        .and_then(|v| {
+            time::OffsetDateTime::parse(v.as_str(), &time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(stored, |original| original.min(stored))
+}
+
+/// Builds a stored event from a stream message's parts (its publish time by
+/// [`published_time`]).
 pub fn stored_event(
     stream: &str,
     seq: u64,
@@ -26,7 +49,7 @@ pub fn stored_event(
     StoredEvent::new(
         Position::new(stream, seq),
         subject,
-        millis(published),
+        millis(published_time(published, headers)),
         payload,
         event_type,
     )
@@ -306,5 +329,56 @@ pub(crate) fn no_message(e: &jetstream::stream::LastRawMessageError) -> bool {
             js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    fn at(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &Rfc3339).expect("time")
+    }
+
+    fn with_header(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_PUBLISHED_AT, value);
+        h
+    }
+
+    #[test]
+    fn an_imported_message_keeps_its_original_publish_time() {
+        let stored = at("2026-12-03T10:00:00Z");
+        let original = "2026-11-01T08:30:00.123456789Z";
+        assert_eq!(
+            published_time(stored, Some(&with_header(original))),
+            at(original)
+        );
+        let ev = stored_event(
+            "AMAI_AGENTS",
+            1,
+            "amai.agent.x".into(),
+            stored,
+            Bytes::new(),
+            Some(&with_header(original)),
+        );
+        assert_eq!(ev.published_ms, millis(at(original)));
+    }
+
+    #[test]
+    fn the_header_never_dates_a_message_ahead_and_garbage_is_ignored() {
+        let stored = at("2026-12-03T10:00:00Z");
+        assert_eq!(
+            published_time(stored, Some(&with_header("2030-01-01T00:00:00Z"))),
+            stored
+        );
+        assert_eq!(
+            published_time(stored, Some(&with_header("yesterday"))),
+            stored
+        );
+        assert_eq!(published_time(stored, None), stored);
+        assert_eq!(published_time(stored, Some(&HeaderMap::new())), stored);
     }
 }

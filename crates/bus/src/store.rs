@@ -39,6 +39,10 @@ pub const HEADER_TYPE: &str = "Amai-Type";
 pub const HEADER_AGGREGATE_SEQ: &str = "Amai-Aggregate-Seq";
 /// Header carrying the signer's identity id.
 pub const HEADER_ACTOR: &str = "Amai-Actor";
+/// Header an import (`amai import`) sets on a republished message: the time
+/// the exporting deployment's JetStream stored it (RFC 3339). Readers take the
+/// earlier of it and JetStream's own time ([`crate::reads::published_time`]).
+pub const HEADER_PUBLISHED_AT: &str = "Amai-Published-At";
 
 /// Default largest encoded event accepted by `append`.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
