@@ -6,6 +6,7 @@ mod audit_cmd;
 mod bench;
 mod client_cmd;
 mod config;
+mod export_cmd;
 mod fault;
 mod jail_cmd;
 mod keystore;
@@ -79,6 +80,12 @@ enum Command {
     /// Offline checks of RFC 9162 Merkle proofs (any RFC 9162 log's).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Export streams, aggregates or ranges (with their checkpoints and
+    /// blobs) to a file, straight from NATS.
+    Export(export_cmd::ExportArgs),
+    /// Import an export file into a fresh deployment's NATS (same sequence
+    /// numbers, same trust feed order).
+    Import(export_cmd::ImportArgs),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -144,6 +151,8 @@ fn main() -> ExitCode {
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Audit(cmd) => audit_cmd::audit(cmd),
+            Command::Export(args) => export_cmd::export(&settings, args).await,
+            Command::Import(args) => export_cmd::import(&settings, args).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

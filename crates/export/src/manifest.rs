@@ -196,13 +196,15 @@ impl Manifest {
         }
         match value.get("version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(VERSION) => {}
-            other => return Err(ExportError::new(
-                ExportErrorKind::UnsupportedVersion,
-                format!(
+            other => {
+                return Err(ExportError::new(
+                    ExportErrorKind::UnsupportedVersion,
+                    format!(
                     "export format version {} is not supported: this build reads version {VERSION}",
                     other.map_or("missing".to_string(), |v| v.to_string())
                 ),
-            )),
+                ))
+            }
         }
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
             invalid(format!(
