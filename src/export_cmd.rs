@@ -410,7 +410,8 @@ async fn read_stream(
         if seq > stop {
             break;
         }
-        let published = amai_bus::reads::published_time(stored_at, m.headers.as_ref());
+        let published =
+            amai_bus::reads::published_time(&plan.stream, stored_at, m.headers.as_ref());
         let subject = m.subject.to_string();
         if keep(plan, ranges, seq, &subject, published) {
             let msg_id = m
@@ -723,14 +724,16 @@ mod kind {
     pub(super) const IO: &str = "io";
 }
 
-/// One message of the file: its sequence, where it is, and whether it is
+/// One message of the file: its sequence, where it is, whether it is
 /// published with its `Nats-Msg-Id` (not when an earlier message of its
-/// stream has the same id: the dedup window would swallow it).
-#[derive(Debug, Clone, Copy)]
+/// stream has the same id: the dedup window would swallow it), and for a
+/// message the exported trust feed holds a copy of, when the feed stored it.
+#[derive(Debug, Clone)]
 struct MessageAt {
     seq: u64,
     location: RecordLocation,
     with_id: bool,
+    feed_published_at: Option<prost_types::Timestamp>,
 }
 
 /// A message's identity for matching feed copies with their originals.
@@ -742,8 +745,8 @@ struct Verified {
     summary: amai_export::ExportSummary,
     messages: BTreeMap<String, Vec<MessageAt>>,
     blobs: Vec<RecordLocation>,
-    /// The feed's messages in feed order, by content.
-    feed: Vec<ContentKey>,
+    /// The feed's messages in feed order, by content, with their publish time.
+    feed: Vec<(ContentKey, Option<prost_types::Timestamp>)>,
     /// The feed sources' messages by content: (stream, sequence), in order.
     originals: HashMap<ContentKey, VecDeque<(String, u64)>>,
 }
@@ -776,7 +779,7 @@ fn verify_file(path: &Path) -> Result<Verified, Failure> {
                         .or_default()
                         .insert(m.msg_id.clone());
                 if m.stream == TRUST_FEED_STREAM {
-                    feed.push(content_key(&m));
+                    feed.push((content_key(&m), m.published_at));
                 } else if sources.contains(&m.stream.as_str()) {
                     originals
                         .entry(content_key(&m))
@@ -787,6 +790,7 @@ fn verify_file(path: &Path) -> Result<Verified, Failure> {
                     seq: m.seq,
                     location,
                     with_id,
+                    feed_published_at: None,
                 });
             }
             Record::Blob(_) => blobs.push(location),
@@ -820,16 +824,17 @@ struct ImportPlan {
     sources: Vec<String>,
 }
 
-/// The streams of the feed order: each exported feed message matched with
-/// its original (the same subject and bytes; among equal ones, in order),
-/// each source stream's originals in increasing sequence from 1.
+/// The originals of the exported feed's messages, in feed order: each feed
+/// message matched with its original (the same subject and bytes; among
+/// equal ones, in order), each source stream's originals in increasing
+/// sequence from 1; with the feed message's publish time.
 fn feed_order(
-    feed: &[ContentKey],
+    feed: &[(ContentKey, Option<prost_types::Timestamp>)],
     originals: &mut HashMap<ContentKey, VecDeque<(String, u64)>>,
-) -> Result<Vec<String>, Failure> {
+) -> Result<Vec<(String, u64, Option<prost_types::Timestamp>)>, Failure> {
     let mut next: HashMap<String, u64> = HashMap::new();
     let mut order = Vec::with_capacity(feed.len());
-    for (i, key) in feed.iter().enumerate() {
+    for (i, (key, published_at)) in feed.iter().enumerate() {
         let Some((stream, seq)) = originals.get_mut(key).and_then(VecDeque::pop_front) else {
             return Err(Failure::new(
                 kind::NOT_IMPORTABLE,
@@ -852,7 +857,7 @@ fn feed_order(
             ));
         }
         *expected += 1;
-        order.push(stream);
+        order.push((stream, seq, *published_at));
     }
     Ok(order)
 }
@@ -883,7 +888,18 @@ fn plan_import(v: &mut Verified) -> Result<ImportPlan, Failure> {
     }
     let sources = feed_sources();
     let in_file = |s: &str| v.manifest.stream(s).is_some_and(|r| r.messages > 0);
-    let feed_order = feed_order(&v.feed, &mut v.originals)?;
+    let mut order = Vec::with_capacity(v.feed.len());
+    for (stream, seq, published_at) in feed_order(&v.feed, &mut v.originals)? {
+        // Sources start at 1 without gaps (checked above): seq - 1 is the index.
+        if let Some(at) = v
+            .messages
+            .get_mut(&stream)
+            .and_then(|m| m.get_mut((seq - 1) as usize))
+        {
+            at.feed_published_at = published_at;
+        }
+        order.push(stream);
+    }
     Ok(ImportPlan {
         unsourced: known
             .iter()
@@ -892,7 +908,7 @@ fn plan_import(v: &mut Verified) -> Result<ImportPlan, Failure> {
             })
             .cloned()
             .collect(),
-        feed_order,
+        feed_order: order,
         sources: sources
             .iter()
             .filter(|s| in_file(s))
@@ -945,19 +961,30 @@ struct Publisher {
 }
 
 /// The headers of a republished message: its id, its sequence (as the last
-/// sequence it must follow), its original publish time, and the `Amai-*`
-/// headers the store sets, derived from the event.
-fn republish_headers(m: &ExportedMessage, with_id: bool) -> HeaderMap {
+/// sequence it must follow), its original publish time (and the feed's, for
+/// the feed's copy), and the `Amai-*` headers the store sets, derived from
+/// the event.
+fn republish_headers(m: &ExportedMessage, at: &MessageAt) -> HeaderMap {
     let mut h = HeaderMap::new();
-    if with_id {
+    if at.with_id {
         h.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
     }
     h.insert(
         async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
         (m.seq - 1).to_string().as_str(),
     );
-    if let Some(t) = m.published_at.as_ref().and_then(from_timestamp) {
-        h.insert(HEADER_PUBLISHED_AT, rfc3339(t).as_str());
+    let times: Vec<(&str, OffsetDateTime)> = [
+        (m.stream.as_str(), m.published_at.as_ref()),
+        (TRUST_FEED_STREAM, at.feed_published_at.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(stream, t)| Some((stream, from_timestamp(t?)?)))
+    .collect();
+    if !times.is_empty() {
+        h.insert(
+            HEADER_PUBLISHED_AT,
+            amai_bus::reads::published_at_value(&times).as_str(),
+        );
     }
     if let Some(body) = proto::SignedEvent::decode(m.data.as_slice())
         .ok()
@@ -1000,7 +1027,7 @@ impl Publisher {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.settle_one().await?;
         }
-        let headers = republish_headers(&m, at.with_id);
+        let headers = republish_headers(&m, at);
         let ack = self
             .js
             .publish_with_headers(m.subject.clone(), headers, m.data.into())

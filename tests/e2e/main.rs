@@ -4,6 +4,7 @@
 
 mod audit;
 mod crash;
+mod export;
 mod jail;
 mod least_privilege;
 mod llm;
