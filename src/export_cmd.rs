@@ -1413,3 +1413,288 @@ pub(crate) async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans(streams: &[&str], aggregates: &[&str]) -> Vec<StreamPlan> {
+        let streams: Vec<String> = streams.iter().map(|s| s.to_string()).collect();
+        let aggregates: Vec<Aggregate> = aggregates
+            .iter()
+            .map(|a| a.parse().expect("aggregate"))
+            .collect();
+        plan_streams(&streams, &aggregates).expect("plan")
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn everything_is_every_stream_whole_with_every_audit_chain() {
+        let p = plans(&[], &[]);
+        assert_eq!(
+            p.iter().map(|p| p.stream.clone()).collect::<Vec<_>>(),
+            amai_streams()
+        );
+        assert!(p.iter().all(StreamPlan::whole));
+        let audit = p.iter().find(|p| p.stream == "AMAI_AUDIT").expect("audit");
+        assert!(audit.chains.contains("amai.audit.AMAI_AGENTS"));
+        assert!(audit.chains.contains("amai.audit.AMAI_TRUST_FEED"));
+        assert!(!audit.chains.contains("amai.audit.AMAI_AUDIT"));
+        assert!(audit.filter().is_empty(), "the whole stream is read");
+    }
+
+    #[test]
+    fn a_stream_brings_its_audit_chain_and_an_aggregate_only_its_subject() {
+        let p = plans(&["AMAI_NAMES"], &["agent/abc"]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        let agents = &p[0];
+        assert_eq!(agents.stream, "AMAI_AGENTS");
+        assert_eq!(agents.subjects, set(&["amai.agent.abc"]));
+        assert_eq!(agents.filter(), vec!["amai.agent.abc".to_string()]);
+        assert!(p[1].whole() && p[1].stream == "AMAI_NAMES");
+        let audit = &p[2];
+        assert!(!audit.selected);
+        assert_eq!(
+            audit.chains,
+            set(&["amai.audit.AMAI_AGENTS", "amai.audit.AMAI_NAMES"])
+        );
+        assert_eq!(audit.filter().len(), 2);
+        assert!(plan_streams(&["AMAI_NOPE".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn ranges_select_messages_and_audit_chains_come_whole() {
+        let p = plans(&["AMAI_AGENTS"], &[]);
+        let t = |s: &str| OffsetDateTime::parse(s, &Rfc3339).expect("time");
+        let r = Ranges {
+            from_seq: Some(5),
+            to_seq: Some(9),
+            since: Some(t("2026-01-01T00:00:00Z")),
+            until: None,
+        };
+        let at = t("2026-06-01T00:00:00Z");
+        assert!(keep(&p[0], &r, 5, "amai.agent.x", at));
+        assert!(!keep(&p[0], &r, 4, "amai.agent.x", at));
+        assert!(!keep(&p[0], &r, 10, "amai.agent.x", at));
+        assert!(!keep(
+            &p[0],
+            &r,
+            6,
+            "amai.agent.x",
+            t("2025-12-31T23:59:59Z")
+        ));
+        // The audit chain of the stream, whatever its sequence and time.
+        assert!(keep(
+            &p[1],
+            &r,
+            1,
+            "amai.audit.AMAI_AGENTS",
+            t("2020-01-01T00:00:00Z")
+        ));
+        assert!(!keep(&p[1], &r, 6, "amai.audit.AMAI_LLM", at));
+    }
+
+    fn key(subject: &str, data: &str) -> ContentKey {
+        (subject.to_string(), Sha256::digest(data.as_bytes()).into())
+    }
+
+    fn originals(
+        items: &[(&str, &str, &str, u64)],
+    ) -> HashMap<ContentKey, VecDeque<(String, u64)>> {
+        let mut out: HashMap<ContentKey, VecDeque<(String, u64)>> = HashMap::new();
+        for (subject, data, stream, seq) in items {
+            out.entry(key(subject, data))
+                .or_default()
+                .push_back((stream.to_string(), *seq));
+        }
+        out
+    }
+
+    #[test]
+    fn the_feed_order_names_each_copys_original_in_feed_order() {
+        let mut o = originals(&[
+            ("amai.agent.a", "x", "AMAI_AGENTS", 1),
+            ("amai.agent.a", "y", "AMAI_AGENTS", 2),
+            // Two identical messages: matched in order.
+            ("amai.agent.a", "x", "AMAI_AGENTS", 3),
+            ("amai.llm.s", "z", "AMAI_LLM", 1),
+        ]);
+        let feed: Vec<_> = [
+            key("amai.agent.a", "x"),
+            key("amai.llm.s", "z"),
+            key("amai.agent.a", "y"),
+            key("amai.agent.a", "x"),
+        ]
+        .into_iter()
+        .map(|k| (k, None))
+        .collect();
+        let order: Vec<(String, u64)> = feed_order(&feed, &mut o)
+            .expect("order")
+            .into_iter()
+            .map(|(s, q, _)| (s, q))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("AMAI_AGENTS".to_string(), 1),
+                ("AMAI_LLM".to_string(), 1),
+                ("AMAI_AGENTS".to_string(), 2),
+                ("AMAI_AGENTS".to_string(), 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_feed_that_cannot_be_reproduced_is_refused() {
+        // A copy whose original is not in the export.
+        let mut o = originals(&[("amai.agent.a", "x", "AMAI_AGENTS", 1)]);
+        let feed = vec![(key("amai.llm.s", "z"), None)];
+        let e = feed_order(&feed, &mut o).expect_err("no original");
+        assert_eq!(e.kind, kind::NOT_IMPORTABLE);
+        // A source's messages out of their order.
+        let mut o = originals(&[
+            ("amai.agent.a", "x", "AMAI_AGENTS", 1),
+            ("amai.agent.a", "y", "AMAI_AGENTS", 2),
+        ]);
+        let feed = vec![
+            (key("amai.agent.a", "y"), None),
+            (key("amai.agent.a", "x"), None),
+        ];
+        let e = feed_order(&feed, &mut o).expect_err("out of order");
+        assert_eq!(e.kind, kind::NOT_IMPORTABLE);
+    }
+
+    fn verified(ranges: Vec<StreamRange>) -> Verified {
+        let location = RecordLocation {
+            offset: 0,
+            len: 0,
+            sha256: [0; 32],
+        };
+        let mut messages = BTreeMap::new();
+        for r in &ranges {
+            let list: Vec<MessageAt> = (r.first_seq..=r.last_seq)
+                .take(r.messages as usize)
+                .map(|seq| MessageAt {
+                    seq,
+                    location,
+                    with_id: true,
+                    feed_published_at: None,
+                })
+                .collect();
+            messages.insert(r.stream.clone(), list);
+        }
+        Verified {
+            manifest: Manifest::new(
+                OffsetDateTime::UNIX_EPOCH,
+                Deployment::from_trust_root(&[1; 32]),
+                Selection::default(),
+                ranges,
+                0,
+                Vec::new(),
+            ),
+            summary: amai_export::ExportSummary {
+                messages: 0,
+                blobs: 0,
+                bytes: 0,
+                sha256: [0; 32],
+            },
+            messages,
+            blobs: Vec::new(),
+            feed: Vec::new(),
+            originals: HashMap::new(),
+        }
+    }
+
+    fn range(stream: &str, first: u64, last: u64, messages: u64) -> StreamRange {
+        StreamRange {
+            stream: stream.into(),
+            first_seq: first,
+            last_seq: last,
+            messages,
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn only_streams_from_sequence_one_without_gaps_are_importable() {
+        let plan = plan_import(&mut verified(vec![
+            range("AMAI_AGENTS", 1, 3, 3),
+            range("AMAI_NAMES", 1, 2, 2),
+            range("AMAI_LLM", 0, 0, 0),
+        ]))
+        .expect("importable");
+        assert_eq!(plan.unsourced, vec!["AMAI_NAMES".to_string()]);
+        assert_eq!(plan.sources, vec!["AMAI_AGENTS".to_string()]);
+        assert!(plan.feed_order.is_empty());
+        for bad in [range("AMAI_AGENTS", 2, 4, 3), range("AMAI_AGENTS", 1, 4, 3)] {
+            let e = plan_import(&mut verified(vec![bad])).expect_err("refused");
+            assert_eq!(e.kind, kind::NOT_IMPORTABLE, "{}", e.message);
+            assert!(
+                e.message.contains("sequence 1 without gaps"),
+                "{}",
+                e.message
+            );
+        }
+        let e = plan_import(&mut verified(vec![range("OTHER", 1, 1, 1)])).expect_err("unknown");
+        assert_eq!(e.kind, kind::NOT_IMPORTABLE);
+    }
+
+    #[test]
+    fn republished_headers_carry_the_sequence_the_times_and_the_event_headers() {
+        let m = ExportedMessage {
+            stream: "AMAI_AGENTS".into(),
+            seq: 7,
+            subject: "amai.agent.a".into(),
+            published_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 5,
+            }),
+            data: b"not an event".to_vec(),
+            msg_id: "id-7".into(),
+        };
+        let at = MessageAt {
+            seq: 7,
+            location: RecordLocation {
+                offset: 0,
+                len: 0,
+                sha256: [0; 32],
+            },
+            with_id: true,
+            feed_published_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_001,
+                nanos: 0,
+            }),
+        };
+        let h = republish_headers(&m, &at);
+        let get = |k: &str| h.get(k).map(|v| v.as_str().to_string());
+        assert_eq!(get("Nats-Msg-Id").as_deref(), Some("id-7"));
+        assert_eq!(get("Nats-Expected-Last-Sequence").as_deref(), Some("6"));
+        assert_eq!(get(HEADER_TYPE), None, "undecodable: no event headers");
+        // JetStream stored the republished message later than both.
+        let stored = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+        let agents = amai_bus::reads::published_time("AMAI_AGENTS", stored, Some(&h));
+        let feed = amai_bus::reads::published_time(TRUST_FEED_STREAM, stored, Some(&h));
+        assert_eq!(agents.unix_timestamp_nanos(), 1_800_000_000_000_000_005);
+        assert_eq!(feed.unix_timestamp(), 1_800_000_001);
+        let without_id = MessageAt {
+            with_id: false,
+            ..at
+        };
+        assert!(republish_headers(&m, &without_id)
+            .get("Nats-Msg-Id")
+            .is_none());
+    }
+
+    #[test]
+    fn the_manifests_deployment_id_is_the_one_the_runtime_uses() {
+        let key = amai_bus::IdentityKeys::generate().public_key();
+        let runtime = amai_workers::role::PreflightContext {
+            trust_root: Some(key),
+        }
+        .deployment();
+        assert_eq!(Deployment::from_trust_root(key.as_bytes()).id, runtime);
+    }
+}

@@ -432,3 +432,121 @@ async fn an_import_into_a_fresh_deployment_reproduces_every_stream_and_projectio
         "every stream of the target is still empty"
     );
 }
+
+/// Raw messages on three of the feed's source streams, published one at a
+/// time so the feed interleaves them: publishing the export stream by stream
+/// would give another feed. The import reproduces the feed message for
+/// message (the messages are not events: export and import move stored
+/// messages, they do not judge them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_feeds_interleaving_of_its_sources_is_reproduced() {
+    let a = World::new();
+    run_in(&a, &[], &["streams", "ensure"]).await.ok();
+    let js = a.jetstream().await;
+    let feed = js.get_stream("AMAI_TRUST_FEED").await.expect("feed");
+    let order = [
+        "agent", "llm", "agent", "jail", "llm", "llm", "agent", "jail", "agent", "llm",
+    ];
+    for (i, kind) in order.iter().enumerate() {
+        js.publish(format!("amai.{kind}.x"), format!("message {i}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        wait_until("the feed took it", DEADLINE, || {
+            let mut feed = feed.clone();
+            async move {
+                let n = feed.info().await.map_err(|e| e.to_string())?.state.messages;
+                if n == (i + 1) as u64 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} messages"))
+                }
+            }
+        })
+        .await;
+    }
+    let original = read_all(&js).await;
+    let feed_subjects: Vec<&str> = original["AMAI_TRUST_FEED"]
+        .iter()
+        .map(|m| m.subject.as_str())
+        .collect();
+    let expected: Vec<String> = order.iter().map(|k| format!("amai.{k}.x")).collect();
+    assert_eq!(feed_subjects, expected, "the original feed interleaves");
+
+    // A partial export (one aggregate, a sequence range) reads back as
+    // partial and is not importable.
+    let root = hex::encode(
+        amai_bus::IdentityKeys::load(&a.data_dir().join("keys/operator.json"))
+            .expect("operator key")
+            .public_key()
+            .as_bytes(),
+    );
+    let partial = a.path().join("partial.amai-export");
+    let partial_arg = partial.display().to_string();
+    let out = run_in(
+        &a,
+        &[],
+        &[
+            "export",
+            "--out",
+            &partial_arg,
+            "--aggregate",
+            "llm/x",
+            "--from-seq",
+            "2",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(out["messages"], 3, "LLM messages 2..=4: {out}");
+    let llm = &out["streams"][0];
+    assert_eq!(llm["stream"], "AMAI_LLM");
+    assert_eq!(
+        (&llm["first_seq"], &llm["last_seq"], &llm["complete"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(4),
+            &serde_json::json!(false)
+        )
+    );
+    assert_eq!(
+        out["streams"][1]["stream"], "AMAI_AUDIT",
+        "its audit chain, empty here"
+    );
+    let b = World::new();
+    let (kind, message) = refusal(
+        run_in(
+            &b,
+            &["--trust-root", &root],
+            &["import", &partial_arg, "--json"],
+        )
+        .await,
+    );
+    assert_eq!(kind, "not_importable", "{message}");
+    assert!(message.contains("AMAI_LLM"), "{message}");
+
+    // The whole export, imported: the same feed, message for message.
+    let file = a.path().join("all.amai-export");
+    let file_arg = file.display().to_string();
+    run_in(&a, &[], &["export", "--out", &file_arg]).await.ok();
+    let imported = run_in(
+        &b,
+        &["--trust-root", &root],
+        &["import", &file_arg, "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        imported["feed"]["in_export_order"],
+        order.len(),
+        "{imported}"
+    );
+    let copy = read_all(&b.jetstream().await).await;
+    for (stream, messages) in &original {
+        let theirs: Vec<_> = copy[stream].iter().map(|m| (&m.subject, &m.data)).collect();
+        let ours: Vec<_> = messages.iter().map(|m| (&m.subject, &m.data)).collect();
+        assert_eq!(theirs, ours, "{stream}");
+    }
+}
