@@ -751,6 +751,18 @@ struct Verified {
     originals: HashMap<ContentKey, VecDeque<(String, u64)>>,
 }
 
+/// Whether `subject` is one `stream` binds (`amai.<kind>.<token>` of the
+/// stream's kind; the trust feed: its sources'), whatever the token.
+fn subject_belongs(stream: &str, subject: &str) -> bool {
+    let mut parts = subject.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("amai"), Some(kind), Some(token), None) if !token.is_empty() => {
+            AggregateKind::parse(kind).is_some_and(|k| k.may_be_stored_in(stream))
+        }
+        _ => false,
+    }
+}
+
 fn content_key(m: &ExportedMessage) -> ContentKey {
     (m.subject.clone(), Sha256::digest(&m.data).into())
 }
@@ -769,10 +781,17 @@ fn verify_file(path: &Path) -> Result<Verified, Failure> {
     let mut blobs = Vec::new();
     let mut feed = Vec::new();
     let mut originals: HashMap<ContentKey, VecDeque<(String, u64)>> = HashMap::new();
+    let mut misplaced = None;
     while let Some((location, record)) = reader.next_located()? {
         pb.set_position(reader.offset());
         match record {
             Record::Message(m) => {
+                if misplaced.is_none() && !subject_belongs(&m.stream, &m.subject) {
+                    misplaced = Some(format!(
+                        "{}:{} is on subject {}",
+                        m.stream, m.seq, m.subject
+                    ));
+                }
                 let with_id = !m.msg_id.is_empty()
                     && ids
                         .entry(m.stream.clone())
@@ -797,6 +816,12 @@ fn verify_file(path: &Path) -> Result<Verified, Failure> {
         }
     }
     pb.finish_and_clear();
+    if let Some(m) = misplaced {
+        return Err(Failure::new(
+            kind::NOT_IMPORTABLE,
+            format!("{m}, which that stream does not hold here: a republished message would land elsewhere"),
+        ));
+    }
     let summary = reader
         .summary()
         .cloned()
@@ -920,6 +945,9 @@ fn plan_import(v: &mut Verified) -> Result<ImportPlan, Failure> {
 /// How far an import got.
 #[derive(Debug, Default)]
 struct Progress {
+    /// Whether anything was sent to the target (a publish whose
+    /// acknowledgement was lost may be stored).
+    attempted: bool,
     blobs: (u64, u64),
     /// Per stream: messages acknowledged with their exported sequence, total.
     streams: BTreeMap<String, (u64, u64)>,
@@ -927,7 +955,7 @@ struct Progress {
 
 impl Progress {
     fn published_anything(&self) -> bool {
-        self.blobs.0 > 0 || self.streams.values().any(|(done, _)| *done > 0)
+        self.attempted
     }
 
     fn describe(&self) -> String {
@@ -1028,6 +1056,7 @@ impl Publisher {
             self.settle_one().await?;
         }
         let headers = republish_headers(&m, at);
+        self.progress.attempted = true;
         let ack = self
             .js
             .publish_with_headers(m.subject.clone(), headers, m.data.into())
@@ -1075,6 +1104,14 @@ impl Publisher {
             self.settle_one().await?;
         }
         Ok(())
+    }
+
+    /// After a failure: counts what the publishes still in flight stored,
+    /// so the report says exactly how far the import got.
+    async fn settle_remaining(&mut self) {
+        while !self.in_flight.is_empty() {
+            let _ = self.settle_one().await;
+        }
     }
 }
 
@@ -1221,6 +1258,7 @@ async fn run_import(
         file,
         in_flight: VecDeque::new(),
         progress: Progress {
+            attempted: false,
             blobs: (0, v.blobs.len() as u64),
             streams: v
                 .messages
@@ -1232,6 +1270,9 @@ async fn run_import(
         pb: progress_bar(total + v.blobs.len() as u64, "importing"),
     };
     let result = publish_all(&mut p, &blob_store, &v, &plan, args).await;
+    if result.is_err() {
+        p.settle_remaining().await;
+    }
     p.pb.finish_and_clear();
     *progress_out = std::mem::take(&mut p.progress);
     let feed_messages = result?;
@@ -1291,6 +1332,7 @@ async fn publish_all(
                 "a blob record changed since it was verified",
             ));
         };
+        p.progress.attempted = true;
         blob_store.put(&b.data).await.map_err(|e| {
             Failure::new(
                 kind::PUBLISH_FAILED,
@@ -1686,6 +1728,17 @@ mod tests {
         assert!(republish_headers(&m, &without_id)
             .get("Nats-Msg-Id")
             .is_none());
+    }
+
+    #[test]
+    fn a_subject_belongs_to_the_stream_that_binds_it() {
+        assert!(subject_belongs("AMAI_AGENTS", "amai.agent.abc"));
+        assert!(subject_belongs("AMAI_NAMES", "amai.name.Not_A_Valid_Name"));
+        assert!(subject_belongs("AMAI_TRUST_FEED", "amai.llm.s"));
+        assert!(!subject_belongs("AMAI_TRUST_FEED", "amai.trust.a"));
+        assert!(!subject_belongs("AMAI_AGENTS", "amai.llm.s"));
+        assert!(!subject_belongs("AMAI_AGENTS", "amai.agent.a.b"));
+        assert!(!subject_belongs("AMAI_AGENTS", "other.agent.a"));
     }
 
     #[test]

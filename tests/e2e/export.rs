@@ -550,3 +550,63 @@ async fn the_trust_feeds_interleaving_of_its_sources_is_reproduced() {
         assert_eq!(theirs, ours, "{stream}");
     }
 }
+
+/// An import that fails after it started publishing says how far it got:
+/// here the second message of AMAI_NAMES is larger than NATS accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_import_says_exactly_how_far_it_got() {
+    use amai_export::proto::ExportedMessage;
+    let b = World::new();
+    let root = amai_bus::IdentityKeys::load(&b.data_dir().join("keys/operator.json"))
+        .expect("operator key")
+        .public_key();
+    let message = |seq: u64, len: usize| ExportedMessage {
+        stream: "AMAI_NAMES".into(),
+        seq,
+        subject: format!("amai.name.n{seq}"),
+        published_at: None,
+        data: vec![b'x'; len],
+        msg_id: format!("id-{seq}"),
+    };
+    let manifest = amai_export::Manifest::new(
+        time::OffsetDateTime::now_utc(),
+        amai_export::Deployment::from_trust_root(root.as_bytes()),
+        Default::default(),
+        vec![amai_export::StreamRange {
+            stream: "AMAI_NAMES".into(),
+            first_seq: 1,
+            last_seq: 2,
+            messages: 2,
+            complete: true,
+        }],
+        0,
+        Vec::new(),
+    );
+    let file = b.path().join("too-large.amai-export");
+    let mut out = std::fs::File::create(&file).expect("create");
+    let mut w = amai_export::ExportWriter::new(&mut out, &manifest).expect("writer");
+    w.message(&message(1, 10)).expect("first");
+    w.message(&message(2, 2 * 1024 * 1024)).expect("second");
+    w.finish().expect("finish");
+    drop(out);
+
+    let out = run_in(&b, &[], &["import", &file.display().to_string(), "--json"]).await;
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(v["error"]["kind"], "publish_failed", "{v}");
+    assert_eq!(v["published_anything"], true, "{v}");
+    let names = &v["progress"]["streams"][0];
+    assert_eq!(
+        (&names["stream"], &names["published"], &names["total"]),
+        (
+            &serde_json::json!("AMAI_NAMES"),
+            &serde_json::json!(1),
+            &serde_json::json!(2)
+        ),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(message.contains("AMAI_NAMES:2"), "{message}");
+    assert!(message.contains("partial import"), "{message}");
+    assert_eq!(stream_messages(&b.jetstream().await, "AMAI_NAMES").await, 1);
+}
