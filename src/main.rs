@@ -6,6 +6,7 @@ mod audit_cmd;
 mod bench;
 mod client_cmd;
 mod config;
+mod export_cmd;
 mod fault;
 mod jail_cmd;
 mod keystore;
@@ -84,6 +85,12 @@ enum Command {
     /// Rebuild the projections as of a point in history (a time or stream
     /// positions) into a scratch directory.
     Replay(replay_cmd::ReplayArgs),
+    /// Export streams, aggregates or ranges (with their checkpoints and
+    /// blobs) to a file, straight from NATS.
+    Export(export_cmd::ExportArgs),
+    /// Import an export file into a fresh deployment's NATS (same sequence
+    /// numbers, same trust feed order).
+    Import(export_cmd::ImportArgs),
     /// Measure the hot paths against raw baselines in one run.
     Bench(bench::BenchArgs),
 }
@@ -150,6 +157,8 @@ fn main() -> ExitCode {
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Audit(cmd) => audit_cmd::audit(&settings, cmd).await,
             Command::Replay(args) => replay_cmd::replay(&settings, args).await,
+            Command::Export(args) => export_cmd::export(&settings, args).await,
+            Command::Import(args) => export_cmd::import(&settings, args).await,
             Command::Bench(args) => bench::run(&settings, args).await,
         }
     });

@@ -1,5 +1,5 @@
 //! The server-side commands: `amai up`, `amai gateway`, `amai worker` and
-//! `amai projections rebuild`: connecting to NATS, creating streams,
+//! `amai projections rebuild|digest`: connecting to NATS, creating streams,
 //! bootstrapping the operator and service identities, running roles and the
 //! gateway until shutdown.
 
@@ -38,6 +38,24 @@ pub(crate) enum ProjectionsCommand {
         /// At most this many (oldest first).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The digest (SHA-256 over the whole sled tree, see
+    /// `amai_projections::ProjectionDigest`) of every projection: rebuilt
+    /// from the streams into a scratch dir (no reactor, no bootstrap: run it
+    /// on a deployment whose streams do not move), or read from a stopped
+    /// worker's store with --state. Two deployments with equal streams have
+    /// equal digests.
+    Digest {
+        /// Only this role's projections (default: every role of this build).
+        #[arg(long)]
+        role: Option<String>,
+        /// Read the store of a stopped worker, `<data-dir>/state/<STATE>`
+        /// (e.g. identity-w1), instead of rebuilding (needs --role).
+        #[arg(long, requires = "role")]
+        state: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -532,6 +550,9 @@ pub(crate) async fn run_projections(
         ProjectionsCommand::Violations { limit, json } => {
             crate::client_cmd::violations(settings, limit, json).await
         }
+        ProjectionsCommand::Digest { role, state, json } => {
+            projection_digests(settings, role, state, json).await
+        }
         ProjectionsCommand::Rebuild { name, state } => {
             // The role whose sled holds this projection.
             let role = amai_workers::roles::registry()
@@ -571,6 +592,133 @@ pub(crate) async fn run_projections(
         }
     }
 }
+
+/// `amai projections digest`.
+async fn projection_digests(
+    settings: &Settings,
+    role: Option<String>,
+    state: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let roles = match &role {
+        Some(name) => vec![amai_workers::roles::find(name)?],
+        None => amai_workers::roles::registry(),
+    };
+    let mut digests = Vec::new();
+    match state {
+        Some(state) => {
+            // Invariant: clap requires --role with --state, so there is one role.
+            for role in &roles {
+                let path = amai_workers::runtime::sled_path(
+                    &settings.data_dir.join("state").join(&state),
+                    role.name(),
+                );
+                if !path.exists() {
+                    anyhow::bail!(
+                        "no projection store at {}: check --data-dir, --role and --state",
+                        path.display()
+                    );
+                }
+                let db = sled::open(&path).with_context(|| {
+                    format!(
+                        "cannot open {} (is the worker still running? stop it first)",
+                        path.display()
+                    )
+                })?;
+                for p in role.projections() {
+                    digests.push((
+                        role.name(),
+                        amai_projections::runner::digest_projection(&db, p.as_ref())?,
+                    ));
+                }
+            }
+        }
+        None => {
+            let url = settings.nats_url.clone().context(
+                "amai projections digest rebuilds from the streams: it needs --nats-url (or AMAI_NATS_URL), or --role and --state to read a stopped worker's store",
+            )?;
+            let keystore = Keystore::open(&settings.data_dir)?;
+            let root = trust_root(settings, &keystore, TrustRootSource::Required)?.public();
+            let client = connect_nats(&url, "amai-projections-digest").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let store = EventStore::new(
+                js.clone(),
+                amai_bus::EventStoreConfig::default().trust_root(root),
+            );
+            let scratch = tempfile::Builder::new()
+                .prefix("amai-digest-")
+                .tempdir()
+                .context("cannot create a scratch dir")?;
+            for role in &roles {
+                let db = sled::open(amai_workers::runtime::sled_path(
+                    scratch.path(),
+                    role.name(),
+                ))?;
+                for p in role.projections() {
+                    let mut targets = Vec::new();
+                    for stream in p.streams() {
+                        let last = js
+                            .get_stream(*stream)
+                            .await
+                            .with_context(|| format!("cannot read stream {stream}"))?
+                            .cached_info()
+                            .state
+                            .last_sequence;
+                        targets.push(amai_bus::Position::new(*stream, last));
+                    }
+                    let handle = amai_projections::ProjectionRunner::spawn(
+                        db.clone(),
+                        store.clone(),
+                        p.clone(),
+                        futures::future::pending::<()>(),
+                    )
+                    .await?;
+                    for target in &targets {
+                        handle
+                            .wait_for(target, PROJECTION_DIGEST_WAIT)
+                            .await
+                            .with_context(|| format!("rebuilding projection {}", p.name()))?;
+                    }
+                    handle.shutdown();
+                    handle.stopped().await;
+                    digests.push((role.name(), handle.digest()?));
+                }
+            }
+            let _ = client.flush().await;
+        }
+    }
+    if json {
+        let list: Vec<_> = digests
+            .iter()
+            .map(|(role, d)| {
+                serde_json::json!({
+                    "role": role,
+                    "projection": d.projection,
+                    "version": d.version,
+                    "sha256": d.sha256_hex(),
+                    "entries": d.entries,
+                    "checkpoints": d.checkpoints.iter().map(|p| (p.stream.clone(), p.seq)).collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "projections": list }));
+    } else {
+        for (role, d) in &digests {
+            let ckpts: Vec<String> = d.checkpoints.iter().map(ToString::to_string).collect();
+            println!(
+                "{role}/{}  {}  {} entries  {}",
+                d.projection,
+                d.sha256_hex(),
+                d.entries,
+                ckpts.join(" ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Longest wait for a rebuilt projection to reach one stream's last sequence.
+const PROJECTION_DIGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {

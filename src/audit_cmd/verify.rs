@@ -46,9 +46,9 @@ pub(crate) struct VerifyArgs {
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -71,8 +71,9 @@ fn auditor(settings: &Settings, args: &VerifyArgs, pb: &ProgressBar) -> anyhow::
         .witness_vkeys
         .iter()
         .map(|v| {
-            v.parse()
-                .map_err(|e| anyhow::anyhow!("--witness-vkey {v:?} is not a C2SP verifier key: {e}"))
+            v.parse().map_err(|e| {
+                anyhow::anyhow!("--witness-vkey {v:?} is not a C2SP verifier key: {e}")
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let pb = pb.clone();
@@ -96,7 +97,8 @@ pub(crate) async fn verify(settings: &Settings, args: VerifyArgs) -> anyhow::Res
 }
 
 fn offline(settings: &Settings, args: &VerifyArgs, path: &PathBuf) -> anyhow::Result<AuditReport> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = amai_export::ExportReader::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a readable export", path.display()))?;
     let manifest = reader.manifest().clone();
@@ -167,7 +169,8 @@ async fn online(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<AuditR
                 .map_err(|e| anyhow::anyhow!("cannot read {stream}: {e}"))?;
             loop {
                 // A deleted last message never comes: stop when nothing does.
-                let next = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
                 let Ok(Some(item)) = next else { break };
                 let ev = item.map_err(|e| anyhow::anyhow!("reading {stream}: {e}"))?;
                 let position = ev.position.clone().unwrap_or_default();

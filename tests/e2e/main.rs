@@ -5,6 +5,7 @@
 mod as_of;
 mod audit;
 mod crash;
+mod export;
 mod jail;
 mod least_privilege;
 mod llm;

@@ -47,13 +47,21 @@ async fn deployed() -> Deployed {
     let alice_keys = IdentityKeys::generate();
     let alice = client.agent(alice_keys.clone());
     alice
-        .register("alice", amai_bus::proto::IdentityKind::Agent, Default::default())
+        .register(
+            "alice",
+            amai_bus::proto::IdentityKind::Agent,
+            Default::default(),
+        )
         .await
         .expect("alice");
     let bob = client.agent(IdentityKeys::generate());
-    bob.register("bob", amai_bus::proto::IdentityKind::Agent, Default::default())
-        .await
-        .expect("bob");
+    bob.register(
+        "bob",
+        amai_bus::proto::IdentityKind::Agent,
+        Default::default(),
+    )
+    .await
+    .expect("bob");
     for i in 0..3 {
         alice
             .append_action("note.written", &format!("{{\"n\":{i}}}"))
@@ -108,8 +116,14 @@ async fn checkpoint_everything(world: &World) {
         let stream = s["stream"].as_str().expect("name");
         world
             .cli(&[
-                "audit", "checkpoint", "--stream", stream, "--request", "--keys",
-                &world.operator_key_file(), "--json",
+                "audit",
+                "checkpoint",
+                "--stream",
+                stream,
+                "--request",
+                "--keys",
+                &world.operator_key_file(),
+                "--json",
             ])
             .await
             .ok();
@@ -119,7 +133,13 @@ async fn checkpoint_everything(world: &World) {
 /// `amai audit verify` online: exit code and report.
 async fn verify_online(world: &World) -> (i32, Value) {
     let out = world
-        .cli(&["audit", "verify", "--keys", &world.operator_key_file(), "--json"])
+        .cli(&[
+            "audit",
+            "verify",
+            "--keys",
+            &world.operator_key_file(),
+            "--json",
+        ])
         .await;
     let report = serde_json::from_str(out.stdout.trim())
         .unwrap_or_else(|e| panic!("no JSON report ({e}): {}\n{}", out.stdout, out.stderr));
@@ -128,9 +148,13 @@ async fn verify_online(world: &World) -> (i32, Value) {
 
 /// `amai export` then `amai audit verify --file`: exit code and report.
 async fn verify_offline(world: &World) -> (i32, Value) {
-    let file = world.path().join(format!("export-{}.amai", uuid::Uuid::new_v4()));
+    let file = world
+        .path()
+        .join(format!("export-{}.amai", uuid::Uuid::new_v4()));
     let file = file.display().to_string();
-    cli_nats(world, &["export", "--out", &file, "--json"]).await.ok();
+    cli_nats(world, &["export", "--out", &file, "--json"])
+        .await
+        .ok();
     let out = world
         .cli(&["audit", "verify", "--file", &file, "--json"])
         .await;
@@ -195,7 +219,11 @@ async fn rewrite(world: &World, stream: &str, messages: Vec<(String, Bytes)>) {
     js.delete_stream(stream).await.expect("delete");
     js.create_stream(config).await.expect("recreate");
     for (subject, payload) in messages {
-        js.publish(subject, payload).await.expect("publish").await.expect("ack");
+        js.publish(subject, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
     }
 }
 
@@ -205,7 +233,8 @@ fn alice_action(msgs: &[(String, Bytes)], alice: &str, n: usize) -> usize {
     msgs.iter()
         .enumerate()
         .filter(|(_, (_, p))| {
-            VerifiedEvent::decode(p).is_ok_and(|e| e.aggregate == agg && e.event_type() == "note.written")
+            VerifiedEvent::decode(p)
+                .is_ok_and(|e| e.aggregate == agg && e.event_type() == "note.written")
         })
         .nth(n)
         .map(|(i, _)| i)
@@ -221,10 +250,16 @@ async fn an_honest_deployment_is_authoritative_online_and_offline() {
     ] {
         assert_eq!(report["evidence"], "authoritative", "{how}: {report}");
         assert_eq!(code, 0, "{how}");
-        assert!(report["counts"]["events_verified"].as_u64() > Some(10), "{how}: {report}");
+        assert!(
+            report["counts"]["events_verified"].as_u64() > Some(10),
+            "{how}: {report}"
+        );
     }
     // Unusable input is exit 2, with what to do.
-    let out = d.world.cli(&["audit", "verify", "--file", "/nonexistent.amai"]).await;
+    let out = d
+        .world
+        .cli(&["audit", "verify", "--file", "/nonexistent.amai"])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
@@ -255,10 +290,20 @@ async fn a_forged_event_inserted_is_invalid_at_its_position() {
     let original = VerifiedEvent::decode(&msgs[i].1).expect("event");
     // Signed by a key that is not alice's, placed right before her action.
     let forger = IdentityKeys::generate();
-    let forged = EventDraft::action(original.aggregate.clone(), "note.written", "{\"forged\":true}")
-        .after(original.aggregate_seq() - 1, original.prev_hash())
-        .sign(&forger, &d.alice_id);
-    msgs.insert(i, (msgs[i].0.clone(), prost::Message::encode_to_vec(&forged).into()));
+    let forged = EventDraft::action(
+        original.aggregate.clone(),
+        "note.written",
+        "{\"forged\":true}",
+    )
+    .after(original.aggregate_seq() - 1, original.prev_hash())
+    .sign(&forger, &d.alice_id);
+    msgs.insert(
+        i,
+        (
+            msgs[i].0.clone(),
+            prost::Message::encode_to_vec(&forged).into(),
+        ),
+    );
     rewrite(&d.world, AGENTS, msgs).await;
     both_find(&d.world, "unknown_key", AGENTS, Some(i as u64 + 1)).await;
 }
@@ -277,7 +322,11 @@ async fn reordered_events_break_their_chain_where_they_were_swapped() {
     let broken = ["chain_broken", "sequence_gap"]
         .iter()
         .any(|k| failure(&report, k, AGENTS, Some(a as u64 + 1)));
-    assert!(broken, "the first swapped event fails: {}", report["failures"]);
+    assert!(
+        broken,
+        "the first swapped event fails: {}",
+        report["failures"]
+    );
     both_find(&d.world, "checkpoint_root_mismatch", "AMAI_AUDIT", None).await;
 }
 
@@ -288,7 +337,15 @@ async fn a_deleted_event_is_missing_at_its_sequence() {
     let i = alice_action(&msgs, &d.alice_id, 1);
     let js = d.world.jetstream().await;
     // The admin turns deny_delete off, then deletes one message.
-    let mut config = js.get_stream(AGENTS).await.expect("s").info().await.expect("i").config.clone();
+    let mut config = js
+        .get_stream(AGENTS)
+        .await
+        .expect("s")
+        .info()
+        .await
+        .expect("i")
+        .config
+        .clone();
     config.deny_delete = false;
     js.update_stream(config).await.expect("deny_delete off");
     js.get_stream(AGENTS)
@@ -318,9 +375,13 @@ async fn a_consistent_rewrite_with_a_stolen_key_contradicts_the_signed_checkpoin
     let original = VerifiedEvent::decode(&msgs[i].1).expect("event");
     // Alice's last action, replaced by one signed with her stolen key: every
     // chain still verifies.
-    let forged = EventDraft::action(original.aggregate.clone(), "note.written", "{\"n\":\"rewritten\"}")
-        .after(original.aggregate_seq() - 1, original.prev_hash())
-        .sign(&d.alice_keys, &d.alice_id);
+    let forged = EventDraft::action(
+        original.aggregate.clone(),
+        "note.written",
+        "{\"n\":\"rewritten\"}",
+    )
+    .after(original.aggregate_seq() - 1, original.prev_hash())
+    .sign(&d.alice_keys, &d.alice_id);
     msgs[i].1 = prost::Message::encode_to_vec(&forged).into();
     rewrite(&d.world, AGENTS, msgs).await;
     let (_, report) = verify_online(&d.world).await;
@@ -330,6 +391,9 @@ async fn a_consistent_rewrite_with_a_stolen_key_contradicts_the_signed_checkpoin
         .iter()
         .filter(|f| f["stream"] == AGENTS)
         .collect();
-    assert!(event_failures.is_empty(), "every event verifies: {event_failures:?}");
+    assert!(
+        event_failures.is_empty(),
+        "every event verifies: {event_failures:?}"
+    );
     both_find(&d.world, "checkpoint_root_mismatch", "AMAI_AUDIT", None).await;
 }

@@ -6,12 +6,57 @@ use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::store::{ChainHeadInfo, ChainPage, EventStore, ReadError, HEADER_TYPE};
+use crate::store::{
+    ChainHeadInfo, ChainPage, EventStore, ReadError, HEADER_PUBLISHED_AT, HEADER_TYPE,
+};
 use amai_core::stored::{aggregate_seq_of, millis};
 use amai_core::subjects::{Aggregate, AggregateKind};
 use amai_core::{Position, StoredEvent};
 
-/// Builds a stored event from a stream message's parts.
+/// The publish time of a message of `stream`: the time JetStream stored it
+/// or, for a message an import republished, the earlier time its original
+/// deployment's `stream` stored it (the [`HEADER_PUBLISHED_AT`] pair naming
+/// `stream`; pairs naming other streams, or unparsable, are ignored). So an
+/// imported history keeps its publish times (the trust feed's copies theirs
+/// too), and whoever can publish raw messages can only date one *back* with
+/// the header, never ahead (publish times are for display; dating back
+/// decides nothing anywhere, see docs/architecture.md).
+pub fn published_time(
+    stream: &str,
+    stored: time::OffsetDateTime,
+    headers: Option<&HeaderMap>,
+) -> time::OffsetDateTime {
+    headers
+        .and_then(|h| h.get(HEADER_PUBLISHED_AT))
+        .and_then(|v| {
+            v.as_str().split_ascii_whitespace().find_map(|pair| {
+                let (s, t) = pair.split_once('=')?;
+                (s == stream).then_some(())?;
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+        })
+        .map_or(stored, |original| original.min(stored))
+}
+
+/// The [`HEADER_PUBLISHED_AT`] value saying each `(stream, time)` stored a
+/// message at that time.
+pub fn published_at_value(times: &[(&str, time::OffsetDateTime)]) -> String {
+    times
+        .iter()
+        .map(|(stream, at)| {
+            // Formatting fails only for years outside 0..=9999; readers then
+            // ignore the pair and keep JetStream's time.
+            let t = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            format!("{stream}={t}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds a stored event from a stream message's parts (its publish time by
+/// [`published_time`]).
 pub fn stored_event(
     stream: &str,
     seq: u64,
@@ -26,7 +71,7 @@ pub fn stored_event(
     StoredEvent::new(
         Position::new(stream, seq),
         subject,
-        millis(published),
+        millis(published_time(stream, published, headers)),
         payload,
         event_type,
     )
@@ -306,5 +351,69 @@ pub(crate) fn no_message(e: &jetstream::stream::LastRawMessageError) -> bool {
             js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    fn at(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &Rfc3339).expect("time")
+    }
+
+    fn with_value(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_PUBLISHED_AT, value);
+        h
+    }
+
+    #[test]
+    fn an_imported_message_keeps_its_original_publish_time_per_stream() {
+        let stored = at("2026-12-03T10:00:00Z");
+        let agents = at("2026-11-01T08:30:00.123456789Z");
+        let feed = at("2026-11-01T08:30:00.125Z");
+        let h = with_value(&published_at_value(&[
+            ("AMAI_AGENTS", agents),
+            ("AMAI_TRUST_FEED", feed),
+        ]));
+        assert_eq!(published_time("AMAI_AGENTS", stored, Some(&h)), agents);
+        assert_eq!(published_time("AMAI_TRUST_FEED", stored, Some(&h)), feed);
+        assert_eq!(published_time("AMAI_LLM", stored, Some(&h)), stored);
+        let ev = stored_event(
+            "AMAI_AGENTS",
+            1,
+            "amai.agent.x".into(),
+            stored,
+            Bytes::new(),
+            Some(&h),
+        );
+        assert_eq!(ev.published_ms, millis(agents));
+    }
+
+    #[test]
+    fn the_header_never_dates_a_message_ahead_and_garbage_is_ignored() {
+        let stored = at("2026-12-03T10:00:00Z");
+        let ahead = published_at_value(&[("S", at("2030-01-01T00:00:00Z"))]);
+        assert_eq!(
+            published_time("S", stored, Some(&with_value(&ahead))),
+            stored
+        );
+        for garbage in [
+            "S=yesterday",
+            "2026-11-01T08:30:00Z",
+            "S 2026-11-01T08:30:00Z",
+            "",
+        ] {
+            assert_eq!(
+                published_time("S", stored, Some(&with_value(garbage))),
+                stored,
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(published_time("S", stored, None), stored);
+        assert_eq!(published_time("S", stored, Some(&HeaderMap::new())), stored);
     }
 }

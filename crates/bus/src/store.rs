@@ -39,6 +39,13 @@ pub const HEADER_TYPE: &str = "Amai-Type";
 pub const HEADER_AGGREGATE_SEQ: &str = "Amai-Aggregate-Seq";
 /// Header carrying the signer's identity id.
 pub const HEADER_ACTOR: &str = "Amai-Actor";
+/// Header an import (`amai import`) sets on a republished message: the times
+/// the exporting deployment's streams stored it, as space-separated
+/// `<STREAM>=<RFC 3339>` pairs in one value (the message's own stream, and
+/// the trust feed for a message the feed sources: sourcing copies headers).
+/// Readers of a stream take the earlier of its time and JetStream's own
+/// ([`crate::reads::published_time`]).
+pub const HEADER_PUBLISHED_AT: &str = "Amai-Published-At";
 
 /// Default largest encoded event accepted by `append`.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;

@@ -9,7 +9,8 @@
 //!   contiguous sequence, key validity), applies valid events and advances the
 //!   checkpoint in the same sled transaction (exactly-once effect across
 //!   crashes), records invalid ones as [`IntegrityViolation`]s, and answers
-//!   `min_position` consistency waits;
+//!   `min_position` consistency waits; [`ProjectionDigest`] names a
+//!   projection's whole state in one SHA-256 (`runner::digest`);
 //! - [`identity_model`]: the identity read model (identities, key history,
 //!   names, inboxes, stats) and its query API.
 //!
@@ -31,6 +32,6 @@ pub mod runner;
 pub use identity_model::{IdentityProjection, IdentityReadModel, ReadModelError};
 pub use projection::{AppliedEvent, ApplyError, ApplyResult, Projection};
 pub use runner::{
-    rebuild_projection, IntegrityViolation, ProjectionError, ProjectionHandle, ProjectionRunner,
-    ViolationKind, WaitError,
+    rebuild_projection, IntegrityViolation, ProjectionDigest, ProjectionError, ProjectionHandle,
+    ProjectionRunner, ViolationKind, WaitError,
 };

@@ -264,6 +264,16 @@ impl ProjectionHandle {
         }
     }
 
+    /// The digest of the projection's tree (see [`super::ProjectionDigest`]
+    /// for what it covers). Meaningful once the projection has stopped or its
+    /// streams do not move: events applied while the tree is read may or may
+    /// not be in it.
+    pub fn digest(&self) -> Result<super::ProjectionDigest, ProjectionError> {
+        let mut streams: Vec<&str> = self.shared.streams.keys().copied().collect();
+        streams.sort_unstable();
+        super::digest::digest_of(&self.shared.tree, self.shared.name, &streams)
+    }
+
     /// The recorded integrity violations, in (stream, sequence) order.
     pub fn violations(&self) -> Result<Vec<IntegrityViolation>, ProjectionError> {
         violations(&self.shared.tree)

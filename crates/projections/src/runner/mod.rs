@@ -52,6 +52,7 @@
 //! ## Modules
 //!
 //! - `keys`: the reserved keys and checkpoint reads;
+//! - `digest`: [`ProjectionDigest`], one SHA-256 over a projection's tree;
 //! - `violation`: [`IntegrityViolation`], [`ViolationKind`], recording, listing;
 //! - `handle`: [`ProjectionHandle`] and its `min_position` waits;
 //! - `batch`: batches, the overlay of in-flight chain states, steps;
@@ -61,6 +62,7 @@
 
 mod batch;
 mod commit;
+mod digest;
 mod handle;
 mod keys;
 mod verify;
@@ -83,6 +85,7 @@ use batch::Batch;
 use handle::{Shared, StreamState};
 use keys::META_VERSION;
 
+pub use digest::{digest, digest_projection, digest_tree, ProjectionDigest};
 pub use handle::{ProjectionHandle, WaitError};
 pub use keys::{checkpoint, RESERVED_PREFIX};
 pub use violation::{violation_count, violations, IntegrityViolation, ViolationKind};
