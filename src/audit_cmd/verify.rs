@@ -144,11 +144,15 @@ async fn online(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<AuditR
     let ends: Vec<(String, u64)> = amai_audit::deployment_streams()
         .into_iter()
         .map(|s| {
-            let end = status
-                .streams
-                .iter()
-                .find(|a| a.stream == s)
-                .map_or(0, |a| a.stream_last_seq);
+            let end = if s == amai_bus::subjects::AggregateKind::Audit.stream() {
+                status.audit_stream_last_seq
+            } else {
+                status
+                    .streams
+                    .iter()
+                    .find(|a| a.stream == s)
+                    .map_or(0, |a| a.stream_last_seq)
+            };
             (s.to_string(), end)
         })
         .collect();

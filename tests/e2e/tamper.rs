@@ -336,7 +336,8 @@ async fn a_deleted_event_is_missing_at_its_sequence() {
     let msgs = messages(&d.world, AGENTS).await;
     let i = alice_action(&msgs, &d.alice_id, 1);
     let js = d.world.jetstream().await;
-    // The admin turns deny_delete off, then deletes one message.
+    // JetStream never turns deny_delete off on a stream: the admin recreates
+    // it without, republishes everything (same sequences), then deletes one.
     let mut config = js
         .get_stream(AGENTS)
         .await
@@ -347,13 +348,25 @@ async fn a_deleted_event_is_missing_at_its_sequence() {
         .config
         .clone();
     config.deny_delete = false;
-    js.update_stream(config).await.expect("deny_delete off");
-    js.get_stream(AGENTS)
+    js.delete_stream(AGENTS).await.expect("delete stream");
+    js.create_stream(config)
+        .await
+        .expect("recreate without deny_delete");
+    for (subject, payload) in msgs {
+        js.publish(subject, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let deleted = js
+        .get_stream(AGENTS)
         .await
         .expect("s")
         .delete_message(i as u64 + 1)
         .await
         .expect("delete");
+    assert!(deleted);
     both_find(&d.world, "missing_event", AGENTS, Some(i as u64 + 1)).await;
 }
 

@@ -286,6 +286,8 @@ pub(crate) fn endpoints(log: Arc<AuditLog>) -> Vec<(&'static str, QueryHandler)>
                 reply(proto::AuditStatus {
                     streams,
                     log_key: log.signer.keys.public_key().as_bytes().to_vec(),
+                    audit_stream_last_seq: stream_last_seq(&log, AggregateKind::Audit.stream())
+                        .await,
                 })
             },
         ),
