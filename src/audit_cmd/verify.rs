@@ -56,7 +56,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// The trust root the caller trusts.
-fn trust_root(settings: &Settings) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+pub(super) fn trust_root(settings: &Settings) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
     if let Some(bytes) = settings.trust_root_bytes()? {
         return amai_bus::keys::verifying_key(&bytes)
             .context("--trust-root is not an Ed25519 public key");
@@ -137,6 +137,21 @@ fn offline(settings: &Settings, args: &VerifyArgs, path: &PathBuf) -> anyhow::Re
 
 async fn online(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<AuditReport> {
     let client = args.reading.sign(connect(settings).await?, settings)?;
+    let make = |total: u64| -> anyhow::Result<(Auditor, ProgressBar)> {
+        let pb = bar(total, "verifying");
+        let a = auditor(settings, args, &pb)?;
+        Ok((a, pb))
+    };
+    audit_through(&client, make).await
+}
+
+/// Audits everything the gateway serves, read as `client` (an operator or a
+/// reader granted every stream); `make` builds the auditor once the number
+/// of messages is known.
+pub(super) async fn audit_through(
+    client: &amai_client::AmaiClient,
+    make: impl FnOnce(u64) -> anyhow::Result<(Auditor, ProgressBar)>,
+) -> anyhow::Result<AuditReport> {
     let status = client
         .audit_status()
         .await
@@ -157,8 +172,7 @@ async fn online(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<AuditR
         })
         .collect();
     let total = ends.iter().map(|(_, e)| e).sum();
-    let pb = bar(total, "verifying");
-    let mut auditor = auditor(settings, args, &pb)?;
+    let (mut auditor, pb) = make(total)?;
     for (stream, end) in &ends {
         auditor.declare_stream(stream, Scope::Complete)?;
         if *end > 0 {

@@ -91,6 +91,12 @@ pub(crate) struct WitnessArgs {
     /// Seconds between rounds.
     #[arg(long, default_value_t = 5)]
     interval_secs: u64,
+    /// Each round, before anything else, audit the whole history the log
+    /// serves (`amai audit verify`, online): an invalid history is alerted
+    /// like a split view and nothing is cosigned. The witness's key must read
+    /// every stream (an operator, or a reader an operator granted them).
+    #[arg(long)]
+    audit: bool,
     /// Print one JSON object per round.
     #[arg(long)]
     json: bool,
@@ -108,6 +114,8 @@ enum Round {
 
 struct Witness {
     client: AmaiClient,
+    /// With `--audit`: the trust root the audits start from.
+    audit: Option<ed25519_dalek::VerifyingKey>,
     agent: Agent,
     key: WitnessKey,
     stream: String,
@@ -118,6 +126,33 @@ struct Witness {
 
 impl Witness {
     async fn round(&mut self) -> anyhow::Result<Round> {
+        if let Some(root) = self.audit {
+            let report = super::verify::audit_through(&self.client, |_| {
+                Ok((
+                    amai_audit::Auditor::new(root),
+                    indicatif::ProgressBar::hidden(),
+                ))
+            })
+            .await?;
+            if report.evidence == amai_audit::Evidence::Invalid {
+                let detail = format!(
+                    "the history the log serves does not verify ({} failures), first: {}",
+                    report.failures.len() as u64 + report.failures_omitted,
+                    report
+                        .failures
+                        .first()
+                        .map(|f| f.line())
+                        .unwrap_or_default()
+                );
+                let seen = self.state.last_note.clone().unwrap_or_default();
+                self.record_split_view(proto::SplitViewKind::InvalidHistory, &seen, "", &detail)
+                    .await?;
+                return Ok(Round::SplitView(
+                    proto::SplitViewKind::InvalidHistory,
+                    detail,
+                ));
+            }
+        }
         let latest = self
             .client
             .verified_checkpoint(&self.stream, 0, &self.log)
@@ -308,7 +343,9 @@ pub(crate) async fn witness(settings: &Settings, args: WitnessArgs) -> anyhow::R
             args.keys.display()
         )
     })?;
-    let client = connect(settings).await?;
+    let client = connect(settings)
+        .await?
+        .with_signer(keys.identity_id(), keys.clone());
     let agent = client.agent(keys.clone());
     let name = args
         .name
@@ -334,8 +371,14 @@ pub(crate) async fn witness(settings: &Settings, args: WitnessArgs) -> anyhow::R
     };
     state.log_vkey = Some(log.to_string());
     state.save(&state_path)?;
+    let audit = if args.audit {
+        Some(super::verify::trust_root(settings)?)
+    } else {
+        None
+    };
     let mut w = Witness {
         client,
+        audit,
         agent,
         key,
         stream: args.stream.clone(),

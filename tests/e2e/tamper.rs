@@ -410,3 +410,53 @@ async fn a_consistent_rewrite_with_a_stolen_key_contradicts_the_signed_checkpoin
     );
     both_find(&d.world, "checkpoint_root_mismatch", "AMAI_AUDIT", None).await;
 }
+
+#[tokio::test]
+async fn an_auditing_witness_cosigns_honest_history_and_alerts_on_a_flipped_byte() {
+    let d = deployed().await;
+    let op = d.world.operator_key_file();
+    let state = d
+        .world
+        .path()
+        .join("auditing-witness.json")
+        .display()
+        .to_string();
+    let round = || async {
+        d.world
+            .cli(&[
+                "audit", "witness", "--keys", &op, "--state", &state, "--audit", "--once", "--json",
+            ])
+            .await
+    };
+    let first = round().await;
+    assert!(first.status.success(), "{}\n{}", first.stdout, first.stderr);
+    let v: Value = serde_json::from_str(first.stdout.trim()).expect("json");
+    assert_eq!(v["event"], "cosigned", "{v}");
+
+    // The admin flips a byte of alice's action; the log's checkpoints do not
+    // change (its tree is its own), the audit before cosigning sees it.
+    let mut msgs = messages(&d.world, AGENTS).await;
+    let i = alice_action(&msgs, &d.alice_id, 0);
+    let mut bytes = msgs[i].1.to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    msgs[i].1 = bytes.into();
+    rewrite(&d.world, AGENTS, msgs).await;
+    let second = round().await;
+    assert_eq!(
+        second.status.code(),
+        Some(3),
+        "{}\n{}",
+        second.stdout,
+        second.stderr
+    );
+    let v: Value = serde_json::from_str(second.stdout.trim()).expect("json");
+    assert_eq!(v["kind"], "SPLIT_VIEW_KIND_INVALID_HISTORY", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("{AGENTS}:{}", i + 1)),
+        "the alert names the event: {v}"
+    );
+}
