@@ -35,33 +35,11 @@ async fn cli_nats(world: &World, list: &[&str]) -> CliOutput {
 async fn deployed() -> Deployed {
     let world = World::new();
     let identity = world.worker("w1").await;
-    let mut a = world.globals();
-    a.extend(args(&["worker", "--role", "audit", "--instance", "a1"]));
-    let env = [
-        ("AMAI_AUDIT_CHECKPOINT_EVERY", "1000000"),
-        ("AMAI_AUDIT_CHECKPOINT_INTERVAL", "1h"),
-    ];
-    let mut audit = Proc::spawn_with_env("audit-a1", world.path(), &a, &env);
-    audit.wait_for_log("audit role up", DEADLINE).await;
+    let audit = audit_worker(&world, "a1").await;
     let (gateway, client) = world.gateway().await;
     let alice_keys = IdentityKeys::generate();
-    let alice = client.agent(alice_keys.clone());
-    alice
-        .register(
-            "alice",
-            amai_bus::proto::IdentityKind::Agent,
-            Default::default(),
-        )
-        .await
-        .expect("alice");
-    let bob = client.agent(IdentityKeys::generate());
-    bob.register(
-        "bob",
-        amai_bus::proto::IdentityKind::Agent,
-        Default::default(),
-    )
-    .await
-    .expect("bob");
+    let alice = sdk_agent(&client, "alice", alice_keys.clone()).await;
+    let bob = sdk_agent(&client, "bob", IdentityKeys::generate()).await;
     for i in 0..3 {
         alice
             .append_action("note.written", &format!("{{\"n\":{i}}}"))

@@ -583,3 +583,35 @@ pub(crate) async fn wait_one_trust_init_each(js: &async_nats::jetstream::Context
     .await;
     assert_one_trust_init_each(js, ids).await;
 }
+
+/// Starts `amai worker --role audit --instance <instance>` checkpointing on
+/// request only (the tests decide when), and waits until its role is up.
+pub(crate) async fn audit_worker(world: &World, instance: &str) -> Proc {
+    let mut a = world.globals();
+    a.extend(args(&["worker", "--role", "audit", "--instance", instance]));
+    let env = [
+        ("AMAI_AUDIT_CHECKPOINT_EVERY", "1000000"),
+        ("AMAI_AUDIT_CHECKPOINT_INTERVAL", "1h"),
+    ];
+    let mut p = Proc::spawn_with_env(&format!("audit-{instance}"), world.path(), &a, &env);
+    p.wait_for_log("audit role up", DEADLINE).await;
+    p
+}
+
+/// Registers a fresh agent `name` through the SDK; returns its handle.
+pub(crate) async fn sdk_agent(
+    client: &AmaiClient,
+    name: &str,
+    keys: amai_bus::IdentityKeys,
+) -> amai_client::Agent {
+    let agent = client.agent(keys);
+    agent
+        .register(
+            name,
+            amai_bus::proto::IdentityKind::Agent,
+            Default::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("register {name}: {e}"));
+    agent
+}

@@ -14,19 +14,6 @@ use crate::util::*;
 
 const AGENTS: &str = "AMAI_AGENTS";
 
-async fn audit_worker(world: &World, instance: &str) -> Proc {
-    let mut a = world.globals();
-    a.extend(args(&["worker", "--role", "audit", "--instance", instance]));
-    // Checkpoints on request only: the test decides when.
-    let env = [
-        ("AMAI_AUDIT_CHECKPOINT_EVERY", "1000000"),
-        ("AMAI_AUDIT_CHECKPOINT_INTERVAL", "1h"),
-    ];
-    let mut p = Proc::spawn_with_env(&format!("audit-{instance}"), world.path(), &a, &env);
-    p.wait_for_log("audit role up", DEADLINE).await;
-    p
-}
-
 /// Waits until the audit tree of AMAI_AGENTS holds the whole stream, then
 /// has the audit service checkpoint it (as the operator).
 async fn checkpoint_all(world: &World) -> serde_json::Value {
@@ -96,15 +83,7 @@ async fn a_witness_cosigns_a_consistent_log_and_raises_a_split_view_on_rewritten
         .await
         .ok();
     let alice_keys = IdentityKeys::generate();
-    let alice = client.agent(alice_keys.clone());
-    alice
-        .register(
-            "alice",
-            amai_bus::proto::IdentityKind::Agent,
-            Default::default(),
-        )
-        .await
-        .expect("alice");
+    let alice = sdk_agent(&client, "alice", alice_keys.clone()).await;
     alice
         .append_action("note.written", "{\"n\":1}")
         .await
