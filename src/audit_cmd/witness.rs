@@ -72,6 +72,11 @@ pub(crate) struct WitnessArgs {
     /// The stream whose checkpoints to follow.
     #[arg(long, default_value = "AMAI_AGENTS")]
     stream: String,
+    /// The log's origin (`amai/<deployment>/<stream>`), instead of
+    /// `--stream`: the stream is its last part, and the log key must be named
+    /// after it.
+    #[arg(long, conflicts_with = "stream")]
+    origin: Option<String>,
     /// The witness identity's key file (a registered identity: it cosigns
     /// with this key and records on its own chain).
     #[arg(long, env = "AMAI_KEYS")]
@@ -336,7 +341,18 @@ impl Witness {
 }
 
 /// Runs `amai audit witness`.
-pub(crate) async fn witness(settings: &Settings, args: WitnessArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn witness(
+    settings: &Settings,
+    mut args: WitnessArgs,
+) -> anyhow::Result<ExitCode> {
+    if let Some(origin) = &args.origin {
+        match origin.rsplit_once('/') {
+            Some((_, stream)) if !stream.is_empty() => args.stream = stream.to_string(),
+            _ => bail!(
+                "--origin {origin:?} is not a log origin such as amai/<deployment>/AMAI_AGENTS"
+            ),
+        }
+    }
     let keys = IdentityKeys::load(&args.keys).with_context(|| {
         format!(
             "cannot load the witness's keys from {}",
@@ -369,6 +385,14 @@ pub(crate) async fn witness(settings: &Settings, args: WitnessArgs) -> anyhow::R
             log_vkey(&status, &args.stream).map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };
+    if let Some(origin) = &args.origin {
+        if log.name() != origin {
+            bail!(
+                "the log key {log} is named {:?}, not the origin {origin:?} you follow",
+                log.name()
+            );
+        }
+    }
     state.log_vkey = Some(log.to_string());
     state.save(&state_path)?;
     let audit = if args.audit {

@@ -152,8 +152,34 @@ fn failure(report: &Value, kind: &str, stream: &str, seq: Option<u64>) -> bool {
     })
 }
 
-/// Both audits find the stream invalid with `kind` (at `seq`).
+/// An auditing witness (`--audit`, the operator's key, a fresh state) refuses
+/// the history and alerts: exit 3, `SPLIT_VIEW_KIND_INVALID_HISTORY`.
+async fn auditing_witness_alerts(world: &World) {
+    let state = world
+        .path()
+        .join(format!("witness-{}.json", uuid::Uuid::new_v4()));
+    let out = world
+        .cli(&[
+            "audit",
+            "witness",
+            "--keys",
+            &world.operator_key_file(),
+            "--state",
+            &state.display().to_string(),
+            "--audit",
+            "--once",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", out.stdout, out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(v["kind"], "SPLIT_VIEW_KIND_INVALID_HISTORY", "{v}");
+}
+
+/// Both audits find the stream invalid with `kind` (at `seq`), and so does an
+/// auditing witness.
 async fn both_find(world: &World, kind: &str, stream: &str, seq: Option<u64>) {
+    auditing_witness_alerts(world).await;
     for (how, (code, report)) in [
         ("online", verify_online(world).await),
         ("offline", verify_offline(world).await),

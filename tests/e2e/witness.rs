@@ -49,6 +49,16 @@ async fn checkpoint_all(world: &World) -> serde_json::Value {
         .json()
 }
 
+/// The log origin of AMAI_AGENTS in this world's deployment.
+fn origin(world: &World) -> String {
+    let operator = IdentityKeys::load(&world.data_dir().join("keys/operator.json")).expect("key");
+    let deployment = amai_workers::role::PreflightContext {
+        trust_root: Some(operator.public_key()),
+    }
+    .deployment();
+    format!("amai/{deployment}/{AGENTS}")
+}
+
 async fn witness_once(world: &World, key_file: &str) -> CliOutput {
     let state = world
         .path()
@@ -57,8 +67,16 @@ async fn witness_once(world: &World, key_file: &str) -> CliOutput {
         .to_string();
     world
         .cli(&[
-            "audit", "witness", "--stream", AGENTS, "--keys", key_file, "--state", &state,
-            "--once", "--json",
+            "audit",
+            "witness",
+            "--origin",
+            &origin(world),
+            "--keys",
+            key_file,
+            "--state",
+            &state,
+            "--once",
+            "--json",
         ])
         .await
 }
@@ -88,6 +106,23 @@ async fn a_witness_cosigns_a_consistent_log_and_raises_a_split_view_on_rewritten
         .append_action("note.written", "{\"n\":1}")
         .await
         .expect("action");
+
+    // A witness told to follow another origin refuses this log's key.
+    let other = world
+        .cli(&[
+            "audit",
+            "witness",
+            "--origin",
+            "amai/0000000000000000/AMAI_AGENTS",
+            "--keys",
+            &witness_key,
+            "--state",
+            &world.path().join("other.json").display().to_string(),
+            "--once",
+        ])
+        .await;
+    assert!(!other.status.success(), "{}", other.stdout);
+    assert!(other.stderr.contains("not the origin"), "{}", other.stderr);
 
     // Round 1: the first checkpoint is cosigned.
     let first = checkpoint_all(&world).await;
