@@ -16,14 +16,17 @@
 //!    and builds the tree from the stream as it would after a restart or for a
 //!    new instance: `audit_tree_per_s` is `N` over the time from the role's
 //!    start until its stored tree (read from its sled) holds every message.
-//! 3. **Proofs.** An operator's `amai.query.audit.request_checkpoint` signs
+//! 3. **Proofs.** Once the role's sled is flushed (untimed), an operator's `amai.query.audit.request_checkpoint` signs
 //!    the tree of `N`. Inclusion proofs of random leaves, and consistency
 //!    proofs from random old sizes to `N`, are asked at [`AUDIT_PROOF_RPS`]
 //!    on a fixed schedule (open loop, counted from each request's scheduled
 //!    send time), first straight over NATS to the query service, then through
 //!    the gateway's `AuditService` with the SDK (what clients see: the worse
 //!    gateway p99 is `proof_p99_ms`, goal under [`GOAL_PROOF_P99_MS`] ms at a
-//!    million events). Requests name the checkpoint's size, as a verifier
+//!    million events). The raw baseline, at the same rate on the same NATS
+//!    connection the role answers on: a core NATS request/reply to an echo
+//!    responder in the bench replying [`ECHO_REPLY_BYTES`] (about a proof's
+//!    size), the hop and the machine's tail with no work behind them. Requests name the checkpoint's size, as a verifier
 //!    holding a checkpoint does (size 0, "the latest", costs the query two
 //!    more JetStream reads to find it). Every timed answer is kept and checked
 //!    after the runs against the bench's own tree: the checkpoint's signed
@@ -63,6 +66,7 @@ use amai_bus::subjects::AggregateKind;
 use amai_bus::Position;
 use amai_merkle::{empty_root, leaf_hash, node_hash, Hash};
 use async_nats::jetstream;
+use futures::StreamExt as _;
 use prost::bytes::Bytes;
 
 use crate::error::{Context as _, Fail};
@@ -77,6 +81,9 @@ pub const AUDIT_EVENTS: u64 = 1_000_000;
 pub const AUDIT_EVENTS_QUICK: u64 = 50_000;
 /// Open-loop rate of each proof latency run.
 pub const AUDIT_PROOF_RPS: u32 = 1_000;
+/// Reply size of the NATS echo baseline: about an inclusion proof's at a
+/// million events (20 hashes, the leaf, the root, the stream).
+pub(crate) const ECHO_REPLY_BYTES: usize = 800;
 /// Events between two checkpoints in the checkpoint-cost rounds.
 pub const CHECKPOINT_EVERY: u64 = 1_000;
 /// The goal on `proof_p99_ms` (a stream of a million events).
@@ -104,6 +111,8 @@ pub(crate) struct AuditFigures {
     pub(crate) tree_secs: f64,
     /// The first checkpoint, of the whole filled stream (one request).
     pub(crate) checkpoint_at_n_ms: f64,
+    /// Core NATS request/reply to an echo responder (the proofs' baseline).
+    pub(crate) echo: Latency,
     /// Inclusion proofs over NATS (the query service).
     pub(crate) inclusion_query: Latency,
     /// Consistency proofs over NATS.
@@ -135,6 +144,7 @@ impl Default for AuditFigures {
             tree_per_s: f64::NAN,
             tree_secs: f64::NAN,
             checkpoint_at_n_ms: f64::NAN,
+            echo: Latency::default(),
             inclusion_query: Latency::default(),
             consistency_query: Latency::default(),
             inclusion_gateway: Latency::default(),
@@ -421,6 +431,36 @@ async fn request_checkpoint(p: &Platform) -> Result<proto::AuditCheckpointed, Fa
         .context("request_checkpoint answered no checkpoint")
 }
 
+/// The proofs' raw baseline: core NATS request/reply at [`AUDIT_PROOF_RPS`]
+/// to a responder in the bench that answers [`ECHO_REPLY_BYTES`] at once.
+async fn echo(p: &Platform, latency_for: Duration) -> Result<Latency, Fail> {
+    let subject = format!("bench.echo.{}", p.run_id);
+    let mut sub = p.client.subscribe(subject.clone()).await?;
+    let client = p.client.clone();
+    let reply = Bytes::from(vec![0x5a_u8; ECHO_REPLY_BYTES]);
+    let responder = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(to) = m.reply {
+                let _ = client.publish(to, reply.clone()).await;
+            }
+        }
+    });
+    p.client.flush().await?;
+    let latency = open_loop(AUDIT_PROOF_RPS, latency_for, |_| {
+        let (client, subject) = (p.client.clone(), subject.clone());
+        async move {
+            client
+                .request(subject, Bytes::new())
+                .await
+                .map(|_| ())
+                .map_err(Fail::from)
+        }
+    })
+    .await;
+    responder.abort();
+    Ok(latency)
+}
+
 /// One open-loop proof run: `param` picks each request's parameter up front,
 /// `ask` makes the request; every answer is kept with its parameter.
 async fn proof_run<A, P, F, Fut>(
@@ -492,7 +532,9 @@ pub(crate) async fn measure(
         figures.tree_vs_fill()
     ));
 
-    // 3. Proofs against a checkpoint of the whole stream.
+    // 3. Proofs against a checkpoint of the whole stream, once the tree is
+    // on disk (so the runs do not compete with sled writing it).
+    p.flush_audit_state().await?;
     let started = Instant::now();
     let signed = request_checkpoint(p).await?;
     figures.checkpoint_at_n_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -577,6 +619,11 @@ pub(crate) async fn measure(
             .context("consistency warm-up")?;
     }
     let rps = fmt_int(f64::from(AUDIT_PROOF_RPS));
+    figures.echo = echo(p, sizes.latency_for).await?;
+    p.say(&format!(
+        "NATS echo              at {rps} rps: {}",
+        figures.echo.summary()
+    ));
     let (latency, mut included) = proof_run(sizes.latency_for, &mut pick_leaf, inclusion).await;
     p.say(&format!(
         "inclusion (NATS)       at {rps} rps: {}",

@@ -291,6 +291,20 @@ impl Platform {
         Ok(started)
     }
 
+    /// Flushes the audit role's sled to disk.
+    pub(crate) async fn flush_audit_state(&self) -> Result<(), Fail> {
+        let db = self
+            .audit_role
+            .as_ref()
+            .context("the audit role is not running")?
+            .db()
+            .clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await?
+            .context("cannot flush the audit role's state")?;
+        Ok(())
+    }
+
     /// The audit role's stored tree of `stream` (read from its sled).
     pub(crate) fn audit_tree(&self, stream: &str) -> Result<StreamTree, Fail> {
         let role = self

@@ -241,6 +241,8 @@ impl Report {
             ("audit_checkpoint_at_n_ms", ms(a.checkpoint_at_n_ms)),
             ("audit_proof_target_rps", json!(AUDIT_PROOF_RPS)),
             ("proof_p99_ms", ms(a.proof_p99_ms())),
+            ("nats_echo_p50_ms", ms(a.echo.p50())),
+            ("nats_echo_p99_ms", ms(a.echo.p99())),
             ("inclusion_p50_ms", ms(a.inclusion_gateway.p50())),
             ("inclusion_p99_ms", ms(a.inclusion_gateway.p99())),
             ("consistency_p50_ms", ms(a.consistency_gateway.p50())),
@@ -343,6 +345,13 @@ impl Report {
         let rps = fmt_int(f64::from(AUDIT_PROOF_RPS));
         let events = fmt_int(a.events as f64);
         let p50_p99 = |l: &Latency| format!("{:.2}/{:.2} ms", l.p50(), l.p99());
+        let vs_echo = |l: &Latency| {
+            format!(
+                "{:+.2}/{:+.2} ms vs echo",
+                l.p50() - a.echo.p50(),
+                l.p99() - a.echo.p99()
+            )
+        };
         let proof_met = |l: &Latency| met(l.meets(GOAL_PROOF_P99_MS)).to_string();
         vec![
             [
@@ -360,30 +369,37 @@ impl Report {
                 none(),
             ],
             [
+                format!("NATS request/reply echo p50/p99 @ {rps} rps"),
+                p50_p99(&a.echo),
+                "baseline".into(),
+                none(),
+                none(),
+            ],
+            [
                 format!("inclusion p50/p99 @ {rps} rps, NATS"),
                 p50_p99(&a.inclusion_query),
-                none(),
+                vs_echo(&a.inclusion_query),
                 none(),
                 none(),
             ],
             [
                 format!("consistency p50/p99 @ {rps} rps, NATS"),
                 p50_p99(&a.consistency_query),
-                none(),
+                vs_echo(&a.consistency_query),
                 none(),
                 none(),
             ],
             [
                 format!("inclusion p50/p99 @ {rps} rps, gateway"),
                 p50_p99(&a.inclusion_gateway),
-                none(),
+                vs_echo(&a.inclusion_gateway),
                 format!("p99 < {GOAL_PROOF_P99_MS} ms"),
                 proof_met(&a.inclusion_gateway),
             ],
             [
                 format!("consistency p50/p99 @ {rps} rps, gateway"),
                 p50_p99(&a.consistency_gateway),
-                none(),
+                vs_echo(&a.consistency_gateway),
                 format!("p99 < {GOAL_PROOF_P99_MS} ms"),
                 proof_met(&a.consistency_gateway),
             ],
@@ -1166,6 +1182,7 @@ mod tests {
         assert_eq!(json["proof_p99_ms"], 6.0);
         assert_eq!(json["inclusion_p99_ms"], 4.0);
         assert_eq!(json["consistency_p99_ms"], 6.0);
+        assert!(json.get("nats_echo_p99_ms").is_some());
         assert_eq!(json["goal_proof_p99_ms_max"], 5.0);
         assert_eq!(json["goal_proof_p99_met"], false);
         assert_eq!(json["checkpoint_per_1k_ms"], 3.0);
