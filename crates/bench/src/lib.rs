@@ -31,7 +31,14 @@
 //!    (every event appended above) against the identity projection's fresh
 //!    replay rate of (4), and `GetTrust` latency through the gateway under an
 //!    open-loop load;
-//! 10. the jail role on the local Docker Engine (see the `jail` module): a
+//! 10. the audit role (see the `audit` module): a stream filled with
+//!     `--audit-events` messages (default [`AUDIT_EVENTS`]) by raw publish, the
+//!     tree a fresh audit role builds from it, inclusion and consistency proof
+//!     latency over NATS and through the gateway under an open-loop load
+//!     (every timed answer checked against the bench's own tree), and the cost
+//!     of a checkpoint per 1,000 events against a raw publish (skipped against
+//!     a deployment's NATS: it writes junk into AMAI_FAILURES);
+//! 11. the jail role on the local Docker Engine (see the `jail` module): a
 //!     trivial command (`busybox`, `true`) run in a jail through the gateway,
 //!     request to finished, against `docker run --rm` of the same image and
 //!     command interleaved with it, and jail runs writing 0, 1 and 16 MiB to
@@ -47,6 +54,7 @@
 //! [`Report`] (a table or one JSON object).
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
 mod jail;
 mod llm;
@@ -76,6 +84,7 @@ use load::{open_loop, XorShift};
 use platform::Platform;
 use report::fmt_int;
 
+pub use audit::{AUDIT_EVENTS, AUDIT_EVENTS_QUICK, AUDIT_PROOF_RPS, CHECKPOINT_EVERY};
 pub use error::BenchError;
 pub use llm::{LLM_CONCURRENCY, LLM_RPS};
 pub use report::Report;
@@ -135,6 +144,12 @@ pub struct BenchConfig {
     pub query_timeout: Duration,
     /// The gateway's request-signature freshness window.
     pub request_freshness: Duration,
+    /// Events in the audited stream of the proof figures (`None`:
+    /// [`AUDIT_EVENTS`], or [`AUDIT_EVENTS_QUICK`] when `quick`; at least 2).
+    pub audit_events: Option<u64>,
+    /// The NATS belongs to a deployment (`--nats-url`): the audit phase, which
+    /// writes junk into a stream that denies purges, is skipped.
+    pub shared_nats: bool,
     /// Progress lines.
     pub progress: Progress,
 }
@@ -155,6 +170,10 @@ pub(crate) struct Sizes {
     jail_runs: usize,
     /// Jail runs per diff size.
     jail_diff_runs: usize,
+    /// Messages in the audited stream of the proof figures.
+    audit_events: u64,
+    /// Checkpoints timed, one per [`CHECKPOINT_EVERY`] new events.
+    checkpoint_rounds: usize,
 }
 
 impl Sizes {
@@ -170,6 +189,8 @@ impl Sizes {
                 llm_throughput_for: Duration::from_secs(2),
                 jail_runs: 5,
                 jail_diff_runs: 3,
+                audit_events: AUDIT_EVENTS_QUICK,
+                checkpoint_rounds: 50,
             }
         } else {
             Sizes {
@@ -182,6 +203,8 @@ impl Sizes {
                 llm_throughput_for: Duration::from_secs(3),
                 jail_runs: 10,
                 jail_diff_runs: 3,
+                audit_events: AUDIT_EVENTS,
+                checkpoint_rounds: 200,
             }
         }
     }
@@ -194,7 +217,15 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
 }
 
 async fn run_inner(config: BenchConfig) -> Result<Report, Fail> {
-    let sizes = Sizes::new(config.quick);
+    let mut sizes = Sizes::new(config.quick);
+    if let Some(n) = config.audit_events {
+        if n < 2 {
+            return Err(Fail::msg(format!(
+                "--audit-events {n}: a consistency proof needs a stream of at least 2 events"
+            )));
+        }
+        sizes.audit_events = n;
+    }
     let scratch = tempfile::Builder::new()
         .prefix("amai-bench-")
         .tempdir()
@@ -476,7 +507,17 @@ async fn measure(p: &mut Platform, sizes: &Sizes, scratch: &Path) -> Result<Repo
     // against the identity projection's replay rate (4), and GetTrust latency.
     report.trust = trust::measure(p, sizes, scratch, ids.clone()).await?;
 
-    // 10. Jails against docker run (last: the containers' churn would disturb
+    // 10. The audit role: fill, tree build, proofs, checkpoints (after the
+    // phases that read the streams, before the jails' churn).
+    report.audit = if p.shared_nats {
+        let reason = "skipped: the NATS belongs to a deployment (--nats-url), and the phase writes --audit-events junk messages into its AMAI_FAILURES, which denies purges";
+        p.say(&format!("audit: {reason}"));
+        audit::AuditFigures::skipped(reason)
+    } else {
+        audit::measure(p, sizes, report.payload_bytes, report.raw_publish_per_s).await?
+    };
+
+    // 11. Jails against docker run (last: the containers' churn would disturb
     // every phase above).
     report.jail = jail::measure(p, sizes).await?;
     Ok(report)

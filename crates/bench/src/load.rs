@@ -23,6 +23,17 @@ pub(crate) struct Latency {
 }
 
 impl Latency {
+    /// Latencies measured one by one (closed loop), in milliseconds; none
+    /// failed (a failure stops the phase that measures them).
+    pub(crate) fn from_ms(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        Latency {
+            sent: ms.len(),
+            ms,
+            ..Latency::default()
+        }
+    }
+
     pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.ms.is_empty() {
             return f64::NAN;
@@ -236,4 +247,23 @@ where
     }
     out.per_s = out.completed as f64 / started.elapsed().as_secs_f64();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_sorted_samples() {
+        let l = Latency::from_ms((1..=100).rev().map(f64::from).collect());
+        assert_eq!(l.sent, 100);
+        assert_eq!(l.p50(), 50.0);
+        assert_eq!(l.p99(), 99.0);
+        assert_eq!(l.max(), 100.0);
+        assert!(l.meets(99.5));
+        assert!(!l.meets(99.0));
+        let one = Latency::from_ms(vec![3.0]);
+        assert_eq!((one.p50(), one.p99()), (3.0, 3.0));
+        assert!(Latency::from_ms(Vec::new()).p99().is_nan());
+    }
 }

@@ -4,8 +4,9 @@
 //! [`deploy::register_service`], and the gateway on `127.0.0.1:0`. The llm
 //! role (its HTTP API on `127.0.0.1:0`) starts on demand for the llm phases,
 //! and the registry's jail role (on the local Docker Engine) for the jail
-//! phase, each with its own service identity endorsed by the same operator
-//! for what the role writes (and failures).
+//! phase, and the audit role (auditing one stream, automatic checkpoints off)
+//! for the audit phase, each with its own service identity endorsed by the
+//! same operator for what the role writes (and failures).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,7 @@ use amai_bus::{EventStore, EventStoreConfig, IdentityKeys};
 use amai_projections::ProjectionHandle;
 use amai_workers::deploy;
 use amai_workers::role::Role;
+use amai_workers::roles::audit::{AuditRole, AuditRoleConfig, StreamTree};
 use amai_workers::roles::jail;
 use amai_workers::roles::llm::{self, LlmConfig, LlmRole};
 use amai_workers::runtime::{RoleRuntime, RoleRuntimeConfig};
@@ -56,6 +58,10 @@ pub(crate) struct Platform {
     jail_role: Option<RoleRuntime>,
     /// The trust role, once [`Platform::start_trust_role`] started it.
     trust_role: Option<RoleRuntime>,
+    /// The audit role, once [`Platform::start_audit_role`] started it.
+    audit_role: Option<RoleRuntime>,
+    /// The NATS belongs to a deployment (`--nats-url`), not to the bench.
+    pub(crate) shared_nats: bool,
 }
 
 /// A short id for this run's names (lowercase hex: names allow `[a-z0-9_-]`),
@@ -145,6 +151,8 @@ impl Platform {
             llm_role: None,
             jail_role: None,
             trust_role: None,
+            audit_role: None,
+            shared_nats: config.shared_nats,
         })
     }
 
@@ -261,6 +269,51 @@ impl Platform {
         self.wait_reactors(role.as_ref()).await
     }
 
+    /// Starts an audit role auditing `stream` alone, with automatic
+    /// checkpoints off (checkpoints only on request), under its own service
+    /// identity; returns the instant the role's runtime was started (after
+    /// the identity's registration), without waiting for its trees.
+    pub(crate) async fn start_audit_role(
+        &mut self,
+        stream: &str,
+    ) -> Result<std::time::Instant, Fail> {
+        let config = AuditRoleConfig::default()
+            .only_streams(vec![stream.to_string()])
+            .every_events(u64::MAX)
+            .interval(std::time::Duration::from_secs(24 * 3600));
+        let role: Arc<dyn Role> = Arc::new(AuditRole::with_config(config));
+        let config = self.service_config(role.as_ref(), "audit").await?;
+        let started = std::time::Instant::now();
+        let runtime = RoleRuntime::start(role, config)
+            .await
+            .context("cannot start the audit role")?;
+        self.audit_role = Some(runtime);
+        Ok(started)
+    }
+
+    /// Flushes the audit role's sled to disk.
+    pub(crate) async fn flush_audit_state(&self) -> Result<(), Fail> {
+        let db = self
+            .audit_role
+            .as_ref()
+            .context("the audit role is not running")?
+            .db()
+            .clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await?
+            .context("cannot flush the audit role's state")?;
+        Ok(())
+    }
+
+    /// The audit role's stored tree of `stream` (read from its sled).
+    pub(crate) fn audit_tree(&self, stream: &str) -> Result<StreamTree, Fail> {
+        let role = self
+            .audit_role
+            .as_ref()
+            .context("the audit role is not running")?;
+        Ok(StreamTree::open(role.db(), stream)?)
+    }
+
     /// A runtime configuration for `role` under a new service identity
     /// (`bench-<what>-<run id>`) that the run's operator endorses for what the
     /// role writes.
@@ -337,6 +390,9 @@ impl Platform {
             role.stop().await;
         }
         if let Some(role) = self.trust_role.as_mut() {
+            role.stop().await;
+        }
+        if let Some(role) = self.audit_role.as_mut() {
             role.stop().await;
         }
         if let Some(role) = self.llm_role.as_mut() {

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::audit::{AuditFigures, AUDIT_PROOF_RPS, CHECKPOINT_EVERY, GOAL_PROOF_P99_MS};
 use crate::jail::{JailFigures, Samples, DIFF_SIZES};
 use crate::llm::{LlmFigures, LLM_CONCURRENCY, LLM_RPS};
 use crate::load::Latency;
@@ -32,6 +33,9 @@ const GOAL_JAIL_VS_DOCKER_RUN: f64 = 1.5;
 /// projection's fresh replay rate: the analysis must not be the bottleneck.
 const GOAL_TRUST_VS_PROJECTION: f64 = 0.8;
 const GOAL_GET_TRUST_P99_MS: f64 = 2.0;
+/// Offline audit verification rate / single-core raw `verify_strict` rate
+/// (not measured until the offline verifier lands).
+const GOAL_AUDIT_VERIFY_VS_RAW_VERIFY: f64 = 1.5;
 
 /// Everything one run measured, with the sizes it ran at. Render it with
 /// [`Report::table`] or [`Report::to_json`].
@@ -56,6 +60,7 @@ pub struct Report {
     pub(crate) llm: LlmFigures,
     pub(crate) jail: JailFigures,
     pub(crate) trust: TrustFigures,
+    pub(crate) audit: AuditFigures,
 }
 
 /// `12345.6` -> `12,346`.
@@ -209,6 +214,229 @@ impl Report {
                 format!("< {GOAL_GET_TRUST_P99_MS} ms"),
                 met(t.get_trust.meets(GOAL_GET_TRUST_P99_MS)).into(),
             ],
+        ]
+    }
+
+    /// Offline audit verification rate / single-core raw verify rate, once
+    /// the verifier exists.
+    fn audit_verify_vs_raw_verify(&self) -> Option<f64> {
+        self.audit.verify_per_s.map(|v| v / self.raw_verify_per_s)
+    }
+
+    /// The audit phase's JSON fields (`null` figures when it was skipped).
+    fn audit_json(&self) -> Vec<(String, serde_json::Value)> {
+        let a = &self.audit;
+        let ms = |v: f64| json!(round(v, 3));
+        [
+            ("audit_skipped", json!(a.skipped)),
+            ("audit_events", json!(a.events)),
+            ("audit_fill_per_s", json!(round(a.fill_per_s, 1))),
+            (
+                "audit_fill_vs_raw_publish",
+                json!(round(a.fill_per_s / self.raw_publish_per_s, 3)),
+            ),
+            ("audit_tree_per_s", json!(round(a.tree_per_s, 1))),
+            ("audit_tree_seconds", json!(round(a.tree_secs, 3))),
+            ("audit_tree_vs_fill", json!(round(a.tree_vs_fill(), 3))),
+            ("audit_checkpoint_at_n_ms", ms(a.checkpoint_at_n_ms)),
+            ("audit_proof_target_rps", json!(AUDIT_PROOF_RPS)),
+            ("proof_p99_ms", ms(a.proof_p99_ms())),
+            ("nats_echo_p50_ms", ms(a.echo.p50())),
+            ("nats_echo_p99_ms", ms(a.echo.p99())),
+            ("inclusion_p50_ms", ms(a.inclusion_gateway.p50())),
+            ("inclusion_p99_ms", ms(a.inclusion_gateway.p99())),
+            ("consistency_p50_ms", ms(a.consistency_gateway.p50())),
+            ("consistency_p99_ms", ms(a.consistency_gateway.p99())),
+            ("inclusion_query_p50_ms", ms(a.inclusion_query.p50())),
+            ("inclusion_query_p99_ms", ms(a.inclusion_query.p99())),
+            ("consistency_query_p50_ms", ms(a.consistency_query.p50())),
+            ("consistency_query_p99_ms", ms(a.consistency_query.p99())),
+            (
+                "audit_proof_requests",
+                json!(
+                    a.inclusion_gateway.sent
+                        + a.consistency_gateway.sent
+                        + a.inclusion_query.sent
+                        + a.consistency_query.sent
+                ),
+            ),
+            (
+                "audit_proof_errors",
+                json!(
+                    a.inclusion_gateway.errors
+                        + a.consistency_gateway.errors
+                        + a.inclusion_query.errors
+                        + a.consistency_query.errors
+                ),
+            ),
+            ("audit_proofs_verified", json!(a.proofs_verified)),
+            ("checkpoint_every_events", json!(CHECKPOINT_EVERY)),
+            ("checkpoint_per_1k_ms", ms(a.checkpoint.p50())),
+            ("checkpoint_per_1k_p99_ms", ms(a.checkpoint.p99())),
+            ("checkpoint_rounds", json!(a.checkpoint.sent)),
+            ("raw_publish_one_p50_ms", ms(a.raw_publish_one.p50())),
+            ("raw_publish_one_p99_ms", ms(a.raw_publish_one.p99())),
+            ("raw_publish_1k_ms", ms(a.raw_publish_1k.p50())),
+            (
+                "checkpoint_vs_raw_publish_one",
+                json!(round(a.checkpoint_vs_raw_publish_one(), 3)),
+            ),
+            (
+                "checkpoint_share_of_raw_1k",
+                json!(round(a.checkpoint_share_of_raw_1k(), 3)),
+            ),
+            (
+                "audit_verify_per_s",
+                json!(a.verify_per_s.map(|v| round(v, 1))),
+            ),
+            (
+                "audit_verify_vs_raw_verify",
+                json!(self.audit_verify_vs_raw_verify().map(|v| round(v, 3))),
+            ),
+            ("audit_verify_skipped", json!(a.verify_skipped)),
+            ("goal_proof_p99_ms_max", json!(GOAL_PROOF_P99_MS)),
+            ("goal_proof_p99_met", json!(a.proof_goal_met())),
+            (
+                "goal_audit_verify_vs_raw_verify_min",
+                json!(GOAL_AUDIT_VERIFY_VS_RAW_VERIFY),
+            ),
+            (
+                "goal_audit_verify_vs_raw_verify_met",
+                json!(self
+                    .audit_verify_vs_raw_verify()
+                    .map(|r| r >= GOAL_AUDIT_VERIFY_VS_RAW_VERIFY)),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The audit phase's table rows.
+    fn audit_rows(&self) -> Vec<[String; 5]> {
+        let a = &self.audit;
+        let none = String::new;
+        let verify = [
+            "audit verify, offline (amai-audit)".into(),
+            a.verify_per_s
+                .map_or_else(|| "n/a".into(), |v| format!("{}/s", fmt_int(v))),
+            self.audit_verify_vs_raw_verify().map_or_else(
+                || "not measured yet (see below)".into(),
+                |r| format!("{r:.2}x raw verify"),
+            ),
+            format!(">= {GOAL_AUDIT_VERIFY_VS_RAW_VERIFY:.2}x"),
+            self.audit_verify_vs_raw_verify().map_or_else(
+                || "n/a".into(),
+                |r| met(r >= GOAL_AUDIT_VERIFY_VS_RAW_VERIFY).into(),
+            ),
+        ];
+        if a.skipped.is_some() {
+            return vec![
+                [
+                    "audit proofs p99 (gateway)".into(),
+                    "skipped".into(),
+                    "--nats-url (see below)".into(),
+                    format!("< {GOAL_PROOF_P99_MS} ms"),
+                    "n/a".into(),
+                ],
+                verify,
+            ];
+        }
+        let rps = fmt_int(f64::from(AUDIT_PROOF_RPS));
+        let events = fmt_int(a.events as f64);
+        let p50_p99 = |l: &Latency| format!("{:.2}/{:.2} ms", l.p50(), l.p99());
+        let vs_echo = |l: &Latency| {
+            format!(
+                "{:+.2}/{:+.2} ms vs echo",
+                l.p50() - a.echo.p50(),
+                l.p99() - a.echo.p99()
+            )
+        };
+        let proof_met = |l: &Latency| met(l.meets(GOAL_PROOF_P99_MS)).to_string();
+        vec![
+            [
+                format!("audit fill, raw publish ({events} msgs)"),
+                format!("{}/s", fmt_int(a.fill_per_s)),
+                format!("{:.2}x raw publish", a.fill_per_s / self.raw_publish_per_s),
+                none(),
+                none(),
+            ],
+            [
+                format!("audit tree build ({events} events, fresh)"),
+                format!("{}/s", fmt_int(a.tree_per_s)),
+                format!("{:.2}x audit fill", a.tree_vs_fill()),
+                none(),
+                none(),
+            ],
+            [
+                format!("NATS request/reply echo p50/p99 @ {rps} rps"),
+                p50_p99(&a.echo),
+                "baseline".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!("inclusion p50/p99 @ {rps} rps, NATS"),
+                p50_p99(&a.inclusion_query),
+                vs_echo(&a.inclusion_query),
+                none(),
+                none(),
+            ],
+            [
+                format!("consistency p50/p99 @ {rps} rps, NATS"),
+                p50_p99(&a.consistency_query),
+                vs_echo(&a.consistency_query),
+                none(),
+                none(),
+            ],
+            [
+                format!("inclusion p50/p99 @ {rps} rps, gateway"),
+                p50_p99(&a.inclusion_gateway),
+                vs_echo(&a.inclusion_gateway),
+                format!("p99 < {GOAL_PROOF_P99_MS} ms"),
+                proof_met(&a.inclusion_gateway),
+            ],
+            [
+                format!("consistency p50/p99 @ {rps} rps, gateway"),
+                p50_p99(&a.consistency_gateway),
+                vs_echo(&a.consistency_gateway),
+                format!("p99 < {GOAL_PROOF_P99_MS} ms"),
+                proof_met(&a.consistency_gateway),
+            ],
+            [
+                "raw publish of 1 msg, awaited, p50/p99".into(),
+                p50_p99(&a.raw_publish_one),
+                "1.00x (baseline)".into(),
+                none(),
+                none(),
+            ],
+            [
+                format!(
+                    "checkpoint per {} events, p50/p99",
+                    fmt_int(CHECKPOINT_EVERY as f64)
+                ),
+                p50_p99(&a.checkpoint),
+                format!(
+                    "{:.2}x raw publish of 1 msg",
+                    a.checkpoint_vs_raw_publish_one()
+                ),
+                none(),
+                none(),
+            ],
+            [
+                format!(
+                    "  raw publish of those {} msgs, p50",
+                    fmt_int(CHECKPOINT_EVERY as f64)
+                ),
+                format!("{:.2} ms", a.raw_publish_1k.p50()),
+                format!(
+                    "checkpoint = {:.1}% of it",
+                    100.0 * a.checkpoint_share_of_raw_1k()
+                ),
+                none(),
+                none(),
+            ],
+            verify,
         ]
     }
 
@@ -571,6 +799,7 @@ impl Report {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .chain(self.trust_json())
+                .chain(self.audit_json())
                 .chain(self.jail_json())
                 .collect(),
         )
@@ -765,6 +994,7 @@ impl Report {
             ],
         ];
         rows.extend(self.trust_rows());
+        rows.extend(self.audit_rows());
         rows.extend(self.jail_rows());
         let header = ["measurement", "result", "ratio vs baseline", "goal", "met"];
         let mut widths = header.map(str::len);
@@ -823,6 +1053,25 @@ impl Report {
             l.replay_tput.errors,
             l.replay_upstream_hits,
         ));
+        let a = &self.audit;
+        match &a.skipped {
+            Some(reason) => out.push_str(&format!("audit: {reason}\n")),
+            None => out.push_str(&format!(
+                "audit: AMAI_FAILURES filled by raw publish ({} B messages); the tree built by a fresh audit role (automatic checkpoints off); proofs against the checkpoint of {} events asked at its size, open loop {} s each, {} requests, {} errors, every answer ({}) verified against the bench's own tree; checkpoint: {} rounds of {} raw messages then request_checkpoint over NATS (one NATS hop included); first checkpoint of the whole stream {:.2} ms\n",
+                self.payload_bytes,
+                fmt_int(a.events as f64),
+                sizes.latency_for.as_secs_f64(),
+                a.inclusion_query.sent + a.consistency_query.sent + a.inclusion_gateway.sent + a.consistency_gateway.sent,
+                a.inclusion_query.errors + a.consistency_query.errors + a.inclusion_gateway.errors + a.consistency_gateway.errors,
+                fmt_int(a.proofs_verified as f64),
+                a.checkpoint.sent,
+                fmt_int(CHECKPOINT_EVERY as f64),
+                a.checkpoint_at_n_ms,
+            )),
+        }
+        if let Some(reason) = &a.verify_skipped {
+            out.push_str(&format!("audit verify: {reason}\n"));
+        }
         match &self.jail.skipped {
             Some(reason) => out.push_str(&format!("jail: skipped: {reason}\n")),
             None => out.push_str(&format!(
@@ -904,6 +1153,76 @@ mod tests {
         // Nothing measured: no goal is met.
         assert_eq!(json["goal_llm_replay_overhead_p50_met"], false);
         assert!(Report::default().table().contains("llm replay p50"));
+    }
+
+    #[test]
+    fn the_json_carries_the_audit_figures_and_the_pending_verifier() {
+        let report = Report {
+            raw_verify_per_s: 20.0,
+            raw_publish_per_s: 100.0,
+            audit: AuditFigures {
+                events: 1_000,
+                fill_per_s: 50.0,
+                tree_per_s: 25.0,
+                inclusion_gateway: Latency::from_ms(vec![1.0, 2.0, 4.0]),
+                consistency_gateway: Latency::from_ms(vec![1.0, 6.0]),
+                checkpoint: Latency::from_ms(vec![3.0]),
+                raw_publish_one: Latency::from_ms(vec![0.5]),
+                raw_publish_1k: Latency::from_ms(vec![10.0]),
+                ..AuditFigures::default()
+            },
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["audit_events"], 1_000);
+        assert_eq!(json["audit_fill_per_s"], 50.0);
+        assert_eq!(json["audit_tree_per_s"], 25.0);
+        assert_eq!(json["audit_tree_vs_fill"], 0.5);
+        // The worse of the two gateway p99s.
+        assert_eq!(json["proof_p99_ms"], 6.0);
+        assert_eq!(json["inclusion_p99_ms"], 4.0);
+        assert_eq!(json["consistency_p99_ms"], 6.0);
+        assert!(json.get("nats_echo_p99_ms").is_some());
+        assert_eq!(json["goal_proof_p99_ms_max"], 5.0);
+        assert_eq!(json["goal_proof_p99_met"], false);
+        assert_eq!(json["checkpoint_per_1k_ms"], 3.0);
+        assert_eq!(json["checkpoint_vs_raw_publish_one"], 6.0);
+        assert_eq!(json["checkpoint_share_of_raw_1k"], 0.3);
+        // The offline verifier has not landed: present, null, with a reason.
+        assert!(json["audit_verify_per_s"].is_null());
+        assert!(json["audit_verify_vs_raw_verify"].is_null());
+        assert!(json["goal_audit_verify_vs_raw_verify_met"].is_null());
+        assert_eq!(json["goal_audit_verify_vs_raw_verify_min"], 1.5);
+        assert!(json["audit_verify_skipped"]
+            .as_str()
+            .is_some_and(|r| r.contains("amai-audit")));
+        let table = report.table();
+        assert!(table.contains("6.00x raw publish of 1 msg"), "{table}");
+        assert!(
+            table.contains("audit verify, offline (amai-audit)"),
+            "{table}"
+        );
+        assert!(table.contains("0.50x audit fill"), "{table}");
+    }
+
+    #[test]
+    fn a_skipped_audit_phase_reports_nulls_and_no_goal() {
+        let report = Report {
+            audit: AuditFigures::skipped("skipped: --nats-url"),
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["audit_skipped"], "skipped: --nats-url");
+        for key in [
+            "proof_p99_ms",
+            "audit_fill_per_s",
+            "audit_tree_per_s",
+            "checkpoint_per_1k_ms",
+        ] {
+            assert!(json[key].is_null(), "{key}: {}", json[key]);
+        }
+        assert!(json["goal_proof_p99_met"].is_null());
+        assert!(report.table().contains("audit: skipped: --nats-url"));
     }
 
     #[test]
