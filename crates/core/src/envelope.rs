@@ -297,11 +297,19 @@ impl VerifiedEvent {
                     .into(),
             ));
         }
-        Self::from_signed(signed)
+        // The bytes are the canonical encoding (checked above): they are the
+        // event's encoding and what its hash is taken over.
+        Self::check(signed, bytes::Bytes::copy_from_slice(bytes))
     }
 
     /// Checks a decoded `SignedEvent`.
     pub fn from_signed(signed: SignedEvent) -> Result<Self, EnvelopeError> {
+        let encoded = bytes::Bytes::from(signed.encode_to_vec());
+        Self::check(signed, encoded)
+    }
+
+    /// Checks `signed`, whose canonical encoding is `encoded`.
+    fn check(signed: SignedEvent, encoded: bytes::Bytes) -> Result<Self, EnvelopeError> {
         let malformed = |s: String| EnvelopeError::Malformed(s);
         let signer = keys::verifying_key(&signed.signer_key)
             .ok_or_else(|| malformed("signer_key is not a 32-byte Ed25519 public key".into()))?;
@@ -361,7 +369,6 @@ impl VerifiedEvent {
                 &Signature::from_bytes(&sig_bytes),
             )
             .map_err(|_| EnvelopeError::BadSignature)?;
-        let encoded = bytes::Bytes::from(signed.encode_to_vec());
         let hash = hash_bytes(&encoded);
         Ok(Self {
             signed,
