@@ -70,14 +70,25 @@ pub fn payload_event_type(kind: &Kind) -> Option<&'static str> {
         Kind::AuditCheckpointed(_) => "audit.checkpointed",
         Kind::AuditCheckpointCosigned(_) => "audit.checkpoint_cosigned",
         Kind::AuditSplitViewDetected(_) => "audit.split_view_detected",
+        Kind::CatalogPublished(_) => "catalog.published",
+        Kind::LifecycleRequested(_) => "lifecycle.requested",
+        Kind::PolicySet(_) => "governance.policy_set",
+        Kind::AppealFiled(_) => "governance.appeal_filed",
+        Kind::AppealResolved(_) => "governance.appeal_resolved",
+        Kind::LifecycleChanged(_) => "lifecycle.changed",
+        Kind::LifecycleRefused(_) => "lifecycle.refused",
+        Kind::SanctionImposed(_) => "governance.sanction_imposed",
+        Kind::SanctionLifted(_) => "governance.sanction_lifted",
         Kind::AgentAction(_) => return None,
     })
 }
 
 /// Type prefixes of Amai's own events: free-form actions may not use them, so no
 /// agent can mint an event that reads like a role's (`llm.session_opened`, ...).
-const RESERVED_PREFIXES: [&str; 9] = [
+const RESERVED_PREFIXES: [&str; 11] = [
     "agent.",
+    "catalog.",
+    "governance.",
     "name.",
     "trust.",
     "reactor.",

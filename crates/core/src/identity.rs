@@ -419,6 +419,13 @@ impl IdentityState {
         if let Kind::AgentEndorsed(e) = &ev.payload {
             check_endorsement(e, &self.id)?;
         }
+        if operator_only(&ev.payload) && self.kind != IdentityKind::Operator {
+            return Err(RuleError::NotPermitted(format!(
+                "only an operator may append {} (this identity is {})",
+                ev.event_type(),
+                kind_name(self.kind)
+            )));
+        }
         if let Kind::AuditCheckpointCosigned(c) = &ev.payload {
             if c.root_hash.len() != 32 || c.origin.is_empty() || c.witness_name.is_empty() {
                 return Err(RuleError::Invalid(
@@ -532,6 +539,20 @@ fn belongs_on_agent_chain(kind: &Kind) -> bool {
             | Kind::JailRequested(_)
             | Kind::AuditCheckpointCosigned(_)
             | Kind::AuditSplitViewDetected(_)
+            | Kind::CatalogPublished(_)
+            | Kind::LifecycleRequested(_)
+            | Kind::PolicySet(_)
+            | Kind::AppealFiled(_)
+            | Kind::AppealResolved(_)
+    )
+}
+
+/// Actions only an operator may take on its own chain: steering managed
+/// agents, setting policies and resolving appeals.
+fn operator_only(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::LifecycleRequested(_) | Kind::PolicySet(_) | Kind::AppealResolved(_)
     )
 }
 
@@ -543,6 +564,10 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
             Some(AggregateKind::Trust)
         }
         Kind::ReactorFailed(_) => Some(AggregateKind::Failure),
+        Kind::LifecycleChanged(_)
+        | Kind::LifecycleRefused(_)
+        | Kind::SanctionImposed(_)
+        | Kind::SanctionLifted(_) => Some(AggregateKind::Lifecycle),
         Kind::AuditCheckpointed(_) => Some(AggregateKind::Audit),
         Kind::LlmInteractionRecorded(_) | Kind::LlmReplayMissed(_) => Some(AggregateKind::Llm),
         Kind::JailCreated(_)
@@ -566,7 +591,12 @@ fn service_result_home(kind: &Kind) -> Option<AggregateKind> {
         | Kind::LlmSessionDeleted(_)
         | Kind::JailRequested(_)
         | Kind::AuditCheckpointCosigned(_)
-        | Kind::AuditSplitViewDetected(_) => None,
+        | Kind::AuditSplitViewDetected(_)
+        | Kind::CatalogPublished(_)
+        | Kind::LifecycleRequested(_)
+        | Kind::PolicySet(_)
+        | Kind::AppealFiled(_)
+        | Kind::AppealResolved(_) => None,
     }
 }
 
@@ -884,5 +914,112 @@ mod tests {
             check_foreign_aggregate_event(&request, None),
             Err(RuleError::NotPermitted(_))
         ));
+    }
+
+    fn lifecycle_actions() -> Vec<Kind> {
+        vec![
+            Kind::CatalogPublished(Default::default()),
+            Kind::LifecycleRequested(Default::default()),
+            Kind::PolicySet(Default::default()),
+            Kind::AppealFiled(Default::default()),
+            Kind::AppealResolved(Default::default()),
+        ]
+    }
+
+    fn lifecycle_results() -> Vec<Kind> {
+        vec![
+            Kind::LifecycleChanged(Default::default()),
+            Kind::LifecycleRefused(Default::default()),
+            Kind::SanctionImposed(Default::default()),
+            Kind::SanctionLifted(Default::default()),
+        ]
+    }
+
+    #[test]
+    fn lifecycle_actions_go_on_the_actors_chain_and_results_on_lifecycle_aggregates_only() {
+        for kind in lifecycle_actions() {
+            assert!(belongs_on_agent_chain(&kind), "{kind:?}");
+            assert_eq!(service_result_home(&kind), None, "{kind:?}");
+        }
+        let lifecycle = Aggregate::new(AggregateKind::Lifecycle, "someone").expect("aggregate");
+        let jail = Aggregate::new(AggregateKind::Jail, crate::jail::jail_id("o", "e"))
+            .expect("jail aggregate");
+        for kind in lifecycle_results() {
+            assert!(!belongs_on_agent_chain(&kind), "{kind:?}");
+            match check_foreign_aggregate_event(&signed(lifecycle.clone(), kind.clone(), 1), None) {
+                Ok(SignerRequirement::Identity { kinds, scope, .. }) => {
+                    assert_eq!(kinds, vec![IdentityKind::Service]);
+                    assert_eq!(scope, Some(AggregateKind::Lifecycle));
+                }
+                other => panic!("{kind:?} on a lifecycle aggregate: {other:?}"),
+            }
+            // A jail service (or anyone) cannot put a sanction on a jail.
+            assert!(matches!(
+                check_foreign_aggregate_event(&signed(jail.clone(), kind.clone(), 1), None),
+                Err(RuleError::NotPermitted(_))
+            ));
+        }
+        // A request is never a service result, even on a lifecycle aggregate.
+        let request = signed(lifecycle, Kind::LifecycleRequested(Default::default()), 1);
+        assert!(matches!(
+            check_foreign_aggregate_event(&request, None),
+            Err(RuleError::NotPermitted(_))
+        ));
+    }
+
+    /// A registered identity of `kind` (operators as the trust root).
+    fn identity(kind: IdentityKind) -> (IdentityKeys, IdentityState, VerifyingKey) {
+        let keys = IdentityKeys::generate();
+        let id = keys.identity_id();
+        let genesis = EventDraft::new(
+            Aggregate::agent(&id).expect("agg"),
+            Kind::AgentRegistered(proto::AgentRegistered {
+                name: "someone".into(),
+                kind: kind as i32,
+                signing_key: keys.public_key().as_bytes().to_vec(),
+                x25519_key: keys.x25519_public().to_vec(),
+                ..Default::default()
+            }),
+        )
+        .sign(&keys, &id);
+        let genesis = VerifiedEvent::from_signed(genesis).expect("genesis");
+        let root = keys.public_key();
+        let (mut state, _) = IdentityState::from_genesis(&genesis, 0, Some(&root)).expect("state");
+        state.apply(&genesis, 0);
+        (keys, state, root)
+    }
+
+    fn own_action(keys: &IdentityKeys, state: &IdentityState, kind: Kind) -> VerifiedEvent {
+        let signed = EventDraft::new(Aggregate::agent(&state.id).expect("agg"), kind)
+            .after(state.head_seq, state.head_hash)
+            .sign(keys, &state.id);
+        VerifiedEvent::from_signed(signed).expect("verified")
+    }
+
+    #[test]
+    fn only_operators_steer_agents_set_policies_and_resolve_appeals() {
+        let (agent_keys, agent, _) = identity(IdentityKind::Agent);
+        let (op_keys, operator, _) = identity(IdentityKind::Operator);
+        for kind in [
+            Kind::LifecycleRequested(Default::default()),
+            Kind::PolicySet(Default::default()),
+            Kind::AppealResolved(Default::default()),
+        ] {
+            let by_agent = own_action(&agent_keys, &agent, kind.clone());
+            match agent.check(&by_agent) {
+                Err(RuleError::NotPermitted(m)) => assert!(m.contains("only an operator"), "{m}"),
+                other => panic!("{kind:?} by an agent: {other:?}"),
+            }
+            let by_operator = own_action(&op_keys, &operator, kind.clone());
+            assert!(operator.check(&by_operator).is_ok(), "{kind:?} by an operator");
+        }
+        // Publishing to the catalogue and appealing are open to any identity.
+        for kind in [
+            Kind::CatalogPublished(Default::default()),
+            Kind::AppealFiled(Default::default()),
+        ] {
+            let by_agent = own_action(&agent_keys, &agent, kind.clone());
+            assert!(agent.check(&by_agent).is_ok(), "{kind:?} by an agent");
+        }
     }
 }
