@@ -1,0 +1,3 @@
+//! The crate's tests, given/when/then.
+
+mod harness;
