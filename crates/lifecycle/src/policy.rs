@@ -24,7 +24,7 @@
 //! the trigger's event id first, then, for a crash rule, the ids of the
 //! crashes it counted.
 
-mod parse;
+pub(crate) mod parse;
 
 use std::collections::BTreeSet;
 use std::fmt;
