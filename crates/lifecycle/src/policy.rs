@@ -208,6 +208,14 @@ impl Policy {
     }
 }
 
+impl Serialize for Policy {
+    /// Serializes the normal form ([`Policy::to_json_value`]), which is how
+    /// a policy is stored as an event.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json_value().serialize(serializer)
+    }
+}
+
 /// Formats milliseconds in the largest unit that divides them exactly
 /// (`600000` -> `10m`), as the rule format reads durations: `d`, `h`, `m`,
 /// `s`, or `ms`.

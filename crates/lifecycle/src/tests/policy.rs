@@ -60,6 +60,7 @@ fn the_schema_examples_parse_and_round_trip() {
     for example in examples {
         let policy = ok(example.clone());
         let normal = policy.to_json_value();
+        assert_eq!(serde_json::to_value(&policy).expect("serialize"), normal);
         assert_eq!(Policy::from_value(&normal), Ok(policy.clone()), "{normal}");
         // Every field the example gives is in the normal form, unchanged.
         for (key, value) in example.as_object().expect("object") {
