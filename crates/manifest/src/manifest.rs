@@ -933,10 +933,12 @@ pub fn check_relative_path(s: &str) -> Result<(), String> {
             "" => {
                 return Err("must not contain empty components (\"//\" or a trailing \"/\")".into())
             }
-            ".." => return Err(format!(
+            ".." => {
+                return Err(format!(
                 "{} has a \"..\" component: build paths must not leave the manifest's directory",
                 quoted(s)
-            )),
+            ))
+            }
             "." => return Err("must not contain \".\" components (except \".\" alone)".into()),
             _ => {}
         }
