@@ -369,3 +369,28 @@ fn card_inputs_are_checked() {
             .is_none()
     );
 }
+
+#[test]
+fn did_key_round_trips_and_refuses_other_keys() {
+    let k = key(9).verifying_key();
+    let did = did_key(&k);
+    assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    assert_eq!(resolve_did_key(&did).expect("resolves"), (did.clone(), k));
+    let id = did.trim_start_matches("did:key:");
+    for bad in [
+        format!("{did}#z6MkOther"),
+        format!("did:web:{id}"),
+        "did:key:f00".to_owned(),
+        // secp256k1 multicodec (0xe7 0x01), base58btc.
+        format!(
+            "did:key:{}",
+            multibase::encode(multibase::Base::Base58Btc, [0xe7, 0x01, 1, 2, 3])
+        ),
+        format!(
+            "did:key:{}",
+            multibase::encode(multibase::Base::Base58Btc, [0xed, 0x01, 1, 2, 3])
+        ),
+    ] {
+        assert!(resolve_did_key(&bad).is_err(), "{bad}");
+    }
+}

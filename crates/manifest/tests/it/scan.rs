@@ -234,3 +234,17 @@ fn nothing_is_executed_or_built() {
     assert_eq!(tree(r), before_root, "scan wrote nothing in the root");
     assert_eq!(tree(outside.path()), before_outside, "nor anywhere else");
 }
+
+#[test]
+fn visits_are_bounded() {
+    use amai_manifest::scan::MAX_VISITED;
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    for i in 0..MAX_VISITED {
+        fs::write(r.join(format!("f{i:05}")), "").expect("write");
+    }
+    write(&r.join("zz"), &full());
+    let report = scan(r);
+    assert!(report.truncated);
+    assert!(report.entries.is_empty(), "the walk stopped before zz");
+}
