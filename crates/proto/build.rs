@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "amai/v1/audit_service.proto",
         "amai/v1/export.proto",
         "amai/v1/lifecycle.proto",
+        "amai/v1/agent_service.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -86,6 +86,13 @@ pub const AUDIT_REQUEST_CHECKPOINT: &str = "amai.query.audit.request_checkpoint"
 /// `GetAuditStatusRequest` → `AuditStatus`.
 pub const AUDIT_STATUS: &str = "amai.query.audit.status";
 
+/// The lifecycle role's NATS service name.
+pub const LIFECYCLE_SERVICE: &str = "amai-lifecycle";
+/// One catalogue entry (`GetCatalogEntryRequest` -> `CatalogEntry`).
+pub const LIFECYCLE_CATALOG_GET: &str = "amai.query.lifecycle.catalog_get";
+/// A catalogue search (`SearchCatalogRequest` -> `CatalogPage`).
+pub const LIFECYCLE_CATALOG_SEARCH: &str = "amai.query.lifecycle.catalog_search";
+
 /// Header carrying a query error's reason.
 pub const ERROR_REASON_HEADER: &str = "Amai-Error-Reason";
 /// Prefix of the headers carrying a query error's metadata.

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod catalog;
 pub mod checkpoints;
 pub mod error;
 pub mod jail;
@@ -37,10 +38,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use amai_bus::keys::{IdentityId, IdentityKeys};
 use amai_bus::proto::{
-    self, audit_service_client::AuditServiceClient, blob_service_client::BlobServiceClient,
-    event_service_client::EventServiceClient, identity_service_client::IdentityServiceClient,
-    jail_service_client::JailServiceClient, llm_service_client::LlmServiceClient,
-    trust_service_client::TrustServiceClient,
+    self, agent_service_client::AgentServiceClient, audit_service_client::AuditServiceClient,
+    blob_service_client::BlobServiceClient, event_service_client::EventServiceClient,
+    identity_service_client::IdentityServiceClient, jail_service_client::JailServiceClient,
+    llm_service_client::LlmServiceClient, trust_service_client::TrustServiceClient,
 };
 use amai_bus::store::ChainHeadInfo;
 use amai_bus::{Aggregate, EventHash};
@@ -72,6 +73,7 @@ pub struct AmaiClient {
     jail: JailServiceClient<Channel>,
     trust: TrustServiceClient<Channel>,
     audit: AuditServiceClient<Channel>,
+    catalog: AgentServiceClient<Channel>,
     trust_root: Option<VerifyingKey>,
     deployment: std::sync::Arc<tokio::sync::OnceCell<proto::Deployment>>,
     signer: Option<Signer>,
@@ -114,6 +116,8 @@ impl AmaiClient {
             jail: JailServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             trust: TrustServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_DECODING_BYTES),
+            catalog: AgentServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_DECODING_BYTES),
             audit: AuditServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES),
             trust_root: None,
@@ -425,6 +429,11 @@ impl AmaiClient {
     /// The raw `AuditService` client.
     pub fn audit_service(&self) -> AuditServiceClient<Channel> {
         self.audit.clone()
+    }
+
+    /// The raw `AgentService` client (the catalogue).
+    pub fn agent_service(&self) -> AgentServiceClient<Channel> {
+        self.catalog.clone()
     }
 
     /// The raw `BlobService` client.

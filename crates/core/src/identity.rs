@@ -1011,7 +1011,10 @@ mod tests {
                 other => panic!("{kind:?} by an agent: {other:?}"),
             }
             let by_operator = own_action(&op_keys, &operator, kind.clone());
-            assert!(operator.check(&by_operator).is_ok(), "{kind:?} by an operator");
+            assert!(
+                operator.check(&by_operator).is_ok(),
+                "{kind:?} by an operator"
+            );
         }
         // Publishing to the catalogue and appealing are open to any identity.
         for kind in [

@@ -277,6 +277,15 @@ impl EventService for EventSvc {
                     .map(Response::new)
                     .map_err(Status::from);
             }
+            if ty == "catalog.published" {
+                // The same checks as AgentService.Publish (manifest, owner,
+                // immutable versions): no path appends a publication without them.
+                let ev = amai_bus::envelope::VerifiedEvent::from_signed(event.clone())
+                    .map_err(|e| ApiError::from(amai_bus::store::AppendError::from(e)))?;
+                crate::catalog::CatalogSvc::new(self.shared.clone())
+                    .validate(&ev)
+                    .await?;
+            }
         }
         let out = self
             .shared

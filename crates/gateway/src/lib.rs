@@ -24,6 +24,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod blobs;
+pub mod catalog;
 pub mod events;
 pub mod identity;
 pub mod jail;
@@ -37,6 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amai_bus::proto::agent_service_server::AgentServiceServer;
 use amai_bus::proto::audit_service_server::AuditServiceServer;
 use amai_bus::proto::blob_service_server::BlobServiceServer;
 use amai_bus::proto::event_service_server::EventServiceServer;
@@ -47,6 +49,7 @@ use amai_bus::proto::trust_service_server::TrustServiceServer;
 use amai_bus::EventStore;
 
 pub use audit::AuditSvc;
+pub use catalog::CatalogSvc;
 pub use events::EventSvc;
 pub use identity::IdentitySvc;
 pub use jail::JailSvc;
@@ -376,6 +379,7 @@ pub async fn serve(
     health.set_serving::<JailServiceServer<JailSvc>>().await;
     health.set_serving::<TrustServiceServer<TrustSvc>>().await;
     health.set_serving::<AuditServiceServer<AuditSvc>>().await;
+    health.set_serving::<AgentServiceServer<CatalogSvc>>().await;
     // Both reflection versions: grpcurl and current tools speak v1, many stock
     // tools (older grpcurl, Postman, grpc_cli builds) only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -412,6 +416,8 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     let audit = AuditServiceServer::new(AuditSvc::new(shared.clone()))
         .max_decoding_message_size(max_message);
+    let catalog = AgentServiceServer::new(CatalogSvc::new(shared.clone()))
+        .max_decoding_message_size(max_message);
     let blob_service = BlobServiceServer::new(blobs::BlobSvc::new(
         shared,
         blob_store,
@@ -433,6 +439,7 @@ pub async fn serve(
         .add_service(jail)
         .add_service(trust)
         .add_service(audit)
+        .add_service(catalog)
         .serve_with_incoming_shutdown(
             // Small request/response frames must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

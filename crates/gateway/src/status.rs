@@ -178,6 +178,36 @@ pub enum ApiError {
         /// The spec's digest.
         want: String,
     },
+    /// The manifest of a `catalog.published` is invalid.
+    #[error("the manifest is invalid (schemas/agent-manifest.schema.json):\n{detail}")]
+    InvalidManifest {
+        /// Every error.
+        detail: String,
+        /// The JSON path of every error.
+        paths: Vec<String>,
+    },
+    /// The event's manifest id, version or digest is not the manifest's.
+    #[error("{0}; sign the event with the manifest's own id, version and canonical digest (Manifest::canonical_digest)")]
+    ManifestDigestMismatch(String),
+    /// Another identity owns the manifest id.
+    #[error("manifest id {manifest_id} belongs to {owner}: only its owner publishes versions of it; choose another id")]
+    ManifestIdOwned {
+        /// The id.
+        manifest_id: String,
+        /// The owning identity.
+        owner: String,
+    },
+    /// The version was published before with other bytes.
+    #[error("{manifest_id}@{version} was already published with other bytes; a published version never changes: bump the version")]
+    ManifestVersionExists {
+        /// The id.
+        manifest_id: String,
+        /// The version.
+        version: String,
+    },
+    /// No such catalogue entry.
+    #[error("no catalogue entry {0}; search with `amai catalog search`")]
+    CatalogEntryNotFound(String),
     /// No such jail, or not the caller's.
     #[error("no jail {0} of yours; list yours with `amai jail ls`")]
     JailNotFound(String),
@@ -386,6 +416,42 @@ fn classify(err: ApiError) -> Classified {
         ApiError::SpecDigestMismatch { .. } => {
             plain(Code::InvalidArgument, ErrorKind::SpecDigestMismatch)
         }
+        ApiError::InvalidManifest { paths, .. } => (
+            Code::InvalidArgument,
+            ErrorKind::InvalidManifest,
+            HashMap::from([("paths".to_string(), paths.join(","))]),
+            None,
+        ),
+        ApiError::ManifestDigestMismatch(_) => {
+            plain(Code::InvalidArgument, ErrorKind::ManifestDigestMismatch)
+        }
+        ApiError::ManifestIdOwned { manifest_id, owner } => (
+            Code::PermissionDenied,
+            ErrorKind::ManifestIdOwned,
+            HashMap::from([
+                ("manifest_id".to_string(), manifest_id),
+                ("owner".to_string(), owner),
+            ]),
+            None,
+        ),
+        ApiError::ManifestVersionExists {
+            manifest_id,
+            version,
+        } => (
+            Code::AlreadyExists,
+            ErrorKind::ManifestVersionExists,
+            HashMap::from([
+                ("manifest_id".to_string(), manifest_id),
+                ("version".to_string(), version),
+            ]),
+            None,
+        ),
+        ApiError::CatalogEntryNotFound(manifest_id) => (
+            Code::NotFound,
+            ErrorKind::CatalogEntryNotFound,
+            HashMap::from([("manifest_id".to_string(), manifest_id)]),
+            None,
+        ),
         ApiError::JailNotFound(jail_id) => (
             Code::NotFound,
             ErrorKind::JailNotFound,

@@ -18,6 +18,8 @@
 //! - [`card`]: A2A v1.0 Agent Cards: export, JWS (EdDSA, `did:key`)
 //!   signing and verification, import as a manifest draft.
 //! - [`did`]: `did:key` for Ed25519 keys.
+//! - [`publication`]: the check of a manifest as a `catalog.published`
+//!   event carries it, shared by the gateway and the catalogue.
 //!
 //! The crate is pure: no NATS, no tokio, no Docker, no network. The format
 //! is documented in `docs/manifest.md` and `schemas/agent-manifest.schema.json`.
@@ -30,6 +32,7 @@ pub mod jail;
 mod json;
 pub mod manifest;
 pub mod permission;
+pub mod publication;
 pub mod registry;
 pub mod scan;
 pub mod tools;
@@ -46,6 +49,7 @@ pub use permission::{
     approve, ApprovalError, ApprovalErrorKind, LlmProvider, Permission, PermissionError,
     PermissionErrorKind, PermissionSet,
 };
+pub use publication::{check_publication, PublicationError, PublicationErrorKind};
 pub use registry::{read_index, IndexError, IndexErrorKind, IndexReport};
 pub use scan::{scan, ScanReport};
 pub use tools::Tool;

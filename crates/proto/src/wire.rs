@@ -238,6 +238,17 @@ error_kinds! {
     /// The audit role's tree disagrees with the latest signed checkpoint: the
     /// stream was rewritten; nothing is signed over it (metadata: `stream`).
     LogDiverged => "LOG_DIVERGED",
+    // Catalogue (`AgentService`, the lifecycle role's queries).
+    /// The manifest is invalid (metadata: `paths`, the JSON paths of the errors).
+    InvalidManifest => "INVALID_MANIFEST",
+    /// The event's manifest id, version or digest is not the manifest's.
+    ManifestDigestMismatch => "MANIFEST_DIGEST_MISMATCH",
+    /// Another identity owns the manifest id (metadata: `manifest_id`, `owner`).
+    ManifestIdOwned => "MANIFEST_ID_OWNED",
+    /// The version was already published with other bytes (metadata: `manifest_id`, `version`).
+    ManifestVersionExists => "MANIFEST_VERSION_EXISTS",
+    /// No such catalogue entry (metadata: `manifest_id`).
+    CatalogEntryNotFound => "CATALOG_ENTRY_NOT_FOUND",
     // Queries (`min_position` and pages).
     /// The projection has not reached `min_position` within the wait bound; retry (metadata: `stream`, `reached`, `wanted`).
     StalePosition => "STALE_POSITION",

@@ -13,6 +13,8 @@ pub mod audit;
 pub mod identity;
 #[cfg(feature = "jail")]
 pub mod jail;
+#[cfg(feature = "lifecycle")]
+pub mod lifecycle;
 #[cfg(feature = "llm")]
 pub mod llm;
 #[cfg(feature = "trust")]
@@ -34,6 +36,8 @@ pub fn registry() -> Vec<Arc<dyn Role>> {
     roles.push(Arc::new(trust::TrustRole::default()));
     #[cfg(feature = "audit")]
     roles.push(Arc::new(audit::AuditRole::default()));
+    #[cfg(feature = "lifecycle")]
+    roles.push(Arc::new(lifecycle::LifecycleRole));
     roles
 }
 
