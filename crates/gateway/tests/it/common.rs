@@ -79,33 +79,56 @@ impl Env {
 
     /// Gateway, an identity worker and a jail worker on the local Docker Engine.
     pub(crate) async fn with_jail(config: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, Some(config), false, false).await
+        Self::start_full(
+            MAX_EVENT_BYTES,
+            true,
+            None,
+            Some(config),
+            false,
+            false,
+            false,
+        )
+        .await
     }
 
     /// Gateway, an identity worker and an audit worker (checkpoints on request only).
     pub(crate) async fn with_audit() -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, None, false, true).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, false, true, false).await
     }
 
     /// Gateway, identity, llm (with `llm`) and jail workers; the jails reach
     /// the llm role's proxy.
     pub(crate) async fn with_jail_llm(jail: JailConfig, llm: LlmConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, Some(llm), Some(jail), false, false).await
+        Self::start_full(
+            MAX_EVENT_BYTES,
+            true,
+            Some(llm),
+            Some(jail),
+            false,
+            false,
+            false,
+        )
+        .await
     }
 
     async fn start_roles(max_event_bytes: usize, worker: bool, llm: bool) -> Env {
         let llm = llm.then(|| LlmConfig::default().blob_threshold(MAX_EVENT_BYTES / 2));
-        Self::start_full(max_event_bytes, worker, llm, None, false, false).await
+        Self::start_full(max_event_bytes, worker, llm, None, false, false, false).await
     }
 
     /// Gateway, identity, jail and trust workers.
     pub(crate) async fn with_jail_trust(jail: JailConfig) -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, Some(jail), true, false).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, Some(jail), true, false, false).await
+    }
+
+    /// Gateway, an identity worker and a lifecycle worker.
+    pub(crate) async fn with_lifecycle() -> Env {
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, false, false, true).await
     }
 
     /// Gateway, an identity worker and a trust worker.
     pub(crate) async fn with_trust() -> Env {
-        Self::start_full(MAX_EVENT_BYTES, true, None, None, true, false).await
+        Self::start_full(MAX_EVENT_BYTES, true, None, None, true, false, false).await
     }
 
     async fn start_full(
@@ -115,6 +138,7 @@ impl Env {
         jail: Option<JailConfig>,
         trust: bool,
         audit: bool,
+        lifecycle: bool,
     ) -> Env {
         let nats = NatsServer::start();
         let nc = async_nats::connect(nats.url()).await.expect("connect nats");
@@ -162,6 +186,12 @@ impl Env {
             wanted.push((
                 std::sync::Arc::new(amai_workers::roles::audit::AuditRole::with_config(config)),
                 "svc-audit",
+            ));
+        }
+        if lifecycle {
+            wanted.push((
+                std::sync::Arc::new(amai_workers::roles::lifecycle::LifecycleRole),
+                "svc-lifecycle",
             ));
         }
         let jail_name = "svc-jail";

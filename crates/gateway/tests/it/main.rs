@@ -4,6 +4,7 @@ mod append;
 mod audit;
 mod auth;
 mod blobs;
+mod catalog;
 mod common;
 mod flow;
 mod garbage;
