@@ -4,6 +4,7 @@
 
 mod audit_cmd;
 mod bench;
+mod catalog_cmd;
 mod client_cmd;
 mod config;
 mod export_cmd;
@@ -78,6 +79,10 @@ enum Command {
     /// Trust: scores, history, alerts, explanations, reports, endorsements.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCommand),
+    /// The catalogue of agent manifests: publish, scan a directory, sync a
+    /// registry index, import an A2A Agent Card, search, show.
+    #[command(subcommand)]
+    Catalog(catalog_cmd::CatalogCommand),
     /// Verifiable history: checkpoints, proofs, witnesses, and offline
     /// checks of RFC 9162 Merkle proofs (any RFC 9162 log's).
     #[command(subcommand)]
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
             Command::Jail(cmd) => jail_cmd::jail(&settings, cmd).await,
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Audit(cmd) => audit_cmd::audit(&settings, cmd).await,
+            Command::Catalog(cmd) => catalog_cmd::catalog(&settings, cmd).await,
             Command::Replay(args) => replay_cmd::replay(&settings, args).await,
             Command::Export(args) => export_cmd::export(&settings, args).await,
             Command::Import(args) => export_cmd::import(&settings, args).await,
@@ -168,5 +174,18 @@ fn main() -> ExitCode {
             eprintln!("amai: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Clap's own consistency checks over every command and flag (duplicate
+    /// names, conflicting defaults): a broken definition panics at run time
+    /// only when its subcommand is used.
+    #[test]
+    fn every_command_and_flag_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -4,6 +4,7 @@
 
 mod as_of;
 mod audit;
+mod catalog;
 mod crash;
 mod export;
 mod jail;

@@ -191,10 +191,7 @@ impl AgentService for CatalogSvc {
     ) -> Result<Response<proto::CatalogPage>, Status> {
         let req = request.into_inner();
         Ok(Response::new(
-            self.shared
-                .query(LIFECYCLE_CATALOG_SEARCH, &req)
-                .await
-                .map_err(ApiError::from)?,
+            self.shared.query(LIFECYCLE_CATALOG_SEARCH, &req).await?,
         ))
     }
 

@@ -138,17 +138,17 @@ mod tests {
             .canonical_digest();
         let other_id = check_publication(&json, "com.example.other", "1.2.0", &digest);
         assert_eq!(
-            other_id.map(|_| ()).unwrap_err().kind(),
+            other_id.map(|_| ()).expect_err("refused").kind(),
             PublicationErrorKind::Mismatch
         );
         let other_version = check_publication(&json, "com.example.scout", "1.2.1", &digest);
         assert_eq!(
-            other_version.map(|_| ()).unwrap_err().kind(),
+            other_version.map(|_| ()).expect_err("refused").kind(),
             PublicationErrorKind::Mismatch
         );
         let other_digest = check_publication(&json, "com.example.scout", "1.2.0", &[0u8; 32]);
         assert_eq!(
-            other_digest.map(|_| ()).unwrap_err().kind(),
+            other_digest.map(|_| ()).expect_err("refused").kind(),
             PublicationErrorKind::DigestMismatch
         );
     }
@@ -160,7 +160,7 @@ mod tests {
         m["version"] = serde_json::json!("one");
         let err = check_publication(&bytes(&m), "com.example.scout", "1.2.0", &[0u8; 32])
             .map(|_| ())
-            .unwrap_err();
+            .expect_err("refused");
         assert_eq!(err.kind(), PublicationErrorKind::Invalid);
         let paths = err.paths();
         assert!(paths.contains(&"version"), "{paths:?}");

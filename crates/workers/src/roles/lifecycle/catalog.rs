@@ -176,7 +176,7 @@ fn apply_published(
         .map(|p| p.versions.clone())
         .unwrap_or_default();
     versions.push(entry.version.clone());
-    versions.sort_by(|a, b| semver_of(b).cmp(&semver_of(a)));
+    versions.sort_by_key(|v| std::cmp::Reverse(semver_of(v)));
     versions.dedup();
     entry.versions = versions.clone();
     tx.insert(entry_key(&id, &entry.version), entry.encode_to_vec())?;
