@@ -299,11 +299,12 @@ async fn walkthrough_cli() {
         }
     })
     .await;
-    assert_eq!(stats["identities"], 8, "{stats}");
+    assert_eq!(stats["identities"], 9, "{stats}");
     assert_eq!(stats["per_kind"]["agent"], 2, "{stats}");
     assert_eq!(stats["per_kind"]["operator"], 1, "{stats}");
-    // One service identity per role: identity, llm, jail, trust and audit.
-    assert_eq!(stats["per_kind"]["service"], 5, "{stats}");
+    // One service identity per role: identity, llm, jail, trust, audit and
+    // lifecycle.
+    assert_eq!(stats["per_kind"]["service"], 6, "{stats}");
     assert_eq!(stats["revoked"], 0, "{stats}");
     assert_eq!(stats["integrity_violations"], 0, "{stats}");
 
