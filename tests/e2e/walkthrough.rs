@@ -192,8 +192,8 @@ async fn walkthrough_cli() {
     assert_eq!(inbox[0]["from"], Value::from(alice_id.clone()));
     assert_eq!(inbox[0]["text"], "the results are in");
 
-    // Events: operator, the identity, llm, jail, trust and audit services,
-    // alice, bob registered + one message.
+    // Events: operator, the identity, llm, jail, trust, audit and lifecycle
+    // services, alice, bob registered + one message.
     let out = run(vec![
         "events",
         "tail",
@@ -202,7 +202,7 @@ async fn walkthrough_cli() {
         "--from-seq",
         "1",
         "--count",
-        "9",
+        "10",
         "--json",
     ])
     .await
@@ -211,14 +211,14 @@ async fn walkthrough_cli() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    assert_eq!(events.len(), 9, "{out}");
+    assert_eq!(events.len(), 10, "{out}");
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["type"].as_str().expect("type"))
         .collect();
     assert_eq!(
         types.iter().filter(|t| **t == "agent.registered").count(),
-        8,
+        9,
         "{types:?}"
     );
     let sent: Vec<&Value> = events
@@ -589,8 +589,8 @@ async fn up_restart_keeps_state() {
     run(vec!["agent", "register", "--keys", &key, "--name", "carol"])
         .await
         .ok();
-    // operator, the identity, llm, jail, trust and audit services, carol.
-    wait_until("carol is counted", DEADLINE, stats_with(7)).await;
+    // operator, the identity, llm, jail, trust, audit and lifecycle services, carol.
+    wait_until("carol is counted", DEADLINE, stats_with(8)).await;
     up.sigterm();
     assert!(up.wait_exit(DEADLINE).await.success(), "{}", up.log());
     let operator_key =
@@ -613,13 +613,13 @@ async fn up_restart_keeps_state() {
     let carol: Value = serde_json::from_str(carol.trim()).expect("json");
     assert_eq!(carol["trust_score"], 60.0);
     assert_eq!(carol["chain_length"], 1);
-    let stats = wait_until("stats answer", DEADLINE, stats_with(7)).await;
+    let stats = wait_until("stats answer", DEADLINE, stats_with(8)).await;
     assert_eq!(
         stats["per_kind"]["operator"], 1,
         "operator registered once: {stats}"
     );
     assert_eq!(
-        stats["per_kind"]["service"], 5,
+        stats["per_kind"]["service"], 6,
         "each service registered once: {stats}"
     );
     assert_eq!(

@@ -68,6 +68,7 @@ struct World {
     trust_signer: ServiceSigner,
     jail: ServiceSigner,
     llm: ServiceSigner,
+    lifecycle: ServiceSigner,
     runtimes: Vec<RoleRuntime>,
     dirs: Vec<tempfile::TempDir>,
 }
@@ -92,6 +93,13 @@ impl World {
         .await;
         let jail = service(&store, &operator, "svc-jail", &[AggregateKind::Jail]).await;
         let llm = service(&store, &operator, "svc-llm", &[AggregateKind::Llm]).await;
+        let lifecycle = service(
+            &store,
+            &operator,
+            "svc-lifecycle",
+            &[AggregateKind::Lifecycle],
+        )
+        .await;
         let mut w = Self {
             _server: server,
             client,
@@ -101,6 +109,7 @@ impl World {
             trust_signer,
             jail,
             llm,
+            lifecycle,
             runtimes: Vec::new(),
             dirs: Vec::new(),
         };
@@ -492,6 +501,60 @@ async fn a_misbehaving_agent_falls_with_each_reason_cited_and_explained() {
 }
 
 #[tokio::test]
+async fn a_crash_the_lifecycle_service_records_lowers_the_agents_score_and_a_stop_does_not() {
+    let mut w = World::new().await;
+    w.start_trust(None).await;
+    let flaky = w.agent("flaky").await;
+    let changed = |detail| {
+        Kind::LifecycleChanged(proto::LifecycleChanged {
+            agent_id: flaky.id.clone(),
+            detail: Some(detail),
+            ..Default::default()
+        })
+    };
+    // A stop asked for by an operator is no evidence.
+    w.service_record(
+        &w.lifecycle,
+        AggregateKind::Lifecycle,
+        &flaky.id,
+        changed(proto::lifecycle_changed::Detail::Stopped(Default::default())),
+        now_ms(),
+    )
+    .await;
+    let crash = w
+        .service_record(
+            &w.lifecycle,
+            AggregateKind::Lifecycle,
+            &flaky.id,
+            changed(proto::lifecycle_changed::Detail::Crashed(
+                proto::LifecycleCrashed {
+                    exit_code: 137,
+                    ..Default::default()
+                },
+            )),
+            now_ms(),
+        )
+        .await;
+    let summary = w.settled(&flaky.id, 1).await;
+    let delta = adjusted(&summary.last_deltas[0]);
+    assert_eq!(delta.signal, "crash");
+    assert!(delta.negative_milli > 0 && delta.score_after_milli < delta.score_before_milli);
+    let why = w.explain(&summary.last_deltas[0].event_id).await;
+    let cited: Vec<String> = why
+        .evidence
+        .iter()
+        .map(|s| {
+            let signed = s.event.clone().expect("event");
+            proto::EventBody::decode(signed.body.as_slice())
+                .expect("body")
+                .id
+        })
+        .collect();
+    assert_eq!(cited, vec![crash]);
+    w.stop().await;
+}
+
+#[tokio::test]
 async fn an_endorsement_ring_of_fresh_agents_is_dampened_and_an_operator_counts() {
     let mut w = World::new().await;
     w.start_trust(None).await;
@@ -813,6 +876,7 @@ async fn replaying_the_feed_into_a_fresh_deployment_gives_byte_identical_trust_c
         trust_signer: a.trust_signer.clone(),
         jail: a.jail.clone(),
         llm: a.llm.clone(),
+        lifecycle: a.lifecycle.clone(),
         runtimes: Vec::new(),
         dirs: Vec::new(),
     };

@@ -11,10 +11,12 @@
 //! | `jail.reproducibility_checked` (DIFFERENT) | `JailNotReproducible` for the original run's requester |
 //! | `llm.replay_missed` | `LlmReplayMiss` for the session owner |
 //! | `llm.interaction_recorded` (TRUNCATED) | `LlmTruncated` for the session owner |
+//! | `lifecycle.changed` to CRASHED | `Crash` for the managed agent (`lifecycle/<agent>`) |
 //!
 //! A non-zero exit code is no signal: failing is not misbehaving. Jail runs
 //! that fail for infrastructure reasons (`jail.run_failed`) are no signal
-//! either. Lifecycle crashes become `Crash` once the lifecycle role records them.
+//! either. A crash is: the lifecycle role records it only for a managed
+//! agent's run that died unasked (not a stop, not a disable).
 
 use amai_bus::proto::{self, payload::Kind};
 use amai_trust::{LimitKind, Signal};
@@ -93,6 +95,21 @@ pub(crate) fn llm_signal(payload: &Kind) -> Option<Signal> {
     }
 }
 
+/// The evidence a lifecycle record gives about its agent.
+pub(crate) fn lifecycle_signal(payload: &Kind) -> Option<Signal> {
+    match payload {
+        Kind::LifecycleChanged(c)
+            if matches!(
+                c.detail,
+                Some(proto::lifecycle_changed::Detail::Crashed(_))
+            ) =>
+        {
+            Some(Signal::Crash)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +167,31 @@ mod tests {
         assert_eq!(
             llm_signal(&Kind::LlmReplayMissed(Default::default())),
             Some(Signal::LlmReplayMiss)
+        );
+    }
+
+    #[test]
+    fn a_recorded_crash_is_a_crash_and_other_transitions_are_no_signal() {
+        let crashed = proto::LifecycleChanged {
+            detail: Some(proto::lifecycle_changed::Detail::Crashed(
+                Default::default(),
+            )),
+            ..Default::default()
+        };
+        assert_eq!(
+            lifecycle_signal(&Kind::LifecycleChanged(crashed)),
+            Some(Signal::Crash)
+        );
+        let stopped = proto::LifecycleChanged {
+            detail: Some(proto::lifecycle_changed::Detail::Stopped(
+                Default::default(),
+            )),
+            ..Default::default()
+        };
+        assert_eq!(lifecycle_signal(&Kind::LifecycleChanged(stopped)), None);
+        assert_eq!(
+            lifecycle_signal(&Kind::SanctionImposed(Default::default())),
+            None
         );
     }
 }

@@ -254,6 +254,7 @@ impl Fold<'_> {
             AggregateKind::Agent => self.agent_event(clock, clock)?,
             AggregateKind::Jail => self.jail_event(clock)?,
             AggregateKind::Llm => self.llm_event(clock)?,
+            AggregateKind::Lifecycle => self.lifecycle_event(clock)?,
             _ => Vec::new(),
         };
         let mut planned = Vec::new();
@@ -507,6 +508,19 @@ impl Fold<'_> {
             _ => {}
         }
         Ok(out)
+    }
+
+    /// A lifecycle record is about the agent its aggregate names.
+    fn lifecycle_event(&self, at_ms: i64) -> ApplyResult<Vec<(String, Observation)>> {
+        let event = &self.ev.event;
+        let Some(signal) = evidence::lifecycle_signal(&event.payload) else {
+            return Ok(Vec::new());
+        };
+        self.cite()?;
+        Ok(vec![(
+            event.aggregate.id.clone(),
+            self.observation(at_ms, ObservationKind::Evidence(signal), Vec::new()),
+        )])
     }
 
     fn llm_event(&self, at_ms: i64) -> ApplyResult<Vec<(String, Observation)>> {
