@@ -115,6 +115,13 @@ impl SessionStore {
         }
     }
 
+    /// Whether `session` is still open (not signed out, not expired).
+    pub(crate) fn is_live(&self, session: &Session) -> bool {
+        self.lock()
+            .get(&session.key)
+            .is_some_and(|s| s.expires > Instant::now())
+    }
+
     /// Ends a session.
     pub(crate) fn remove(&self, session: &Session) {
         self.lock().remove(&session.key);

@@ -50,6 +50,9 @@ use crate::AppState;
 
 /// Events buffered per live stream before the consumer waits for the browser.
 const BUFFER: usize = 64;
+/// How often an open live stream re-checks its session and the console's
+/// authority (a signed-out or expired session's streams end).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Actors whose keys a live stream remembers.
 const MAX_CACHED_SIGNERS: usize = 1024;
 
@@ -373,7 +376,7 @@ fn sse_event(view: &EventView) -> Event {
 
 async fn events_stream(
     State(state): State<Arc<AppState>>,
-    ApiSession(_session): ApiSession,
+    ApiSession(session): ApiSession,
     headers: HeaderMap,
     Query(filter): Query<EventFilter>,
 ) -> Response {
@@ -417,7 +420,7 @@ async fn events_stream(
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(BUFFER);
-    tokio::spawn(forward(state.clone(), checked, replay, tx, permit));
+    tokio::spawn(forward(state.clone(), session, checked, replay, tx, permit));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -430,6 +433,7 @@ async fn events_stream(
 /// fails, or the console stops.
 async fn forward(
     state: Arc<AppState>,
+    session: crate::session::Session,
     filter: Checked,
     mut replay: consumer::Replay,
     tx: tokio::sync::mpsc::Sender<Event>,
@@ -445,6 +449,8 @@ async fn forward(
         return;
     }
     let mut keys = SignerKeys::default();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *stopping.borrow() {
             break;
@@ -452,6 +458,17 @@ async fn forward(
         let item = tokio::select! {
             _ = tx.closed() => break,
             _ = stopping.changed() => break,
+            _ = recheck.tick() => {
+                let authority = state.authority.check(&state).await;
+                if !state.sessions.is_live(&session) || authority.is_err() {
+                    let msg = serde_json::json!({ "problem": "the session ended: sign in again" });
+                    let _ = tx
+                        .send(Event::default().event("interrupted").data(html_safe_json(&msg)))
+                        .await;
+                    break;
+                }
+                continue;
+            }
             item = replay.next() => item,
         };
         match item {

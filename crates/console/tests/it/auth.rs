@@ -210,6 +210,9 @@ async fn pages_and_streams_need_a_session_and_sign_out_ends_it() {
     let cookie = env.login().await;
     let page = env.page("/", &cookie).await;
     let csrf = csrf_of(&page);
+    // A live stream open before signing out ends with the session.
+    let open_stream = env.get("/events/stream?stream=AMAI_AGENTS", &cookie).await;
+    assert_eq!(open_stream.status(), 200);
     // Sign-out is a same-origin POST with the token, like any action.
     let resp = env
         .post("/logout", &cookie, &[("origin", &env.origin)], &[])
@@ -228,5 +231,16 @@ async fn pages_and_streams_need_a_session_and_sign_out_ends_it() {
     assert!(cleared.starts_with("amai_console=;") && cleared.contains("Max-Age=0"));
     let resp = env.get("/", &cookie).await;
     assert_eq!(resp.status(), 303, "the old cookie is no session any more");
+    let mut body = open_stream.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Err(_) => panic!("the live stream outlived its session: {text}"),
+        }
+    }
+    assert!(text.contains("event: interrupted"), "{text}");
     env.stop().await;
 }
