@@ -4,7 +4,7 @@
 #
 # Usage:
 #   scripts/ensure-deps.sh [COMPONENT...]      components: nats-server (default), docker,
-#                                               python-sdks, jail-images
+#                                               python-sdks, jail-images, browser
 #   scripts/ensure-deps.sh --print-nats-server  ensure nats-server, print its path on stdout
 #   scripts/ensure-deps.sh --print-python       ensure python-sdks, print the venv's python
 #
@@ -13,6 +13,8 @@
 # jail-images: debootstrap, which building the `python` jail image needs (the build
 # itself runs as root: `amai jail image build python`). The image pins the SDKs to
 # PY_OPENAI_VERSION and PY_ANTHROPIC_VERSION below (a crates/jail test checks this).
+# browser: Debian's headless chromium and chromedriver (packages chromium and
+# chromium-driver), which the console's browser test drives over WebDriver.
 #
 # Environment:
 #   AMAI_NATS_SERVER   path of the nats-server binary to use (never installed over)
@@ -31,6 +33,7 @@ PY_OPENAI_VERSION=3.57.0
 PY_ANTHROPIC_VERSION=2.16.0
 PYTHON_HINT="the Python SDK tests need python3 (>= 3.9) with the venv module (Debian: apt-get install python3-venv) and access to PyPI, or AMAI_PYTHON=/path/to/python with openai==${PY_OPENAI_VERSION} and anthropic==${PY_ANTHROPIC_VERSION} installed"
 DEBOOTSTRAP_HINT="building the python jail image needs debootstrap (Debian: apt-get install debootstrap) and root"
+BROWSER_HINT="the console's browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
 DOCKER_HINT="docker is required: install docker.io (or Docker Engine from https://docs.docker.com/engine/install/) and put docker on PATH"
 DOCKER_ENGINE_HINT="the jail tests need a running Docker Engine: start it (systemctl start docker, or dockerd as root) so that 'docker info' works"
 
@@ -235,6 +238,18 @@ ensure_jail_images() {
     log "installed debootstrap"
 }
 
+ensure_browser() {
+    local pkg
+    for pkg in chromium:chromium chromium-driver:chromedriver; do
+        command -v "${pkg#*:}" >/dev/null 2>&1 && continue
+        log "${pkg#*:} not found"
+        can_apt_install || die "$BROWSER_HINT"
+        apt_install "${pkg%%:*}" || die "apt-get install ${pkg%%:*} failed. ${BROWSER_HINT}"
+        command -v "${pkg#*:}" >/dev/null 2>&1 || die "${pkg%%:*} installed but ${pkg#*:} is not on PATH. ${BROWSER_HINT}"
+        log "installed ${pkg%%:*}"
+    done
+}
+
 # Succeeds when python $1 has openai and anthropic installed at exactly the pinned
 # versions (read from the package metadata: importing the SDKs takes seconds).
 python_sdks_ok() {
@@ -286,11 +301,11 @@ main() {
             --print-nats-server) print_nats=1 ;;
             --print-python) print_python=1 ;;
             -h | --help)
-                sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
                 return 0
                 ;;
-            nats-server | docker | python-sdks | jail-images) components+=("$c") ;;
-            *) die "unknown component '${c}' (known: nats-server, docker, python-sdks, jail-images)" ;;
+            nats-server | docker | python-sdks | jail-images | browser) components+=("$c") ;;
+            *) die "unknown component '${c}' (known: nats-server, docker, python-sdks, jail-images, browser)" ;;
         esac
     done
     if [ "$print_python" -eq 1 ]; then
@@ -312,6 +327,7 @@ main() {
             docker) ensure_docker ;;
             python-sdks) ensure_python_sdks ;;
             jail-images) ensure_jail_images ;;
+            browser) ensure_browser ;;
         esac
     done
     if [ "$print_nats" -eq 1 ]; then
