@@ -33,7 +33,7 @@ up: ## Run everything in one process (local nats-server under ./data); Ctrl-C st
 
 test: ## Unit + integration + end-to-end tests against a real nats-server, Docker Engine and the Python SDKs
 	@$(WITH_NATS) \
-	$(ENSURE) docker jail-images; \
+	$(ENSURE) docker jail-images browser; \
 	AMAI_PYTHON="$$($(ENSURE) --print-python)"; export AMAI_PYTHON; \
 	echo "make: using nats-server $$AMAI_NATS_SERVER ($$("$$AMAI_NATS_SERVER" --version))" >&2; \
 	$(CARGO) test --workspace $(TEST_ARGS)

@@ -44,6 +44,7 @@ pub(crate) mod defaults {
     /// gRPC gateway listen address.
     pub(crate) const GATEWAY_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 50051);
     pub(crate) const LLM_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 8088);
+    pub(crate) const CONSOLE_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 6767);
     /// Prometheus metrics listen address.
     pub(crate) const METRICS_ADDR: SocketAddr = SocketAddr::new(LOCALHOST, 9464);
     /// JetStream replicas per stream (1 in dev, 3 on a cluster).
@@ -100,6 +101,10 @@ pub(crate) struct GlobalArgs {
     /// The llm role's OpenAI/Anthropic-compatible HTTP API [default: 127.0.0.1:8088]
     #[arg(long, env = "AMAI_LLM_ADDR", value_name = "ADDR", global = true)]
     pub(crate) llm_addr: Option<SocketAddr>,
+
+    /// The operator console (`amai up`, `amai console`) [default: 127.0.0.1:6767]
+    #[arg(long, env = "AMAI_CONSOLE_ADDR", value_name = "ADDR", global = true)]
+    pub(crate) console_addr: Option<SocketAddr>,
 
     /// JetStream replicas per stream: 1 in dev, 3 on a cluster [default: 1]
     #[arg(long, env = "AMAI_STREAM_REPLICAS", value_name = "N", global = true)]
@@ -201,6 +206,8 @@ pub(crate) struct Settings {
     pub(crate) metrics_addr: SocketAddr,
     /// The llm role's HTTP API listen address.
     pub(crate) llm_addr: SocketAddr,
+    /// The operator console's address.
+    pub(crate) console_addr: SocketAddr,
     /// JetStream replicas per stream (1..=5).
     pub(crate) stream_replicas: usize,
     /// JetStream duplicate-detection window, in seconds.
@@ -242,6 +249,7 @@ struct FileConfig {
     gateway_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     llm_addr: Option<SocketAddr>,
+    console_addr: Option<SocketAddr>,
     stream_replicas: Option<usize>,
     dedup_window_secs: Option<u64>,
     max_event_bytes: Option<usize>,
@@ -326,6 +334,11 @@ impl Settings {
                 defaults::METRICS_ADDR,
             ),
             llm_addr: pick(args.llm_addr, file_cfg.llm_addr, defaults::LLM_ADDR),
+            console_addr: pick(
+                args.console_addr,
+                file_cfg.console_addr,
+                defaults::CONSOLE_ADDR,
+            ),
             stream_replicas: pick(
                 args.stream_replicas,
                 file_cfg.stream_replicas,

@@ -7,6 +7,7 @@ mod bench;
 mod catalog_cmd;
 mod client_cmd;
 mod config;
+mod console_cmd;
 mod export_cmd;
 mod fault;
 mod jail_cmd;
@@ -79,6 +80,10 @@ enum Command {
     /// Trust: scores, history, alerts, explanations, reports, endorsements.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCommand),
+    /// The operator console: a one-time sign-in link, or a console served
+    /// against a running deployment.
+    #[command(subcommand)]
+    Console(console_cmd::ConsoleCommand),
     /// The catalogue of agent manifests: publish, scan a directory, sync a
     /// registry index, import an A2A Agent Card, search, show.
     #[command(subcommand)]
@@ -162,6 +167,7 @@ fn main() -> ExitCode {
             Command::Trust(cmd) => trust_cmd::trust(&settings, cmd).await,
             Command::Audit(cmd) => audit_cmd::audit(&settings, cmd).await,
             Command::Catalog(cmd) => catalog_cmd::catalog(&settings, cmd).await,
+            Command::Console(cmd) => console_cmd::console(&settings, cmd).await,
             Command::Replay(args) => replay_cmd::replay(&settings, args).await,
             Command::Export(args) => export_cmd::export(&settings, args).await,
             Command::Import(args) => export_cmd::import(&settings, args).await,

@@ -137,7 +137,7 @@ pub(crate) enum TrustRootSource {
 
 /// The trust root: `--trust-root`, else the operator key in the data dir; only
 /// `amai up` may generate one ([`TrustRootSource::GenerateIfMissing`]).
-fn trust_root(
+pub(crate) fn trust_root(
     settings: &Settings,
     keystore: &Keystore,
     source: TrustRootSource,
@@ -158,13 +158,13 @@ fn trust_root(
     Ok(IdentityKeysOrKey::Keys(keystore.operator()?))
 }
 
-enum IdentityKeysOrKey {
+pub(crate) enum IdentityKeysOrKey {
     Keys(IdentityKeys),
     Key(ed25519_dalek::VerifyingKey),
 }
 
 impl IdentityKeysOrKey {
-    fn public(&self) -> ed25519_dalek::VerifyingKey {
+    pub(crate) fn public(&self) -> ed25519_dalek::VerifyingKey {
         match self {
             IdentityKeysOrKey::Keys(k) => k.public_key(),
             IdentityKeysOrKey::Key(k) => *k,
@@ -398,6 +398,7 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
         listener,
         shutdown.wait_owned(),
     ));
+    let console = start_console(settings, &client, &store, &root, &shutdown).await?;
     let names: Vec<_> = roles.iter().map(|r| r.name()).collect();
     if let Some(addr) = roles
         .iter()
@@ -437,8 +438,53 @@ pub(crate) async fn run_up(settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     role_result?;
     gateway_result.context("gateway task")??;
+    if let Some(console) = console {
+        console.await.context("console task")??;
+    }
     eprintln!("amai up: stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the operator console as the trust-root operator (whose key `amai
+/// up` holds) and prints its one-time sign-in link; `None` when this `amai up`
+/// was given only the trust root's public key (`--trust-root`).
+async fn start_console(
+    settings: &Settings,
+    client: &async_nats::Client,
+    store: &amai_bus::EventStore,
+    root: &IdentityKeysOrKey,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), amai_console::ConsoleError>>>> {
+    let IdentityKeysOrKey::Keys(operator) = root else {
+        eprintln!(
+            "amai up: no console (it acts as the operator, whose key is not in this data dir)"
+        );
+        return Ok(None);
+    };
+    let config = amai_console::ConsoleConfig::builder()
+        .addr(settings.console_addr)
+        .nats(client.clone())
+        .store(store.clone())
+        .operator_keys(operator.clone())
+        .login_token(amai_console::generate_login_token())
+        .build()
+        .context("console settings")?;
+    let listener = config.bind().await.with_context(|| {
+        format!(
+            "cannot listen on {} for the console: is another amai running? pass --console-addr",
+            settings.console_addr
+        )
+    })?;
+    let origin = amai_console::origin_of(listener.local_addr()?);
+    eprintln!(
+        "amai up: console on {origin}; sign in with {}",
+        config.login_link(&origin)
+    );
+    Ok(Some(tokio::spawn(amai_console::serve(
+        config,
+        listener,
+        shutdown.wait_owned(),
+    ))))
 }
 
 fn gateway_config(

@@ -133,6 +133,8 @@ async fn up_without_a_docker_engine_runs_everything_but_the_jail_role_and_says_w
             &gw,
             "--llm-addr",
             "127.0.0.1:0",
+            "--console-addr",
+            "127.0.0.1:0",
         ]),
         &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
     );

@@ -52,14 +52,33 @@ async fn walkthrough_cli() {
             &metrics,
             "--llm-addr",
             "127.0.0.1:0",
+            "--console-addr",
+            "127.0.0.1:0",
         ]),
     );
     up.wait_for_log("amai up: gateway on", DEADLINE).await;
     wait_gateway(&gw).await;
+    let console = console_signs_in(&up.log()).await;
     let run = |rest: Vec<&str>| {
         let a = client(&data, &gw, &rest);
         async move { run_cli(&a).await }
     };
+    // A one-time link signed with the operator key signs in once.
+    let link = run(vec![
+        "console", "link", "--keys", &op_key, "--origin", &console, "--json",
+    ])
+    .await
+    .json();
+    let link = link["link"].as_str().expect("link").to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    let first = http.get(&link).send().await.expect("console answers");
+    assert!(first.status().is_redirection(), "{}", first.status());
+    assert!(first.headers().get(reqwest::header::SET_COOKIE).is_some());
+    let replayed = http.get(&link).send().await.expect("console answers");
+    assert_eq!(replayed.status(), reqwest::StatusCode::UNAUTHORIZED);
 
     // Keys.
     let alice_key = dir.path().join("alice.key").display().to_string();
@@ -235,7 +254,7 @@ async fn walkthrough_cli() {
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
 
     // Chain verification, client-side.
     let report = run(vec![
@@ -264,8 +283,8 @@ async fn walkthrough_cli() {
         let metrics = metrics.clone();
         async move {
             let text = http_get(&metrics, "/metrics").await?;
-            // One trust.initialized per registration: operator, five services, two agents.
-            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 8") {
+            // One trust.initialized per registration: operator, six services, two agents.
+            if text.contains("amai_reactor_outputs_appended_total{role=\"identity\"} 9") {
                 Ok(text)
             } else {
                 Err(text)
@@ -286,7 +305,7 @@ async fn walkthrough_cli() {
         "{text}"
     );
 
-    // Stats: operator, five services, alice and bob; one message.
+    // Stats: operator, six services, alice and bob; one message.
     let stats = wait_until("stats count the message", DEADLINE, || {
         let f = run(vec!["stats", "--json"]);
         async move {
@@ -524,6 +543,54 @@ async fn walkthrough_grpc() {
     assert_eq!(stats.integrity_violations, 0);
 }
 
+/// `amai up` printed the console's sign-in link: it signs in (a session
+/// cookie and the console's pages), and a made-up token does not. Returns the
+/// console's origin.
+async fn console_signs_in(log: &str) -> String {
+    let link = log
+        .lines()
+        .find_map(|l| l.split("sign in with ").nth(1))
+        .unwrap_or_else(|| panic!("no console sign-in link in the log:\n{log}"))
+        .trim()
+        .to_string();
+    assert!(link.starts_with("http://127.0.0.1:"), "{link}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    let signed_in = http.get(&link).send().await.expect("console answers");
+    assert!(
+        signed_in.status().is_redirection(),
+        "{}",
+        signed_in.status()
+    );
+    let cookie = signed_in
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let origin = link.split("/login").next().expect("origin");
+    let home = http
+        .get(format!("{origin}/"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("home page");
+    assert_eq!(home.status(), reqwest::StatusCode::OK);
+    let wrong = http
+        .get(format!(
+            "{origin}/login?token=not-the-token-at-all-not-the-token"
+        ))
+        .send()
+        .await
+        .expect("console answers");
+    assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(reqwest::header::SET_COOKIE).is_none());
+    origin.to_string()
+}
+
 /// Starts `amai up` (managed nats-server on a free port) in `data`.
 async fn start_up(dir: &std::path::Path, data: &str, gw: &str) -> Proc {
     let nats_bin = amai_testkit::nats_server_bin().display().to_string();
@@ -541,6 +608,8 @@ async fn start_up(dir: &std::path::Path, data: &str, gw: &str) -> Proc {
             "--gateway-addr",
             gw,
             "--llm-addr",
+            "127.0.0.1:0",
+            "--console-addr",
             "127.0.0.1:0",
         ]),
     );

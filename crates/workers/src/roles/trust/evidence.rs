@@ -99,10 +99,7 @@ pub(crate) fn llm_signal(payload: &Kind) -> Option<Signal> {
 pub(crate) fn lifecycle_signal(payload: &Kind) -> Option<Signal> {
     match payload {
         Kind::LifecycleChanged(c)
-            if matches!(
-                c.detail,
-                Some(proto::lifecycle_changed::Detail::Crashed(_))
-            ) =>
+            if matches!(c.detail, Some(proto::lifecycle_changed::Detail::Crashed(_))) =>
         {
             Some(Signal::Crash)
         }
@@ -173,9 +170,7 @@ mod tests {
     #[test]
     fn a_recorded_crash_is_a_crash_and_other_transitions_are_no_signal() {
         let crashed = proto::LifecycleChanged {
-            detail: Some(proto::lifecycle_changed::Detail::Crashed(
-                Default::default(),
-            )),
+            detail: Some(proto::lifecycle_changed::Detail::Crashed(Default::default())),
             ..Default::default()
         };
         assert_eq!(
@@ -183,9 +178,7 @@ mod tests {
             Some(Signal::Crash)
         );
         let stopped = proto::LifecycleChanged {
-            detail: Some(proto::lifecycle_changed::Detail::Stopped(
-                Default::default(),
-            )),
+            detail: Some(proto::lifecycle_changed::Detail::Stopped(Default::default())),
             ..Default::default()
         };
         assert_eq!(lifecycle_signal(&Kind::LifecycleChanged(stopped)), None);
