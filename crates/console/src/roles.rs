@@ -19,6 +19,8 @@ pub enum Role {
     Llm,
     /// `amai worker --role audit`.
     Audit,
+    /// `amai worker --role lifecycle`.
+    Lifecycle,
 }
 
 impl Role {
@@ -30,6 +32,7 @@ impl Role {
             Role::Jail => "jail",
             Role::Llm => "llm",
             Role::Audit => "audit",
+            Role::Lifecycle => "lifecycle",
         }
     }
 }

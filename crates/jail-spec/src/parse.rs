@@ -2,12 +2,11 @@
 //! path and keeps going. (serde's derive, even through `serde_path_to_error`,
 //! stops at the first error; users fixing a spec want them all.)
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use amai_json_doc::{field, index, show, type_name};
 use base64::Engine as _;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::units::{parse_duration_secs, parse_size, quoted};
@@ -45,15 +44,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JailSpec, SpecErrors> {
             ),
         }]));
     }
-    let duplicates = RefCell::new(Vec::new());
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = ValueSeed {
-        path: String::new(),
-        duplicates: &duplicates,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|value| deserializer.end().map(|()| value))
-    .map_err(|e| {
+    let (value, duplicates) = amai_json_doc::parse_with_duplicates(bytes).map_err(|e| {
         SpecErrors(vec![SpecError {
             path: String::new(),
             message: format!("not JSON: {e}"),
@@ -62,7 +53,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JailSpec, SpecErrors> {
     // A key given twice reads differently in different JSON parsers (first or
     // last wins): refused, so the signed bytes have one meaning.
     let mut errors: Vec<SpecError> = duplicates
-        .into_inner()
         .into_iter()
         .map(|path| SpecError {
             path,
@@ -79,83 +69,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JailSpec, SpecErrors> {
     }
 }
 
-/// Builds a `serde_json::Value` like `from_slice` does, noting the path of
-/// every key an object gives twice.
-struct ValueSeed<'a> {
-    path: String,
-    duplicates: &'a RefCell<Vec<String>>,
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ValueSeed {
-            path: index(&self.path, items.len()),
-            duplicates: self.duplicates,
-        })? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let path = field(&self.path, &key);
-            let value = map.next_value_seed(ValueSeed {
-                path: path.clone(),
-                duplicates: self.duplicates,
-            })?;
-            if object.insert(key, value).is_some() {
-                self.duplicates.borrow_mut().push(path);
-            }
-        }
-        Ok(Value::Object(object))
-    }
-}
-
 pub(crate) fn parse_value(value: &Value) -> Result<JailSpec, SpecErrors> {
     let mut p = Parser::default();
     let spec = p.spec(value);
@@ -168,45 +81,6 @@ pub(crate) fn parse_value(value: &Value) -> Result<JailSpec, SpecErrors> {
 #[derive(Default)]
 struct Parser {
     errors: Vec<SpecError>,
-}
-
-/// `parent.key`, or `parent["odd key"]` for keys that are not identifiers.
-fn field(parent: &str, key: &str) -> String {
-    let plain = key
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    match (parent.is_empty(), plain) {
-        (true, true) => key.to_owned(),
-        (false, true) => format!("{parent}.{key}"),
-        (_, false) => format!("{parent}[{}]", quoted(key)),
-    }
-}
-
-fn index(parent: &str, i: usize) -> String {
-    format!("{parent}[{i}]")
-}
-
-/// A value, shortened, for messages.
-fn show(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() <= 60 {
-        text
-    } else {
-        format!("{}...", text.chars().take(57).collect::<String>())
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 impl Parser {

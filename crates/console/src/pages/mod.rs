@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod catalog;
 pub mod events;
 pub mod jails;
 pub mod llm;
@@ -44,6 +45,10 @@ pub const NAV: &[NavItem] = &[
         label: "Agents",
     },
     NavItem {
+        path: "/catalog",
+        label: "Catalogue",
+    },
+    NavItem {
         path: "/jails",
         label: "Jails",
     },
@@ -68,6 +73,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(crate::login::routes())
         .merge(overview::routes())
         .merge(agents::routes())
+        .merge(catalog::routes())
         .merge(jails::routes())
         .merge(llm::routes())
         .merge(events::routes())

@@ -74,6 +74,10 @@ impl Env {
                 )),
                 "svc-audit",
             ),
+            (
+                Arc::new(amai_workers::roles::lifecycle::LifecycleRole),
+                "svc-lifecycle",
+            ),
         ];
         for (role, name) in wanted {
             let service = IdentityKeys::generate();

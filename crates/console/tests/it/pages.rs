@@ -198,6 +198,60 @@ async fn pages_show_the_roles_answers_and_name_the_roles_that_are_not_running() 
     env.stop().await;
 }
 
+#[tokio::test]
+async fn the_catalogue_page_lists_and_searches_manifests_with_their_requested_permissions() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let publisher = env.agent("publisher", BTreeMap::new()).await;
+    for (id, name, description) in [
+        (
+            "com.example.summarizer",
+            "Summariser",
+            "Summarises papers <script>alert(1)</script>",
+        ),
+        ("org.example.translator", "Translator", "Translates text"),
+    ] {
+        let manifest = serde_json::json!({
+            "manifest_version": 1,
+            "id": id,
+            "name": name,
+            "version": "1.0.0",
+            "description": description,
+            "publisher": {"name": "Example Labs"},
+            "source": {"image": "busybox"},
+            "entrypoint": ["sh"],
+            "permissions": ["llm:openai", "network:egress:api.example.com"],
+            "capabilities": ["summarize"]
+        });
+        let publication = amai_client::catalog::Publication::new(
+            &serde_json::to_vec(&manifest).expect("json"),
+            amai_bus::proto::CatalogSource::Publish,
+        )
+        .expect("valid manifest");
+        publisher
+            .publish_manifest(&publication)
+            .await
+            .expect("published");
+    }
+    let page = env.page("/catalog", &cookie).await;
+    assert!(page.contains("com.example.summarizer@1.0.0"), "{page}");
+    assert!(page.contains("org.example.translator@1.0.0"), "{page}");
+    assert!(
+        page.contains("network:egress:api.example.com:443"),
+        "{page}"
+    );
+    assert!(page.contains("verified"), "{page}");
+    assert!(
+        !page.contains("<script>alert(1)</script>"),
+        "escaped: {page}"
+    );
+    assert!(page.contains("&lt;script&gt;"), "{page}");
+    let searched = env.page("/catalog?q=translat", &cookie).await;
+    assert!(searched.contains("org.example.translator"), "{searched}");
+    assert!(!searched.contains("com.example.summarizer"), "{searched}");
+    env.stop().await;
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
