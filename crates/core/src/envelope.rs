@@ -295,6 +295,21 @@ pub struct VerifiedEvent {
     pub hash: EventHash,
 }
 
+/// Whether `message` encodes to exactly `bytes` (the canonical-form check),
+/// encoding into a buffer reused by the thread rather than a new one per
+/// event: the auditor and projections run this for every event.
+fn encodes_to(message: &impl Message, bytes: &[u8]) -> bool {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        // Encoding into a Vec only fails for lack of capacity, which a Vec grows.
+        message.encode(&mut *buffer).is_ok() && buffer.as_slice() == bytes
+    })
+}
+
 impl VerifiedEvent {
     /// Decodes and checks encoded `SignedEvent` bytes (as stored). The bytes must
     /// be the canonical encoding (no unknown fields, no reordering), so the event
@@ -302,7 +317,7 @@ impl VerifiedEvent {
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let signed = SignedEvent::decode(bytes)
             .map_err(|e| EnvelopeError::Malformed(format!("not a SignedEvent: {e}")))?;
-        if signed.encoded_len() != bytes.len() || signed.encode_to_vec() != bytes {
+        if signed.encoded_len() != bytes.len() || !encodes_to(&signed, bytes) {
             return Err(EnvelopeError::Malformed(
                 "the SignedEvent is not canonically encoded (unknown fields or non-canonical layout)"
                     .into(),
@@ -333,14 +348,19 @@ impl VerifiedEvent {
             .map_err(|e| malformed(format!("body is not an EventBody: {e}")))?;
         // Unknown fields would be signed but invisible to this version; a future
         // schema must not be able to give them meaning. Canonical bytes only.
-        if body.encode_to_vec() != signed.body {
+        if body.encoded_len() != signed.body.len() || !encodes_to(&body, &signed.body) {
             return Err(malformed(
                 "the signed body carries unknown fields or is not canonically encoded".into(),
             ));
         }
         let id = uuid::Uuid::parse_str(&body.id)
             .map_err(|_| malformed(format!("id {:?} is not a UUID", body.id)))?;
-        if body.id != id.hyphenated().to_string() {
+        if body.id.as_bytes()
+            != id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes()
+        {
             return Err(malformed("id must be a lowercase hyphenated UUID".into()));
         }
         let aggregate: Aggregate = body
