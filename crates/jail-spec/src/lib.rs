@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use glob::{check_glob, glob_match};
+pub use parse::dns_name;
 pub use units::{format_size, parse_duration_secs, parse_size};
 
 /// The largest spec accepted, in bytes (file contents included). A spec over

@@ -777,7 +777,11 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     Ok(Endpoint { host, port })
 }
 
-fn dns_name(host: &str) -> Result<String, String> {
+/// A DNS name of an allowlist: ASCII labels of `[a-z0-9-]` (lowercased),
+/// not all-numeric at the top level (that would be a mistyped IPv4 address);
+/// internationalised names in their `xn--` form. The permission taxonomy of
+/// manifests (`network:egress:<host>`) uses the same rule.
+pub fn dns_name(host: &str) -> Result<String, String> {
     let name = host.to_ascii_lowercase();
     let label_ok = |label: &str| {
         !label.is_empty()

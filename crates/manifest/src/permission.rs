@@ -403,7 +403,11 @@ fn parse_egress(target: &str) -> Result<Endpoint, PermissionError> {
         let host = if let Ok(ip) = host.parse::<Ipv4Addr>() {
             Host::Ip(IpAddr::V4(ip))
         } else {
-            Host::Dns(dns_name(host).map_err(bad)?)
+            Host::Dns(amai_jail_spec::dns_name(host).map_err(|e| {
+                bad(format!(
+                    "{e} (ASCII labels of a-z, 0-9 and -; internationalised names in xn-- form)"
+                ))
+            })?)
         };
         (host, port)
     };
@@ -416,37 +420,6 @@ fn parse_egress(target: &str) -> Result<Endpoint, PermissionError> {
             .ok_or_else(|| bad(format!("{} is not a port (1..=65535)", quoted(p))))?,
     };
     Ok(Endpoint { host, port })
-}
-
-/// A DNS name: ASCII labels of `[a-z0-9-]` (lowercased), not all-numeric at
-/// the top level (that would be a mistyped IPv4 address). Internationalised
-/// names must be given in their `xn--` form.
-pub(crate) fn dns_name(host: &str) -> Result<String, String> {
-    let name = host.to_ascii_lowercase();
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(label_ok)
-        && !name
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
-    if ok {
-        Ok(name)
-    } else {
-        Err(format!(
-            "{} is not a DNS name or an IP address (ASCII labels of a-z, 0-9 and -; internationalised names in xn-- form)",
-            quoted(host)
-        ))
-    }
 }
 
 fn parse_fs_write(glob: &str) -> Result<String, PermissionError> {
